@@ -1,0 +1,1 @@
+"""Event contracts: the only thing producers and consumers share. Imports nothing of ours."""

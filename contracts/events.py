@@ -1,0 +1,396 @@
+"""The v1 events of the pipeline: intents from producers, then project, deploy, notify, ops.
+
+Commands (`*.requested`) are emitted by the coordinator, the only part that knows the
+lifecycle; outcome events are emitted by the step that did the work. Every payload field has
+a description: this module is the event catalogue (see docs/asyncapi.yaml).
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import Event
+from contracts.spec import ProjectSpec
+
+# ---------------------------------------------------------------- intents (producers)
+
+
+class ProjectRequested(Event):
+    """A person asked for a new service (chat, HTTP API or CLI)."""
+
+    TYPE: ClassVar[str] = "intents.project.requested"
+
+    project_id: uuid.UUID = Field(description="Id the producer chose, so it can answer at once")
+    description: str = Field(description="The user's own words", min_length=1, max_length=8000)
+    user_id: str = Field(description="Stable user id: telegram:<id>, api:<token name> or cli:<login>")
+    chat_id: int | None = Field(None, description="Telegram chat to report to, if any")
+    source: Literal["telegram", "api", "cli", "console"] = Field(description="Which producer")
+
+
+class ClarificationAnswered(Event):
+    """The user answered the analyst's question."""
+
+    TYPE: ClassVar[str] = "intents.project.answered"
+
+    project_id: uuid.UUID = Field(description="The project the answer belongs to")
+    answer: str = Field(description="The user's answer", min_length=1, max_length=8000)
+    user_id: str = Field(description="Who answered")
+
+
+class ProjectArchiveRequested(Event):
+    """The user or an operator retired a project; its server resources are released."""
+
+    TYPE: ClassVar[str] = "intents.project.archive"
+
+    project_id: uuid.UUID = Field(description="The project to archive")
+    reason: str = Field("", description="Why, for the timeline")
+
+
+# ---------------------------------------------------------------- analyst
+
+
+class SpecRequested(Event):
+    """Coordinator → analyst: write (or continue writing) the spec."""
+
+    TYPE: ClassVar[str] = "project.spec.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    description: str = Field(description="The original description")
+    answers: tuple[str, ...] = Field((), description="Answers to earlier questions, in order")
+
+
+class ClarificationAsked(Event):
+    """Analyst → user: the description is too thin; the flow waits for an answer."""
+
+    TYPE: ClassVar[str] = "project.clarification.asked"
+
+    project_id: uuid.UUID = Field(description="The project")
+    question: str = Field(description="The question, in the user's language")
+    missing: tuple[str, ...] = Field((), description="Which parts of the spec are unknown")
+    offline: bool = Field(description="True when asked by the deterministic offline analyst")
+
+
+class SpecReady(Event):
+    """Analyst: the spec is complete."""
+
+    TYPE: ClassVar[str] = "project.spec.ready"
+
+    project_id: uuid.UUID = Field(description="The project")
+    spec: ProjectSpec = Field(description="The specification")
+    offline: bool = Field(description="True when written by the deterministic offline analyst")
+
+
+class SpecFailed(Event):
+    """Analyst could not write a spec (provider error after retries, refusal)."""
+
+    TYPE: ClassVar[str] = "project.spec.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    reason: str = Field(description="What went wrong, for the user")
+
+
+# ---------------------------------------------------------------- provisioner
+
+
+class ProvisionRequested(Event):
+    """Coordinator → provisioner: pick a server and allocate a port."""
+
+    TYPE: ClassVar[str] = "project.provision.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    slug: str = Field(description="The project's slug")
+    labels: tuple[str, ...] = Field((), description="Server labels the project needs")
+
+
+class ResourcesAllocated(Event):
+    """Provisioner: a server and a port are reserved for the project."""
+
+    TYPE: ClassVar[str] = "project.resources.allocated"
+
+    project_id: uuid.UUID = Field(description="The project")
+    server_name: str = Field(description="Inventory name of the server")
+    host: str = Field(description="Address the service will listen on and be reached at")
+    port: int = Field(description="The allocated port, unique on that server", ge=1, le=65535)
+
+
+class ProvisioningFailed(Event):
+    """Provisioner: no server can take the project."""
+
+    TYPE: ClassVar[str] = "project.resources.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    reason: str = Field(description="Why, with what an operator can do about it")
+
+
+class ResourcesReleased(Event):
+    """Provisioner: an archived project's port is free again."""
+
+    TYPE: ClassVar[str] = "project.resources.released"
+
+    project_id: uuid.UUID = Field(description="The project")
+    server_name: str = Field(description="The server it was on")
+    port: int = Field(description="The port released")
+
+
+# ---------------------------------------------------------------- repo
+
+
+class RepoRequested(Event):
+    """Coordinator → repo: create the repository and scaffold it."""
+
+    TYPE: ClassVar[str] = "project.repo.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    spec: ProjectSpec = Field(description="The specification to scaffold")
+
+
+class RepoCreated(Event):
+    """Repo: the repository exists with the scaffold on its default branch."""
+
+    TYPE: ClassVar[str] = "project.repo.created"
+
+    project_id: uuid.UUID = Field(description="The project")
+    repo_name: str = Field(description="Repository name (owner/name on GitHub)")
+    clone_url: str = Field(description="URL to clone and push (no credentials in it)")
+    web_url: str = Field("", description="Where a person can browse it")
+    default_branch: str = Field("main", description="The branch holding the scaffold")
+    commit: str = Field(description="The scaffold commit")
+
+
+class RepoFailed(Event):
+    """Repo: the git host refused or failed."""
+
+    TYPE: ClassVar[str] = "project.repo.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    reason: str = Field(description="What the git host said")
+
+
+# ---------------------------------------------------------------- engineer
+
+
+class CodeRequested(Event):
+    """Coordinator → engineer: make the code pass its tests and push it."""
+
+    TYPE: ClassVar[str] = "project.code.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    spec: ProjectSpec = Field(description="The specification")
+    clone_url: str = Field(description="Repository to work on")
+    base_commit: str = Field(description="Commit to start from")
+    default_branch: str = Field("main", description="Branch to push to")
+
+
+class CodeGenerated(Event):
+    """Engineer: code is pushed and its tests pass."""
+
+    TYPE: ClassVar[str] = "project.code.generated"
+
+    project_id: uuid.UUID = Field(description="The project")
+    commit: str = Field(description="The pushed commit")
+    mode: Literal["offline", "llm", "container"] = Field(description="Which coding agent ran")
+    iterations: int = Field(0, description="Coder loop iterations (0 offline)")
+    tests_passed: int = Field(description="Tests that passed")
+    tests_failed: int = Field(0, description="Tests that failed (0 when generated)")
+    summary: str = Field("", description="What changed, for the user")
+
+
+class CodeFailed(Event):
+    """Engineer: tests did not pass within the iteration bound, or the agent failed."""
+
+    TYPE: ClassVar[str] = "project.code.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    reason: str = Field(description="Why, with the failing tests' summary")
+    iterations: int = Field(0, description="Iterations used")
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+class ProjectArchived(Event):
+    """Coordinator: the project is archived; resources are to be released."""
+
+    TYPE: ClassVar[str] = "project.archived"
+
+    project_id: uuid.UUID = Field(description="The project")
+
+
+class SecretStored(Event):
+    """A secret value was written to Vault; only its name and path travel."""
+
+    TYPE: ClassVar[str] = "project.secret.stored"
+
+    project_id: uuid.UUID = Field(description="The project the secret belongs to")
+    name: str = Field(description="Variable name, e.g. TELEGRAM_BOT_TOKEN")
+    vault_path: str = Field(description="KV v2 path under the secrets mount")
+
+
+# ---------------------------------------------------------------- deploy
+
+
+class DeployMode(StrEnum):
+    PROCESS = "process"
+    COMPOSE = "compose"
+
+
+class DeployRequested(Event):
+    """Coordinator → deployer: code and resources are both ready."""
+
+    TYPE: ClassVar[str] = "deploy.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    spec: ProjectSpec = Field(description="The specification (variables for .env)")
+    clone_url: str = Field(description="Repository to deploy from")
+    commit: str = Field(description="Commit to deploy")
+    server_name: str = Field(description="Inventory server")
+    host: str = Field(description="Server address")
+    port: int = Field(description="Port the service listens on")
+    mode: DeployMode = Field(DeployMode.PROCESS, description="process (venv) or compose")
+
+
+class DeploySucceeded(Event):
+    """Deployer: the release answers its health check."""
+
+    TYPE: ClassVar[str] = "deploy.succeeded"
+
+    project_id: uuid.UUID = Field(description="The project")
+    commit: str = Field(description="Deployed commit")
+    release: str = Field(description="Release identifier on the server")
+    url: str = Field(description="Where the service answers")
+    noop: bool = Field(False, description="True when this commit was already live")
+
+
+class DeployFailed(Event):
+    """Deployer: the release did not come up."""
+
+    TYPE: ClassVar[str] = "deploy.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    commit: str = Field(description="Commit that failed")
+    reason: str = Field(description="What failed (health check, playbook task)")
+    rolled_back: bool = Field(description="True when the previous release serves again")
+
+
+class DeployRolledBack(Event):
+    """Deployer: the previous release was restored after a failed one."""
+
+    TYPE: ClassVar[str] = "deploy.rolled_back"
+
+    project_id: uuid.UUID = Field(description="The project")
+    failed_release: str = Field(description="The release that failed")
+    restored_release: str = Field(description="The release serving again")
+
+
+# ---------------------------------------------------------------- notify
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class StepStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step: str = Field(description="Step name: spec, resources, repo, code, deploy")
+    state: StepState = Field(description="Where the step is")
+
+
+class NotificationKind(StrEnum):
+    PROGRESS = "progress"
+    QUESTION = "question"
+    FAILURE = "failure"
+    DONE = "done"
+    INFO = "info"
+
+
+class NotificationRequested(Event):
+    """Anything → notifier: tell the user. Progress edits one message; others are new ones."""
+
+    TYPE: ClassVar[str] = "notify.requested"
+
+    project_id: uuid.UUID | None = Field(None, description="The project, if any")
+    user_id: str = Field(description="Recipient user id")
+    chat_id: int | None = Field(None, description="Telegram chat; None prints to the console chat")
+    kind: NotificationKind = Field(description="progress edits in place; others are new messages")
+    text: str = Field(description="The message text (no secrets, ever)")
+    steps: tuple[StepStatus, ...] = Field((), description="Checklist shown in progress messages")
+    offline: bool = Field(False, description="True when the pipeline runs without an LLM")
+
+
+# ---------------------------------------------------------------- ops
+
+
+class SchedulerTick(Event):
+    """Scheduler: one tick per job and period, de-duplicated across scheduler replicas."""
+
+    TYPE: ClassVar[str] = "ops.tick"
+
+    job: str = Field(description="Job name, e.g. timeouts, health, repo_sync")
+    period: str = Field(description="Period key, e.g. 2026-11-24T22:40 for a minutely job")
+
+    def subject_name(self) -> str:
+        return f"{self.TYPE}.{self.job}"
+
+
+class IncidentOpened(Event):
+    """Ops: something an operator must look at."""
+
+    TYPE: ClassVar[str] = "ops.incident.opened"
+
+    incident_id: uuid.UUID = Field(description="Incident id")
+    kind: str = Field(description="health_check_failed, step_timeout, dead_letter, ...")
+    key: str = Field(description="Natural key; one open incident per key")
+    summary: str = Field(description="What an operator sees first")
+    project_id: uuid.UUID | None = Field(None, description="Project concerned, if any")
+
+
+class IncidentResolved(Event):
+    """Ops: the incident's condition is gone."""
+
+    TYPE: ClassVar[str] = "ops.incident.resolved"
+
+    incident_id: uuid.UUID = Field(description="Incident id")
+    key: str = Field(description="Natural key")
+
+
+#: Every event type, by its type name; the bus decodes with it.
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        ProjectRequested,
+        ClarificationAnswered,
+        ProjectArchiveRequested,
+        SpecRequested,
+        ClarificationAsked,
+        SpecReady,
+        SpecFailed,
+        ProvisionRequested,
+        ResourcesAllocated,
+        ProvisioningFailed,
+        ResourcesReleased,
+        RepoRequested,
+        RepoCreated,
+        RepoFailed,
+        CodeRequested,
+        CodeGenerated,
+        CodeFailed,
+        ProjectArchived,
+        SecretStored,
+        DeployRequested,
+        DeploySucceeded,
+        DeployFailed,
+        DeployRolledBack,
+        NotificationRequested,
+        SchedulerTick,
+        IncidentOpened,
+        IncidentResolved,
+    )
+}

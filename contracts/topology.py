@@ -1,0 +1,202 @@
+"""Streams, subjects and durable consumers: every name the bus uses, declared in one place.
+
+`infra.bus.topology` applies these declarations to the server on start (create or update), so
+changing a value here changes it on the server at the next start. Durable consumers are
+shared by all replicas of their process: that is how work is split without locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts import events as ev
+
+# ---------------------------------------------------------------- streams
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age_seconds: float = 14 * 24 * 3600
+
+
+INTENTS = StreamSpec("INTENTS", ("intents.>",), "What producers ask for")
+PROJECT = StreamSpec("PROJECT", ("project.>",), "Project commands and step outcomes")
+DEPLOY = StreamSpec("DEPLOY", ("deploy.>",), "Deploy commands and outcomes")
+NOTIFY = StreamSpec("NOTIFY", ("notify.>",), "Messages to users", max_age_seconds=3 * 24 * 3600)
+OPS = StreamSpec("OPS", ("ops.>",), "Scheduler ticks and incidents", max_age_seconds=24 * 3600)
+DLQ = StreamSpec(
+    "DLQ", ("dlq.>",), "Dead letters: original bytes plus error headers", 30 * 24 * 3600
+)
+
+STREAMS: tuple[StreamSpec, ...] = (INTENTS, PROJECT, DEPLOY, NOTIFY, OPS, DLQ)
+
+DLQ_SUBJECT_PREFIX = "dlq"
+
+
+def dlq_subject(durable: str) -> str:
+    """Dead letters of one durable go to their own subject, so they can be listed per consumer."""
+    return f"{DLQ_SUBJECT_PREFIX}.{durable}"
+
+
+# Headers a dead letter carries next to the original message's own headers.
+H_DLQ_ERROR = "Orch-Dlq-Error"
+H_DLQ_CONSUMER = "Orch-Dlq-Consumer"
+H_DLQ_SUBJECT = "Orch-Dlq-Original-Subject"
+H_DLQ_STREAM = "Orch-Dlq-Original-Stream"
+H_DLQ_STREAM_SEQ = "Orch-Dlq-Original-Seq"
+H_DLQ_DELIVERIES = "Orch-Dlq-Deliveries"
+H_DLQ_FAILED_AT = "Orch-Dlq-Failed-At"
+H_EVENT_TYPE = "Orch-Event-Type"
+H_CORRELATION_ID = "Orch-Correlation-Id"
+H_MSG_ID = "Nats-Msg-Id"
+
+
+def tick_subject(job: str) -> str:
+    return f"{ev.SchedulerTick.TYPE}.{job}"
+
+
+# ---------------------------------------------------------------- durable consumers
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One durable pull consumer. `process` is the consumer package that runs it."""
+
+    durable: str
+    process: str
+    stream: StreamSpec
+    subjects: tuple[str, ...]
+    description: str
+    ack_wait_seconds: float = 30.0
+    max_deliver: int = 6
+    max_ack_pending: int = 1000
+    backoff_seconds: tuple[float, ...] = field(default=())
+
+
+COORDINATOR_INTENTS = ConsumerSpec(
+    "coordinator-intents",
+    "coordinator",
+    INTENTS,
+    (
+        ev.ProjectRequested.TYPE,
+        ev.ClarificationAnswered.TYPE,
+        ev.ProjectArchiveRequested.TYPE,
+    ),
+    "Creates projects and routes answers and archive requests",
+)
+COORDINATOR_OUTCOMES = ConsumerSpec(
+    "coordinator-outcomes",
+    "coordinator",
+    PROJECT,
+    (
+        ev.ClarificationAsked.TYPE,
+        ev.SpecReady.TYPE,
+        ev.SpecFailed.TYPE,
+        ev.ResourcesAllocated.TYPE,
+        ev.ProvisioningFailed.TYPE,
+        ev.RepoCreated.TYPE,
+        ev.RepoFailed.TYPE,
+        ev.CodeGenerated.TYPE,
+        ev.CodeFailed.TYPE,
+    ),
+    "Moves the project state machine on step outcomes",
+)
+COORDINATOR_DEPLOYS = ConsumerSpec(
+    "coordinator-deploys",
+    "coordinator",
+    DEPLOY,
+    (ev.DeploySucceeded.TYPE, ev.DeployFailed.TYPE, ev.DeployRolledBack.TYPE),
+    "Moves the project state machine on deploy outcomes",
+)
+COORDINATOR_TICKS = ConsumerSpec(
+    "coordinator-ticks",
+    "coordinator",
+    OPS,
+    (tick_subject("timeouts"),),
+    "Per-step timeouts and bounded retries",
+)
+ANALYST = ConsumerSpec(
+    "analyst",
+    "analyst",
+    PROJECT,
+    (ev.SpecRequested.TYPE,),
+    "Writes the spec or asks a question",
+    ack_wait_seconds=120.0,
+)
+PROVISIONER = ConsumerSpec(
+    "provisioner",
+    "provisioner",
+    PROJECT,
+    (ev.ProvisionRequested.TYPE, ev.ProjectArchived.TYPE),
+    "Allocates and releases servers and ports",
+)
+REPO = ConsumerSpec(
+    "repo",
+    "repo",
+    PROJECT,
+    (ev.RepoRequested.TYPE,),
+    "Creates and scaffolds repositories",
+    ack_wait_seconds=120.0,
+)
+ENGINEER = ConsumerSpec(
+    "engineer",
+    "engineer",
+    PROJECT,
+    (ev.CodeRequested.TYPE,),
+    "Generates code until its tests pass",
+    ack_wait_seconds=300.0,
+    max_deliver=4,
+)
+DEPLOYER = ConsumerSpec(
+    "deployer",
+    "deployer",
+    DEPLOY,
+    (ev.DeployRequested.TYPE,),
+    "Ships a commit with Ansible and health-checks it",
+    ack_wait_seconds=300.0,
+    max_deliver=4,
+)
+NOTIFIER = ConsumerSpec(
+    "notifier",
+    "notifier",
+    NOTIFY,
+    (ev.NotificationRequested.TYPE,),
+    "Sends and edits chat messages",
+)
+OPS_TICKS = ConsumerSpec(
+    "ops",
+    "ops",
+    OPS,
+    (tick_subject("health"),),
+    "Health checks of deployed services; opens and resolves incidents",
+)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    COORDINATOR_INTENTS,
+    COORDINATOR_OUTCOMES,
+    COORDINATOR_DEPLOYS,
+    COORDINATOR_TICKS,
+    ANALYST,
+    PROVISIONER,
+    REPO,
+    ENGINEER,
+    DEPLOYER,
+    NOTIFIER,
+    OPS_TICKS,
+)
+
+
+def consumers_of(process: str) -> tuple[ConsumerSpec, ...]:
+    return tuple(spec for spec in CONSUMERS if spec.process == process)
+
+
+def stream_for_subject(subject: str) -> StreamSpec:
+    """The stream that stores `subject` (each stream owns one top-level token)."""
+    head = subject.split(".", 1)[0]
+    for stream in STREAMS:
+        if any(s.split(".", 1)[0] == head for s in stream.subjects):
+            return stream
+    raise ValueError(f"no stream stores subject {subject!r}; add it to contracts.topology")

@@ -1,0 +1,93 @@
+"""Typed configuration, grouped by concern, read once per process from `ORCH_*` variables.
+
+Nested groups use a double underscore: `ORCH_NATS__URL`, `ORCH_DATABASE__URL`,
+`ORCH_VAULT__ROLE_ID`. The local stack launcher writes exactly these for every child
+process, so a consumer started by hand with the same environment behaves the same way.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NatsSettings(BaseModel):
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
+    duplicate_window_seconds: float = Field(
+        120.0, description="JetStream duplicate window: a Nats-Msg-Id seen within it is dropped"
+    )
+    stream_replicas: int = Field(1, description="Replicas per stream (3 in a production cluster)")
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        "postgresql+psycopg://orchestrator@127.0.0.1:5432/orchestrator",
+        description="SQLAlchemy URL; the psycopg (v3) driver is used in async mode",
+    )
+    pool_size: int = Field(20, description="Connections per process")
+
+
+class VaultSettings(BaseModel):
+    addr: str = Field("http://127.0.0.1:8200", description="Vault or OpenBao address")
+    role_id: str = Field("", description="This process's AppRole role id")
+    secret_id: SecretStr = Field(SecretStr(""), description="This process's AppRole secret id")
+    token: SecretStr = Field(
+        SecretStr(""), description="A token to use instead of AppRole (operators and tests only)"
+    )
+    kv_mount: str = Field("secret", description="KV v2 mount point")
+    transit_mount: str = Field("transit", description="Transit engine mount point")
+
+
+class ConsumerSettings(BaseModel):
+    concurrency: int = Field(64, description="Messages fetched per pull and handled concurrently")
+    heartbeat_seconds: float = Field(
+        10.0, description="How often a running step tells JetStream it is still in progress"
+    )
+    backoff_seconds: list[float] = Field(
+        [1.0, 5.0, 15.0, 60.0], description="Nak delay by delivery attempt; the last repeats"
+    )
+
+
+class MetricsSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Interface for the /metrics endpoint")
+    port: int = Field(0, description="Port for /metrics; 0 disables the endpoint")
+
+
+class LLMSettings(BaseModel):
+    provider: str = Field(
+        "offline", description="offline | openai (any OpenAI-compatible endpoint) | anthropic"
+    )
+    base_url: str = Field("", description="OpenAI-compatible base URL (vLLM, Ollama, OpenRouter)")
+    model: str = Field("gpt-4o-mini", description="Model name sent to the provider")
+    api_key_secret: str = Field(
+        "platform/llm", description="Vault KV path holding the provider key under `api_key`"
+    )
+    prompt_cost_per_1k: float = Field(0.0, description="USD per 1,000 prompt tokens")
+    completion_cost_per_1k: float = Field(0.0, description="USD per 1,000 completion tokens")
+    max_coder_iterations: int = Field(6, description="Coder loop bound before giving up")
+
+
+class Settings(BaseSettings):
+    """Everything one process needs; each group can be overridden by its own variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    process_name: str = Field("orchestrator", description="Name in logs, metrics and Vault role")
+    state_dir: Path = Field(Path(".state"), description="Where the local stack keeps its data")
+    nats: NatsSettings = NatsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    vault: VaultSettings = VaultSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    llm: LLMSettings = LLMSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

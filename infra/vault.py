@@ -1,0 +1,178 @@
+"""Vault / OpenBao access: AppRole login, token renewal, KV v2 secrets.
+
+hvac is synchronous and has no renewer, so calls run in a worker thread and `keep_renewed`
+renews the token at two thirds of its TTL. Every value read is registered with the log
+redactor, so a secret that slips into an exception message is still masked in the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+
+from infra.settings import VaultSettings
+
+T = TypeVar("T")
+
+
+class SecretNotFound(LookupError):
+    """The path holds no (live) secret; the message says what to store and where."""
+
+
+class VaultError(RuntimeError):
+    """Vault refused or failed; the message names the path and the reason, never a value."""
+
+
+def _register(values: Mapping[str, Any]) -> None:
+    # Imported lazily: logging is optional for short-lived tools that only write secrets.
+    with contextlib.suppress(ImportError):
+        from infra.logging import register_secret
+
+        for value in values.values():
+            if isinstance(value, str):
+                register_secret(value)
+
+
+class VaultClient:
+    """One client per process. Use a token (operators, tests) or an AppRole (services)."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        token: str = "",
+        role_id: str = "",
+        secret_id: str = "",
+        kv_mount: str = "secret",
+        transit_mount: str = "transit",
+    ) -> None:
+        if not token and not role_id:
+            raise VaultError(
+                f"no Vault credentials for {addr}: set ORCH_VAULT__ROLE_ID and "
+                "ORCH_VAULT__SECRET_ID (or ORCH_VAULT__TOKEN for an operator)"
+            )
+        # hvac reads VAULT_ADDR only from the environment; the URL is always passed explicitly.
+        self._client = hvac.Client(url=addr, token=token or None)
+        self._role_id = role_id
+        self._secret_id = secret_id
+        self._kv_mount = kv_mount
+        self._transit_mount = transit_mount
+        self._lease_seconds = 0
+        self.addr = addr
+
+    @classmethod
+    def from_settings(cls, settings: VaultSettings) -> VaultClient:
+        return cls(
+            settings.addr,
+            token=settings.token.get_secret_value(),
+            role_id=settings.role_id,
+            secret_id=settings.secret_id.get_secret_value(),
+            kv_mount=settings.kv_mount,
+            transit_mount=settings.transit_mount,
+        )
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    async def login(self) -> None:
+        """AppRole login (no-op for a token client); safe to call again after expiry."""
+        if not self._role_id:
+            return
+
+        def _login() -> dict[str, Any]:
+            result: dict[str, Any] = self._client.auth.approle.login(
+                role_id=self._role_id, secret_id=self._secret_id
+            )
+            return result
+
+        try:
+            auth = (await self._call(_login))["auth"]
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"AppRole login to {self.addr} failed: {exc}") from exc
+        self._lease_seconds = int(auth.get("lease_duration") or 0)
+
+    async def keep_renewed(self) -> None:
+        """Renew the token at 2/3 of its TTL forever; log in again if renewal is refused."""
+        while True:
+            await asyncio.sleep(max(self._lease_seconds * 2 / 3, 30))
+            try:
+                renewed = await self._call(self._client.auth.token.renew_self)
+                self._lease_seconds = int(renewed["auth"].get("lease_duration") or 0)
+            except hvac.exceptions.VaultError:
+                await self.login()
+
+    async def read_secret(self, path: str) -> dict[str, str]:
+        """The latest version of the KV v2 secret at `path`."""
+
+        def _read() -> dict[str, Any]:
+            result: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self._kv_mount, raise_on_deleted_version=True
+            )
+            return result
+
+        try:
+            data = (await self._call(_read))["data"]["data"]
+        except hvac.exceptions.InvalidPath as exc:
+            raise SecretNotFound(
+                f"no secret at {self._kv_mount}/{path}; store it with "
+                f"`orchestrator secrets set` or the API"
+            ) from exc
+        except hvac.exceptions.Forbidden as exc:
+            raise VaultError(f"this process may not read {self._kv_mount}/{path}") from exc
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"reading {self._kv_mount}/{path} failed: {exc}") from exc
+        values = {str(k): str(v) for k, v in data.items()}
+        _register(values)
+        return values
+
+    async def write_secret(self, path: str, data: Mapping[str, str]) -> None:
+        _register(data)
+
+        def _write() -> None:
+            self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=dict(data), mount_point=self._kv_mount
+            )
+
+        try:
+            await self._call(_write)
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"writing {self._kv_mount}/{path} failed: {exc}") from exc
+
+    async def delete_secret(self, path: str) -> None:
+        """Delete every version and the metadata at `path` (absent is fine)."""
+
+        def _delete() -> None:
+            with contextlib.suppress(hvac.exceptions.InvalidPath):
+                self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+                    path=path, mount_point=self._kv_mount
+                )
+
+        try:
+            await self._call(_delete)
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"deleting {self._kv_mount}/{path} failed: {exc}") from exc
+
+    async def list_secrets(self, path: str) -> list[str]:
+        def _list() -> list[str]:
+            try:
+                result = self._client.secrets.kv.v2.list_secrets(
+                    path=path, mount_point=self._kv_mount
+                )
+            except hvac.exceptions.InvalidPath:
+                return []
+            return [str(key) for key in result["data"]["keys"]]
+
+        return await self._call(_list)
+
+
+def project_secret_path(project_id: str, name: str) -> str:
+    return f"projects/{project_id}/{name}"
+
+
+def server_secret_path(server_name: str) -> str:
+    return f"servers/{server_name}"

@@ -1,0 +1,10 @@
+# coordinator: drives the project state machine; it never touches a secret value.
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,27 @@
+# deployer: renders a service's complete .env from its project secrets, reaches the target
+# server with its SSH key and logs in to the image registry. It only reads.
+path "secret/data/projects/*" {
+  capabilities = ["read"]
+}
+
+# Listing names (never values) lets the deployer check that the .env it renders is complete.
+path "secret/metadata/projects/*" {
+  capabilities = ["list"]
+}
+
+path "secret/data/servers/*" {
+  capabilities = ["read"]
+}
+
+path "secret/data/platform/registry" {
+  capabilities = ["read"]
+}
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,17 @@
+# engineer: calls the LLM provider and pushes generated code to the git host.
+path "secret/data/platform/llm" {
+  capabilities = ["read"]
+}
+
+path "secret/data/platform/github" {
+  capabilities = ["read"]
+}
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,10 @@
+# provisioner: allocates servers and ports in the database; it needs no secret.
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

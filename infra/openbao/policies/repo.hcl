@@ -1,0 +1,13 @@
+# repo: creates repositories on the git host with the platform GitHub token.
+path "secret/data/platform/github" {
+  capabilities = ["read"]
+}
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,10 @@
+# scheduler: publishes deduplicated ticks; it needs no secret.
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

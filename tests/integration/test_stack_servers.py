@@ -1,0 +1,363 @@
+"""The embedded stack's servers answer real clients, stop cleanly and never outlive us."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import nats
+import psycopg
+import pytest
+
+from infra.stack.git_daemon import GitDaemon
+from infra.stack.nats_server import NatsCluster, NatsServer
+from infra.stack.openbao_server import (
+    BootstrappedOpenBao,
+    OpenBaoDev,
+    approle_login,
+    bootstrap_openbao,
+)
+from infra.stack.postgres_server import PostgresServer
+from infra.stack.process import ManagedProcess, ServerStartError
+from infra.stack.sshd_server import Sshd
+from infra.stack.supervisor import ChildSpec, Supervisor
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for a reaper counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is left in process group `pgid`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+async def test_nats_accepts_jetstream_publishes(nats_server: NatsServer) -> None:
+    client = await nats.connect(nats_server.url)
+    try:
+        jetstream = client.jetstream()
+        stream = f"T{uuid.uuid4().hex}"
+        await jetstream.add_stream(name=stream, subjects=[f"{stream}.>"])
+        ack = await jetstream.publish(f"{stream}.hello", b"hi", headers={"Nats-Msg-Id": "m1"})
+        duplicate = await jetstream.publish(f"{stream}.hello", b"hi", headers={"Nats-Msg-Id": "m1"})
+        assert ack.stream == stream
+        assert duplicate.duplicate
+        assert (await jetstream.stream_info(stream)).state.messages == 1
+    finally:
+        await client.close()
+
+
+async def test_nats_restart_keeps_port_and_streams(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:
+        client = await nats.connect(server.url)
+        await client.jetstream().add_stream(name="KEEP", subjects=["keep.>"])
+        await client.jetstream().publish("keep.one", b"1")
+        await client.close()
+        port = server.port
+
+        server.stop()
+        server.start()
+
+        assert server.port == port
+        client = await nats.connect(server.url)
+        try:
+            message = await client.jetstream().get_msg("KEEP", 1)
+            assert message.data == b"1"
+        finally:
+            await client.close()
+
+
+async def test_nats_cluster_replicates_a_stream(tmp_path: Path) -> None:
+    with NatsCluster(tmp_path / "cluster", size=3) as cluster:
+        client = await nats.connect(servers=cluster.urls)
+        try:
+            jetstream = client.jetstream()
+            for _ in range(100):
+                try:
+                    await jetstream.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
+                    break
+                except nats.js.errors.ServiceUnavailableError:
+                    await asyncio.sleep(0.1)
+            await jetstream.publish("r3.x", b"x")
+            info = await jetstream.stream_info("R3")
+            assert info.config.num_replicas == 3
+            assert info.state.messages == 1
+        finally:
+            await client.close()
+
+
+def test_postgres_serves_the_application_role(postgres_server: PostgresServer) -> None:
+    plain_url = postgres_server.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain_url) as conn:
+        row = conn.execute("SELECT current_user, current_database()").fetchone()
+    assert row == ("orchestrator", "orchestrator")
+
+
+def test_database_url_is_a_fresh_database(database_url: str) -> None:
+    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain_url) as conn:
+        conn.execute("CREATE TABLE t (id int)")
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert tables == (1,)
+
+
+def test_openbao_approles_are_least_privilege(openbao: BootstrappedOpenBao) -> None:
+    def client_for(process: str) -> hvac.Client:
+        token = approle_login(openbao.addr, openbao.credentials[process])
+        return hvac.Client(url=openbao.addr, token=token)
+
+    operator = client_for("operator")
+    operator.secrets.kv.v2.create_or_update_secret(
+        path="platform/llm", secret={"api_key": "sk-test"}, mount_point="secret"
+    )
+
+    engineer = client_for("engineer")
+    secret = engineer.secrets.kv.v2.read_secret_version(
+        path="platform/llm", mount_point="secret", raise_on_deleted_version=True
+    )
+    assert secret["data"]["data"] == {"api_key": "sk-test"}
+
+    analyst = client_for("analyst")
+    assert analyst.auth.token.lookup_self()["data"]["policies"] == ["analyst"]
+    assert analyst.auth.token.renew_self()["auth"]["renewable"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        analyst.secrets.kv.v2.read_secret_version(
+            path="platform/llm", mount_point="secret", raise_on_deleted_version=True
+        )
+
+    api = client_for("api")
+    api.secrets.kv.v2.create_or_update_secret(
+        path="projects/p1/db_password", secret={"value": "pw"}, mount_point="secret"
+    )
+    with pytest.raises(hvac.exceptions.Forbidden):
+        api.secrets.kv.v2.read_secret_version(
+            path="projects/p1/db_password", mount_point="secret", raise_on_deleted_version=True
+        )
+
+
+def test_openbao_bootstrap_is_idempotent(openbao: BootstrappedOpenBao) -> None:
+    again = bootstrap_openbao(openbao.addr, openbao.root_token, ["deployer"])
+    assert again["deployer"].role_id == openbao.credentials["deployer"].role_id
+    assert approle_login(openbao.addr, again["deployer"])
+
+
+def test_sshd_accepts_the_client_key_with_a_pinned_host_key(
+    sshd_server: Sshd, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd_server.known_hosts_line + "\n")
+    assert sshd_server.client_private_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+
+    ssh = [
+        "ssh", "-F", "/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-i", str(sshd_server.client_key_path),
+        "-p", str(sshd_server.port),
+    ]  # fmt: skip
+    result = subprocess.run(
+        [*ssh, f"{sshd_server.user}@127.0.0.1", "echo", "deployed"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "deployed"
+
+
+def _git(*args: str, cwd: Path | None = None) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def test_git_daemon_accepts_push_and_clone(git_daemon: GitDaemon, tmp_path: Path) -> None:
+    _git("init", "--bare", "--initial-branch=main", str(git_daemon.path_for("demo")))
+    work = tmp_path / "work"
+    _git("init", "--initial-branch=main", str(work))
+    (work / "README.md").write_text("hello\n")
+    _git("add", "README.md", cwd=work)
+    _git("commit", "-m", "first", cwd=work)
+    _git("push", git_daemon.url_for("demo"), "main", cwd=work)
+
+    clone = tmp_path / "clone"
+    _git("clone", git_daemon.url_for("demo"), str(clone))
+    assert (clone / "README.md").read_text() == "hello\n"
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A data directory the postgres user can reach (pytest's temp tree is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="orchestrator-test-postgres-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+SERVER_FACTORIES: dict[str, Callable[[Path, Path], ManagedProcess]] = {
+    "nats": lambda tmp, _: NatsServer(tmp / "nats"),
+    "postgres": lambda _, pg_dir: PostgresServer(pg_dir, fsync=False),
+    "openbao": lambda tmp, _: OpenBaoDev(tmp / "openbao"),
+    "sshd": lambda tmp, _: Sshd(tmp / "sshd"),
+    "git": lambda tmp, _: GitDaemon(tmp / "git"),
+}
+
+
+@pytest.mark.parametrize("kind", SERVER_FACTORIES)
+def test_server_stop_leaves_no_process(kind: str, tmp_path: Path, postgres_dir: Path) -> None:
+    server = SERVER_FACTORIES[kind](tmp_path, postgres_dir)
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    server.stop()
+    assert not _alive(pid)
+    assert not _group_alive(pid)
+
+
+def test_start_failure_quotes_the_server_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = NatsServer(tmp_path / "nats", port=taken.getsockname()[1])
+        with pytest.raises(ServerStartError, match="address already in use"):
+            server.start()
+    assert not server.running
+
+
+def _python_child(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "nats.pid"
+    parent = subprocess.Popen(
+        _python_child(f"""
+            import pathlib, time
+            from infra.stack.nats_server import NatsServer
+            server = NatsServer(pathlib.Path({str(tmp_path / "nats")!r})).start()
+            pathlib.Path({str(pid_file)!r}).write_text(str(server.pid))
+            time.sleep(60)
+        """),
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    try:
+        assert _wait_until(pid_file.exists, timeout=20)
+        server_pid = int(pid_file.read_text())
+        assert _alive(server_pid)
+        parent.kill()
+        assert _wait_until(lambda: not _alive(server_pid))
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+async def test_supervisor_restarts_a_child_that_exits(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "logs", initial_backoff=0.05, max_backoff=0.2)
+    async with supervisor:
+        supervisor.start(ChildSpec("flaky", _python_child("import sys; sys.exit(3)")))
+        deadline = time.monotonic() + 10
+        while supervisor.restarts_of("flaky") < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert supervisor.restarts_of("flaky") >= 3
+
+
+async def test_supervisor_stop_kills_every_child(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "logs", grace_period=0.5)
+    stubborn = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(60)
+    """
+    supervisor.start(ChildSpec("sleeper", _python_child("import time; time.sleep(60)")))
+    supervisor.start(ChildSpec("stubborn", _python_child(stubborn)))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ready" not in _read(supervisor.log_path("stubborn")):
+        await asyncio.sleep(0.05)
+    pids = [supervisor.pid_of("sleeper"), supervisor.pid_of("stubborn")]
+    assert all(pid is not None and _alive(pid) for pid in pids)
+
+    await supervisor.stop()
+
+    assert not any(pid is not None and _alive(pid) for pid in pids)
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    child_code = (
+        f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()));"
+        " time.sleep(60)"
+    )
+    supervisor_script = f"""
+        import asyncio, pathlib, sys
+        from infra.stack.supervisor import ChildSpec, Supervisor
+
+        async def main() -> None:
+            supervisor = Supervisor(pathlib.Path({str(tmp_path / "logs")!r}))
+            supervisor.start(ChildSpec("child", [sys.executable, "-c", {child_code!r}]))
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+    """
+    parent = subprocess.Popen(
+        _python_child(supervisor_script), env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    )
+    try:
+        assert _wait_until(pid_file.exists, timeout=20)
+        child_pid = int(pid_file.read_text())
+        assert _alive(child_pid)
+        parent.send_signal(signal.SIGKILL)
+        assert _wait_until(lambda: not _alive(child_pid))
+    finally:
+        parent.kill()
+        parent.wait()

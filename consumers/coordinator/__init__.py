@@ -1,0 +1,1 @@
+"""Coordinator: the only consumer that knows the project lifecycle."""

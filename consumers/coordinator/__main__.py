@@ -1,0 +1,3 @@
+from consumers.coordinator.app import main
+
+main()

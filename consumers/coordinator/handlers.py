@@ -1,0 +1,45 @@
+"""Thin handlers: each outcome event is one use case of the coordinator service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from contracts import events as ev
+from contracts.envelope import Event
+from infra.bus.runtime import ConsumerApp, StepContext
+
+from .service import Coordinator
+
+UseCase = Callable[[Coordinator, Any], Awaitable[Sequence[Event]]]
+
+#: Which use case handles which event: reading this table is reading the coordinator.
+ROUTES: dict[type[Event], UseCase] = {
+    ev.ProjectRequested: Coordinator.project_requested,
+    ev.ClarificationAnswered: Coordinator.clarification_answered,
+    ev.ProjectArchiveRequested: Coordinator.archive_requested,
+    ev.ClarificationAsked: Coordinator.clarification_asked,
+    ev.SpecReady: Coordinator.spec_ready,
+    ev.SpecFailed: Coordinator.spec_failed,
+    ev.ResourcesAllocated: Coordinator.resources_allocated,
+    ev.ProvisioningFailed: Coordinator.provisioning_failed,
+    ev.RepoCreated: Coordinator.repo_created,
+    ev.RepoFailed: Coordinator.repo_failed,
+    ev.CodeGenerated: Coordinator.code_generated,
+    ev.CodeFailed: Coordinator.code_failed,
+    ev.DeploySucceeded: Coordinator.deploy_succeeded,
+    ev.DeployFailed: Coordinator.deploy_failed,
+    ev.DeployRolledBack: Coordinator.deploy_rolled_back,
+    ev.SchedulerTick: Coordinator.check_timeouts,
+}
+
+
+def register(app: ConsumerApp, *, offline: bool) -> None:
+    for event_type, use_case in ROUTES.items():
+
+        async def handle(
+            ctx: StepContext, event: Event, use_case: UseCase = use_case
+        ) -> Sequence[Event]:
+            return await use_case(Coordinator(ctx.session, offline=offline), event)
+
+        app.handles(event_type)(handle)

@@ -1,0 +1,405 @@
+"""The coordinator's use cases: move the state machine, record the timeline, emit the next step.
+
+Every method runs inside the runtime's transaction with the project's row locked, so two
+outcome events of one project (resources and code arriving together) serialize on the row
+lock and the join below sees both halves: the deploy command cannot be skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import events as ev
+from contracts.envelope import Event
+from contracts.spec import ProjectSpec
+from infra.db.models import Project, ProjectEvent, ProjectState, User
+
+from .lifecycle import (
+    MAX_STEP_RETRIES,
+    STEP_BUDGET,
+    TERMINAL_STATES,
+    WORKING_STATES,
+    check_transition,
+    checklist,
+)
+
+S = ProjectState
+ACTOR = "coordinator"
+
+
+class Coordinator:
+    def __init__(self, session: AsyncSession, *, offline: bool) -> None:
+        self.session = session
+        self.offline = offline
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _lock(self, project_id: uuid.UUID) -> Project | None:
+        return await self.session.scalar(
+            select(Project).where(Project.id == project_id).with_for_update()
+        )
+
+    async def _timeline(self, project: Project, event: Event, summary: str) -> None:
+        await self.session.execute(
+            pg_insert(ProjectEvent)
+            .values(
+                project_id=project.id,
+                event_id=event.event_id,
+                event_type=event.TYPE,
+                actor=event.actor,
+                summary=summary,
+                state=project.state,
+                occurred_at=event.occurred_at,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+
+    def _move(self, project: Project, target: ProjectState) -> None:
+        check_transition(project.state, target)
+        project.state = target
+        project.version += 1
+        budget = STEP_BUDGET.get(target)
+        project.step_deadline = datetime.now(UTC) + budget if budget else None
+
+    def _notify(
+        self,
+        cause: Event,
+        project: Project,
+        kind: ev.NotificationKind,
+        text: str,
+        index: int = 0,
+    ) -> ev.NotificationRequested:
+        return cause.derive(
+            ev.NotificationRequested,
+            actor=ACTOR,
+            index=index,
+            project_id=project.id,
+            user_id=project.user_id,
+            chat_id=project.chat_id,
+            kind=kind,
+            text=text,
+            steps=checklist(project),
+            offline=project.offline,
+        )
+
+    def _progress(self, cause: Event, project: Project, text: str) -> ev.NotificationRequested:
+        return self._notify(cause, project, ev.NotificationKind.PROGRESS, text)
+
+    def _fail(self, cause: Event, project: Project, reason: str) -> list[Event]:
+        self._move(project, S.FAILED)
+        project.error = reason
+        return [
+            self._progress(cause, project, f"{project.name or 'Project'}: failed"),
+            self._notify(cause, project, ev.NotificationKind.FAILURE, reason, index=1),
+        ]
+
+    def _spec(self, project: Project) -> ProjectSpec:
+        assert project.spec is not None
+        return ProjectSpec.model_validate(project.spec)
+
+    # ------------------------------------------------------------------ intents
+
+    async def project_requested(self, event: ev.ProjectRequested) -> list[Event]:
+        if await self.session.get(Project, event.project_id) is not None:
+            return []  # the same request through another producer retry: already created
+        await self.session.execute(
+            pg_insert(User)
+            .values(id=event.user_id, chat_id=event.chat_id)
+            .on_conflict_do_update(index_elements=["id"], set_={"chat_id": event.chat_id})
+        )
+        project = Project(
+            id=event.project_id,
+            flow_id=event.correlation_id,
+            user_id=event.user_id,
+            chat_id=event.chat_id,
+            description=event.description,
+            state=S.REQUESTED,
+            version=0,
+            answers=[],
+            attempts={},
+            offline=self.offline,
+        )
+        self.session.add(project)
+        await self.session.flush()
+        await self._timeline(project, event, f"requested via {event.source}")
+        self._move(project, S.SPECIFYING)
+        mode = "offline mode (no LLM configured)" if self.offline else "LLM mode"
+        return [
+            self._progress(event, project, f"Project accepted ({mode}). Writing the spec…"),
+            event.derive(
+                ev.SpecRequested, actor=ACTOR, project_id=project.id, description=event.description
+            ),
+        ]
+
+    async def clarification_answered(self, event: ev.ClarificationAnswered) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        if project.state != S.AWAITING_ANSWER:
+            await self._timeline(project, event, "answer ignored: no open question")
+            return [
+                self._notify(
+                    event, project, ev.NotificationKind.INFO,
+                    "There is no open question for this project; nothing to answer.",
+                )
+            ]
+        project.answers = [*project.answers, event.answer]
+        self._move(project, S.SPECIFYING)
+        await self._timeline(project, event, "answer received")
+        return [
+            self._progress(event, project, "Thanks! Continuing the spec…"),
+            event.derive(
+                ev.SpecRequested,
+                actor=ACTOR,
+                project_id=project.id,
+                description=project.description,
+                answers=tuple(project.answers),
+            ),
+        ]
+
+    async def archive_requested(self, event: ev.ProjectArchiveRequested) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state == S.ARCHIVED:
+            return []
+        self._move(project, S.ARCHIVED)
+        await self._timeline(project, event, event.reason or "archived")
+        return [
+            event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id),
+            self._notify(event, project, ev.NotificationKind.INFO, "Project archived."),
+        ]
+
+    # ------------------------------------------------------------------ analyst
+
+    async def clarification_asked(self, event: ev.ClarificationAsked) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.SPECIFYING:
+            return []
+        self._move(project, S.AWAITING_ANSWER)
+        await self._timeline(project, event, f"question: {event.question}")
+        return [self._notify(event, project, ev.NotificationKind.QUESTION, event.question)]
+
+    async def spec_ready(self, event: ev.SpecReady) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.SPECIFYING:
+            return []
+        spec = event.spec
+        project.spec = spec.model_dump(mode="json")
+        project.name = spec.name
+        project.slug = spec.slug
+        self._move(project, S.PROVISIONING)
+        await self._timeline(project, event, f"spec ready: {spec.name} ({', '.join(spec.kinds)})")
+        return [
+            self._progress(event, project, f"Spec ready: {spec.name}. {spec.summary}"),
+            event.derive(
+                ev.ProvisionRequested, actor=ACTOR, project_id=project.id, slug=spec.slug
+            ),
+            event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
+        ]
+
+    async def spec_failed(self, event: ev.SpecFailed) -> list[Event]:
+        return await self._step_failed(event, event.project_id, f"Spec failed: {event.reason}")
+
+    # ------------------------------------------------------------------ provisioner, repo
+
+    async def resources_allocated(self, event: ev.ResourcesAllocated) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        project.server_name, project.host, project.port = event.server_name, event.host, event.port
+        await self._timeline(project, event, f"port {event.port} on {event.server_name}")
+        if project.state in TERMINAL_STATES:
+            return []
+        return [
+            self._progress(event, project, f"Resources ready: {event.host}:{event.port}"),
+            *self._deploy_if_ready(event, project),
+        ]
+
+    async def provisioning_failed(self, event: ev.ProvisioningFailed) -> list[Event]:
+        return await self._step_failed(
+            event, event.project_id, f"No server for this project: {event.reason}"
+        )
+
+    async def repo_created(self, event: ev.RepoCreated) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.PROVISIONING:
+            return []
+        project.repo_clone_url = event.clone_url
+        project.repo_branch = event.default_branch
+        project.repo_commit = event.commit
+        self._move(project, S.BUILDING)
+        await self._timeline(project, event, f"repository {event.repo_name} at {event.commit[:8]}")
+        return [
+            self._progress(event, project, f"Repository ready: {event.web_url or event.clone_url}"),
+            self._code_request(event, project),
+        ]
+
+    def _code_request(self, cause: Event, project: Project, index: int = 0) -> ev.CodeRequested:
+        assert project.repo_clone_url and project.repo_commit
+        return cause.derive(
+            ev.CodeRequested,
+            actor=ACTOR,
+            index=index,
+            project_id=project.id,
+            spec=self._spec(project),
+            clone_url=project.repo_clone_url,
+            base_commit=project.repo_commit,
+            default_branch=project.repo_branch or "main",
+        )
+
+    async def repo_failed(self, event: ev.RepoFailed) -> list[Event]:
+        return await self._step_failed(
+            event, event.project_id, f"Repository failed: {event.reason}"
+        )
+
+    # ------------------------------------------------------------------ engineer, deployer
+
+    async def code_generated(self, event: ev.CodeGenerated) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.BUILDING:
+            return []
+        project.code_commit = event.commit
+        await self._timeline(
+            project, event,
+            f"code {event.commit[:8]}: {event.tests_passed} tests passed ({event.mode})",
+        )
+        return [
+            self._progress(
+                event, project, f"Code ready: {event.tests_passed} tests pass ({event.mode})."
+            ),
+            *self._deploy_if_ready(event, project),
+        ]
+
+    def _deploy_if_ready(self, cause: Event, project: Project) -> list[Event]:
+        """The join: deploy exactly when code and resources are both recorded."""
+        if project.state != S.BUILDING or project.code_commit is None or project.port is None:
+            return []
+        self._move(project, S.DEPLOYING)
+        return [self._deploy_request(cause, project)]
+
+    def _deploy_request(self, cause: Event, project: Project, index: int = 0) -> Event:
+        assert project.code_commit and project.repo_clone_url and project.port
+        assert project.server_name and project.host
+        return cause.derive(
+            ev.DeployRequested,
+            actor=ACTOR,
+            index=index,
+            project_id=project.id,
+            spec=self._spec(project),
+            clone_url=project.repo_clone_url,
+            commit=project.code_commit,
+            server_name=project.server_name,
+            host=project.host,
+            port=project.port,
+        )
+
+    async def code_failed(self, event: ev.CodeFailed) -> list[Event]:
+        return await self._step_failed(event, event.project_id, f"Code failed: {event.reason}")
+
+    async def deploy_succeeded(self, event: ev.DeploySucceeded) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.DEPLOYING:
+            return []
+        project.url = event.url
+        self._move(project, S.ACTIVE)
+        await self._timeline(project, event, f"live at {event.url} (release {event.release})")
+        return [
+            self._progress(event, project, f"Deployed: {event.url}"),
+            self._notify(
+                event, project, ev.NotificationKind.DONE,
+                f"{project.name} is live: {event.url}", index=1,
+            ),
+        ]
+
+    async def deploy_failed(self, event: ev.DeployFailed) -> list[Event]:
+        note = " The previous release is still serving." if event.rolled_back else ""
+        return await self._step_failed(
+            event, event.project_id, f"Deploy failed: {event.reason}.{note}"
+        )
+
+    async def deploy_rolled_back(self, event: ev.DeployRolledBack) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is not None:
+            await self._timeline(
+                project, event,
+                f"rolled back from {event.failed_release} to {event.restored_release}",
+            )
+        return []
+
+    async def _step_failed(self, event: Event, project_id: uuid.UUID, reason: str) -> list[Event]:
+        project = await self._lock(project_id)
+        if project is None:
+            return []
+        await self._timeline(project, event, reason)
+        if project.state in TERMINAL_STATES:
+            return []
+        return self._fail(event, project, reason)
+
+    # ------------------------------------------------------------------ timeouts
+
+    async def check_timeouts(self, tick: ev.SchedulerTick) -> list[Event]:
+        """Retry the step of every project past its deadline, or fail it after the bound."""
+        overdue = (
+            await self.session.scalars(
+                select(Project)
+                .where(Project.state.in_([s.value for s in WORKING_STATES]))
+                .where(Project.step_deadline < datetime.now(UTC))
+                .order_by(Project.step_deadline)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        emitted: list[Event] = []
+        for index, project in enumerate(overdue):
+            emitted.extend(self._retry_step(tick, project, index))
+        return emitted
+
+    def _retry_step(self, tick: ev.SchedulerTick, project: Project, index: int) -> list[Event]:
+        state = ProjectState(project.state)
+        used = int(project.attempts.get(state.value, 0))
+        if used >= MAX_STEP_RETRIES:
+            return self._fail(
+                tick, project, f"The {state.value} step timed out {used + 1} times; giving up."
+            )
+        project.attempts = {**project.attempts, state.value: used + 1}
+        budget = STEP_BUDGET[state]
+        project.step_deadline = datetime.now(UTC) + budget
+        project.version += 1
+        commands: list[Event] = []
+        if state == S.SPECIFYING:
+            commands.append(
+                tick.derive(
+                    ev.SpecRequested, actor=ACTOR, index=index, project_id=project.id,
+                    description=project.description, answers=tuple(project.answers),
+                )
+            )
+        elif state == S.PROVISIONING:
+            spec = self._spec(project)
+            if project.port is None:
+                commands.append(
+                    tick.derive(
+                        ev.ProvisionRequested, actor=ACTOR, index=index,
+                        project_id=project.id, slug=spec.slug,
+                    )
+                )
+            commands.append(
+                tick.derive(
+                    ev.RepoRequested, actor=ACTOR, index=index, project_id=project.id, spec=spec
+                )
+            )
+        elif state == S.BUILDING and project.code_commit is None:
+            commands.append(self._code_request(tick, project, index))
+        elif state == S.BUILDING:
+            commands.append(
+                tick.derive(
+                    ev.ProvisionRequested, actor=ACTOR, index=index,
+                    project_id=project.id, slug=self._spec(project).slug,
+                )
+            )
+        elif state == S.DEPLOYING:
+            commands.append(self._deploy_request(tick, project, index))
+        return commands

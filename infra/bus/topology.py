@@ -1,0 +1,85 @@
+"""Apply the streams and durable consumers declared in `contracts.topology` to the server.
+
+Both are create-or-update: a changed `ack_wait`, `max_deliver` or filter in code is applied at
+the next start instead of being silently ignored (nats-py reuses an existing durable as is).
+"""
+
+from __future__ import annotations
+
+import nats
+from nats.js import JetStreamManager
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from contracts.topology import CONSUMERS, STREAMS, ConsumerSpec, StreamSpec
+
+
+def stream_config(spec: StreamSpec, *, duplicate_window: float, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=spec.max_age_seconds,
+        duplicate_window=duplicate_window,
+        num_replicas=replicas,
+    )
+
+
+def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=spec.durable,
+        durable_name=spec.durable,
+        description=spec.description,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_seconds,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subjects=list(spec.subjects),
+        backoff=list(spec.backoff_seconds) or None,
+    )
+
+
+async def apply_streams(
+    jsm: JetStreamManager, *, duplicate_window: float = 120.0, replicas: int = 1
+) -> None:
+    for spec in STREAMS:
+        config = stream_config(spec, duplicate_window=duplicate_window, replicas=replicas)
+        try:
+            await jsm.stream_info(spec.name)
+        except NotFoundError:
+            await jsm.add_stream(config)
+        else:
+            await jsm.update_stream(config)
+
+
+async def apply_consumers(
+    jsm: JetStreamManager, specs: tuple[ConsumerSpec, ...] = CONSUMERS
+) -> None:
+    # CONSUMER.CREATE with an existing name updates the editable fields in place.
+    for spec in specs:
+        await jsm.add_consumer(spec.stream.name, config=consumer_config(spec))
+
+
+async def apply_topology(
+    nats_url: str, *, duplicate_window: float = 120.0, replicas: int = 1
+) -> None:
+    """Declare every stream and durable consumer (the stack launcher calls this on start)."""
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        jsm = nc.jsm()
+        await apply_streams(jsm, duplicate_window=duplicate_window, replicas=replicas)
+        await apply_consumers(jsm)
+    finally:
+        await nc.close()

@@ -1,0 +1,1 @@
+"""The engineer consumer: `CodeRequested` → code whose own tests pass, pushed → `CodeGenerated`."""

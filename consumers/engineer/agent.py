@@ -1,0 +1,70 @@
+"""The `CodingAgent` port: what the engineer step asks of any coding agent, and what it gets back.
+
+The step (`service.py`) prepares a git workspace at the requested commit and hands it to an
+agent; the agent changes files until the repository's own tests pass, or gives up. Three
+adapters implement it: the offline `TemplateEngineer` (verifies the scaffold as it is), the
+in-process `LangGraphCoder` and the `ContainerCoder` (the same loop inside a container).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal, Protocol
+
+from contracts.spec import ProjectSpec
+from consumers.engineer.test_runner import TestReport
+
+#: Tells the broker the step is still alive; long waits call it every few seconds.
+Heartbeat = Callable[[], Awaitable[None]]
+
+AgentMode = Literal["offline", "llm", "container"]
+
+
+@dataclass(frozen=True)
+class CodingTask:
+    """One job for an agent: make the repository in `workspace` satisfy `spec`, tests green."""
+
+    project_id: str
+    spec: ProjectSpec
+    workspace: Path
+    max_iterations: int
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """Tokens one model spent on a task, priced with the configured per-1k rates."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What an agent reports; `passed` is only true when the last test run was green."""
+
+    passed: bool
+    iterations: int
+    report: TestReport
+    summary: str
+    usage: tuple[LLMUsage, ...] = field(default=())
+    #: Why the agent stopped without green tests (empty when `passed`).
+    reason: str = ""
+
+
+class CodingAgent(Protocol):
+    """Changes the files of a checked-out workspace until its tests pass, within a bound.
+
+    An agent never commits or pushes: the step does, so every mode shares one idempotent
+    commit-and-push path. An agent raises only for infrastructure failures (the model's
+    endpoint or the container engine unreachable); a task it cannot complete is an
+    `AgentOutcome` with `passed=False` and a reason a person can act on.
+    """
+
+    mode: AgentMode
+
+    async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome: ...

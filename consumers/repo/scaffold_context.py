@@ -1,0 +1,210 @@
+"""What the templates see: the spec turned into names and literals that are safe to paste into code.
+
+A spec is written by a person or an LLM, so every name that becomes a Python identifier, an
+environment variable or a Telegram command is normalised here, and every free text reaches a
+template only through `repr` (for code) or a single-line form (for comments). Templates then
+stay free of logic beyond loops.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from dataclasses import dataclass
+
+from contracts.spec import ConfigVar, Entity, ProjectSpec, ServiceKind
+
+#: Python annotation and an example value (as Python source, JSON-compatible) per spec type.
+_FIELD_TYPES: dict[str, tuple[str, str]] = {
+    "str": ("str", '"example"'),
+    "int": ("int", "1"),
+    "float": ("float", "1.5"),
+    "bool": ("bool", "True"),
+    "date": ("date", '"2024-01-31"'),
+    "datetime": ("datetime", '"2024-01-31T12:00:00"'),
+}
+
+#: Variables every generated service reads; spec variables with these names are dropped.
+RESERVED_VARS = ("HOST", "PORT", "APP_VERSION")
+
+_BOT_TOKEN = "TELEGRAM_BOT_TOKEN"
+_WORKER_INTERVAL = "WORKER_INTERVAL_SECONDS"
+
+
+@dataclass(frozen=True)
+class FieldView:
+    name: str
+    annotation: str
+    example: str
+    description: str
+
+
+@dataclass(frozen=True)
+class EntityView:
+    class_name: str
+    snake: str
+    plural: str
+    fields: tuple[FieldView, ...]
+
+    @property
+    def path(self) -> str:
+        return f"/{self.plural}"
+
+
+@dataclass(frozen=True)
+class VarView:
+    """One environment variable of the generated service."""
+
+    env: str
+    field: str
+    description: str
+    default: str | None
+    secret: bool
+    annotation: str = "str"
+
+    @property
+    def default_literal(self) -> str:
+        """The default as Python source of the field's type (settings defaults are not validated)."""
+        if self.default is None:
+            raise ValueError(f"{self.env} has no default")
+        if self.annotation == "float":
+            return repr(float(self.default))
+        return python_literal(self.default)
+
+
+@dataclass(frozen=True)
+class CommandView:
+    command: str
+    function: str
+    description: str
+
+
+def _words(text: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
+
+
+def snake_case(text: str, fallback: str) -> str:
+    """A valid, non-keyword Python identifier in snake_case."""
+    name = "_".join(w.lower() for w in _words(text)) or fallback
+    if name[0].isdigit():
+        name = f"{fallback}_{name}"
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+def pascal_case(text: str, fallback: str) -> str:
+    name = "".join(w[:1].upper() + w[1:] for w in _words(text)) or fallback
+    return f"{fallback}{name}" if name[0].isdigit() else name
+
+
+def plural(word: str) -> str:
+    """English plural of a snake_case noun, good enough for URL paths."""
+    if re.search(r"[^aeiou]y$", word):
+        return word[:-1] + "ies"
+    if re.search(r"(s|x|z|ch|sh)$", word):
+        return word + "es"
+    return word + "s"
+
+
+def python_literal(value: object) -> str:
+    """Python source for `value`; strings become double-quoted literals (JSON's are valid Python)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def one_line(text: str) -> str:
+    """Free text collapsed to one line, for comments and YAML/README fragments."""
+    return " ".join(text.split())
+
+
+def _entity(entity: Entity) -> EntityView:
+    fields: list[FieldView] = []
+    seen = {"id"}
+    for field in entity.fields:
+        name = snake_case(field.name, "field")
+        if name in seen:
+            continue
+        seen.add(name)
+        annotation, example = _FIELD_TYPES.get(field.type.strip().lower(), _FIELD_TYPES["str"])
+        fields.append(FieldView(name, annotation, example, one_line(field.description)))
+    snake = snake_case(entity.name, "item")
+    return EntityView(pascal_case(entity.name, "Item"), snake, plural(snake), tuple(fields))
+
+
+def _var(var: ConfigVar) -> VarView:
+    env = "_".join(w.upper() for w in _words(var.name)) or "SETTING"
+    default = None if var.secret else var.default
+    return VarView(env, env.lower(), one_line(var.description), default, var.secret)
+
+
+def _variables(spec: ProjectSpec, kinds: tuple[ServiceKind, ...]) -> tuple[VarView, ...]:
+    variables: dict[str, VarView] = {}
+    for var in map(_var, spec.config):
+        if var.env not in RESERVED_VARS and var.env not in variables:
+            variables[var.env] = var
+    if ServiceKind.TELEGRAM_BOT in kinds:
+        # The bot starts polling only when the token is set, so it is optional; it is
+        # always a secret whatever the spec says.
+        variables[_BOT_TOKEN] = VarView(
+            _BOT_TOKEN, _BOT_TOKEN.lower(), "Telegram Bot API token from @BotFather", "", True
+        )
+    if ServiceKind.WORKER in kinds:
+        # The worker needs a number here, whatever type or default the spec gave the name.
+        variables[_WORKER_INTERVAL] = VarView(
+            _WORKER_INTERVAL,
+            _WORKER_INTERVAL.lower(),
+            "Seconds between two runs of the background job",
+            "60",
+            False,
+            "float",
+        )
+    return tuple(variables.values())
+
+
+def _commands(spec: ProjectSpec) -> tuple[CommandView, ...]:
+    commands: dict[str, CommandView] = {}
+    for cmd in spec.commands:
+        name = snake_case(cmd.command.lstrip("/"), "command")[:32]
+        if name in {"start", "help"} or name in commands:
+            continue
+        commands[name] = CommandView(name, f"on_{name}", one_line(cmd.description) or name)
+    return tuple(commands.values())
+
+
+def effective_kinds(spec: ProjectSpec) -> tuple[ServiceKind, ...]:
+    """The spec's kinds, primary first and without repeats (an empty list means HTTP)."""
+    return tuple(dict.fromkeys((spec.primary_kind, *spec.kinds)))
+
+
+def build_context(spec: ProjectSpec) -> dict[str, object]:
+    """Everything the templates of `spec`'s kinds render from."""
+    entities: dict[str, EntityView] = {}
+    for view in map(_entity, spec.entities):
+        entities.setdefault(view.snake, view)
+    kinds = effective_kinds(spec)
+    variables = _variables(spec, kinds)
+    annotations = {f.annotation for e in entities.values() for f in e.fields}
+    return {
+        "datetime_imports": sorted(annotations & {"date", "datetime"}),
+        "slug": spec.slug,
+        "name": one_line(spec.name),
+        "summary": one_line(spec.summary),
+        "kinds": [kind.value for kind in kinds],
+        "has_http": ServiceKind.HTTP in kinds,
+        "has_bot": ServiceKind.TELEGRAM_BOT in kinds,
+        "has_worker": ServiceKind.WORKER in kinds,
+        "entities": list(entities.values()),
+        "endpoints": [
+            {"method": e.method.upper(), "path": one_line(e.path), "summary": one_line(e.summary)}
+            for e in spec.endpoints
+        ],
+        "commands": list(_commands(spec)),
+        "variables": list(variables),
+        "required_vars": [v for v in variables if v.default is None and v.env != _BOT_TOKEN],
+        "acceptance": [one_line(text) for text in spec.acceptance_criteria],
+        "test_values": {v.env: _test_value(v) for v in variables if v.env != _BOT_TOKEN},
+    }
+
+
+def _test_value(var: VarView) -> str:
+    return var.default if var.default is not None else f"test-{var.field.replace('_', '-')}"

@@ -6,6 +6,8 @@ run their real clone/commit/push code against it. Access is anonymous and loopba
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from pathlib import Path
 
 from infra.stack.ports import free_port, tcp_accepts
@@ -34,8 +36,7 @@ class GitDaemon(ManagedProcess):
 
     def _command(self) -> list[str]:
         return [
-            "git",
-            "daemon",
+            _git_daemon_binary(),
             "--reuseaddr",
             f"--base-path={self.data_dir}",
             "--export-all",
@@ -48,3 +49,17 @@ class GitDaemon(ManagedProcess):
 
     def _is_ready(self) -> bool:
         return tcp_accepts(self.port)
+
+
+@functools.cache
+def _git_daemon_binary() -> str:
+    """`git-daemon` itself: `git daemon` would run it as a grandchild out of PDEATHSIG's reach."""
+    exec_path = subprocess.run(
+        ["git", "--exec-path"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    binary = Path(exec_path) / "git-daemon"
+    if not binary.is_file():
+        raise FileNotFoundError(
+            f"git-daemon not found in {exec_path}; install it with `apt-get install git`"
+        )
+    return str(binary)

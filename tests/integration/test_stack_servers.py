@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from infra.stack.git_daemon import GitDaemon
+from infra.stack.launcher import read_stack_info, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
     BootstrappedOpenBao,
@@ -361,3 +362,48 @@ def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_run_up_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
+    state_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-up-"))
+    state_dir.chmod(0o755)  # PostgreSQL runs as the postgres user and must reach its data dir
+    launcher = subprocess.Popen(
+        _python_child(f"""
+            import pathlib, sys
+            from infra.stack.launcher import run_up
+            sys.exit(run_up(pathlib.Path({str(state_dir)!r}), consumers=[]))
+        """),
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait_until(
+            lambda: read_stack_info(state_dir) is not None or launcher.poll() is not None,
+            timeout=60,
+        )
+        info = read_stack_info(state_dir)
+        assert info is not None
+        assert (state_dir / "stack.json").stat().st_mode & 0o777 == 0o600
+        assert f"ORCH_NATS__URL={info.nats_url}" in (state_dir / "env").read_text()
+
+        operator = hvac.Client(url=info.vault_addr, token=info.vault_token)
+        assert operator.auth.token.lookup_self()["data"]["policies"] == ["operator"]
+        key = Path(info.deploy_target.client_key_path).read_text()
+        operator.secrets.kv.v2.create_or_update_secret(
+            path="servers/local", secret={"ssh_private_key": key}, mount_point="secret"
+        )
+        assert run_up(state_dir, consumers=[]) == 1
+
+        launcher.send_signal(signal.SIGINT)
+        stdout, _ = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0
+        assert "a stack is already running" not in stdout
+        assert "postgres" in stdout
+        assert not (state_dir / "stack.json").exists()
+        assert read_stack_info(state_dir) is None
+        assert not _group_alive(launcher.pid)
+    finally:
+        launcher.kill()
+        launcher.wait()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,481 @@
+"""`orchestrator up`: the whole platform on one machine, from real servers to every consumer.
+
+Startup order follows dependencies: servers first (NATS, PostgreSQL, OpenBao, sshd, git
+daemon), then what needs them running (Vault policies and AppRoles, database migrations,
+JetStream streams and durable consumers), then the processes that use all of it under the
+supervisor. `stack.json` in the state directory is how other commands find the running stack;
+it is written only once everything is ready and removed on shutdown. Shutdown runs in reverse:
+consumers first, so nothing is mid-flight when its broker or database goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+from infra.stack.git_daemon import GitDaemon
+from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import (
+    AppRoleCredentials,
+    OpenBaoDev,
+    approle_login,
+    bootstrap_openbao,
+    policy_names,
+)
+from infra.stack.ports import free_port, port_is_free, tcp_accepts
+from infra.stack.postgres_server import PostgresServer
+from infra.stack.process import CommandError, ServerStartError
+from infra.stack.sshd_server import Sshd
+from infra.stack.supervisor import ChildSpec, Supervisor
+
+STACK_FILE = "stack.json"
+ENV_FILE = "env"
+OPERATOR_ROLE = "operator"
+SCHEDULER = "scheduler"
+# Well-known ports are used when free, so a developer's tools find the stack where they expect.
+DEFAULT_PORTS = {
+    "nats": 4222,
+    "nats_monitor": 8222,
+    "postgres": 5432,
+    "openbao": 8200,
+    "sshd": 2222,
+    "git": 9418,
+}
+# The operator token lives 1h (its role's TTL); re-login well before, while the stack runs.
+OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
+METRICS_READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class DeployTargetInfo:
+    """The local sshd as a deploy target: what a bootstrap step registers as server `local`."""
+
+    host: str
+    port: int
+    user: str
+    known_hosts_line: str
+    client_key_path: str
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where every part of a running local stack listens, and how a client reaches it."""
+
+    pid: int
+    pid_start_ticks: int | None
+    state_dir: str
+    nats_url: str
+    nats_monitor_url: str
+    database_url: str
+    vault_addr: str
+    vault_token: str = field(repr=False)
+    git_base_url: str
+    git_base_dir: str
+    deploy_target: DeployTargetInfo
+    metrics_ports: dict[str, int]
+    log_dir: str
+    env: dict[str, str] = field(repr=False)
+
+    def endpoints(self) -> str:
+        """A one-line summary for messages such as "already running"."""
+        return (
+            f"nats {self.nats_url}, postgres {self.database_url}, vault {self.vault_addr}, "
+            f"git {self.git_base_url}, ssh {self.deploy_target.user}@{self.deploy_target.host}"
+            f":{self.deploy_target.port}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `stack.json` document."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StackInfo:
+        """Parse a `stack.json` document."""
+        return cls(**{**data, "deploy_target": DeployTargetInfo(**data["deploy_target"])})
+
+
+def read_stack_info(state_dir: Path) -> StackInfo | None:
+    """The stack running from `state_dir`, or None if there is none (or it died uncleanly)."""
+    try:
+        data = json.loads((state_dir / STACK_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    info = StackInfo.from_json(data)
+    if not _same_process_alive(info.pid, info.pid_start_ticks):
+        return None
+    return info
+
+
+def discover_processes() -> dict[str, str]:
+    """Process name → module for every runnable consumer package, plus the scheduler.
+
+    A package counts when it has a `__main__.py`; packages are located on disk, never imported,
+    so a consumer with a broken import fails in its own process, not in the launcher.
+    """
+    found: dict[str, str] = {}
+    for directory in _package_dirs("consumers"):
+        for package in sorted(directory.iterdir()):
+            if (package / "__main__.py").is_file() and (package / "__init__.py").is_file():
+                found[package.name] = f"consumers.{package.name}"
+    for directory in _package_dirs("producers"):
+        if (directory / SCHEDULER / "__main__.py").is_file():
+            found[SCHEDULER] = f"producers.{SCHEDULER}"
+    return found
+
+
+def _package_dirs(package: str) -> list[Path]:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+class LocalStack:
+    """The servers of the local stack, bootstrapped and migrated, in one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir.resolve()
+        self.nats = NatsServer(
+            self.state_dir / "nats",
+            _preferred_port("nats"),
+            monitor_port=_preferred_port("nats_monitor"),
+        )
+        self.postgres = PostgresServer(self.state_dir / "postgres", _preferred_port("postgres"))
+        self.openbao = OpenBaoDev(self.state_dir / "openbao", _preferred_port("openbao"))
+        self.sshd = Sshd(self.state_dir / "sshd", _preferred_port("sshd"))
+        self.git = GitDaemon(self.state_dir / "git", _preferred_port("git"))
+        self.credentials: dict[str, AppRoleCredentials] = {}
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Start every server, then apply Vault policies, migrations and the bus topology."""
+        from infra.bus.topology import apply_topology
+        from infra.db.migrate import upgrade
+
+        try:
+            for server in (self.nats, self.postgres, self.openbao, self.sshd, self.git):
+                with self._timed(server.name):
+                    server.start()
+            with self._timed("vault bootstrap"):
+                self.credentials = bootstrap_openbao(
+                    self.openbao.addr, self.openbao.root_token, policy_names()
+                )
+            with self._timed("migrations"):
+                upgrade(self.postgres.url)
+            with self._timed("topology"):
+                asyncio.run(apply_topology(self.nats.url))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the servers, dependents first."""
+        for server in (self.git, self.sshd, self.openbao, self.postgres, self.nats):
+            server.stop()
+
+    @contextlib.contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.timings[part] = time.monotonic() - started
+
+    def operator_token(self) -> str:
+        """A fresh token for the operator CLI's role (never the root token)."""
+        return approle_login(self.openbao.addr, self.credentials[OPERATOR_ROLE])
+
+    def info(self, vault_token: str, metrics_ports: dict[str, int]) -> StackInfo:
+        """Describe the running stack for `stack.json`."""
+        env = {
+            "ORCH_NATS__URL": self.nats.url,
+            "ORCH_DATABASE__URL": self.postgres.url,
+            "ORCH_VAULT__ADDR": self.openbao.addr,
+            "ORCH_VAULT__TOKEN": vault_token,
+            "ORCH_STATE_DIR": str(self.state_dir),
+        }
+        return StackInfo(
+            pid=os.getpid(),
+            pid_start_ticks=_start_ticks(os.getpid()),
+            state_dir=str(self.state_dir),
+            nats_url=self.nats.url,
+            nats_monitor_url=self.nats.monitor_url,
+            database_url=self.postgres.url,
+            vault_addr=self.openbao.addr,
+            vault_token=vault_token,
+            git_base_url=self.git.base_url,
+            git_base_dir=str(self.git.data_dir),
+            deploy_target=DeployTargetInfo(
+                host=self.sshd.host,
+                port=self.sshd.port,
+                user=self.sshd.user,
+                known_hosts_line=self.sshd.known_hosts_line,
+                client_key_path=str(self.sshd.client_key_path),
+            ),
+            metrics_ports=metrics_ports,
+            log_dir=str(self.state_dir / "logs"),
+            env=env,
+        )
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def run_up(
+    state_dir: Path,
+    *,
+    consumers: Sequence[str] | None = None,
+    on_ready: Callable[[StackInfo], None] | None = None,
+) -> int:
+    """Run the local stack in the foreground until SIGINT or SIGTERM; return the exit code.
+
+    `consumers` defaults to every consumer package with a `__main__`; the scheduler runs too
+    when it has one. Must be called from the main thread (it handles signals, and children are
+    tied to the thread that spawns them).
+    """
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = read_stack_info(state_dir)
+    if running is not None:
+        print(f"a stack is already running (pid {running.pid}): {running.endpoints()}")
+        return 1
+    with _exclusive(state_dir) as acquired:
+        if not acquired:
+            print(f"a stack is already starting from {state_dir}")
+            return 1
+        try:
+            processes = _select_processes(consumers)
+        except ValueError as error:
+            print(f"orchestrator up: {error}", file=sys.stderr)
+            return 1
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            with LocalStack(state_dir) as stack:
+                return asyncio.run(_serve(stack, processes, on_ready))
+        except (ServerStartError, CommandError, FileNotFoundError) as error:
+            print(f"orchestrator up: the local stack could not start: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            (state_dir / STACK_FILE).unlink(missing_ok=True)
+
+
+def _select_processes(consumers: Sequence[str] | None) -> dict[str, str]:
+    available = discover_processes()
+    if consumers is None:
+        selected = available
+    else:
+        unknown = sorted(set(consumers) - set(available))
+        if unknown:
+            raise ValueError(
+                f"no runnable consumer package for {', '.join(unknown)} "
+                f"(runnable: {', '.join(sorted(available)) or 'none'})"
+            )
+        selected = {name: available[name] for name in consumers}
+        if SCHEDULER in available:
+            selected[SCHEDULER] = available[SCHEDULER]
+    missing_policy = sorted(set(selected) - set(policy_names()))
+    if missing_policy:
+        raise ValueError(
+            f"{', '.join(missing_policy)} has no Vault policy in infra/openbao/policies/; "
+            "every process logs in with its own least-privilege policy"
+        )
+    return selected
+
+
+async def _serve(
+    stack: LocalStack,
+    processes: dict[str, str],
+    on_ready: Callable[[StackInfo], None] | None,
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    metrics_ports = _distinct_free_ports(len(processes))
+    ports_by_process = dict(zip(processes, metrics_ports, strict=True))
+    info = stack.info(stack.operator_token(), ports_by_process)
+    _write_private(stack.state_dir / STACK_FILE, json.dumps(info.to_json(), indent=2) + "\n")
+    _write_private(stack.state_dir / ENV_FILE, _shell_env(info.env))
+
+    supervisor = Supervisor(Path(info.log_dir))
+    try:
+        project_root = _project_root()
+        for name, module in processes.items():
+            credentials = stack.credentials[name]
+            supervisor.start(
+                ChildSpec(
+                    name=name,
+                    argv=[sys.executable, "-m", module],
+                    env={
+                        "ORCH_PROCESS_NAME": name,
+                        "ORCH_NATS__URL": info.nats_url,
+                        "ORCH_DATABASE__URL": info.database_url,
+                        "ORCH_VAULT__ADDR": info.vault_addr,
+                        "ORCH_VAULT__ROLE_ID": credentials.role_id,
+                        "ORCH_VAULT__SECRET_ID": credentials.secret_id,
+                        "ORCH_METRICS__PORT": str(ports_by_process[name]),
+                        "ORCH_STATE_DIR": str(stack.state_dir),
+                        "PYTHONUNBUFFERED": "1",
+                    },
+                    cwd=project_root,
+                )
+            )
+        ready_in = await _wait_for_metrics(ports_by_process, stop)
+        _print_table(stack, info, ready_in)
+        if on_ready is not None:
+            on_ready(info)
+        refresher = asyncio.create_task(_refresh_operator_token(stack, info))
+        await stop.wait()
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+    finally:
+        await supervisor.stop()
+        (stack.state_dir / STACK_FILE).unlink(missing_ok=True)
+    return 0
+
+
+async def _wait_for_metrics(ports: dict[str, int], stop: asyncio.Event) -> dict[str, float | None]:
+    """Seconds until each process serves /metrics (its sign of life), None if it did not."""
+    started = time.monotonic()
+    ready: dict[str, float | None] = dict.fromkeys(ports)
+    while time.monotonic() - started < METRICS_READY_TIMEOUT and not stop.is_set():
+        for name, port in ports.items():
+            if ready[name] is None and tcp_accepts(port, timeout=0.1):
+                ready[name] = time.monotonic() - started
+        if all(value is not None for value in ready.values()):
+            break
+        await asyncio.sleep(0.2)
+    return ready
+
+
+async def _refresh_operator_token(stack: LocalStack, info: StackInfo) -> None:
+    while True:
+        await asyncio.sleep(OPERATOR_TOKEN_REFRESH_SECONDS)
+        token = await asyncio.to_thread(stack.operator_token)
+        info = stack.info(token, info.metrics_ports)
+        _write_private(stack.state_dir / STACK_FILE, json.dumps(info.to_json(), indent=2) + "\n")
+        _write_private(stack.state_dir / ENV_FILE, _shell_env(info.env))
+
+
+def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float | None]) -> None:
+    target = info.deploy_target
+    rows: list[tuple[str, str, str]] = [
+        ("nats", f"{info.nats_url} (monitor {info.nats_monitor_url})", _secs(stack, "nats-n1")),
+        ("postgres", info.database_url, _secs(stack, "postgres")),
+        ("openbao", info.vault_addr, _secs(stack, "openbao")),
+        ("sshd", f"ssh://{target.user}@{target.host}:{target.port}", _secs(stack, "sshd")),
+        ("git daemon", info.git_base_url, _secs(stack, "git-daemon")),
+        ("vault bootstrap", f"{len(stack.credentials)} AppRoles", _secs(stack, "vault bootstrap")),
+        ("migrations", "applied", _secs(stack, "migrations")),
+        ("topology", "streams and consumers applied", _secs(stack, "topology")),
+    ]
+    for name, port in info.metrics_ports.items():
+        seconds = ready_in.get(name)
+        rows.append(
+            (
+                name,
+                f"http://127.0.0.1:{port}/metrics",
+                f"{seconds:.1f}s" if seconds is not None else "not serving metrics yet",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    print(f"local stack up (pid {info.pid}); state in {info.state_dir}, logs in {info.log_dir}")
+    for part, where, ready in rows:
+        print(f"  {part:<{widths[0]}}  {where:<{widths[1]}}  {ready}")
+    print(f"clients: source {Path(info.state_dir) / ENV_FILE}; stop with Ctrl-C", flush=True)
+
+
+def _secs(stack: LocalStack, part: str) -> str:
+    return f"{stack.timings[part]:.1f}s"
+
+
+def _preferred_port(name: str) -> int:
+    port = DEFAULT_PORTS[name]
+    return port if port_is_free(port) else free_port()
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def _project_root() -> Path | None:
+    """The directory that holds the `consumers` package, so `python -m consumers.x` finds it."""
+    dirs = _package_dirs("consumers")
+    return dirs[0].parent if dirs else None
+
+
+def _shell_env(env: dict[str, str]) -> str:
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically with mode 0600: the file holds a Vault token."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[bool]:
+    """Hold `state_dir/up.lock` for the life of the stack; yields False if another holds it."""
+    with (state_dir / "up.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM during startup unwinds like Ctrl-C, so started servers are stopped."""
+    raise KeyboardInterrupt
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, which tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _same_process_alive(pid: int, start_ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start_ticks is None or _start_ticks(pid) == start_ticks

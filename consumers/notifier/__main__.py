@@ -1,0 +1,3 @@
+from consumers.notifier.app import main
+
+main()

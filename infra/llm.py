@@ -113,10 +113,10 @@ def usage_from(message: BaseMessage) -> TokenUsage:
     )
 
 
-def model_name_of(message: BaseMessage, settings: LLMSettings) -> str:
-    """The model that actually answered (providers may resolve aliases), else the configured one."""
+def model_name_of(message: BaseMessage, configured: str) -> str:
+    """The model that actually answered (providers may resolve aliases), else `configured`."""
     reported = message.response_metadata.get("model_name") or message.response_metadata.get("model")
-    return str(reported) if reported else settings.model
+    return str(reported) if reported else configured
 
 
 def cost_usd(usage: TokenUsage, settings: LLMSettings) -> float:

@@ -1,0 +1,1 @@
+"""The analyst consumer: SpecRequested -> SpecReady | ClarificationAsked | SpecFailed."""

@@ -1,0 +1,83 @@
+"""The offline analyst's rules and the slug rules, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.analyst.rules import OFFLINE_PREFIX, decide
+from consumers.analyst.slugs import SLUG_PATTERN, slugify
+from contracts.spec import ServiceKind
+
+
+@pytest.mark.parametrize(
+    ("text", "slug"),
+    [
+        ("Расходы бот", "raskhody-bot"),
+        ("Копилка", "kopilka"),
+        ("Щука и Ёжик", "shchuka-i-ezhik"),
+        ("My Expense Tracker!", "my-expense-tracker"),
+        ("Café API", "cafe-api"),
+        ("42", "project"),
+        ("x", "project-x"),
+    ],
+)
+def test_slugify_transliterates_and_matches_the_contract(text: str, slug: str) -> None:
+    assert slugify(text) == slug
+    assert SLUG_PATTERN.match(slug)
+
+
+def test_english_bot_for_expenses() -> None:
+    decision = decide("A Telegram bot that tracks my expenses by category, with a report", [])
+    spec = decision.spec
+    assert spec is not None and decision.question is None
+    assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
+    assert spec.language == "en"
+    expense = spec.entities[0]
+    assert expense.name == "Expense"
+    assert {"amount", "category"} <= {f.name for f in expense.fields}
+    assert [c.command for c in spec.commands] == ["start", "help", "add", "list", "report"]
+    token = next(var for var in spec.config if var.name == "TELEGRAM_BOT_TOKEN")
+    assert token.secret and token.default is None
+    assert spec.endpoints == ()
+
+
+def test_russian_description_gives_a_transliterated_slug() -> None:
+    spec = decide("Сделай телеграм-бота для учёта расходов по категориям", []).spec
+    assert spec is not None
+    assert spec.language == "ru"
+    assert spec.name == "Расходы бот"
+    assert spec.slug == "raskhody-bot"
+    assert spec.entities[0].name == "Expense"
+    assert "TELEGRAM_BOT_TOKEN" in spec.secret_names
+
+
+def test_http_api_with_a_worker_and_an_integration() -> None:
+    spec = decide('An API called "Bookshelf" for my books, with a daily weather digest', []).spec
+    assert spec is not None
+    assert spec.name == "Bookshelf" and spec.slug == "bookshelf"
+    assert set(spec.kinds) == {ServiceKind.HTTP, ServiceKind.WORKER}
+    paths = {(e.method, e.path) for e in spec.endpoints}
+    assert {("GET", "/health"), ("GET", "/books"), ("POST", "/books")} <= paths
+    assert spec.secret_names == ("OPENWEATHER_API_KEY",)
+    assert spec.commands == ()
+
+
+@pytest.mark.parametrize(
+    ("description", "marker"),
+    [("make me a bot", "What should the bot do?"), ("сделай сервис", "Что именно должен делать")],
+)
+def test_thin_description_gets_an_offline_question(description: str, marker: str) -> None:
+    decision = decide(description, [])
+    assert decision.spec is None and decision.question is not None
+    assert decision.question.text.startswith(OFFLINE_PREFIX)
+    assert marker in decision.question.text
+    assert "purpose" in decision.question.missing
+
+
+def test_after_two_unhelpful_answers_defaults_are_assumed_and_said() -> None:
+    assert decide("make me a bot", ["I don't know"]).question is not None
+    spec = decide("make me a bot", ["I don't know", "whatever"]).spec
+    assert spec is not None
+    assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
+    assert spec.entities[0].name == "Item"
+    assert "defaults were assumed" in spec.summary

@@ -1,0 +1,198 @@
+"""`orchestrator servers add | list | remove`: the operator's deploy-target inventory.
+
+The command functions take their dependencies explicitly (a sessionmaker, a secret store, an
+output function) so tests call them against real PostgreSQL and OpenBao; `register` mounts
+them under the top-level parser, and `_handle` builds those dependencies from the endpoints
+the CLI resolved (environment or the local stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.inventory import (
+    InvalidServer,
+    InventoryError,
+    NewServer,
+    SecretStore,
+    ServerSummary,
+    add_server,
+    fingerprints,
+    list_servers,
+    parse_labels,
+    parse_port_range,
+    pin_host_key,
+    remove_server,
+    scan_host_key,
+)
+from infra.vault import VaultClient, VaultError
+from producers.cli.connection import Endpoints, database, resolve
+
+Out = Callable[[str], None]
+
+_TABLE_HEADER = ("NAME", "HOST", "LABELS", "CAPACITY", "USED", "PORTS", "ENABLED")
+
+
+async def add(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    secrets: SecretStore,
+    out: Out,
+    *,
+    name: str,
+    host: str,
+    key_file: Path,
+    host_key: str | None = None,
+    scan: bool = False,
+    ssh_port: int = 22,
+    user: str = "deploy",
+    labels: str = "",
+    capacity: int = 20,
+    ports: str = "20000-20999",
+    public_host: str = "",
+) -> int:
+    """Register a server: private key to Vault, host key pinned (given or scanned once)."""
+    if scan == (host_key is not None):
+        raise InvalidServer('pin the host key with exactly one of --host-key "LINE" or --scan')
+    try:
+        private_key = await asyncio.to_thread(key_file.read_text)
+    except OSError as exc:
+        raise InvalidServer(f"cannot read the key file {key_file}: {exc.strerror}") from exc
+    port_min, port_max = parse_port_range(ports)
+    pinned = (
+        pin_host_key(host_key, host, ssh_port)
+        if host_key is not None
+        else await scan_host_key(host, ssh_port)
+    )
+    server = NewServer(
+        name=name,
+        host=host,
+        host_key=pinned,
+        ssh_port=ssh_port,
+        ssh_user=user,
+        labels=parse_labels(labels),
+        capacity=capacity,
+        port_min=port_min,
+        port_max=port_max,
+        public_host=public_host,
+    )
+    added = await add_server(sessionmaker, secrets, server, private_key)
+    out(f"added server {added.name} ({added.ssh_user}@{added.host}:{added.ssh_port}); "
+        f"private key stored in Vault at servers/{added.name}")  # fmt: skip
+    verb = "scanned" if scan else "given"
+    out(f"pinned host key(s), {verb}; check them against the server's own "
+        "`ssh-keygen -lf /etc/ssh/ssh_host_<type>_key.pub`:")  # fmt: skip
+    for fingerprint in fingerprints(added.host_key):
+        out(f"  {fingerprint}")
+    return 0
+
+
+async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
+    """Print the inventory as a table."""
+    servers = await list_servers(sessionmaker)
+    if not servers:
+        out("no servers registered: add one with "
+            "`orchestrator servers add NAME --host HOST --key-file PATH --scan`")  # fmt: skip
+        return 0
+    for line in _table(servers):
+        out(line)
+    return 0
+
+
+async def remove(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    secrets: SecretStore,
+    out: Out,
+    *,
+    name: str,
+    force: bool = False,
+) -> int:
+    """Unregister a server and delete its key; refused while ports are allocated unless forced."""
+    removed = await remove_server(sessionmaker, secrets, name, force=force)
+    dropped = f", {removed.used_ports} allocation(s) dropped" if removed.used_ports else ""
+    out(f"removed server {removed.name} and its key in Vault{dropped}")
+    return 0
+
+
+def _table(servers: list[ServerSummary]) -> list[str]:
+    rows = [_TABLE_HEADER] + [
+        (
+            s.name,
+            s.host if s.ssh_port == 22 else f"{s.host}:{s.ssh_port}",
+            ",".join(s.labels) or "-",
+            str(s.capacity),
+            str(s.used_ports),
+            f"{s.port_min}-{s.port_max}",
+            "yes" if s.enabled else "no",
+        )
+        for s in servers
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Mount `servers add|list|remove` on the `orchestrator` parser."""
+    parser = subparsers.add_parser("servers", help="deploy targets: add, list, remove")
+    actions = parser.add_subparsers(dest="servers_command", required=True, metavar="ACTION")
+
+    p = actions.add_parser(
+        "add",
+        help="register a server (SSH key to Vault, host key pinned)",
+        description="Register a deploy target. The private key is stored in Vault at "
+        "servers/NAME, never in the database; the host key is pinned so SSH never trusts "
+        "on first use.",
+    )
+    p.add_argument("name", help="inventory name (lowercase, digits, '.', '_', '-')")
+    p.add_argument("--host", required=True, help="address SSH connects to")
+    p.add_argument("--ssh-port", type=int, default=22, help="SSH port (default 22)")
+    p.add_argument("--user", default="deploy", help="SSH login (default deploy)")
+    p.add_argument("--key-file", type=Path, required=True, help="SSH private key file")
+    p.add_argument("--labels", default="", help="comma-separated, e.g. gpu,eu")
+    p.add_argument("--capacity", type=int, default=20, help="most projects at once (default 20)")
+    p.add_argument("--ports", default="20000-20999", help="port range LOW-HIGH for services")
+    p.add_argument("--public-host", default="", help="address users reach (default: --host)")
+    pin = p.add_mutually_exclusive_group(required=True)
+    pin.add_argument("--host-key", help="known_hosts line to pin, e.g. 'ssh-ed25519 AAAA...'")
+    pin.add_argument("--scan", action="store_true", help="fetch it once with ssh-keyscan")
+    p.set_defaults(handler=_handle)
+
+    p = actions.add_parser("list", help="the inventory, with allocated ports per server")
+    p.set_defaults(handler=_handle)
+
+    p = actions.add_parser("remove", help="unregister a server and delete its key")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="also drop its port allocations")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
+    try:
+        return asyncio.run(run(args, resolve(args.state_dir)))
+    except (InventoryError, VaultError) as exc:
+        print(f"orchestrator servers {args.servers_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
+    """Build the dependencies one action needs and run it."""
+    out: Out = print
+    async with database(endpoints) as sessionmaker:
+        if args.servers_command == "list":
+            return await show(sessionmaker, out)
+        vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+        if args.servers_command == "remove":
+            return await remove(sessionmaker, vault, out, name=args.name, force=args.force)
+        return await add(
+            sessionmaker, vault, out,
+            name=args.name, host=args.host, key_file=args.key_file, host_key=args.host_key,
+            scan=args.scan, ssh_port=args.ssh_port, user=args.user, labels=args.labels,
+            capacity=args.capacity, ports=args.ports, public_host=args.public_host,
+        )  # fmt: skip

@@ -1,0 +1,1 @@
+"""The LangGraph coding loop shared by the in-process and the container agents."""

@@ -1,0 +1,89 @@
+"""The in-process LLM coding agent: the LangGraph loop on the workspace, priced per model.
+
+No LangGraph checkpointer is used on purpose: the workspace is a temporary checkout that
+does not survive the process, so resuming a conversation whose file edits are gone would
+mislead the model. A redelivered request starts from the base commit again, and a request
+that already succeeded is answered from git (see `workspace.previous_result`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+
+from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat, LLMUsage
+from consumers.engineer.coder.graph import build_coder_graph, recursion_limit
+from consumers.engineer.coder.state import CoderState
+from consumers.engineer.coder.tools import make_workspace_tools
+from consumers.engineer.test_runner import PytestRunner, TestReport
+from infra.llm import TokenUsage, cost_usd, model_name_of, usage_from
+from infra.settings import LLMSettings
+
+
+class LangGraphCoder:
+    """`CodingAgent` that runs the coding loop in this process."""
+
+    mode: AgentMode = "llm"
+
+    def __init__(self, llm: BaseChatModel, runner: PytestRunner, settings: LLMSettings) -> None:
+        self._llm = llm
+        self._runner = runner
+        self._settings = settings
+
+    async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
+        async def run_tests() -> TestReport:
+            return await self._runner.run(task.workspace)
+
+        graph = build_coder_graph(
+            self._llm,
+            make_workspace_tools(task.workspace, run_tests),
+            spec=task.spec,
+            run_tests=run_tests,
+            max_iterations=task.max_iterations,
+        )
+        final = cast(
+            CoderState,
+            await graph.ainvoke(
+                {"messages": []}, {"recursion_limit": recursion_limit(task.max_iterations)}
+            ),
+        )
+        report = final["report"]
+        iterations = final["iteration"]
+        usage = self._usage(final["messages"])
+        if report.ok:
+            return AgentOutcome(
+                passed=True, iterations=iterations, report=report,
+                summary=_summary(final["messages"], task), usage=usage,
+            )
+        return AgentOutcome(
+            passed=False, iterations=iterations, report=report, summary="", usage=usage,
+            reason=f"gave up after {iterations} iterations: {report.summary()}",
+        )
+
+    def _usage(self, messages: list[AnyMessage]) -> tuple[LLMUsage, ...]:
+        per_model: dict[str, TokenUsage] = defaultdict(TokenUsage)
+        for message in messages:
+            if isinstance(message, AIMessage):
+                model = model_name_of(message, self._settings.model)
+                per_model[model] = per_model[model] + usage_from(message)
+        return tuple(
+            LLMUsage(
+                model=model,
+                prompt_tokens=tokens.prompt_tokens,
+                completion_tokens=tokens.completion_tokens,
+                cost_usd=Decimal(str(cost_usd(tokens, self._settings))),
+            )
+            for model, tokens in per_model.items()
+        )
+
+
+def _summary(messages: list[AnyMessage], task: CodingTask) -> str:
+    """The model's last plain answer, which the prompt asks to be a one-line summary."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage) and not message.tool_calls and message.text.strip():
+            return message.text.strip()
+    return f"Implemented {task.spec.name} from its specification"

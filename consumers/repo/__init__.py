@@ -1,1 +1,1 @@
-"""The repo consumer: creates the project's repository and pushes the scaffold rendered from its spec."""
+"""The repo consumer: creates the project's repository and pushes the scaffold of its spec."""

@@ -30,11 +30,11 @@ class GitHost(Protocol):
         """Return the repository called `name`, creating it first if it does not exist."""
         ...
 
-    async def git_env(self) -> Mapping[str, str]:
-        """Environment variables that authenticate `git fetch`/`git push` to this host.
+    async def git_auth_config(self) -> Mapping[str, str]:
+        """Git configuration (e.g. `http.extraHeader`) that authenticates fetch and push.
 
-        Credentials travel in the environment of the git process only, never in argv or URLs,
-        so they cannot leak into logs, events or `ps` output.
+        It reaches git through `GIT_CONFIG_*` environment variables only, never argv or URLs,
+        so credentials cannot leak into logs, events or `ps` output.
         """
         ...
 

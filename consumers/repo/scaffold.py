@@ -1,4 +1,4 @@
-"""Renders a spec into a repository: the common files plus each kind's modules, from Jinja templates.
+"""Renders a spec into a repository from Jinja templates: common files plus each kind's modules.
 
 Every generated service is one FastAPI process serving `GET /health`, so the deployer checks a
 bot or a worker the same way as an API. The common templates (`templates/common/`) hold that
@@ -76,7 +76,7 @@ def planned_files(spec: ProjectSpec) -> list[tuple[str, str]]:
 
 
 class JinjaScaffolder:
-    """The `Scaffolder` of this project: renders the shipped templates, or those in `templates_dir`."""
+    """The project's `Scaffolder`: renders the shipped templates (or those in `templates_dir`)."""
 
     def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
         self._env = jinja2.Environment(  # noqa: S701 - renders Python, YAML and Markdown, never HTML

@@ -28,7 +28,7 @@ _FIELD_TYPES: dict[str, tuple[str, str]] = {
 #: Variables every generated service reads; spec variables with these names are dropped.
 RESERVED_VARS = ("HOST", "PORT", "APP_VERSION")
 
-_BOT_TOKEN = "TELEGRAM_BOT_TOKEN"
+_BOT_VAR = "TELEGRAM_BOT_VAR"
 _WORKER_INTERVAL = "WORKER_INTERVAL_SECONDS"
 
 
@@ -65,7 +65,7 @@ class VarView:
 
     @property
     def default_literal(self) -> str:
-        """The default as Python source of the field's type (settings defaults are not validated)."""
+        """The default as Python source of the field's type (defaults are not validated)."""
         if self.default is None:
             raise ValueError(f"{self.env} has no default")
         if self.annotation == "float":
@@ -108,7 +108,7 @@ def plural(word: str) -> str:
 
 
 def python_literal(value: object) -> str:
-    """Python source for `value`; strings become double-quoted literals (JSON's are valid Python)."""
+    """Python source for `value`; strings become double-quoted (JSON strings are valid Python)."""
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
@@ -145,8 +145,8 @@ def _variables(spec: ProjectSpec, kinds: tuple[ServiceKind, ...]) -> tuple[VarVi
     if ServiceKind.TELEGRAM_BOT in kinds:
         # The bot starts polling only when the token is set, so it is optional; it is
         # always a secret whatever the spec says.
-        variables[_BOT_TOKEN] = VarView(
-            _BOT_TOKEN, _BOT_TOKEN.lower(), "Telegram Bot API token from @BotFather", "", True
+        variables[_BOT_VAR] = VarView(
+            _BOT_VAR, _BOT_VAR.lower(), "Telegram Bot API token from @BotFather", "", True
         )
     if ServiceKind.WORKER in kinds:
         # The worker needs a number here, whatever type or default the spec gave the name.
@@ -200,9 +200,9 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
         ],
         "commands": list(_commands(spec)),
         "variables": list(variables),
-        "required_vars": [v for v in variables if v.default is None and v.env != _BOT_TOKEN],
+        "required_vars": [v for v in variables if v.default is None and v.env != _BOT_VAR],
         "acceptance": [one_line(text) for text in spec.acceptance_criteria],
-        "test_values": {v.env: _test_value(v) for v in variables if v.env != _BOT_TOKEN},
+        "test_values": {v.env: _test_value(v) for v in variables if v.env != _BOT_VAR},
     }
 
 

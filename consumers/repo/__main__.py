@@ -1,0 +1,3 @@
+from consumers.repo.app import main
+
+main()

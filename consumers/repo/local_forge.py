@@ -1,0 +1,54 @@
+"""The embedded git host: bare repositories on disk, served to clones and pushes by `git daemon`.
+
+The daemon speaks the same git protocol as a remote host, so the repo, engineer and deployer
+steps run their real clone/push code against it. Access is anonymous, which is why the forge
+is meant for loopback or a private network only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+from .git_cli import Git
+from .ports import HostedRepo
+
+DEFAULT_BRANCH = "main"
+
+
+class LocalForge:
+    """A `GitHost` keeping `<name>.git` under `base_dir`, reachable at `<daemon_url>/<name>.git`."""
+
+    def __init__(self, base_dir: Path, daemon_url: str) -> None:
+        self.base_dir = base_dir
+        self.daemon_url = daemon_url.rstrip("/")
+        # Two deliveries for the same slug must not run `git init` over each other.
+        self._lock = asyncio.Lock()
+
+    def path_for(self, name: str) -> Path:
+        return self.base_dir / f"{name}.git"
+
+    async def ensure_repo(self, name: str, description: str) -> HostedRepo:
+        path = self.path_for(name)
+        async with self._lock:
+            if not (path / "HEAD").is_file():
+                path.mkdir(parents=True, exist_ok=True)
+                await Git(path)("init", "--bare", "--quiet", f"--initial-branch={DEFAULT_BRANCH}")
+            git = Git(path)
+            # Idempotent: a repository created by an older version or by hand gets the same
+            # settings, so the daemon accepts pushes and exports it even without --export-all.
+            await git("config", "daemon.receivepack", "true")
+            (path / "git-daemon-export-ok").touch()
+            (path / "description").write_text(f"{description.strip() or name}\n")
+            _, head, _ = await git("symbolic-ref", "--short", "HEAD")
+        return HostedRepo(
+            name=name,
+            clone_url=f"{self.daemon_url}/{name}.git",
+            web_url="",
+            default_branch=head.strip() or DEFAULT_BRANCH,
+        )
+
+    async def git_auth_config(self) -> Mapping[str, str]:
+        """Nothing: the daemon is anonymous."""
+        return {}

@@ -56,7 +56,8 @@ DEFAULT_PORTS = {
 }
 # The operator token lives 1h (its role's TTL); re-login well before, while the stack runs.
 OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
-METRICS_READY_TIMEOUT = 30.0
+# Serving /metrics is a process's sign of life; the table waits this long for it.
+METRICS_READY_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,12 @@ class StackInfo:
 def read_stack_info(state_dir: Path) -> StackInfo | None:
     """The stack running from `state_dir`, or None if there is none (or it died uncleanly)."""
     try:
-        data = json.loads((state_dir / STACK_FILE).read_text())
+        info = StackInfo.from_json(json.loads((state_dir / STACK_FILE).read_text()))
     except FileNotFoundError:
         return None
-    info = StackInfo.from_json(data)
+    except (ValueError, TypeError, KeyError):
+        # Unreadable or from another version; the up.lock still guards against a second stack.
+        return None
     if not _same_process_alive(info.pid, info.pid_start_ticks):
         return None
     return info
@@ -250,8 +253,11 @@ def run_up(
     """Run the local stack in the foreground until SIGINT or SIGTERM; return the exit code.
 
     `consumers` defaults to every consumer package with a `__main__`; the scheduler runs too
-    when it has one. Must be called from the main thread (it handles signals, and children are
-    tied to the thread that spawns them).
+    when it has one, whatever `consumers` says. `on_ready` is called once `stack.json` is
+    written and every process serves /metrics (or `METRICS_READY_TIMEOUT` passed). Returns 0
+    after a requested shutdown, 1 if a stack already runs here or the stack could not start.
+    Must be called from the main thread: it handles signals, and children are tied to the
+    thread that spawns them.
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)

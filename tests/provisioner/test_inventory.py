@@ -104,13 +104,18 @@ async def test_a_duplicate_name_is_refused_and_keeps_the_first_key(
     tmp_path: Path,
 ) -> None:
     name = unique_name()
-    common = {"name": name, "host": "h1", "host_key": sshd_server.known_hosts_line}
-    await servers.add(sessionmaker, vault, Lines(), key_file=sshd_server.client_key_path, **common)
+    pinned = sshd_server.known_hosts_line
+    await servers.add(
+        sessionmaker, vault, Lines(),
+        name=name, host="h1", host_key=pinned, key_file=sshd_server.client_key_path,
+    )  # fmt: skip
     other_key = tmp_path / "other"
     other_key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n"
                          "-----END OPENSSH PRIVATE KEY-----\n")  # fmt: skip
     with pytest.raises(ServerExists, match=f"servers remove {name}"):
-        await servers.add(sessionmaker, vault, Lines(), key_file=other_key, **common)
+        await servers.add(
+            sessionmaker, vault, Lines(), name=name, host="h1", host_key=pinned, key_file=other_key
+        )
     stored = await vault.read_secret(f"servers/{name}")
     assert stored["private_key"] == sshd_server.client_private_key
 

@@ -1,0 +1,3 @@
+from consumers.provisioner.app import main
+
+main()

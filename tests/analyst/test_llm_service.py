@@ -76,7 +76,8 @@ async def test_tool_call_becomes_a_validated_spec_with_usage(
     assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
     assert [c.command for c in spec.commands] == ["start", "add"]
     token = next(var for var in spec.config if var.name == "TELEGRAM_BOT_TOKEN")
-    assert token.secret and token.default is None  # a model's default for a secret is dropped
+    assert token.secret
+    assert token.default is None
     [call] = outcome.calls
     assert (call.model, call.usage.prompt_tokens, call.usage.completion_tokens) == (
         "scripted-model",
@@ -139,7 +140,8 @@ async def test_clarification_round_trip(
     question = await service.analyse(project, flow, "make me a bot", ())
     assert isinstance(question, QuestionOutcome)
     assert question.question == "What should the bot do?"
-    assert question.missing == ("purpose",) and not question.offline
+    assert question.missing == ("purpose",)
+    assert not question.offline
     assert [c.usage.prompt_tokens for c in question.calls] == [300]
 
     # Redelivered: answered from the checkpoint, no second LLM call.

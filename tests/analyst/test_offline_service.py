@@ -30,7 +30,8 @@ async def test_english_description_becomes_a_spec(checkpointer: AsyncPostgresSav
         uuid.uuid4(), uuid.uuid4(), "A REST API to keep my tasks and notes", ()
     )
     assert isinstance(outcome, SpecOutcome)
-    assert outcome.offline and outcome.calls == ()
+    assert outcome.offline
+    assert outcome.calls == ()
     assert outcome.spec.kinds == (ServiceKind.HTTP,)
     assert {e.name for e in outcome.spec.entities} == {"Task", "Note"}
 
@@ -54,7 +55,8 @@ async def test_question_then_answer_resumes_the_same_thread(
 
     question = await service.analyse(project, flow, "сделай бота", ())
     assert isinstance(question, QuestionOutcome)
-    assert question.offline and question.question.startswith("[offline mode] ")
+    assert question.offline
+    assert question.question.startswith("[offline mode] ")
     # A redelivered request gets the same question back.
     assert await service.analyse(project, flow, "сделай бота", ()) == question
 

@@ -29,7 +29,8 @@ def test_slugify_transliterates_and_matches_the_contract(text: str, slug: str) -
 def test_english_bot_for_expenses() -> None:
     decision = decide("A Telegram bot that tracks my expenses by category, with a report", [])
     spec = decision.spec
-    assert spec is not None and decision.question is None
+    assert spec is not None
+    assert decision.question is None
     assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
     assert spec.language == "en"
     expense = spec.entities[0]
@@ -37,7 +38,8 @@ def test_english_bot_for_expenses() -> None:
     assert {"amount", "category"} <= {f.name for f in expense.fields}
     assert [c.command for c in spec.commands] == ["start", "help", "add", "list", "report"]
     token = next(var for var in spec.config if var.name == "TELEGRAM_BOT_TOKEN")
-    assert token.secret and token.default is None
+    assert token.secret
+    assert token.default is None
     assert spec.endpoints == ()
 
 
@@ -54,7 +56,8 @@ def test_russian_description_gives_a_transliterated_slug() -> None:
 def test_http_api_with_a_worker_and_an_integration() -> None:
     spec = decide('An API called "Bookshelf" for my books, with a daily weather digest', []).spec
     assert spec is not None
-    assert spec.name == "Bookshelf" and spec.slug == "bookshelf"
+    assert spec.name == "Bookshelf"
+    assert spec.slug == "bookshelf"
     assert set(spec.kinds) == {ServiceKind.HTTP, ServiceKind.WORKER}
     paths = {(e.method, e.path) for e in spec.endpoints}
     assert {("GET", "/health"), ("GET", "/books"), ("POST", "/books")} <= paths
@@ -68,7 +71,8 @@ def test_http_api_with_a_worker_and_an_integration() -> None:
 )
 def test_thin_description_gets_an_offline_question(description: str, marker: str) -> None:
     decision = decide(description, [])
-    assert decision.spec is None and decision.question is not None
+    assert decision.spec is None
+    assert decision.question is not None
     assert decision.question.text.startswith(OFFLINE_PREFIX)
     assert marker in decision.question.text
     assert "purpose" in decision.question.missing

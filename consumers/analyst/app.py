@@ -1,0 +1,92 @@
+"""Composition root of the analyst process.
+
+The chat model comes from the LLM settings; its API key is read from Vault once at startup
+(`settings.llm.api_key_secret`, key `api_key`) and handed to the client only. With the
+provider `offline` nothing is read from Vault and the deterministic analyst runs. The graph's
+checkpoints live in the platform's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+from infra.bus.runtime import ConsumerApp
+from infra.llm import build_chat_model
+from infra.settings import Settings, get_settings
+from infra.vault import SecretNotFound, VaultClient
+
+from .checkpointer import postgres_checkpointer
+from .graph import build_graph
+from .handlers import register
+from .service import AnalystService
+
+ApiKeySource = Callable[[], Awaitable[str]]
+
+#: Checkpoint reads and writes per message are few; the bus's own pool does the heavy work.
+CHECKPOINT_CONNECTIONS = 5
+
+
+def vault_api_key_source(settings: Settings) -> ApiKeySource:
+    """Reads the LLM provider key from Vault with this process's AppRole."""
+
+    async def read() -> str:
+        vault = VaultClient.from_settings(settings.vault)
+        await vault.login()
+        try:
+            secret = await vault.read_secret(settings.llm.api_key_secret)
+        except SecretNotFound as exc:
+            raise SecretNotFound(
+                f"LLM provider {settings.llm.provider!r} is configured but Vault has no key at "
+                f"{settings.llm.api_key_secret} (key `api_key`); store it, or set "
+                "ORCH_LLM__PROVIDER=offline"
+            ) from exc
+        return secret.get("api_key", "")
+
+    return read
+
+
+class _Analyst:
+    """The service, built on startup: it needs the Vault key and a checkpointer connection."""
+
+    def __init__(self, settings: Settings, api_key_source: ApiKeySource) -> None:
+        self._settings = settings
+        self._api_key_source = api_key_source
+        self._resources = AsyncExitStack()
+        self._service: AnalystService | None = None
+
+    async def start(self) -> None:
+        llm_settings = self._settings.llm
+        api_key = await self._api_key_source() if llm_settings.provider != "offline" else ""
+        model = build_chat_model(llm_settings, api_key)
+        saver = await self._resources.enter_async_context(
+            postgres_checkpointer(self._settings.database.url, CHECKPOINT_CONNECTIONS)
+        )
+        self._service = AnalystService(
+            build_graph(model, saver), offline=model is None, pricing=llm_settings
+        )
+
+    async def stop(self) -> None:
+        await self._resources.aclose()
+
+    def service(self) -> AnalystService:
+        if self._service is None:
+            raise RuntimeError("the analyst is used before the process started")
+        return self._service
+
+
+def build_app(
+    settings: Settings | None = None, *, api_key_source: ApiKeySource | None = None
+) -> ConsumerApp:
+    """The analyst process; tests pass a key source instead of a Vault login."""
+    settings = settings or get_settings()
+    app = ConsumerApp("analyst", settings=settings)
+    analyst = _Analyst(settings, api_key_source or vault_api_key_source(settings))
+    app.on_startup.append(analyst.start)
+    app.on_shutdown.append(analyst.stop)
+    register(app, analyst.service)
+    return app
+
+
+def main() -> None:
+    build_app().run()

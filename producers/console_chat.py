@@ -19,16 +19,11 @@ from typing import Protocol, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.events import (
-    ClarificationAnswered,
-    NotificationKind,
-    NotificationRequested,
-    ProjectRequested,
-)
+from contracts.events import NotificationKind, NotificationRequested
 from infra.bus.publisher import Publisher
+from producers.intents import clarification_answer, project_request
 
 CONSOLE_CHAT_FILENAME = "console-chat.jsonl"
-ACTOR = "console-chat"
 MAX_TEXT_LENGTH = 8000
 
 HELP = """\
@@ -177,19 +172,9 @@ class _ConsoleChat:
         return True
 
     async def _new_project(self, description: str) -> None:
-        project_id = uuid.uuid4()
-        await self._publisher.publish(
-            ProjectRequested(
-                correlation_id=project_id,
-                actor=ACTOR,
-                project_id=project_id,
-                description=description,
-                user_id=self._user_id,
-                chat_id=None,
-                source="console",
-            )
-        )
-        self._say(f"Project {project_id} accepted, I'll report progress here.")
+        request = project_request(description, user_id=self._user_id, source="console")
+        await self._publisher.publish(request)
+        self._say(f"Project {request.project_id} accepted, I'll report progress here.")
 
     async def _answer_command(self, rest: str) -> None:
         prefix, _, text = rest.partition(" ")
@@ -207,12 +192,12 @@ class _ConsoleChat:
 
     async def _answer(self, question: _OpenQuestion, text: str) -> None:
         await self._publisher.publish(
-            ClarificationAnswered(
-                correlation_id=question.flow_id,
-                actor=ACTOR,
-                project_id=question.project_id,
-                answer=text,
+            clarification_answer(
+                question.project_id,
+                question.flow_id,
+                text,
                 user_id=self._user_id,
+                source="console",
             )
         )
         self._state.open_questions.pop(question.project_id, None)

@@ -1,1 +1,1 @@
-"""telegram_bot."""
+"""The Telegram bot: chat messages in, intents out; `/status` and `/projects` read the database."""

@@ -1,0 +1,3 @@
+from producers.telegram_bot.app import main
+
+main()

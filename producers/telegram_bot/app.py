@@ -1,0 +1,144 @@
+"""Composition root of the Telegram bot process: Vault token, JetStream, database, aiogram.
+
+The bot is a producer: it publishes intents to JetStream and reads the project tables; it
+never talks to a consumer directly. Updates arrive by long polling (default) or a webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+
+import nats
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
+
+from infra.bus.publisher import JetStreamPublisher, Publisher
+from infra.db.session import make_engine, make_sessionmaker
+from infra.logging import configure_logging
+from infra.settings import Settings, get_settings
+from infra.vault import SecretNotFound, VaultClient
+from producers.telegram_bot.ports import ProjectReadModel
+from producers.telegram_bot.read_model import SqlProjectReadModel
+from producers.telegram_bot.router import bot_commands, build_router
+from producers.telegram_bot.settings import BotSettings
+
+PROCESS = "telegram-bot"
+TELEGRAM_VAULT_PATH = "platform/telegram"
+
+log = structlog.get_logger(__name__)
+
+
+class NoBotToken(RuntimeError):
+    """The platform has no Telegram bot configured."""
+
+
+def build_dispatcher(publisher: Publisher, read_model: ProjectReadModel) -> Dispatcher:
+    dispatcher = Dispatcher(name=PROCESS)
+    dispatcher.include_router(build_router(publisher, read_model))
+    return dispatcher
+
+
+def make_bot(token: str, api_base: str = "") -> Bot:
+    api = TelegramAPIServer.from_base(api_base) if api_base else PRODUCTION
+    return Bot(token, session=AiohttpSession(api=api))
+
+
+async def run_bot(
+    bot: Bot, dispatcher: Dispatcher, settings: BotSettings, *, handle_signals: bool = True
+) -> None:
+    """Receive updates until stopped (a signal, or `dispatcher.stop_polling()` in polling mode)."""
+    await bot.set_my_commands(bot_commands())
+    if settings.mode == "webhook":
+        await _serve_webhook(bot, dispatcher, settings, handle_signals=handle_signals)
+        return
+    # A webhook left over from an earlier deployment would make getUpdates fail with 409.
+    await bot.delete_webhook(drop_pending_updates=False)
+    await dispatcher.start_polling(
+        bot,
+        polling_timeout=settings.polling_timeout,
+        handle_signals=handle_signals,
+        close_bot_session=False,
+    )
+
+
+async def _serve_webhook(
+    bot: Bot, dispatcher: Dispatcher, settings: BotSettings, *, handle_signals: bool
+) -> None:
+    if not settings.webhook_url:
+        raise ValueError("ORCH_TELEGRAM__MODE=webhook needs ORCH_TELEGRAM__WEBHOOK_URL")
+    # A fresh secret per start, registered with setWebhook: requests without it are refused.
+    secret = secrets.token_urlsafe(32)
+    app = web.Application()
+    SimpleRequestHandler(dispatcher, bot, secret_token=secret).register(
+        app, path=settings.webhook_path
+    )
+    setup_application(app, dispatcher, bot=bot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, settings.webhook_host, settings.webhook_port).start()
+    await bot.set_webhook(
+        settings.webhook_url,
+        secret_token=secret,
+        allowed_updates=dispatcher.resolve_used_update_types(),
+    )
+    stop = asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def read_bot_token(settings: Settings) -> str:
+    vault = VaultClient.from_settings(settings.vault)
+    await vault.login()
+    try:
+        token = (await vault.read_secret(TELEGRAM_VAULT_PATH)).get("token", "")
+    except SecretNotFound:
+        token = ""
+    if not token:
+        raise NoBotToken(
+            f"no Telegram bot token in Vault at {settings.vault.kv_mount}/{TELEGRAM_VAULT_PATH} "
+            "(key `token`): store the token from @BotFather there, or use the console chat "
+            "(`orchestrator chat`), which needs no bot"
+        )
+    return token
+
+
+async def serve(settings: Settings, bot_settings: BotSettings) -> None:
+    token = await read_bot_token(settings)
+    nc = await nats.connect(
+        settings.nats.url.split(","), max_reconnect_attempts=-1, connect_timeout=5
+    )
+    engine = make_engine(settings.database.url, pool_size=5)
+    bot = make_bot(token, bot_settings.api_base)
+    try:
+        dispatcher = build_dispatcher(
+            JetStreamPublisher.from_client(nc), SqlProjectReadModel(make_sessionmaker(engine))
+        )
+        log.info("bot.started", mode=bot_settings.mode)
+        await run_bot(bot, dispatcher, bot_settings)
+    finally:
+        await bot.session.close()
+        await engine.dispose()
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def main() -> None:
+    configure_logging(PROCESS)
+    try:
+        asyncio.run(serve(get_settings(), BotSettings()))
+    except NoBotToken as exc:
+        log.error("bot.not_configured", error=str(exc))
+        raise SystemExit(2) from exc

@@ -1,0 +1,76 @@
+"""The bot's read model over PostgreSQL: the shared queries of `producers.read_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.models import Project, ProjectState
+from producers.read_model import ProjectView, project_view, user_projects
+
+#: How far back a user's projects are listed and searched.
+MAX_PROJECTS = 50
+
+
+class SqlProjectReadModel:
+    """One short read-only session per question; the bot never writes to these tables."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def project(self, user_id: str, ref: str) -> ProjectView | None:
+        # The reference is resolved among the user's own projects only: someone else's project
+        # is unknown here (ids are not secrets, timelines are), and a short prefix stays unique.
+        async with self._sessionmaker() as session:
+            own = await user_projects(session, user_id, limit=MAX_PROJECTS)
+            match = _resolve(own, ref.strip().lower())
+            if match is None:
+                return None
+            return await project_view(session, str(match.id))
+
+    async def projects(self, user_id: str) -> Sequence[ProjectView]:
+        async with self._sessionmaker() as session:
+            return [_summary(p) for p in await user_projects(session, user_id, MAX_PROJECTS)]
+
+    async def awaiting_answer(self, user_id: str) -> ProjectView | None:
+        async with self._sessionmaker() as session:
+            project = (
+                await session.scalars(
+                    select(Project)
+                    .where(
+                        Project.user_id == user_id,
+                        Project.state == ProjectState.AWAITING_ANSWER,
+                    )
+                    .order_by(Project.updated_at.desc())
+                    .limit(1)
+                )
+            ).first()
+        return _summary(project) if project is not None else None
+
+
+def _resolve(projects: Sequence[Project], ref: str) -> Project | None:
+    """The newest project whose id is or starts with `ref`, or whose slug is `ref`."""
+    if not ref:
+        return None
+    for project in projects:
+        if str(project.id).startswith(ref) or project.slug == ref:
+            return project
+    return None
+
+
+def _summary(project: Project) -> ProjectView:
+    return ProjectView(
+        id=project.id,
+        flow_id=project.flow_id,
+        name=project.name,
+        slug=project.slug,
+        state=project.state,
+        user_id=project.user_id,
+        url=project.url,
+        error=project.error,
+        offline=project.offline,
+        created_at=project.created_at,
+        timeline=(),
+    )

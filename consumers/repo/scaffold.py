@@ -20,7 +20,7 @@ import jinja2
 from contracts.spec import ProjectSpec, ServiceKind
 
 from .ports import Scaffold
-from .scaffold_context import build_context, effective_kinds, python_literal
+from .scaffold_context import build_context, docstring_text, effective_kinds, python_literal
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
 
@@ -88,6 +88,7 @@ class JinjaScaffolder:
         )
         # Free text from the spec reaches generated code only as a Python literal.
         self._env.filters["py"] = python_literal
+        self._env.filters["doc"] = docstring_text
 
     def render(self, spec: ProjectSpec) -> Scaffold:
         context = build_context(spec)

@@ -28,7 +28,7 @@ _FIELD_TYPES: dict[str, tuple[str, str]] = {
 #: Variables every generated service reads; spec variables with these names are dropped.
 RESERVED_VARS = ("HOST", "PORT", "APP_VERSION")
 
-_BOT_VAR = "TELEGRAM_BOT_VAR"
+_BOT_VAR = "TELEGRAM_BOT_TOKEN"
 _WORKER_INTERVAL = "WORKER_INTERVAL_SECONDS"
 
 
@@ -112,6 +112,11 @@ def python_literal(value: object) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
+def docstring_text(text: str) -> str:
+    """Free text that cannot end a triple-quoted docstring early or start an escape."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def one_line(text: str) -> str:
     """Free text collapsed to one line, for comments and YAML/README fragments."""
     return " ".join(text.split())
@@ -133,7 +138,8 @@ def _entity(entity: Entity) -> EntityView:
 
 def _var(var: ConfigVar) -> VarView:
     env = "_".join(w.upper() for w in _words(var.name)) or "SETTING"
-    default = None if var.secret else var.default
+    # A default must stay on its `.env` line; a secret never has one (it comes from Vault).
+    default = None if var.secret or var.default is None else one_line(var.default)
     return VarView(env, env.lower(), one_line(var.description), default, var.secret)
 
 

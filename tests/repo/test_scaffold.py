@@ -1,0 +1,174 @@
+"""What the scaffolder renders for each kind: files, configuration, deploy contract (no I/O)."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+import yaml
+
+from consumers.repo.scaffold import COMMON_FILES, JinjaScaffolder
+from consumers.repo.scaffold_context import plural, snake_case
+from contracts.spec import ConfigVar, Entity, EntityField, ProjectSpec, ServiceKind
+from tests.repo.conftest import make_spec
+
+HTTP, BOT, WORKER = ServiceKind.HTTP, ServiceKind.TELEGRAM_BOT, ServiceKind.WORKER
+
+
+def render(*kinds: ServiceKind, spec: ProjectSpec | None = None) -> dict[str, str]:
+    return dict(JinjaScaffolder().render(spec or make_spec(*kinds, slug="family-expenses")).files)
+
+
+def env_example(files: dict[str, str]) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in files[".env.example"].splitlines())
+    return {name: value for name, value in (p for p in pairs if len(p) == 2) if "#" not in name}
+
+
+@pytest.mark.parametrize("kinds", [(HTTP,), (BOT,), (WORKER,), (HTTP, WORKER), (BOT, HTTP, WORKER)])
+def test_every_python_file_parses_and_every_yaml_and_json_loads(
+    kinds: tuple[ServiceKind, ...],
+) -> None:
+    files = render(*kinds)
+    for path, content in files.items():
+        if path.endswith(".py"):
+            ast.parse(content, filename=path)
+        elif path.endswith((".yml", ".yaml")):
+            assert yaml.safe_load(content), path
+    assert json.loads(files["deploy.json"])["start"] == ["python", "-m", "app"]
+
+
+def test_the_http_service_has_crud_api_and_tests_per_entity() -> None:
+    files = render(HTTP)
+    assert set(COMMON_FILES) <= set(files)
+    assert {"app/api.py", "app/models.py", "app/store.py", "tests/test_api.py"} <= set(files)
+    assert not {"app/bot.py", "app/worker.py"} & set(files)
+    api, tests = files["app/api.py"], files["tests/test_api.py"]
+    for path in ("/expenses", "/categories"):
+        assert f'@router.post("{path}"' in api
+        assert f'client.post("{path}"' in tests
+    models = files["app/models.py"]
+    assert "class ExpenseIn(BaseModel):" in models
+    assert "    spent_on: date\n" in models
+    assert "    created: datetime\n" in models
+    assert "from datetime import date, datetime" in models
+    assert "aiogram" not in files["requirements.txt"]
+
+
+def test_deploy_json_tells_the_deployer_how_to_start_test_and_check() -> None:
+    deploy = json.loads(render(WORKER)["deploy.json"])
+    assert deploy == {
+        "start": ["python", "-m", "app"],
+        "health_path": "/health",
+        "python": "3.11",
+        "test": ["python", "-m", "pytest"],
+        "requirements": "requirements.txt",
+        "env_example": ".env.example",
+        "version_env": "APP_VERSION",
+    }
+
+
+def test_env_example_lists_every_variable_and_leaves_secrets_empty() -> None:
+    files = render(BOT, WORKER)
+    values = env_example(files)
+    assert values == {
+        "HOST": "127.0.0.1",
+        "PORT": "8000",
+        "APP_VERSION": "dev",
+        "LOG_LEVEL": "info",
+        "OPENAI_API_KEY": "",
+        "CURRENCY": "EUR",
+        "REPORT_CHAT_ID": "",
+        "TELEGRAM_BOT_TOKEN": "",
+        "WORKER_INTERVAL_SECONDS": "60",
+    }
+    text = files[".env.example"]
+    assert "# Categorises notes (secret, from Vault)\nOPENAI_API_KEY=\n" in text
+    assert "(secret, from Vault)\nTELEGRAM_BOT_TOKEN=\n" in text
+    settings = files["app/settings.py"]
+    for name in values:
+        assert f"    {name.lower()}: " in settings
+    assert "openai_api_key: SecretStr = Field(description=" in settings
+    assert 'telegram_bot_token: SecretStr = Field(SecretStr("")' in settings
+    assert "worker_interval_seconds: float = Field(60.0" in settings
+
+
+def test_a_secret_never_gets_a_default_even_if_the_spec_gives_one() -> None:
+    spec = make_spec(HTTP).model_copy(
+        update={"config": (ConfigVar(name="API_KEY", secret=True, default="leaked"),)}
+    )
+    files = render(spec=spec)
+    assert "leaked" not in "".join(files.values())
+    assert env_example(files)["API_KEY"] == ""
+
+
+def test_the_bot_answers_every_spec_command_and_polls_only_with_a_token() -> None:
+    files = render(BOT)
+    bot = files["app/bot.py"]
+    assert 'Command("add")' in bot
+    assert 'Command("report")' in bot
+    assert "if not token:" in bot
+    assert "aiogram==" in files["requirements.txt"]
+    assert "def test_report_answers" in files["tests/test_bot.py"]
+    assert "app/api.py" not in files
+
+
+def test_combined_kinds_share_one_process_and_one_health_endpoint() -> None:
+    files = render(BOT, HTTP, WORKER)
+    main = files["app/main.py"]
+    assert "from app import bot, worker" in main
+    assert "build_router(app.state.stores)" in main
+    assert main.count('@app.get("/health")') == 1
+    assert "Kind: http + telegram_bot + worker." in files["README.md"]
+
+
+def test_compose_runs_the_service_with_its_env_file_restart_policy_and_healthcheck() -> None:
+    compose = yaml.safe_load(render(HTTP)["compose.yaml"])
+    service = compose["services"]["family-expenses"]
+    assert service["env_file"] == ".env"
+    assert service["restart"] == "unless-stopped"
+    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "app.healthcheck"]
+    workflow = yaml.safe_load(render(HTTP)[".github/workflows/ci.yml"])
+    steps = [step.get("run") for step in workflow["jobs"]["test"]["steps"]]
+    assert "python -m pytest" in steps
+
+
+def test_hostile_names_become_safe_identifiers_and_literals() -> None:
+    spec = ProjectSpec(
+        name='Evil """ name',
+        slug="evil-service",
+        summary='"""; import os; os.system("x") #',
+        kinds=(HTTP,),
+        entities=(
+            Entity(
+                name="class",
+                fields=(
+                    EntityField(name="import", type="weird"),
+                    EntityField(name="2nd value", type="int"),
+                    EntityField(name="id"),
+                ),
+            ),
+        ),
+        config=(ConfigVar(name="my-setting", default='a"b'),),
+    )
+    files = render(spec=spec)
+    for path, content in files.items():
+        if path.endswith(".py"):
+            ast.parse(content, filename=path)
+    assert "class ClassIn(BaseModel):" in files["app/models.py"]
+    assert "    import_: str\n" in files["app/models.py"]
+    assert "    field_2nd_value: int\n" in files["app/models.py"]
+    assert 'my_setting: str = Field("a\\"b"' in files["app/settings.py"]
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("expense", "expenses"), ("category", "categories"), ("box", "boxes"), ("day", "days")],
+)
+def test_plural(word: str, expected: str) -> None:
+    assert plural(word) == expected
+
+
+def test_snake_case() -> None:
+    assert snake_case("SpentOn date", "f") == "spent_on_date"
+    assert snake_case("!!!", "field") == "field"

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import structlog  # noqa: E402
+import structlog
 
-from consumers.coordinator.app import build_app  # noqa: E402
-from infra.metrics import (  # noqa: E402
+from consumers.coordinator.app import build_app
+from infra.metrics import (
     DEPLOYS,
     OUTBOX_PENDING,
     ConsumerLagCollector,
@@ -31,7 +31,7 @@ from infra.metrics import (  # noqa: E402
     ProjectStateCollector,
     record_llm_usage,
 )
-from infra.vault import VaultClient  # noqa: E402
+from infra.vault import VaultClient
 
 COLLECT_INTERVAL = 1.0
 
@@ -53,11 +53,17 @@ async def _leak_attempts() -> None:
 def _stand_in_for_stages_not_running() -> None:
     """Series other processes own; recorded here so every dashboard panel has data."""
     record_llm_usage(
-        project="live-project", stage="analyst", prompt_tokens=1200, completion_tokens=300,
+        project="live-project",
+        stage="analyst",
+        prompt_tokens=1200,
+        completion_tokens=300,
         cost_usd=0.0042,
     )
     record_llm_usage(
-        project="live-project", stage="engineer", prompt_tokens=5400, completion_tokens=2100,
+        project="live-project",
+        stage="engineer",
+        prompt_tokens=5400,
+        completion_tokens=2100,
         cost_usd=0.031,
     )
     DEPLOYS.labels("succeeded").inc()
@@ -70,11 +76,10 @@ def main() -> None:
     collectors: list[PeriodicCollector] = []
 
     async def start_collectors() -> None:
-        assert app.broker is not None and app.sessionmaker is not None
+        assert app.broker is not None
+        assert app.sessionmaker is not None
         collectors.append(
-            ConsumerLagCollector(
-                app.broker.connection.jsm(), app.specs, interval=COLLECT_INTERVAL
-            )
+            ConsumerLagCollector(app.broker.connection.jsm(), app.specs, interval=COLLECT_INTERVAL)
         )
         collectors.append(ProjectStateCollector(app.sessionmaker, interval=COLLECT_INTERVAL))
         for collector in collectors:

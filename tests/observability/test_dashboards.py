@@ -78,7 +78,10 @@ def live_coordinator(
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / "live_coordinator.py")],
-            env=env, cwd=REPO, stdout=stderr, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            stdout=stderr,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_for_metric(proc, port, "orchestrator_consumer_pending{", stderr_path)
@@ -114,19 +117,27 @@ async def _feed(nats_url: str) -> None:
             project_id = uuid.uuid4()
             await publisher.publish(
                 ev.ProjectRequested(
-                    correlation_id=uuid.uuid4(), actor="user:live", project_id=project_id,
+                    correlation_id=uuid.uuid4(),
+                    actor="user:live",
+                    project_id=project_id,
                     description=f"A todo list HTTP API number {i} with users and tags",
-                    user_id="cli:live", source="cli",
+                    user_id="cli:live",
+                    source="cli",
                 )
             )
         await publisher.publish_raw(
-            ev.ProjectRequested.TYPE, b'{"not": "an event"}',
+            ev.ProjectRequested.TYPE,
+            b'{"not": "an event"}',
             {"Nats-Msg-Id": str(uuid.uuid4()), "Orch-Event-Type": ev.ProjectRequested.TYPE},
         )
         await publisher.publish(
             ev.DeployFailed(
-                correlation_id=uuid.uuid4(), actor="deployer", project_id=uuid.uuid4(),
-                commit="0" * 40, reason="health check timed out", rolled_back=True,
+                correlation_id=uuid.uuid4(),
+                actor="deployer",
+                project_id=uuid.uuid4(),
+                commit="0" * 40,
+                reason="health check timed out",
+                rolled_back=True,
             )
         )
     finally:

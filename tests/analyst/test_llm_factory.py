@@ -6,6 +6,7 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from infra.llm import LLMConfigurationError, TokenUsage, build_chat_model, cost_usd, usage_from
 from infra.settings import LLMSettings
@@ -21,7 +22,7 @@ def test_openai_compatible_endpoint() -> None:
     assert isinstance(model, ChatOpenAI)
     assert model.model_name == "qwen"
     assert model.openai_api_base == "http://127.0.0.1:9/v1"
-    assert model.openai_api_key is not None
+    assert isinstance(model.openai_api_key, SecretStr)
     assert model.openai_api_key.get_secret_value() == "sk-abc"
     assert "sk-abc" not in repr(model)
 

@@ -1,0 +1,3 @@
+from consumers.deployer.app import main
+
+main()

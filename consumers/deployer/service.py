@@ -1,0 +1,283 @@
+"""The deploy step: resolve the server and every secret, run the playbook, report the outcome.
+
+Triggered by `DeployRequested` from the coordinator once code and resources are ready. The
+playbook does the work on the server (checkout, venv or compose, `.env`, supervisor, atomic
+`current` switch, health check, rollback); this service prepares what it needs from Vault and
+the inventory, turns its outcome into events, and records the release under its natural key
+(project, commit) so a redelivered request converges on the same row and the same release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.envelope import Event
+from contracts.events import (
+    DeployFailed,
+    DeployMode,
+    DeployRequested,
+    DeployRolledBack,
+    DeploySucceeded,
+)
+
+from infra.vault import project_secret_path, server_secret_path
+
+from .env_file import render_env
+from .ports import (
+    DeploymentRecord,
+    DeploymentRecords,
+    PlaybookResult,
+    PlaybookRun,
+    PlaybookRunner,
+    SecretSource,
+    ServerInventory,
+    ServerTarget,
+)
+
+Heartbeat = Callable[[], Awaitable[None]]
+
+PLAYBOOKS = {DeployMode.PROCESS: "deploy_process.yml", DeployMode.COMPOSE: "deploy_compose.yml"}
+REGISTRY_SECRET_PATH = "platform/registry"
+
+
+class TargetUnreachable(Exception):
+    """SSH could not reach the server (refused, timed out): worth retrying later."""
+
+
+@dataclass(frozen=True)
+class DeployerConfig:
+    """Where releases live on servers and how long a release may take to answer."""
+
+    deploy_root: str = "/srv/orchestrator"
+    health_timeout_seconds: int = 60
+    heartbeat_seconds: float = 10.0
+    #: The docker CLI on compose-mode servers (an absolute path, or podman's docker shim).
+    docker_command: str = "docker"
+
+
+def missing_secret_hint(project_id: object, name: str) -> str:
+    """What the person who owns the project has to do about a secret Vault does not hold."""
+    return (
+        f"Secret {name} is not stored (Vault secret/{project_secret_path(str(project_id), name)}). "
+        f"Store it with `printf %s \"$VALUE\" | orchestrator secrets set {project_id} {name}` "
+        f"(or PUT /projects/{project_id}/secrets/{name} on the API) and deploy again."
+    )
+
+
+def bind_host_for(host: str) -> str:
+    """Loopback targets keep the service private to the machine; others listen everywhere."""
+    try:
+        return "127.0.0.1" if ipaddress.ip_address(host).is_loopback else "0.0.0.0"
+    except ValueError:
+        return "127.0.0.1" if host == "localhost" else "0.0.0.0"
+
+
+def redact(text: str, values: Sequence[str]) -> str:
+    """Belt and braces: no secret value survives into an event's reason."""
+    for value in values:
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+class DeployerService:
+    """Deploys one commit of one project to one server; the outcome is a list of events."""
+
+    def __init__(
+        self,
+        runner: PlaybookRunner,
+        secrets: SecretSource,
+        inventory: ServerInventory,
+        records: DeploymentRecords,
+        *,
+        config: DeployerConfig | None = None,
+        actor: str = "deployer",
+    ) -> None:
+        self._runner = runner
+        self._secrets = secrets
+        self._inventory = inventory
+        self._records = records
+        self._config = config or DeployerConfig()
+        self._actor = actor
+
+    async def deploy(
+        self, request: DeployRequested, heartbeat: Heartbeat | None = None
+    ) -> list[Event]:
+        target = await self._inventory.get(request.server_name)
+        if target is None:
+            return await self._refused(
+                request,
+                f"server {request.server_name!r} is not in the inventory (or is disabled); "
+                "nothing was deployed",
+            )
+        server_secret = await self._secrets.read(server_secret_path(target.name))
+        private_key = (server_secret or {}).get("private_key", "")
+        if not private_key:
+            return await self._refused(
+                request,
+                f"no SSH key for server {target.name!r}: store it in Vault at "
+                f"secret/servers/{target.name} under `private_key`; nothing was deployed",
+            )
+
+        values, missing = await self._project_secrets(request)
+        run_secrets = {
+            "env_file": render_env(
+                request.spec,
+                port=request.port,
+                bind_host=bind_host_for(request.host),
+                version=request.commit,
+                secrets=values,
+            )
+        }
+        extravars: dict[str, Any] = {
+            "slug": request.spec.slug,
+            "commit": request.commit,
+            "clone_url": request.clone_url,
+            "port": request.port,
+            "bind_host": bind_host_for(request.host),
+            "health_host": request.host,
+            "deploy_root": self._config.deploy_root,
+            "health_timeout": self._config.health_timeout_seconds,
+            "missing_secrets": missing,
+            "missing_secret_hints": {
+                name: missing_secret_hint(request.project_id, name) for name in missing
+            },
+        }
+        if request.mode is DeployMode.COMPOSE:
+            registry = await self._secrets.read(REGISTRY_SECRET_PATH) or {}
+            extravars["registry"] = registry.get("registry", "")
+            extravars["registry_username"] = registry.get("username", "")
+            extravars["docker_bin"] = self._config.docker_command
+            run_secrets["registry_token"] = registry.get("token", "")
+
+        run = PlaybookRun(
+            playbook=PLAYBOOKS[request.mode],
+            target=target,
+            extravars=extravars,
+            private_key=private_key,
+            secrets=run_secrets,
+        )
+        result = await self._run_with_heartbeat(run, heartbeat)
+        known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
+        return await self._outcome(request, target, result, known_values)
+
+    async def _project_secrets(
+        self, request: DeployRequested
+    ) -> tuple[dict[str, str], list[str]]:
+        values: dict[str, str] = {}
+        missing: list[str] = []
+        for name in request.spec.secret_names:
+            stored = await self._secrets.read(project_secret_path(str(request.project_id), name))
+            if stored is None or not stored.get("value"):
+                missing.append(name)
+            else:
+                values[name] = stored["value"]
+        return values, missing
+
+    async def _run_with_heartbeat(
+        self, run: PlaybookRun, heartbeat: Heartbeat | None
+    ) -> PlaybookResult:
+        task = asyncio.ensure_future(self._runner.run(run))
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self._config.heartbeat_seconds)
+            if done:
+                return task.result()
+            if heartbeat is not None:
+                await heartbeat()
+
+    async def _outcome(
+        self,
+        request: DeployRequested,
+        target: ServerTarget,
+        result: PlaybookResult,
+        secret_values: Sequence[str],
+    ) -> list[Event]:
+        url = f"http://{request.host}:{request.port}"
+        deploy: Mapping[str, Any] = result.stats.get("deploy") or {}
+        outcome = str(deploy.get("outcome", ""))
+        release = str(deploy.get("release") or request.commit[:12])
+        if result.unreachable:
+            if "host key verification failed" in result.unreachable.lower():
+                return await self._refused(
+                    request,
+                    f"the SSH host key of server {target.name!r} ({target.host}:{target.ssh_port}) "
+                    "does not match the key pinned in the inventory, so the deployer refused to "
+                    "connect and nothing was deployed. If the server was reinstalled, update its "
+                    "host key in the inventory after checking it out of band.",
+                )
+            raise TargetUnreachable(
+                f"cannot reach server {target.name!r} ({target.host}:{target.ssh_port}) over "
+                f"SSH: {redact(result.unreachable, secret_values)}"
+            )
+        if result.status == "successful" and outcome in ("deployed", "noop"):
+            await self._save(request, release, "succeeded", url, None)
+            return [
+                request.derive(
+                    DeploySucceeded,
+                    actor=self._actor,
+                    project_id=request.project_id,
+                    commit=request.commit,
+                    release=release,
+                    url=url,
+                    noop=outcome == "noop",
+                )
+            ]
+        reason = redact(
+            str(deploy.get("reason") or result.failure or f"the playbook ended {result.status}"),
+            secret_values,
+        )
+        rolled_back = outcome == "rolled_back"
+        await self._save(request, release, "rolled_back" if rolled_back else "failed", None, reason)
+        events: list[Event] = [
+            request.derive(
+                DeployFailed,
+                actor=self._actor,
+                project_id=request.project_id,
+                commit=request.commit,
+                reason=reason,
+                rolled_back=rolled_back,
+            )
+        ]
+        if rolled_back:
+            events.append(
+                request.derive(
+                    DeployRolledBack,
+                    actor=self._actor,
+                    project_id=request.project_id,
+                    failed_release=release,
+                    restored_release=str(deploy.get("previous_release", "")),
+                )
+            )
+        return events
+
+    async def _refused(self, request: DeployRequested, reason: str) -> list[Event]:
+        await self._save(request, request.commit[:12], "failed", None, reason)
+        return [
+            request.derive(
+                DeployFailed,
+                actor=self._actor,
+                project_id=request.project_id,
+                commit=request.commit,
+                reason=reason,
+                rolled_back=False,
+            )
+        ]
+
+    async def _save(
+        self, request: DeployRequested, release: str, status: str, url: str | None, error: str | None
+    ) -> None:
+        await self._records.save(
+            DeploymentRecord(
+                project_id=request.project_id,
+                commit=request.commit,
+                release=release,
+                server_name=request.server_name,
+                status=status,
+                url=url,
+                error=error,
+            )
+        )

@@ -1,0 +1,298 @@
+"""Fixtures for deploy tests: a real git repository of a tiny service, a migrated database with
+the local sshd in its inventory, Vault holding the server key and a project secret, and an audit
+that proves no secret escapes into ansible-runner's files, events or any process's argv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from consumers.deployer.ansible_playbooks import AnsibleRunner
+from infra.db.migrate import upgrade
+from infra.db.models import Server
+from infra.db.session import make_engine, make_sessionmaker
+from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.stack.postgres_server import PostgresServer
+from infra.stack.sshd_server import Sshd
+from infra.vault import VaultClient
+
+SERVER_NAME = "local"
+
+APP_MAIN = '''\
+"""A stdlib HTTP service: what a generated project looks like to the deployer."""
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HEALTHY = {healthy}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            status = 200 if HEALTHY else 500
+            body = {{"status": "ok" if HEALTHY else "broken",
+                     "version": os.environ.get("SERVICE_VERSION", "")}}
+        elif self.path == "/config":
+            status = 200
+            body = {{"set": sorted(k for k in ("API_TOKEN", "GREETING", "TELEGRAM_BOT_TOKEN")
+                                   if os.environ.get(k))}}
+        else:
+            status, body = 404, {{}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass(frozen=True)
+class ServiceRepo:
+    """A bare repository with a healthy commit, a second healthy one and a broken one."""
+
+    clone_url: str
+    good: str
+    good_v2: str
+    broken: str
+
+
+def _commit_app(work: Path, *, healthy: bool, message: str) -> str:
+    (work / "app" / "__main__.py").write_text(APP_MAIN.format(healthy=healthy))
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", message)
+    return _git(work, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def service_repo(tmp_path_factory: pytest.TempPathFactory) -> ServiceRepo:
+    base = tmp_path_factory.mktemp("repo")
+    bare = base / "service.git"
+    work = base / "work"
+    _git(base, "init", "-q", "--bare", str(bare))
+    _git(base, "init", "-q", "-b", "main", str(work))
+    _git(work, "config", "user.email", "test@example.invalid")
+    _git(work, "config", "user.name", "test")
+    (work / "app").mkdir()
+    (work / "app" / "__init__.py").write_text("")
+    (work / "requirements.txt").write_text("# stdlib only\n")
+    (work / "deploy.json").write_text(
+        json.dumps(
+            {
+                "start": ["python", "-m", "app"],
+                "health_path": "/health",
+                "optional_secrets": ["TELEGRAM_BOT_TOKEN"],
+            }
+        )
+    )
+    good = _commit_app(work, healthy=True, message="healthy service")
+    (work / "README.md").write_text("second release\n")
+    good_v2 = _commit_app(work, healthy=True, message="second healthy release")
+    broken = _commit_app(work, healthy=False, message="broken health check")
+    _git(work, "push", "-q", str(bare), "main")
+    return ServiceRepo(clone_url=f"file://{bare}", good=good, good_v2=good_v2, broken=broken)
+
+
+@pytest.fixture(scope="module")
+async def deploy_sessions(
+    postgres_server: PostgresServer, sshd_server: Sshd
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A migrated database whose inventory holds the local sshd, host key pinned."""
+    name = f"test_deployer_{uuid.uuid4().hex}"
+    url = postgres_server.create_database(name)
+    upgrade(url)
+    engine = make_engine(url, pool_size=5)
+    sessions = make_sessionmaker(engine)
+    async with sessions.begin() as session:
+        session.add(
+            Server(
+                name=SERVER_NAME,
+                host=sshd_server.host,
+                ssh_port=sshd_server.port,
+                ssh_user=sshd_server.user,
+                host_key=sshd_server.known_hosts_line,
+            )
+        )
+    yield sessions
+    await engine.dispose()
+    postgres_server.drop_database(name)
+
+
+@dataclass(frozen=True)
+class VaultSetup:
+    project_id: uuid.UUID
+    api_token: str = field(repr=False)
+    private_key: str = field(repr=False)
+    deployer: VaultClient
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every secret value, split so a multi-line key is found line by line."""
+        key_lines = [line for line in self.private_key.splitlines() if len(line) > 20]
+        return [self.api_token, *key_lines]
+
+
+@pytest.fixture(scope="module")
+async def vault_setup(openbao: BootstrappedOpenBao, sshd_server: Sshd) -> VaultSetup:
+    """The operator stores the server key and a project secret; the deployer logs in with its
+    own least-privilege AppRole."""
+    project_id = uuid.uuid4()
+    api_token = "tok-" + secrets.token_urlsafe(24)
+    operator = VaultClient(openbao.addr, token=openbao.root_token)
+    await operator.write_secret(
+        f"servers/{SERVER_NAME}", {"private_key": sshd_server.client_private_key}
+    )
+    await operator.write_secret(f"projects/{project_id}/API_TOKEN", {"value": api_token})
+    credentials = openbao.credentials["deployer"]
+    deployer = VaultClient(
+        openbao.addr, role_id=credentials.role_id, secret_id=credentials.secret_id
+    )
+    await deployer.login()
+    return VaultSetup(
+        project_id=project_id,
+        api_token=api_token,
+        private_key=sshd_server.client_private_key,
+        deployer=deployer,
+    )
+
+
+class SecretAudit:
+    """Collects every place a secret value showed up where it must not.
+
+    Run files: everything in the private data dir except `secrets/` (the 0600 input files), the
+    runner's events (what `artifacts/run/job_events` and stdout are made of), and the argv of
+    every process on the machine, sampled while deploys run.
+    """
+
+    def __init__(self, values: list[str]) -> None:
+        self.values = values
+        self.leaks: list[str] = []
+        self.runs = 0
+        self.events_seen = 0
+        self.argv_samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _find(self, text: str, where: str) -> None:
+        for value in self.values:
+            if value in text:
+                self.leaks.append(f"{where} contains a secret value")
+
+    def before_cleanup(self, private_dir: Path, events: list[dict[str, Any]]) -> None:
+        self.runs += 1
+        if private_dir.stat().st_mode & 0o777 != 0o700:
+            self.leaks.append(f"{private_dir} is not mode 0700")
+        secrets_dir = private_dir / "secrets"
+        for path in private_dir.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            if secrets_dir in path.parents:
+                if path.stat().st_mode & 0o777 != 0o600:
+                    self.leaks.append(f"{path} is not mode 0600")
+                continue
+            self._find(path.read_text(errors="replace"), str(path.relative_to(private_dir)))
+        if not (private_dir / "artifacts" / "run" / "stdout").is_file():
+            self.leaks.append("the audit found no runner stdout to scan")
+        self.events_seen += len(events)
+        for event in events:
+            self._find(json.dumps(event), f"runner event {event.get('event')}")
+
+    def _sample_argv(self) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace"
+                    )
+                except OSError:
+                    continue
+                self._find(argv, f"argv of pid {proc.name}")
+            self.argv_samples += 1
+            self._stop.wait(0.05)
+
+    def start_argv_sampling(self) -> None:
+        self._thread = threading.Thread(target=self._sample_argv, daemon=True)
+        self._thread.start()
+
+    def stop_argv_sampling(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def secret_audit(vault_setup: VaultSetup) -> Iterator[SecretAudit]:
+    audit = SecretAudit(vault_setup.secret_values)
+    audit.start_argv_sampling()
+    yield audit
+    audit.stop_argv_sampling()
+
+
+@pytest.fixture(scope="module")
+def deploy_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where releases go; every supervisor started under it is stopped at the end."""
+    root = tmp_path_factory.mktemp("srv")
+    yield root
+    for pid_file in root.glob("*/run/supervisor.pid"):
+        subprocess.run(
+            ["start-stop-daemon", "--stop", "--pidfile", str(pid_file), "--remove-pidfile",
+             "--retry", "TERM/5/KILL/2", "--oknodo"],
+            check=False, capture_output=True,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ansible_runner(secret_audit: SecretAudit) -> AnsibleRunner:
+    return AnsibleRunner(timeout_seconds=300, before_cleanup=secret_audit.before_cleanup)
+
+
+def env_file_mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse the .env exactly as the release supervisor does."""
+    return _supervisor_module().parse_env_file(path)
+
+
+def _supervisor_module() -> Any:
+    import importlib.util
+
+    script = (
+        Path(__file__).resolve().parents[2]
+        / "infra" / "ansible" / "roles" / "supervised_process" / "files" / "supervise.py"
+    )
+    spec = importlib.util.spec_from_file_location("supervise", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+

@@ -78,16 +78,19 @@ class PytestRunner:
         self,
         *,
         python: str = sys.executable,
+        scratch: Path | None = None,
         install_timeout: float = 600.0,
         test_timeout: float = 300.0,
     ) -> None:
         self._python = python
+        self._scratch = scratch
         self._install_timeout = install_timeout
         self._test_timeout = test_timeout
 
     async def run(self, workspace: Path) -> TestReport:
         """Install the workspace's requirements if they changed, then run its tests."""
-        venv = _venv_dir(workspace)
+        # Beside the checkout (the workspace is `<tmp>/repo`), so git and the model never see it.
+        venv = (self._scratch or workspace.parent) / "venv"
         install_failure = await self._ensure_venv(workspace, venv)
         if install_failure is not None:
             return install_failure
@@ -140,11 +143,6 @@ class PytestRunner:
             )
         marker.write_text(digest)
         return None
-
-
-def _venv_dir(workspace: Path) -> Path:
-    # Beside the checkout (the workspace is `<tmp>/repo`), so git and the model never see it.
-    return workspace.parent / "venv"
 
 
 def _test_env(venv: Path) -> dict[str, str]:

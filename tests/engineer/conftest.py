@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from contracts.events import CodeRequested
 from contracts.spec import ProjectSpec, ServiceKind
 from infra.stack.git_daemon import GitDaemon
+from tests.engineer.docker_engine import DockerEngine
 
 #: A service in the shape the repo step scaffolds: requirements, app package, pytest tests.
 SERVICE_FILES: dict[str, str] = {
@@ -115,3 +117,41 @@ def code_requested(clone_url: str, base_commit: str) -> CodeRequested:
 
 async def no_heartbeat() -> None:
     """The service under test needs a heartbeat; these tests have no broker to tell."""
+
+
+#: The test image's "agent": proves the mounts, the env and the exit path of the adapter.
+AGENT_SCRIPT = """#!/bin/sh
+set -e
+echo "agent: key has ${#ORCH_CODER_API_KEY} characters, model ${ORCH_LLM__MODEL}"
+grep -q '"max_iterations"' /agent-io/task.json && echo "agent: task received"
+sleep "${AGENT_SLEEP:-0}"
+if [ -n "${AGENT_EXIT:-}" ]; then echo "agent: crashing"; exit "$AGENT_EXIT"; fi
+cat > /workspace/app/calc.py <<'PY'
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def subtract(a: int, b: int) -> int:
+    return a - b
+PY
+cat > /agent-io/result.json <<JSON
+{"iterations": 1, "summary": "Implemented subtract in a container", "reason": "",
+ "usage": [{"model": "${ORCH_LLM__MODEL}", "prompt_tokens": 120, "completion_tokens": 30,
+            "cost_usd": "0.000105"}]}
+JSON
+echo "agent: done"
+"""
+TEST_IMAGE = "orchestrator-test/busybox-agent:1"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A real dockerd (see tests/engineer/docker_engine.py for the flags) with the test image."""
+    # Short path: the unix socket path must stay under 108 bytes.
+    engine = DockerEngine(Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp")))
+    try:
+        engine.start()
+        engine.import_busybox_image(TEST_IMAGE, AGENT_SCRIPT)
+        yield engine
+    finally:
+        engine.stop()

@@ -10,7 +10,6 @@ from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 
 from .service import (
     AnalystService,
-    FailureOutcome,
     ProviderUnavailable,
     QuestionOutcome,
     SpecOutcome,
@@ -54,6 +53,5 @@ def register(app: ConsumerApp, analyst: Callable[[], AnalystService]) -> None:
                 missing=outcome.missing,
                 offline=outcome.offline,
             )
-        assert isinstance(outcome, FailureOutcome)
         ctx.log.warning("analyst.failed", reason=outcome.reason)
         return event.derive(SpecFailed, actor=actor, project_id=project_id, reason=outcome.reason)

@@ -43,11 +43,9 @@ class ProviderUnavailable(Exception):
 def offline_analyse(state: AnalystState) -> Update:
     """The deterministic analyst: rules decide between a spec and a question."""
     decision = rules.decide(state["description"], state.get("answers", []))
-    if decision.question is not None:
-        question = decision.question
-        return {"pending": {"question": question.text, "missing": list(question.missing)}}
-    assert decision.spec is not None
-    return {"spec": decision.spec.model_dump(mode="json"), "pending": None}
+    if isinstance(decision, rules.Question):
+        return {"pending": {"question": decision.text, "missing": list(decision.missing)}}
+    return {"spec": decision.model_dump(mode="json"), "pending": None}
 
 
 def make_llm_analyse(llm: BaseChatModel) -> AsyncNode:
@@ -148,7 +146,8 @@ def _feedback(reply: BaseMessage, error: str) -> list[BaseMessage]:
 def ask(state: AnalystState) -> Update:
     """Pause the flow with the pending question; resumes with the user's answer."""
     pending = state.get("pending")
-    assert pending is not None, "ask runs only after analyse chose a question"
+    if pending is None:
+        raise RuntimeError("the ask node ran without a pending question")
     answer = interrupt(pending)
     return {
         "answers": [*state.get("answers", []), str(answer)],

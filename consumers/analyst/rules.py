@@ -14,7 +14,7 @@ question; after `MAX_QUESTIONS` answers it proceeds with defaults and says so in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from contracts.spec import (
     BotCommand,
@@ -176,15 +176,6 @@ class Question:
     missing: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The offline analyst's answer: exactly one of `spec` and `question` is set."""
-
-    spec: ProjectSpec | None = None
-    question: Question | None = None
-    notes: tuple[str, ...] = field(default=())
-
-
 def _matches(text: str, patterns: tuple[str, ...]) -> bool:
     return any(re.search(pattern, text) for pattern in patterns)
 
@@ -214,7 +205,9 @@ def _explicit_name(text: str) -> str | None:
     return called.group(1) if called else None
 
 
-def decide(description: str, answers: list[str], max_questions: int = MAX_QUESTIONS) -> Decision:
+def decide(
+    description: str, answers: list[str], max_questions: int = MAX_QUESTIONS
+) -> ProjectSpec | Question:
     """A spec for `description` plus the user's `answers`, or the next question."""
     original = " ".join([description, *answers]).strip()
     text = original.lower()
@@ -224,7 +217,7 @@ def decide(description: str, answers: list[str], max_questions: int = MAX_QUESTI
     thin = not entities and len(_content_words(text)) < 2
 
     if thin and len(answers) < max_questions:
-        return Decision(question=_question(language, kinds, asked=len(answers)))
+        return _question(language, kinds, asked=len(answers))
 
     notes: list[str] = []
     if not kinds:
@@ -248,7 +241,7 @@ def decide(description: str, answers: list[str], max_questions: int = MAX_QUESTI
             else f"The description stayed too thin after {max_questions} questions: defaults "
             "were assumed (one generic Item entity)."
         )
-    return Decision(spec=_spec(original, language, kinds, entities, notes), notes=tuple(notes))
+    return _spec(original, language, kinds, entities, notes)
 
 
 def _question(language: str, kinds: tuple[ServiceKind, ...], asked: int) -> Question:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.analyst.rules import OFFLINE_PREFIX, decide
+from consumers.analyst.rules import OFFLINE_PREFIX, Question, decide
 from consumers.analyst.slugs import SLUG_PATTERN, slugify
-from contracts.spec import ServiceKind
+from contracts.spec import ProjectSpec, ServiceKind
 
 
 @pytest.mark.parametrize(
@@ -27,10 +27,8 @@ def test_slugify_transliterates_and_matches_the_contract(text: str, slug: str) -
 
 
 def test_english_bot_for_expenses() -> None:
-    decision = decide("A Telegram bot that tracks my expenses by category, with a report", [])
-    spec = decision.spec
-    assert spec is not None
-    assert decision.question is None
+    spec = decide("A Telegram bot that tracks my expenses by category, with a report", [])
+    assert isinstance(spec, ProjectSpec)
     assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
     assert spec.language == "en"
     expense = spec.entities[0]
@@ -44,8 +42,8 @@ def test_english_bot_for_expenses() -> None:
 
 
 def test_russian_description_gives_a_transliterated_slug() -> None:
-    spec = decide("Сделай телеграм-бота для учёта расходов по категориям", []).spec
-    assert spec is not None
+    spec = decide("Сделай телеграм-бота для учёта расходов по категориям", [])
+    assert isinstance(spec, ProjectSpec)
     assert spec.language == "ru"
     assert spec.name == "Расходы бот"
     assert spec.slug == "raskhody-bot"
@@ -54,8 +52,8 @@ def test_russian_description_gives_a_transliterated_slug() -> None:
 
 
 def test_http_api_with_a_worker_and_an_integration() -> None:
-    spec = decide('An API called "Bookshelf" for my books, with a daily weather digest', []).spec
-    assert spec is not None
+    spec = decide('An API called "Bookshelf" for my books, with a daily weather digest', [])
+    assert isinstance(spec, ProjectSpec)
     assert spec.name == "Bookshelf"
     assert spec.slug == "bookshelf"
     assert set(spec.kinds) == {ServiceKind.HTTP, ServiceKind.WORKER}
@@ -70,18 +68,17 @@ def test_http_api_with_a_worker_and_an_integration() -> None:
     [("make me a bot", "What should the bot do?"), ("сделай сервис", "Что именно должен делать")],
 )
 def test_thin_description_gets_an_offline_question(description: str, marker: str) -> None:
-    decision = decide(description, [])
-    assert decision.spec is None
-    assert decision.question is not None
-    assert decision.question.text.startswith(OFFLINE_PREFIX)
-    assert marker in decision.question.text
-    assert "purpose" in decision.question.missing
+    question = decide(description, [])
+    assert isinstance(question, Question)
+    assert question.text.startswith(OFFLINE_PREFIX)
+    assert marker in question.text
+    assert "purpose" in question.missing
 
 
 def test_after_two_unhelpful_answers_defaults_are_assumed_and_said() -> None:
-    assert decide("make me a bot", ["I don't know"]).question is not None
-    spec = decide("make me a bot", ["I don't know", "whatever"]).spec
-    assert spec is not None
+    assert isinstance(decide("make me a bot", ["I don't know"]), Question)
+    spec = decide("make me a bot", ["I don't know", "whatever"])
+    assert isinstance(spec, ProjectSpec)
     assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
     assert spec.entities[0].name == "Item"
     assert "defaults were assumed" in spec.summary

@@ -30,6 +30,8 @@ _REFUSALS = (
     "returned error: 401",
     "returned error: 403",
     "returned error: 404",
+    "protected branch",
+    "declined",
 )
 
 

@@ -24,6 +24,9 @@ from .ports import GitHost, HostedRepo, Scaffold, Scaffolder
 SCAFFOLD_TRAILER = "Scaffolded-By: codegen-orchestrator"
 PROJECT_TRAILER = "Project-Id"
 _REMOTE = "refs/remotes/origin"
+#: Push rejections that mean another writer updated the branch first (a twin delivery, the
+#: engineer): fetch again and look for the scaffold instead of failing.
+_BRANCH_MOVED = ("fetch first", "non-fast-forward", "failed to update ref", "cannot lock ref")
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ async def _push(git: Git, hosted: HostedRepo, commit: str) -> bool:
     )
     if code == 0:
         return True
-    rejected = any(line.startswith("!") for line in out.splitlines())
-    if rejected and ("fetch first" in out or "non-fast-forward" in out):
+    rejected = [line for line in out.splitlines() if line.startswith("!")]
+    if rejected and all(any(m in line for m in _BRANCH_MOVED) for line in rejected):
         return False
-    raise command_error(("push",), code, stderr or out)
+    raise command_error(("push",), code, f"{stderr} {' '.join(rejected)}")

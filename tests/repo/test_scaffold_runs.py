@@ -1,0 +1,120 @@
+"""Each kind's scaffold, as generated, installs, passes its own tests and answers /health.
+
+This is the contract the engineer (offline mode ships the scaffold as is) and the deployer rely
+on: a fresh virtualenv, `pip install -r requirements.txt`, `python -m pytest`, then the start
+command from deploy.json serving `GET /health`. Scaffolds with the same requirements share a
+virtualenv, so the suite creates two (about 10 s each with the local wheel cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from consumers.repo.scaffold import JinjaScaffolder
+from contracts.spec import ServiceKind
+from infra.stack.ports import free_port
+from tests.repo.conftest import make_spec
+
+HTTP, BOT, WORKER = ServiceKind.HTTP, ServiceKind.TELEGRAM_BOT, ServiceKind.WORKER
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a process on a deploy target: nothing of ours leaks in."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR") + tuple(k for k in os.environ if k.startswith("PIP_"))
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, **extra}
+
+
+def run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Virtualenvs keyed by the hash of the requirements they were created for."""
+    return {}
+
+
+def venv_for(repo: Path, venvs: dict[str, Path], base: Path) -> Path:
+    key = hashlib.sha256((repo / "requirements.txt").read_bytes()).hexdigest()[:12]
+    if key not in venvs:
+        venvs[key] = base / f"venv-{key}"
+        # The orchestrator's interpreter (3.11), but none of its packages.
+        run([sys.executable, "-m", "venv", str(venvs[key])], cwd=base)
+    return venvs[key]
+
+
+@pytest.mark.parametrize(
+    "kinds", [(HTTP,), (BOT,), (WORKER,), (BOT, HTTP, WORKER)], ids=lambda k: "+".join(k)
+)
+def test_generated_service_installs_passes_its_tests_and_serves_health(
+    kinds: tuple[ServiceKind, ...],
+    venvs: dict[str, Path],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    started = time.monotonic()
+    spec = make_spec(*kinds, slug="family-expenses")
+    repo = tmp_path / "repo"
+    for path, content in JinjaScaffolder().render(spec).files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(content)
+    python = venv_for(repo, venvs, tmp_path_factory.getbasetemp()) / "bin" / "python"
+
+    deploy = json.loads((repo / "deploy.json").read_text())
+    run([str(python), "-m", "pip", "install", "-q", "-r", deploy["requirements"]], cwd=repo)
+    output = run([str(python), *deploy["test"][1:]], cwd=repo)
+    assert " passed" in output
+    assert "failed" not in output
+    assert "warning" not in output.lower()
+
+    port = free_port()
+    env = clean_env(
+        PORT=str(port),
+        APP_VERSION="abc1234",
+        OPENAI_API_KEY="sk-test",
+        REPORT_CHAT_ID="42",
+    )
+    server = subprocess.Popen(
+        [str(python), *deploy["start"][1:]],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = wait_for_health(f"http://127.0.0.1:{port}{deploy['health_path']}", server)
+    finally:
+        server.terminate()
+        logs, _ = server.communicate(timeout=10)
+    assert body == {"status": "ok", "service": "family-expenses", "version": "abc1234"}
+    if BOT in kinds:
+        assert "TELEGRAM_BOT_TOKEN is not set: the bot is idle" in logs
+    print(f"{'+'.join(kinds)}: install, tests and start took {time.monotonic() - started:.1f} s")
+
+
+def wait_for_health(url: str, server: subprocess.Popen[str]) -> object:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            output = server.stdout.read() if server.stdout else ""
+            pytest.fail(f"the service exited with {server.returncode}:\n{output}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
+                return json.load(response)
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within 20 s")

@@ -14,8 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol
 
-from contracts.spec import ProjectSpec
 from consumers.engineer.test_runner import TestReport
+from contracts.spec import ProjectSpec
 
 #: Tells the broker the step is still alive; long waits call it every few seconds.
 Heartbeat = Callable[[], Awaitable[None]]

@@ -14,6 +14,7 @@ workspace before the step may commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -162,7 +163,7 @@ class ContainerCoder:
                     return None
                 try:
                     await heartbeat()
-                except Exception as exc:  # noqa: BLE001 - a missed beat costs a redelivery at most
+                except Exception as exc:
                     _log.warning("engineer.heartbeat_failed", error=str(exc))
         finally:
             if not waiting.done():
@@ -190,10 +191,9 @@ def _failure(result: ContainerResult | None, reason: str) -> AgentOutcome:
 
 
 def _kill_quietly(container: Any) -> None:
-    try:
+    # It may have exited on its own between the deadline check and the kill.
+    with contextlib.suppress(docker.errors.APIError):
         container.kill()
-    except docker.errors.APIError:
-        pass  # it exited on its own between the deadline check and the kill
 
 
 def _tail(text: str) -> str:

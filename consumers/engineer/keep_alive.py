@@ -26,7 +26,7 @@ async def keep_alive(heartbeat: Heartbeat, every: float) -> AsyncIterator[None]:
             await asyncio.sleep(every)
             try:
                 await heartbeat()
-            except Exception as exc:  # noqa: BLE001 - best effort; see docstring
+            except Exception as exc:
                 _log.warning("engineer.heartbeat_failed", error=str(exc))
 
     task = asyncio.create_task(beat())

@@ -17,7 +17,7 @@ import hashlib
 import os
 import signal
 import sys
-import xml.etree.ElementTree as ET  # noqa: S405 - parses the JUnit file our own pytest run wrote
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,16 +168,16 @@ def _pip_env() -> dict[str, str]:
 
 
 async def _run(
-    command: list[str], cwd: Path, env: dict[str, str], timeout: float
+    command: list[str], cwd: Path, env: dict[str, str], limit: float
 ) -> tuple[int | None, str]:
-    """Run a command; return (exit code or None on timeout, combined output)."""
+    """Run a command; return (exit code, or None after `limit` seconds, combined output)."""
     process = await asyncio.create_subprocess_exec(
         *command, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        stdout, _ = await asyncio.wait_for(process.communicate(), timeout)
+        stdout, _ = await asyncio.wait_for(process.communicate(), limit)
     except TimeoutError:
         # The whole session: a test may have started servers of its own.
         os.killpg(process.pid, signal.SIGKILL)

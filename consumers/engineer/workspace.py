@@ -55,10 +55,6 @@ class EngineerCommit:
     summary: str
 
 
-async def _no_credentials() -> Mapping[str, str]:
-    return {}
-
-
 class GitWorkspaces:
     """Makes temporary checkouts; each is removed when its `checkout` block ends."""
 
@@ -66,7 +62,7 @@ class GitWorkspaces:
         self,
         *,
         root: Path | None = None,
-        git_env: GitEnvProvider = _no_credentials,
+        git_env: GitEnvProvider | None = None,
         author_name: str = "Codegen Engineer",
         author_email: str = "engineer@codegen.invalid",
         timeout: float = 300.0,
@@ -84,7 +80,9 @@ class GitWorkspaces:
         parent = Path(tempfile.mkdtemp(prefix="engineer-", dir=self._root))
         try:
             env = await self._environment(parent)
-            workspace = Workspace(parent / "repo", clone_url, base_commit, branch, env, self._timeout)
+            workspace = Workspace(
+                parent / "repo", clone_url, base_commit, branch, env, self._timeout
+            )
             await workspace.clone()
             yield workspace
         finally:
@@ -105,7 +103,8 @@ class GitWorkspaces:
             "GIT_COMMITTER_NAME": name,
             "GIT_COMMITTER_EMAIL": email,
         }
-        env.update(await self._git_env())
+        if self._git_env is not None:
+            env.update(await self._git_env())
         return env
 
 
@@ -179,7 +178,9 @@ class Workspace:
         await self._git("-c", "commit.gpgsign=false", "commit", "--quiet", "--file=-",
                         stdin=message)
         sha = (await self._git("rev-parse", "HEAD")).strip()
-        code, output = await self._run("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
+        code, output = await self._run(
+            "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}"
+        )
         if code == 0:
             return sha
         if "rejected" not in output and "fetch first" not in output:

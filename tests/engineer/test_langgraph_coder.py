@@ -76,7 +76,8 @@ async def test_wrong_fix_then_right_fix_is_pushed_after_two_iterations(
         assert "test_subtract" in server.requests[0]["messages"][-1]["content"]
         assert "outside the workspace" in tool_contents(server.requests[1])[0]
         retry = server.requests[3]["messages"][-1]["content"]
-        assert "Iteration 1" in retry and "assert 8 == 2" in retry
+        assert "Iteration 1" in retry
+        assert "assert 8 == 2" in retry
         assert "sk-test-never-in-prompts" not in server.raw_bodies()
 
         prompt, completion = 900 + 1000 + 1100 + 1500 + 1600, 40 + 60 + 5 + 60 + 6
@@ -84,7 +85,8 @@ async def test_wrong_fix_then_right_fix_is_pushed_after_two_iterations(
         assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == (
             "scripted", prompt, completion,
         )
-        assert usage.cost_usd == Decimal(str(round(prompt * 0.5 / 1000 + completion * 1.5 / 1000, 8)))
+        expected_cost = round(prompt * 0.5 / 1000 + completion * 1.5 / 1000, 8)
+        assert usage.cost_usd == Decimal(str(expected_cost))
 
         # The commit is on the remote branch, directly on top of the scaffold.
         clone = tmp_path / "check"
@@ -126,7 +128,8 @@ async def test_the_bound_is_reached_and_the_failure_names_the_failing_test(
     assert event.iterations == 2
     assert event.reason.startswith("gave up after 2 iterations: 3 passed, 1 failed")
     assert "test_subtract" in event.reason
-    assert result.usage and result.usage[0].prompt_tokens > 0
+    assert result.usage
+    assert result.usage[0].prompt_tokens > 0
     clone = tmp_path / "check"
     git("clone", "--quiet", url, str(clone), cwd=tmp_path)
     assert git("rev-parse", "HEAD", cwd=clone) == base

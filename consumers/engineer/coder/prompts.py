@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contracts.spec import ProjectSpec
 from consumers.engineer.test_runner import TestReport
+from contracts.spec import ProjectSpec
 
 SYSTEM_PROMPT = """\
 You are the engineer of a code generation platform. You work inside one Python project whose \

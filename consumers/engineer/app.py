@@ -1,0 +1,152 @@
+"""Composition root of the engineer process: the coding agent chosen by configuration.
+
+`ORCH_ENGINEER_MODE` picks the agent (see `settings.py`): the offline template engineer, the
+in-process LangGraph coder (LLM key read from Vault once at startup) or the container coder
+(key read from Vault just before each run and handed to the container only). Pushing to
+GitHub authenticates with a token read from Vault at each push.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable, Mapping
+
+import docker
+
+from consumers.engineer.agent import CodingAgent
+from consumers.engineer.container_coder import ContainerCoder
+from consumers.engineer.handlers import register
+from consumers.engineer.langgraph_coder import LangGraphCoder
+from consumers.engineer.service import EngineerService
+from consumers.engineer.settings import EngineerSettings
+from consumers.engineer.template_engineer import TemplateEngineer
+from consumers.engineer.test_runner import PytestRunner
+from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWorkspaces
+from infra.bus.runtime import ConsumerApp
+from infra.llm import LLMConfigurationError, build_chat_model
+from infra.settings import Settings, get_settings
+from infra.vault import SecretNotFound, VaultClient
+
+SecretSource = Callable[[], Awaitable[str]]
+
+
+def vault_value(settings: Settings, path: str, key: str, purpose: str) -> SecretSource:
+    """Reads one value from Vault with this process's AppRole, at each call."""
+
+    async def read() -> str:
+        vault = VaultClient.from_settings(settings.vault)
+        await vault.login()
+        try:
+            secret = await vault.read_secret(path)
+        except SecretNotFound as exc:
+            raise SecretNotFound(
+                f"{purpose} needs a value in Vault at {path} (key `{key}`)"
+            ) from exc
+        return secret.get(key, "")
+
+    return read
+
+
+def github_git_env(token: SecretSource) -> GitEnvProvider:
+    """Git configuration that sends the GitHub token as the `x-access-token` Basic header."""
+
+    async def env() -> Mapping[str, str]:
+        value = await token()
+        if not value:
+            raise GitUnavailable("no GitHub token is configured (Vault platform/github, key token)")
+        basic = base64.b64encode(f"x-access-token:{value}".encode()).decode()
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.https://github.com/.extraheader",
+            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+        }
+
+    return env
+
+
+class _Engineer:
+    """The service, built on startup: in-process mode needs the LLM key from Vault first."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engineer: EngineerSettings,
+        api_key_source: SecretSource,
+        git_env: GitEnvProvider | None,
+    ) -> None:
+        self._settings = settings
+        self._engineer = engineer
+        self._api_key_source = api_key_source
+        self._git_env = git_env
+        self._service: EngineerService | None = None
+
+    async def start(self) -> None:
+        settings, engineer = self._settings, self._engineer
+        git_env = self._git_env
+        if git_env is None and engineer.git_host == "github":
+            git_env = github_git_env(
+                vault_value(settings, engineer.github_token_path, "token", "pushing to GitHub")
+            )
+        self._service = EngineerService(
+            await self._agent(),
+            GitWorkspaces(root=engineer.workspace_root, git_env=git_env),
+            max_iterations=settings.llm.max_coder_iterations,
+            heartbeat_seconds=settings.consumer.heartbeat_seconds,
+        )
+
+    async def _agent(self) -> CodingAgent:
+        settings, engineer = self._settings, self._engineer
+        runner = PytestRunner()
+        mode = engineer.resolved_mode(settings.llm)
+        if mode == "offline":
+            return TemplateEngineer(runner)
+        if mode == "container":
+            url = engineer.docker_url
+            return ContainerCoder(
+                docker_client=lambda: docker.DockerClient(base_url=url),
+                image=engineer.image,
+                api_key=self._api_key_source,
+                settings=settings.llm,
+                runner=runner,
+                network_mode=engineer.network_mode,
+                timeout_seconds=engineer.container_timeout_seconds,
+                heartbeat_seconds=settings.consumer.heartbeat_seconds,
+            )
+        llm = build_chat_model(settings.llm, await self._api_key_source())
+        if llm is None:
+            raise LLMConfigurationError(
+                "ORCH_ENGINEER_MODE=inprocess needs an LLM provider; set ORCH_LLM__PROVIDER "
+                "or use ORCH_ENGINEER_MODE=offline"
+            )
+        return LangGraphCoder(llm, runner, settings.llm)
+
+    def service(self) -> EngineerService:
+        if self._service is None:
+            raise RuntimeError("the engineer is used before the process started")
+        return self._service
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    engineer_settings: EngineerSettings | None = None,
+    api_key_source: SecretSource | None = None,
+    git_env: GitEnvProvider | None = None,
+) -> ConsumerApp:
+    """The engineer process; tests pass a key source and git env instead of Vault logins."""
+    settings = settings or get_settings()
+    app = ConsumerApp("engineer", settings=settings)
+    engineer = _Engineer(
+        settings,
+        engineer_settings or EngineerSettings(),
+        api_key_source
+        or vault_value(settings, settings.llm.api_key_secret, "api_key", "the LLM provider"),
+        git_env,
+    )
+    app.on_startup.append(engineer.start)
+    register(app, engineer.service)
+    return app
+
+
+def main() -> None:
+    build_app().run()

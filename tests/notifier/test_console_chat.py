@@ -21,6 +21,7 @@ from contracts.events import (
 )
 from contracts.topology import INTENTS
 from infra.bus.publisher import JetStreamPublisher
+from infra.stack.nats_server import NatsServer
 from producers.console_chat import run_console_chat
 from tests.notifier.conftest import process_settings, running
 
@@ -37,9 +38,11 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
     raise AssertionError("condition not met in time")
 
 
-async def test_console_chat_round_trip(nc: Client, migrated_url: str, tmp_path: Path) -> None:
+async def test_console_chat_round_trip(
+    nc: Client, fresh_nats: NatsServer, migrated_url: str, tmp_path: Path
+) -> None:
     notifier = build_app(
-        process_settings(nc.connected_url.geturl(), migrated_url, tmp_path),
+        process_settings(fresh_nats.url, migrated_url, tmp_path),
         token_source=no_token,
         stdout=io.StringIO(),
     )
@@ -58,7 +61,7 @@ async def test_console_chat_round_trip(nc: Client, migrated_url: str, tmp_path: 
         accepted = re.search(r"Project ([0-9a-f-]{36}) accepted", screen.getvalue())
         assert accepted
         requested = ProjectRequested.model_validate_json(
-            (await js.get_last_msg(INTENTS.name, ProjectRequested.TYPE)).data
+            (await js.get_last_msg(INTENTS.name, ProjectRequested.TYPE)).data or b""
         )
         assert requested.project_id == uuid.UUID(accepted.group(1))
         assert (requested.source, requested.chat_id, requested.user_id) == (
@@ -87,7 +90,7 @@ async def test_console_chat_round_trip(nc: Client, migrated_url: str, tmp_path: 
         await asyncio.wait_for(chat, 5)
 
     answered = ClarificationAnswered.model_validate_json(
-        (await js.get_last_msg(INTENTS.name, ClarificationAnswered.TYPE)).data
+        (await js.get_last_msg(INTENTS.name, ClarificationAnswered.TYPE)).data or b""
     )
     assert (answered.project_id, answered.answer) == (requested.project_id, "yes, and reminders")
     assert answered.correlation_id == requested.correlation_id

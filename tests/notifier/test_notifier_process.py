@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from aiogram.client.telegram import TelegramAPIServer
@@ -15,6 +16,7 @@ from nats.aio.client import Client
 from consumers.notifier.app import build_app
 from contracts.events import NotificationKind, NotificationRequested, StepState, StepStatus
 from infra.bus.publisher import JetStreamPublisher
+from infra.stack.nats_server import NatsServer
 from tests.fakes.telegram_api import Call, FakeTelegramAPI
 from tests.notifier.conftest import BOT_TOKEN, process_settings, running
 
@@ -29,8 +31,13 @@ async def without_token() -> None:
     return None
 
 
-def delivered(calls: list[Call]) -> int:
-    return len([c for c in calls if c.method in ("sendMessage", "editMessageText")])
+def delivered_at_least(count: int) -> Callable[[list[Call]], bool]:
+    """Whether `count` messages were sent or edited so far."""
+
+    def check(calls: list[Call]) -> bool:
+        return len([c for c in calls if c.method in ("sendMessage", "editMessageText")]) >= count
+
+    return check
 
 
 def progress(project_id: uuid.UUID, running_step: int) -> NotificationRequested:
@@ -58,10 +65,10 @@ def progress(project_id: uuid.UUID, running_step: int) -> NotificationRequested:
 
 
 async def test_progress_is_edited_in_place_and_redelivery_sends_nothing_twice(
-    nc: Client, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
+    nc: Client, fresh_nats: NatsServer, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
 ) -> None:
     app = build_app(
-        process_settings(nc.connected_url.geturl(), migrated_url, tmp_path),
+        process_settings(fresh_nats.url, migrated_url, tmp_path),
         token_source=with_token,
         telegram_api=TelegramAPIServer.from_base(telegram.base_url),
     )
@@ -73,7 +80,7 @@ async def test_progress_is_edited_in_place_and_redelivery_sends_nothing_twice(
         for count, update in enumerate(updates, start=1):
             await publisher.publish(update)
             # The checklist moves in order, as the coordinator emits it.
-            await telegram.wait_for(lambda calls, count=count: delivered(calls) >= count)
+            await telegram.wait_for(delivered_at_least(count))
         # A redelivered event (same id, outside the stream's duplicate window) is dropped by
         # the inbox: nothing more reaches Telegram.
         await JetStreamPublisher(nc.jetstream()).publish_raw(
@@ -93,10 +100,10 @@ async def test_progress_is_edited_in_place_and_redelivery_sends_nothing_twice(
 
 
 async def test_flood_control_is_honoured_by_the_running_process(
-    nc: Client, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
+    nc: Client, fresh_nats: NatsServer, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
 ) -> None:
     app = build_app(
-        process_settings(nc.connected_url.geturl(), migrated_url, tmp_path),
+        process_settings(fresh_nats.url, migrated_url, tmp_path),
         token_source=with_token,
         telegram_api=TelegramAPIServer.from_base(telegram.base_url),
     )
@@ -119,11 +126,11 @@ async def test_flood_control_is_honoured_by_the_running_process(
 
 
 async def test_without_a_bot_token_notifications_go_to_the_console_chat(
-    nc: Client, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
+    nc: Client, fresh_nats: NatsServer, migrated_url: str, telegram: FakeTelegramAPI, tmp_path: Path
 ) -> None:
     stdout = io.StringIO()
     app = build_app(
-        process_settings(nc.connected_url.geturl(), migrated_url, tmp_path),
+        process_settings(fresh_nats.url, migrated_url, tmp_path),
         token_source=without_token,
         telegram_api=TelegramAPIServer.from_base(telegram.base_url),
         stdout=stdout,

@@ -28,7 +28,7 @@ ACCEPTED = re.compile(r"Project ([0-9a-f-]{36}) accepted, I'll report progress h
 async def last_intent(nc: Client, event_type: type[E]) -> tuple[E, str]:
     """The newest event of `event_type` on the INTENTS stream, with its Nats-Msg-Id."""
     msg = await nc.jetstream().get_last_msg(INTENTS.name, event_type.TYPE)
-    return event_type.model_validate_json(msg.data), (msg.headers or {}).get(H_MSG_ID, "")
+    return event_type.model_validate_json(msg.data or b""), (msg.headers or {}).get(H_MSG_ID, "")
 
 
 async def test_start_explains_and_the_command_menu_is_set(

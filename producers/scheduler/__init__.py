@@ -1,1 +1,1 @@
-"""scheduler."""
+"""Scheduler: publishes one tick per job and period, however many replicas run."""

@@ -1,0 +1,3 @@
+from producers.scheduler.app import main
+
+main()

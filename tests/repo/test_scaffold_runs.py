@@ -29,7 +29,7 @@ HTTP, BOT, WORKER = ServiceKind.HTTP, ServiceKind.TELEGRAM_BOT, ServiceKind.WORK
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a process on a deploy target: nothing of ours leaks in."""
-    keep = ("PATH", "HOME", "LANG", "TMPDIR") + tuple(k for k in os.environ if k.startswith("PIP_"))
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", *(k for k in os.environ if k.startswith("PIP_")))
     return {**{k: os.environ[k] for k in keep if k in os.environ}, **extra}
 
 
@@ -42,7 +42,7 @@ def run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def venvs() -> dict[str, Path]:
     """Virtualenvs keyed by the hash of the requirements they were created for."""
     return {}
 

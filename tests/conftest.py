@@ -47,8 +47,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tier = item.path.relative_to(tests_dir).parts[0]
         except ValueError:
             continue
-        if tier in _TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+        # Per-component folders (tests/deployer, tests/analyst, ...) run against real servers.
+        item.add_marker(getattr(pytest.mark, tier if tier in _TIERS else "integration"))
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,8 @@ from infra.metrics import (
     DEAD_LETTERS,
     STEP_DURATION,
     STEP_OUTCOMES,
+    ConsumerLagCollector,
+    PeriodicCollector,
     prometheus_middleware,
     start_metrics_server,
 )
@@ -105,6 +107,8 @@ class ConsumerApp:
         self.broker: NatsBroker | None = None
         self._closed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        #: Metric collectors started with the process and stopped with it.
+        self.collectors: list[PeriodicCollector] = []
 
     def handles(self, event_type: type[E]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -126,7 +130,7 @@ class ConsumerApp:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             closed_cb=self._connection_closed,
-            middlewares=[prometheus_middleware()],
+            middlewares=[prometheus_middleware(app_name=self.process)],
             logger=None,
         )
         for spec in self.specs:
@@ -143,12 +147,17 @@ class ConsumerApp:
         self.publisher = JetStreamPublisher(nc.jetstream())
         for hook in self.on_startup:
             await hook()
-        relay = OutboxRelay(self.sessionmaker, self.publisher)
+        relay = OutboxRelay(self.sessionmaker, self.publisher, process=self.process)
         self._background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        self.collectors.append(ConsumerLagCollector(jsm, self.specs))
+        for collector in self.collectors:
+            collector.start()
         await self.broker.start()
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
     async def stop(self) -> None:
+        for collector in self.collectors:
+            await collector.stop()
         for task in self._background:
             task.cancel()
         for task in self._background:

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
 from infra.bus.codec import encode
 from infra.db.models import InboxEntry, OutboxMessage
+from infra.metrics import OUTBOX_PENDING
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +110,7 @@ class OutboxRelay:
         grace: timedelta = timedelta(seconds=2),
         retention: timedelta = timedelta(days=1),
         batch: int = 200,
+        process: str = "orchestrator",
     ) -> None:
         self._sessionmaker = sessionmaker
         self._publisher = publisher
@@ -116,6 +118,7 @@ class OutboxRelay:
         self._grace = grace
         self._retention = retention
         self._batch = batch
+        self._process = process
 
     async def relay_once(self) -> int:
         now = datetime.now(UTC)
@@ -139,6 +142,12 @@ class OutboxRelay:
                     OutboxMessage.published_at < now - self._retention
                 )
             )
+            pending = await session.scalar(
+                select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.published_at.is_(None)
+                )
+            )
+        OUTBOX_PENDING.labels(self._process).set(max((pending or 0) - len(rows), 0))
         if rows:
             log.info("outbox.relayed", count=len(rows))
         return len(rows)

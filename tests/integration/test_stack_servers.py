@@ -157,9 +157,14 @@ def test_openbao_approles_are_least_privilege(openbao: BootstrappedOpenBao) -> N
     analyst = client_for("analyst")
     assert analyst.auth.token.lookup_self()["data"]["policies"] == ["analyst"]
     assert analyst.auth.token.renew_self()["auth"]["renewable"]
+    # The analyst reads the LLM key (for its HTTP client) and nothing else.
     with pytest.raises(hvac.exceptions.Forbidden):
         analyst.secrets.kv.v2.read_secret_version(
-            path="platform/llm", mount_point="secret", raise_on_deleted_version=True
+            path="platform/github", mount_point="secret", raise_on_deleted_version=True
+        )
+    with pytest.raises(hvac.exceptions.Forbidden):
+        analyst.secrets.kv.v2.read_secret_version(
+            path="projects/p1/db_password", mount_point="secret", raise_on_deleted_version=True
         )
 
     api = client_for("api")

@@ -1,5 +1,10 @@
 # analyst: turns user descriptions (the text most exposed to prompt injection) into specs. It
-# reads no secret at all, so nothing it sends to a model or writes to a spec can contain one.
+# reads no project, server or platform secret except the LLM provider key, which goes to the
+# HTTP client only: never into a prompt, a spec, an event or a log line. In offline mode it
+# reads nothing at all.
+path "secret/data/platform/llm" {
+  capabilities = ["read"]
+}
 
 # Every process may look up and renew its own token, and nothing else by default.
 path "auth/token/lookup-self" {

@@ -12,15 +12,15 @@ path "secret/data/platform/*" {
 }
 
 path "secret/metadata/servers/*" {
-  capabilities = ["list", "read"]
+  capabilities = ["list", "read", "delete"]
 }
 
 path "secret/metadata/projects/*" {
-  capabilities = ["list", "read"]
+  capabilities = ["list", "read", "delete"]
 }
 
 path "secret/metadata/platform/*" {
-  capabilities = ["list", "read"]
+  capabilities = ["list", "read", "delete"]
 }
 
 # Every process may look up and renew its own token, and nothing else by default.

@@ -29,7 +29,7 @@ from producers.telegram_bot.read_model import SqlProjectReadModel
 from producers.telegram_bot.router import bot_commands, build_router
 from producers.telegram_bot.settings import BotSettings
 
-PROCESS = "telegram-bot"
+PROCESS = "telegram_bot"
 TELEGRAM_VAULT_PATH = "platform/telegram"
 
 log = structlog.get_logger(__name__)

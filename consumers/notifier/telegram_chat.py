@@ -19,7 +19,6 @@ from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
-    TelegramNetworkError,
     TelegramRetryAfter,
 )
 from aiogram.types import LinkPreviewOptions
@@ -31,8 +30,6 @@ T = TypeVar("T")
 
 # Project URLs in messages would otherwise expand into previews of half-deployed services.
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class RecipientUnreachable(PermanentError):
@@ -61,12 +58,10 @@ class TelegramChat:
         *,
         max_attempts: int = 4,
         max_wait_seconds: float = 20.0,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._bot = bot
         self._max_attempts = max_attempts
         self._max_wait = max_wait_seconds
-        self._sleep = sleep
 
     async def send(self, chat_id: int, text: str) -> int:
         message = await self._call(
@@ -105,14 +100,14 @@ class TelegramChat:
                         f"{exc.retry_after}s after {waited:.0f}s of waiting in this step"
                     ) from exc
                 waited += exc.retry_after
-                await self._sleep(exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
             except TelegramForbiddenError as exc:
                 raise RecipientUnreachable(
                     f"Telegram refuses {method} to chat {chat_id}: {exc.message}"
                 ) from exc
             except TelegramBadRequest as exc:
                 raise _classify_bad_request(method, chat_id, exc) from exc
-            except (TelegramNetworkError, TelegramAPIError) as exc:
+            except TelegramAPIError as exc:  # network errors, 5xx, 409 and the rest
                 raise TelegramUnavailable(
                     f"Telegram {method} to chat {chat_id} failed: {exc.message}"
                 ) from exc

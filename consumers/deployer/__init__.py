@@ -1,1 +1,1 @@
-"""Deployer: puts a commit on a server with Ansible, a complete `.env` from Vault, a health check and rollback."""
+"""Deployer: a commit onto a server with Ansible, a full .env from Vault, health check, rollback."""

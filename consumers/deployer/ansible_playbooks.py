@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ansible_runner.config.runner import RunnerConfig
 from ansible_runner.runner import Runner
 
@@ -56,7 +55,10 @@ class AnsibleRunner:
         work_dir: Path | None = None,
         before_cleanup: Callable[[Path, list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        """`before_cleanup` sees the private data dir and the events just before removal (audits)."""
+        """`before_cleanup` sees the private data dir and the events just before removal.
+
+        It exists for audits (the tests prove no secret leaks into artifacts or events).
+        """
         self._playbook_dir = playbook_dir
         self._timeout = timeout_seconds
         self._work_dir = work_dir
@@ -121,7 +123,8 @@ class AnsibleRunner:
         }
         inventory_dir = private_dir / "inventory"
         inventory_dir.mkdir()
-        (inventory_dir / "hosts.yml").write_text(yaml.safe_dump(inventory))
+        # Ansible's YAML inventory plugin reads JSON (a subset of YAML) from a .json file.
+        (inventory_dir / "hosts.json").write_text(json.dumps(inventory))
         env_dir = private_dir / "env"
         env_dir.mkdir()
         extravars = {**run.extravars, "secrets_file": str(secrets_path)}
@@ -134,7 +137,7 @@ class AnsibleRunner:
             private_data_dir=str(private_dir),
             project_dir=str(self._playbook_dir),
             playbook=run.playbook,
-            inventory=str(inventory_dir / "hosts.yml"),
+            inventory=str(inventory_dir / "hosts.json"),
             envvars=own_env,
             ident="run",
             quiet=True,

@@ -23,7 +23,6 @@ from contracts.events import (
     DeployRolledBack,
     DeploySucceeded,
 )
-
 from infra.vault import project_secret_path, server_secret_path
 
 from .env_file import render_env
@@ -41,7 +40,7 @@ from .ports import (
 Heartbeat = Callable[[], Awaitable[None]]
 
 PLAYBOOKS = {DeployMode.PROCESS: "deploy_process.yml", DeployMode.COMPOSE: "deploy_compose.yml"}
-REGISTRY_SECRET_PATH = "platform/registry"
+REGISTRY_SECRET_PATH = "platform/registry"  # noqa: S105 -- a Vault path, not a password
 
 
 class TargetUnreachable(Exception):
@@ -63,7 +62,7 @@ def missing_secret_hint(project_id: object, name: str) -> str:
     """What the person who owns the project has to do about a secret Vault does not hold."""
     return (
         f"Secret {name} is not stored (Vault secret/{project_secret_path(str(project_id), name)}). "
-        f"Store it with `printf %s \"$VALUE\" | orchestrator secrets set {project_id} {name}` "
+        f'Store it with `printf %s "$VALUE" | orchestrator secrets set {project_id} {name}` '
         f"(or PUT /projects/{project_id}/secrets/{name} on the API) and deploy again."
     )
 
@@ -165,9 +164,7 @@ class DeployerService:
         known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
         return await self._outcome(request, target, result, known_values)
 
-    async def _project_secrets(
-        self, request: DeployRequested
-    ) -> tuple[dict[str, str], list[str]]:
+    async def _project_secrets(self, request: DeployRequested) -> tuple[dict[str, str], list[str]]:
         values: dict[str, str] = {}
         missing: list[str] = []
         for name in request.spec.secret_names:
@@ -268,7 +265,12 @@ class DeployerService:
         ]
 
     async def _save(
-        self, request: DeployRequested, release: str, status: str, url: str | None, error: str | None
+        self,
+        request: DeployRequested,
+        release: str,
+        status: str,
+        url: str | None,
+        error: str | None,
     ) -> None:
         await self._records.save(
             DeploymentRecord(

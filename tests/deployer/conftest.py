@@ -228,8 +228,11 @@ class SecretAudit:
                 if not proc.name.isdigit():
                     continue
                 try:
-                    argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                        errors="replace"
+                    argv = (
+                        (proc / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
                     )
                 except OSError:
                     continue
@@ -279,7 +282,8 @@ def env_file_mode(path: Path) -> int:
 
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse the .env exactly as the release supervisor does."""
-    return _supervisor_module().parse_env_file(path)
+    parsed: dict[str, str] = _supervisor_module().parse_env_file(path)
+    return parsed
 
 
 def _supervisor_module() -> Any:
@@ -287,12 +291,16 @@ def _supervisor_module() -> Any:
 
     script = (
         Path(__file__).resolve().parents[2]
-        / "infra" / "ansible" / "roles" / "supervised_process" / "files" / "supervise.py"
+        / "infra"
+        / "ansible"
+        / "roles"
+        / "supervised_process"
+        / "files"
+        / "supervise.py"
     )
     spec = importlib.util.spec_from_file_location("supervise", script)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-

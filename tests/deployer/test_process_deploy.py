@@ -33,7 +33,14 @@ from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
-from .conftest import SERVER_NAME, SecretAudit, ServiceRepo, VaultSetup, env_file_mode, read_env_file
+from .conftest import (
+    SERVER_NAME,
+    SecretAudit,
+    ServiceRepo,
+    VaultSetup,
+    env_file_mode,
+    read_env_file,
+)
 
 SLUG = "expense-tracker"
 PORT = free_port()
@@ -144,7 +151,9 @@ def get_json(path: str, port: int = PORT) -> tuple[int, Any]:
 
 
 def assert_no_leaks(audit: SecretAudit) -> None:
-    assert audit.runs > 0 and audit.events_seen > 0 and audit.argv_samples > 0
+    assert audit.runs > 0
+    assert audit.events_seen > 0
+    assert audit.argv_samples > 0
     assert audit.leaks == []
 
 
@@ -194,7 +203,8 @@ async def test_same_commit_again_is_a_noop(
     print(f"no-op deploy took {seconds:.1f}s")
 
     assert [type(e) for e in events] == [DeploySucceeded]
-    assert isinstance(events[0], DeploySucceeded) and events[0].noop is True
+    assert isinstance(events[0], DeploySucceeded)
+    assert events[0].noop is True
     assert (deploy_root / SLUG / "run" / "supervisor.pid").read_text() == pid_before
     assert get_json("/health")[0] == 200
 
@@ -220,14 +230,13 @@ async def test_broken_release_is_rolled_back(
     deploy_root: Path,
     secret_audit: SecretAudit,
 ) -> None:
-    events, seconds = await deployer.deploy(
-        request(vault_setup, service_repo, service_repo.broken)
-    )
+    events, seconds = await deployer.deploy(request(vault_setup, service_repo, service_repo.broken))
     print(f"failed deploy with rollback took {seconds:.1f}s")
 
     assert [type(e) for e in events] == [DeployFailed, DeployRolledBack], events
     failed, rolled_back = events
-    assert isinstance(failed, DeployFailed) and isinstance(rolled_back, DeployRolledBack)
+    assert isinstance(failed, DeployFailed)
+    assert isinstance(rolled_back, DeployRolledBack)
     assert failed.rolled_back is True
     assert "health check" in failed.reason.lower()
     assert rolled_back.failed_release == service_repo.broken[:12]
@@ -257,7 +266,8 @@ async def test_missing_secret_fails_with_the_command_to_store_it(
 
     assert [type(e) for e in events] == [DeployFailed]
     failed = events[0]
-    assert isinstance(failed, DeployFailed) and failed.rolled_back is False
+    assert isinstance(failed, DeployFailed)
+    assert failed.rolled_back is False
     assert "STRIPE_API_KEY" in failed.reason
     assert f"orchestrator secrets set {vault_setup.project_id} STRIPE_API_KEY" in failed.reason
     assert "TELEGRAM_BOT_TOKEN" not in failed.reason  # optional in the template's deploy.json
@@ -308,7 +318,9 @@ async def test_host_key_mismatch_refuses_to_connect(
 
     assert [type(e) for e in events] == [DeployFailed]
     failed = events[0]
-    assert isinstance(failed, DeployFailed) and failed.rolled_back is False
-    assert "host key" in failed.reason and "does not match" in failed.reason
+    assert isinstance(failed, DeployFailed)
+    assert failed.rolled_back is False
+    assert "host key" in failed.reason
+    assert "does not match" in failed.reason
     assert "nothing was deployed" in failed.reason
     assert not (deploy_root / slug).exists()

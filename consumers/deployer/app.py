@@ -1,0 +1,65 @@
+"""Composition root of the deployer process: adapters from settings, overridable by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from infra.bus.runtime import ConsumerApp
+from infra.settings import Settings, get_settings
+from infra.vault import VaultClient
+
+from .ansible_playbooks import AnsibleRunner
+from .handlers import DeployerPorts, register
+from .ports import PlaybookRunner, SecretSource
+from .service import DeployerConfig
+from .settings import DeployerSettings
+from .sql_inventory import SqlServerInventory
+from .sql_records import SqlDeploymentRecords
+from .vault_secrets import VaultSecretSource
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    deployer_settings: DeployerSettings | None = None,
+    runner: PlaybookRunner | None = None,
+    secrets: SecretSource | None = None,
+    config: DeployerConfig | None = None,
+) -> ConsumerApp:
+    """The deployer process; tests pass their own runner, secret source or config."""
+    settings = settings or get_settings()
+    deployer_settings = deployer_settings or DeployerSettings()
+    app = ConsumerApp("deployer", settings=settings)
+    if secrets is None:
+        vault = VaultClient.from_settings(settings.vault)
+        renewal: list[asyncio.Task[None]] = []
+
+        async def login() -> None:
+            await vault.login()
+            renewal.append(asyncio.create_task(vault.keep_renewed(), name="vault-renewal"))
+
+        async def stop_renewal() -> None:
+            for task in renewal:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        app.on_startup.append(login)
+        app.on_shutdown.append(stop_renewal)
+        secrets = VaultSecretSource(vault)
+    register(
+        app,
+        DeployerPorts(
+            runner=runner or AnsibleRunner(timeout_seconds=deployer_settings.run_timeout_seconds),
+            secrets=secrets,
+            inventory=SqlServerInventory,
+            records=SqlDeploymentRecords,
+            config=config or deployer_settings.service_config(settings.consumer.heartbeat_seconds),
+        ),
+    )
+    return app
+
+
+def main() -> None:
+    build_app().run()

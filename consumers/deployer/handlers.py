@@ -1,0 +1,44 @@
+"""Thin handler: `DeployRequested` (from the coordinator) becomes one run of the deploy step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.envelope import Event
+from contracts.events import DeployRequested
+from infra.bus.runtime import ConsumerApp, StepContext, TransientError
+
+from .ports import DeploymentRecords, PlaybookRunner, SecretSource, ServerInventory
+from .service import DeployerConfig, DeployerService, TargetUnreachable
+
+
+@dataclass(frozen=True)
+class DeployerPorts:
+    """Process-wide adapters, plus factories for those that live in the step's transaction."""
+
+    runner: PlaybookRunner
+    secrets: SecretSource
+    inventory: Callable[[AsyncSession], ServerInventory]
+    records: Callable[[AsyncSession], DeploymentRecords]
+    config: DeployerConfig
+
+
+def register(app: ConsumerApp, ports: DeployerPorts) -> None:
+    @app.handles(DeployRequested)
+    async def on_deploy_requested(ctx: StepContext, event: DeployRequested) -> list[Event]:
+        service = DeployerService(
+            ports.runner,
+            ports.secrets,
+            ports.inventory(ctx.session),
+            ports.records(ctx.session),
+            config=ports.config,
+            actor=ctx.consumer,
+        )
+        try:
+            return await service.deploy(event, heartbeat=ctx.heartbeat)
+        except TargetUnreachable as exc:
+            # The server may come back; after max_deliver the request lands in the DLQ.
+            raise TransientError(str(exc)) from exc

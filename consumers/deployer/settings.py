@@ -1,0 +1,29 @@
+"""The deployer's own configuration (`ORCH_DEPLOYER__*`), beside the shared groups it also reads."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .service import DeployerConfig
+
+
+class DeployerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_DEPLOYER__", extra="ignore")
+
+    deploy_root: str = Field(
+        "/srv/orchestrator", description="Directory on each server holding one folder per project"
+    )
+    health_timeout_seconds: int = Field(
+        60, description="How long a new release may take to answer its health check"
+    )
+    run_timeout_seconds: int = Field(900, description="Longest a playbook run may take")
+    docker_command: str = Field("docker", description="docker CLI on compose-mode servers")
+
+    def service_config(self, heartbeat_seconds: float) -> DeployerConfig:
+        return DeployerConfig(
+            deploy_root=self.deploy_root,
+            health_timeout_seconds=self.health_timeout_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            docker_command=self.docker_command,
+        )

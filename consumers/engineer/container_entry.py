@@ -34,10 +34,11 @@ async def run(workspace: Path, io_dir: Path, settings: LLMSettings, api_key: str
         write_result(io_dir, ContainerResult(0, "", (), "the coding container has no LLM provider"))
         return 2
     # The venv goes to the container's own /tmp: the workspace's parent is `/` here.
-    coder = LangGraphCoder(llm, PytestRunner(scratch=Path(tempfile.mkdtemp())), settings)
-    outcome = await coder.run(
-        CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
-    )
+    with tempfile.TemporaryDirectory(prefix="coder-") as scratch:
+        coder = LangGraphCoder(llm, PytestRunner(scratch=Path(scratch)), settings)
+        outcome = await coder.run(
+            CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
+        )
     write_result(
         io_dir, ContainerResult(outcome.iterations, outcome.summary, outcome.usage, outcome.reason)
     )

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.db.models import Project, ProjectEvent
@@ -49,7 +49,7 @@ async def find_project(session: AsyncSession, ref: str) -> Project:
     except ValueError:
         conditions = [Project.slug == ref]
         if len(ref) >= 8 and all(c in "0123456789abcdef-" for c in ref.lower()):
-            conditions.append(Project.id.cast(str).startswith(ref.lower()))  # type: ignore[arg-type]
+            conditions.append(cast(Project.id, String).startswith(ref.lower()))
         query = query.where(or_(*conditions))
     project = (await session.scalars(query)).first()
     if project is None:

@@ -167,6 +167,7 @@ class LocalStack:
         """Start every server, then apply Vault policies, migrations and the bus topology."""
         from infra.bus.topology import apply_topology
         from infra.db.migrate import upgrade
+        from infra.stack.bootstrap import register_local_target
 
         try:
             for server in (self.nats, self.postgres, self.openbao, self.sshd, self.git):
@@ -180,6 +181,19 @@ class LocalStack:
                 upgrade(self.postgres.url)
             with self._timed("topology"):
                 asyncio.run(apply_topology(self.nats.url))
+            with self._timed("inventory"):
+                asyncio.run(
+                    register_local_target(
+                        database_url=self.postgres.url,
+                        vault_addr=self.openbao.addr,
+                        vault_token=self.openbao.root_token,
+                        host=self.sshd.host,
+                        ssh_port=self.sshd.port,
+                        ssh_user=self.sshd.user,
+                        known_hosts_line=self.sshd.known_hosts_line,
+                        client_key_path=self.sshd.client_key_path,
+                    )
+                )
         except BaseException:
             self.stop()
             raise
@@ -345,6 +359,9 @@ async def _serve(
                         "ORCH_VAULT__SECRET_ID": credentials.secret_id,
                         "ORCH_METRICS__PORT": str(ports_by_process[name]),
                         "ORCH_STATE_DIR": str(stack.state_dir),
+                        "ORCH_REPO_LOCAL_BASE": info.git_base_dir,
+                        "ORCH_REPO_DAEMON_URL": info.git_base_url,
+                        "ORCH_DEPLOYER_ROOT": str(stack.state_dir / "deployments"),
                         "PYTHONUNBUFFERED": "1",
                     },
                     cwd=project_root,

@@ -1,0 +1,46 @@
+# Two entry points do all set-up on a fresh Debian machine (Python 3.11, root):
+#   make demo   the whole pipeline end to end on this machine, offline unless an LLM is configured
+#   make test   lint, types, import layers and the full test suite against real servers
+# Both install what they need (Debian packages, the venv, pinned wheels) and are idempotent.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := git openssh-server openssh-client postgresql-15 prometheus docker-compose \
+	docker.io busybox-static
+STAMP_APT := $(VENV)/.apt-$(shell echo $(DEBIAN_PACKAGES) | md5sum | cut -c1-8)
+STAMP_PIP := $(VENV)/.pip-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-8)
+
+.PHONY: setup demo up test lint bench
+
+$(STAMP_APT):
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_PIP): $(STAMP_APT)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP_PIP)
+
+demo: setup
+	$(BIN)/orchestrator demo
+
+up: setup
+	$(BIN)/orchestrator up
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+bench: setup
+	$(BIN)/python bench/runtime_throughput.py

@@ -1,0 +1,36 @@
+"""`orchestrator chat`: the console chat against the running stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from infra.bus.publisher import JetStreamPublisher
+from producers.console_chat import run_console_chat
+
+from .connection import nats_client, resolve
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("chat", help="chat with the system in this terminal (no Telegram)")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    endpoints = resolve(args.state_dir)
+
+    async def chat() -> int:
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        async with nats_client(endpoints) as nc:
+            await run_console_chat(
+                JetStreamPublisher.from_client(nc), endpoints.state_dir, reader, sys.stdout
+            )
+        return 0
+
+    try:
+        return asyncio.run(chat())
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,182 @@
+"""`orchestrator demo`: one command from a description to a running service on this machine.
+
+It starts the local stack (unless one already runs in the state directory), submits a sample
+description, prints every progress message as the pipeline reports it, and ends with the URL
+of the freshly deployed service once its health check answers. Without an LLM configured it
+runs in offline mode and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from infra.stack.launcher import StackInfo, read_stack_info
+from producers.console_chat import ConsoleChatLine, console_chat_path
+from producers.read_model import project_view
+
+from . import commands
+from .connection import Endpoints, database
+
+SAMPLE = (
+    "An HTTP service that tracks my expenses: each expense has an amount, a category and a date; "
+    "I want to add, list and delete expenses over a REST API."
+)
+FINAL_STATES = {"active", "failed", "awaiting_answer", "archived"}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo", help="start the stack, build and deploy a sample project, print its URL"
+    )
+    parser.add_argument("--description", default=SAMPLE, help="what to build (default: a sample)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the URL")
+    parser.add_argument(
+        "--keep-running", action="store_true",
+        help="keep the stack running after the URL is printed (Ctrl-C stops it)",
+    )
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir.resolve()
+    started = time.monotonic()
+    stack_process: subprocess.Popen[bytes] | None = None
+    info = read_stack_info(state_dir)
+    if info is None:
+        print(f"starting the local stack in {state_dir} …", flush=True)
+        stack_process = _start_stack(state_dir)
+        info = _wait_for_stack(state_dir, stack_process, timeout=180)
+        if info is None:
+            print("orchestrator demo: the stack did not come up; see "
+                  f"{state_dir / 'logs'} and the output above", file=sys.stderr)
+            _stop_stack(stack_process)
+            return 1
+        print(f"stack ready in {time.monotonic() - started:.1f}s", flush=True)
+    endpoints = Endpoints(info.nats_url, info.database_url, info.vault_addr, info.vault_token,
+                          state_dir)
+    try:
+        code = asyncio.run(_run_demo(endpoints, args.description, args.timeout, started))
+        if code == 0 and args.keep_running and stack_process is not None:
+            print("the stack keeps running; Ctrl-C stops it", flush=True)
+            try:
+                stack_process.wait()
+            except KeyboardInterrupt:
+                pass
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if stack_process is not None:
+            _stop_stack(stack_process)
+
+
+def _start_stack(state_dir: Path) -> subprocess.Popen[bytes]:
+    log = (state_dir / "up.log")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "--state-dir", str(state_dir), "up"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )
+
+
+def _wait_for_stack(
+    state_dir: Path, process: subprocess.Popen[bytes], timeout: float
+) -> StackInfo | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (state_dir / "up.log").read_text(errors="replace")[-2000:]
+            print(tail, file=sys.stderr)
+            return None
+        info = read_stack_info(state_dir)
+        if info is not None and "ready in" in (state_dir / "up.log").read_text(errors="replace"):
+            return info
+        time.sleep(0.2)
+    return None
+
+
+def _stop_stack(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _run_demo(endpoints: Endpoints, description: str, timeout: float, started: float) -> int:
+    chat_file = console_chat_path(endpoints.state_dir)
+    offset = chat_file.stat().st_size if chat_file.exists() else 0
+    lines: list[str] = []
+    await commands.request(endpoints, description, "demo", lines.append)
+    project_id = lines[0].split()[-1]
+    print(f"project {project_id} submitted: {description}", flush=True)
+    deadline = time.monotonic() + timeout
+    state = "requested"
+    async with database(endpoints) as sessions:
+        while time.monotonic() < deadline:
+            offset = _print_new_messages(chat_file, offset, project_id)
+            async with sessions() as session:
+                view = await project_view(session, project_id)
+            state = view.state
+            if state in FINAL_STATES:
+                break
+            await asyncio.sleep(0.5)
+        _print_new_messages(chat_file, offset, project_id)
+    if state == "awaiting_answer":
+        print(f"the analyst needs an answer: orchestrator answer {project_id} \"...\"",
+              file=sys.stderr)
+        return 2
+    if state != "active" or not view.url:
+        reason = view.error or f"still {state} after {timeout:.0f}s"
+        print(f"orchestrator demo: the project did not go live: {reason}", file=sys.stderr)
+        print(f"timeline: orchestrator status {project_id}", file=sys.stderr)
+        return 1
+    health = _health(view.url)
+    if health is None:
+        print(f"orchestrator demo: {view.url} does not answer its health check", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    print(f"health: {health}", flush=True)
+    print(f"done in {elapsed:.1f}s" + ("  [offline mode]" if view.offline else ""), flush=True)
+    print(view.url, flush=True)
+    return 0
+
+
+def _print_new_messages(chat_file: Path, offset: int, project_id: str) -> int:
+    if not chat_file.exists():
+        return offset
+    with chat_file.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    for raw in complete.splitlines():
+        try:
+            line = ConsoleChatLine.model_validate_json(raw)
+        except ValueError:
+            continue
+        if str(line.notification.project_id) == project_id:
+            print(f"  » {line.text}", flush=True)
+    return offset + len(complete)
+
+
+def _health(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:  # noqa: S310
+            body = response.read().decode()
+    except OSError:
+        return None
+    try:
+        return json.dumps(json.loads(body))
+    except ValueError:
+        return body[:200]

@@ -16,7 +16,8 @@ _DOUBLE_QUOTED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\
 
 
 def quote(value: str) -> str:
-    if "'" not in value and not any(ch in value for ch in "\n\r"):
+    # python-dotenv still unescapes \\ and \' inside single quotes, so those go double-quoted.
+    if not any(ch in value for ch in "'\\\n\r"):
         return f"'{value}'"
     return '"' + "".join(_DOUBLE_QUOTED_ESCAPES.get(ch, ch) for ch in value) + '"'
 

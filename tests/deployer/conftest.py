@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -17,11 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consumers.deployer.ansible_playbooks import AnsibleRunner
+from consumers.deployer.service import DeployerConfig, DeployerService
+from consumers.deployer.sql_inventory import SqlServerInventory
+from consumers.deployer.sql_records import SqlDeploymentRecords
+from consumers.deployer.vault_secrets import VaultSecretSource
+from contracts.envelope import Event
+from contracts.events import DeployRequested
 from infra.db.migrate import upgrade
-from infra.db.models import Server
+from infra.db.models import Deployment, Server
 from infra.db.session import make_engine, make_sessionmaker
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.postgres_server import PostgresServer
@@ -304,3 +312,60 @@ def _supervisor_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class Deployer:
+    """The deployer as its handler runs it: one transaction per request, real adapters."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        runner: AnsibleRunner,
+        vault_setup: VaultSetup,
+        deploy_root: Path,
+        **config: Any,
+    ) -> None:
+        self.sessions = sessions
+        self.runner = runner
+        self.vault_setup = vault_setup
+        self.config = DeployerConfig(
+            deploy_root=str(deploy_root), health_timeout_seconds=6, heartbeat_seconds=1.0, **config
+        )
+        self.heartbeats = 0
+
+    async def _heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    async def deploy(self, deploy_request: DeployRequested) -> tuple[list[Event], float]:
+        started = time.monotonic()
+        async with self.sessions.begin() as session:
+            service = DeployerService(
+                self.runner,
+                VaultSecretSource(self.vault_setup.deployer),
+                SqlServerInventory(session),
+                SqlDeploymentRecords(session),
+                config=self.config,
+            )
+            events = await service.deploy(deploy_request, heartbeat=self._heartbeat)
+        return events, time.monotonic() - started
+
+    async def record(self, commit: str) -> Deployment:
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(Deployment).where(
+                    Deployment.project_id == self.vault_setup.project_id,
+                    Deployment.commit == commit,
+                )
+            )
+        assert row is not None
+        return row
+
+
+@pytest.fixture(scope="module")
+def deployer(
+    deploy_sessions: async_sessionmaker[AsyncSession],
+    ansible_runner: AnsibleRunner,
+    vault_setup: VaultSetup,
+    deploy_root: Path,
+) -> Deployer:
+    return Deployer(deploy_sessions, ansible_runner, vault_setup, deploy_root)

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consumers.deployer.ansible_playbooks import AnsibleRunner
-from consumers.deployer.service import DeployerConfig, DeployerService
-from consumers.deployer.sql_inventory import SqlServerInventory
-from consumers.deployer.sql_records import SqlDeploymentRecords
-from consumers.deployer.vault_secrets import VaultSecretSource
-from contracts.envelope import Event
 from contracts.events import DeployFailed, DeployRequested, DeployRolledBack, DeploySucceeded
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
-from infra.db.models import Deployment, Server
+from infra.db.models import Server
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
 from .conftest import (
     SERVER_NAME,
+    Deployer,
     SecretAudit,
     ServiceRepo,
     VaultSetup,
@@ -84,62 +77,6 @@ def request(
         host="127.0.0.1",
         port=port,
     )
-
-
-class Deployer:
-    """The deployer as its handler runs it: one transaction per request, real adapters."""
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        runner: AnsibleRunner,
-        vault_setup: VaultSetup,
-        deploy_root: Path,
-    ) -> None:
-        self.sessions = sessions
-        self.runner = runner
-        self.vault_setup = vault_setup
-        self.config = DeployerConfig(
-            deploy_root=str(deploy_root), health_timeout_seconds=6, heartbeat_seconds=1.0
-        )
-        self.heartbeats = 0
-
-    async def _heartbeat(self) -> None:
-        self.heartbeats += 1
-
-    async def deploy(self, deploy_request: DeployRequested) -> tuple[list[Event], float]:
-        started = time.monotonic()
-        async with self.sessions.begin() as session:
-            service = DeployerService(
-                self.runner,
-                VaultSecretSource(self.vault_setup.deployer),
-                SqlServerInventory(session),
-                SqlDeploymentRecords(session),
-                config=self.config,
-            )
-            events = await service.deploy(deploy_request, heartbeat=self._heartbeat)
-        return events, time.monotonic() - started
-
-    async def record(self, commit: str) -> Deployment:
-        async with self.sessions() as session:
-            row = await session.scalar(
-                select(Deployment).where(
-                    Deployment.project_id == self.vault_setup.project_id,
-                    Deployment.commit == commit,
-                )
-            )
-        assert row is not None
-        return row
-
-
-@pytest.fixture(scope="module")
-def deployer(
-    deploy_sessions: async_sessionmaker[AsyncSession],
-    ansible_runner: AnsibleRunner,
-    vault_setup: VaultSetup,
-    deploy_root: Path,
-) -> Deployer:
-    return Deployer(deploy_sessions, ansible_runner, vault_setup, deploy_root)
 
 
 def get_json(path: str, port: int = PORT) -> tuple[int, Any]:

@@ -31,7 +31,7 @@ STOP_GRACE_SECONDS = 5.0
 def parse_env_file(path: Path) -> dict[str, str]:
     """Read the `.env` the deployer wrote: NAME='literal' or NAME="escaped" (dotenv rules)."""
     values: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in path.read_text(encoding="utf-8").split("\n"):
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

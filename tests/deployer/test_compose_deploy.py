@@ -1,0 +1,126 @@
+"""Compose mode over real SSH, with a fake `docker` on the server (there is no Docker engine here).
+
+The fake records its argv and standard input, which proves the registry token reaches
+`docker login` on stdin and never on a command line; a stdlib HTTP server stands in for the
+started container so the playbook's health check runs for real.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from consumers.deployer.ansible_playbooks import AnsibleRunner
+from contracts.events import DeployMode, DeployRequested, DeploySucceeded
+from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.stack.ports import free_port
+from infra.vault import VaultClient
+
+from .conftest import SERVER_NAME, Deployer, SecretAudit, ServiceRepo, VaultSetup, env_file_mode
+
+REGISTRY = "registry.example.test"
+
+FAKE_DOCKER = """#!/usr/bin/python3
+import json, sys
+with open({calls!r}, "a") as calls:
+    calls.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read()}}) + "\\n")
+"""
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads results, not access logs."""
+
+
+@pytest.fixture
+def container_port() -> Iterator[int]:
+    """What `docker compose up` would have started: something answering /health."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+async def test_registry_token_goes_through_stdin_only(
+    deploy_sessions: async_sessionmaker[AsyncSession],
+    vault_setup: VaultSetup,
+    service_repo: ServiceRepo,
+    openbao: BootstrappedOpenBao,
+    container_port: int,
+    tmp_path: Path,
+) -> None:
+    token = "reg-" + secrets.token_urlsafe(24)
+    operator = VaultClient(openbao.addr, token=openbao.root_token)
+    await operator.write_secret(
+        "platform/registry", {"registry": REGISTRY, "username": "deployer", "token": token}
+    )
+    calls = tmp_path / "docker-calls.jsonl"
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER.format(calls=str(calls)))
+    docker.chmod(0o755)
+    audit = SecretAudit([token, *vault_setup.secret_values])
+    audit.start_argv_sampling()
+    deploy_root = tmp_path / "srv"
+    deployer = Deployer(
+        deploy_sessions,
+        AnsibleRunner(timeout_seconds=300, before_cleanup=audit.before_cleanup),
+        vault_setup,
+        deploy_root,
+        docker_command=str(docker),
+    )
+    spec = ProjectSpec(
+        name="Compose app",
+        slug="compose-app",
+        summary="Runs in containers.",
+        kinds=(ServiceKind.HTTP,),
+        config=(ConfigVar(name="API_TOKEN", secret=True),),
+    )
+
+    try:
+        events, seconds = await deployer.deploy(
+            DeployRequested(
+                correlation_id=uuid.uuid4(),
+                actor="coordinator",
+                project_id=vault_setup.project_id,
+                spec=spec,
+                clone_url=service_repo.clone_url,
+                commit=service_repo.good,
+                server_name=SERVER_NAME,
+                host="127.0.0.1",
+                port=container_port,
+                mode=DeployMode.COMPOSE,
+            )
+        )
+    finally:
+        audit.stop_argv_sampling()
+    print(f"compose deploy took {seconds:.1f}s")
+
+    assert [type(e) for e in events] == [DeploySucceeded], events
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert recorded[0] == {
+        "argv": ["login", "--username", "deployer", "--password-stdin", REGISTRY],
+        "stdin": token,
+    }
+    assert recorded[1]["argv"][:2] == ["compose", "--project-name"]
+    assert recorded[1]["argv"][-3:] == ["up", "-d", "--remove-orphans"]
+    assert all(token not in " ".join(call["argv"]) for call in recorded)
+    release = deploy_root / "compose-app" / "releases" / service_repo.good[:12]
+    assert env_file_mode(release / ".env") == 0o600
+    assert audit.runs == 1
+    assert audit.leaks == []

@@ -1,0 +1,84 @@
+"""The deploy playbooks parse, and the .env format survives the round trip to the supervisor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.deployer.ansible_playbooks import PLAYBOOK_DIR
+from consumers.deployer.env_file import render_env
+from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+
+from .conftest import read_env_file
+
+
+@pytest.mark.parametrize("playbook", ["deploy_process.yml", "deploy_compose.yml"])
+def test_playbook_passes_syntax_check(playbook: str) -> None:
+    ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(ansible_playbook), "--syntax-check", "-i", "target,", playbook],
+        cwd=PLAYBOOK_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _spec(value_default: str) -> ProjectSpec:
+    return ProjectSpec(
+        name="Round trip",
+        slug="round-trip",
+        summary="x",
+        kinds=(ServiceKind.HTTP,),
+        config=(
+            ConfigVar(name="PLAIN", default=value_default),
+            ConfigVar(name="TOKEN", secret=True),
+            ConfigVar(name="OPTIONAL_TOKEN", secret=True),
+        ),
+    )
+
+
+@given(
+    default=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+    secret=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+)
+def test_env_values_round_trip_through_the_supervisor(
+    tmp_path_factory: pytest.TempPathFactory, default: str, secret: str
+) -> None:
+    path = tmp_path_factory.mktemp("env") / ".env"
+    path.write_text(
+        render_env(
+            _spec(default),
+            port=8080,
+            bind_host="0.0.0.0",
+            version="abc",
+            secrets={"TOKEN": secret},
+        ),
+        encoding="utf-8",
+    )
+    assert read_env_file(path) == {
+        "PLAIN": default,
+        "TOKEN": secret,
+        "OPTIONAL_TOKEN": "",
+        "PORT": "8080",
+        "HOST": "0.0.0.0",
+        "SERVICE_VERSION": "abc",
+    }
+
+
+def test_platform_variables_override_the_spec() -> None:
+    spec = ProjectSpec(
+        name="x",
+        slug="xx-yy",
+        summary="x",
+        kinds=(ServiceKind.HTTP,),
+        config=(ConfigVar(name="PORT", default="1"),),
+    )
+    rendered = render_env(spec, port=9, bind_host="127.0.0.1", version="v", secrets={})
+    assert rendered == "PORT='9'\nHOST='127.0.0.1'\nSERVICE_VERSION='v'\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from infra.stack.launcher import StackInfo, read_stack_info
 from producers.console_chat import ConsoleChatLine, console_chat_path
-from producers.read_model import project_view
+from producers.read_model import ProjectNotFound, ProjectView, project_view
 
 from . import commands
 from .connection import Endpoints, database
@@ -98,7 +98,7 @@ def _wait_for_stack(
             print(tail, file=sys.stderr)
             return None
         info = read_stack_info(state_dir)
-        if info is not None and "ready in" in (state_dir / "up.log").read_text(errors="replace"):
+        if info is not None and "local stack up" in (state_dir / "up.log").read_text(errors="replace"):
             return info
         time.sleep(0.2)
     return None
@@ -123,11 +123,16 @@ async def _run_demo(endpoints: Endpoints, description: str, timeout: float, star
     print(f"project {project_id} submitted: {description}", flush=True)
     deadline = time.monotonic() + timeout
     state = "requested"
+    view: ProjectView | None = None
     async with database(endpoints) as sessions:
         while time.monotonic() < deadline:
             offset = _print_new_messages(chat_file, offset, project_id)
-            async with sessions() as session:
-                view = await project_view(session, project_id)
+            try:
+                async with sessions() as session:
+                    view = await project_view(session, project_id)
+            except ProjectNotFound:  # the coordinator has not created it yet
+                await asyncio.sleep(0.2)
+                continue
             state = view.state
             if state in FINAL_STATES:
                 break
@@ -137,8 +142,8 @@ async def _run_demo(endpoints: Endpoints, description: str, timeout: float, star
         print(f"the analyst needs an answer: orchestrator answer {project_id} \"...\"",
               file=sys.stderr)
         return 2
-    if state != "active" or not view.url:
-        reason = view.error or f"still {state} after {timeout:.0f}s"
+    if view is None or state != "active" or not view.url:
+        reason = (view.error if view else None) or f"still {state} after {timeout:.0f}s"
         print(f"orchestrator demo: the project did not go live: {reason}", file=sys.stderr)
         print(f"timeline: orchestrator status {project_id}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.bus.publisher import JetStreamPublisher
 from infra.logging import configure_logging
+from infra.metrics import start_metrics_server
 from infra.settings import get_settings
 
 from .service import Scheduler
@@ -50,6 +51,8 @@ async def serve(stop: asyncio.Event) -> int:
 
 def main() -> None:
     configure_logging("scheduler")
+    settings = get_settings()
+    start_metrics_server(settings.metrics.host, settings.metrics.port)
 
     async def run() -> int:
         stop = asyncio.Event()

@@ -127,16 +127,15 @@ def service_repo(tmp_path_factory: pytest.TempPathFactory) -> ServiceRepo:
 
 
 @pytest.fixture(scope="module")
-async def deploy_sessions(
+async def deploy_database_url(
     postgres_server: PostgresServer, sshd_server: Sshd
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+) -> AsyncIterator[str]:
     """A migrated database whose inventory holds the local sshd, host key pinned."""
     name = f"test_deployer_{uuid.uuid4().hex}"
     url = postgres_server.create_database(name)
     upgrade(url)
-    engine = make_engine(url, pool_size=5)
-    sessions = make_sessionmaker(engine)
-    async with sessions.begin() as session:
+    engine = make_engine(url, pool_size=2)
+    async with make_sessionmaker(engine).begin() as session:
         session.add(
             Server(
                 name=SERVER_NAME,
@@ -146,9 +145,18 @@ async def deploy_sessions(
                 host_key=sshd_server.known_hosts_line,
             )
         )
-    yield sessions
     await engine.dispose()
+    yield url
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+async def deploy_sessions(
+    deploy_database_url: str,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(deploy_database_url, pool_size=5)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
 
 
 @dataclass(frozen=True)

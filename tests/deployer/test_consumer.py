@@ -1,0 +1,91 @@
+"""The deployer process end to end: real nats-server, PostgreSQL, OpenBao (its own AppRole),
+sshd and the real runtime; one DeployRequested on the bus becomes one DeploySucceeded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nats
+
+from consumers.deployer.app import build_app
+from consumers.deployer.settings import DeployerSettings
+from contracts.events import DeployRequested, DeploySucceeded
+from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from infra.bus.codec import decode
+from infra.bus.publisher import JetStreamPublisher
+from infra.settings import Settings
+from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.stack.ports import free_port
+
+from .conftest import SERVER_NAME, ServiceRepo, VaultSetup
+
+
+async def test_deploy_request_on_the_bus_is_deployed(
+    tmp_path: Path,
+    deploy_database_url: str,
+    openbao: BootstrappedOpenBao,
+    vault_setup: VaultSetup,
+    service_repo: ServiceRepo,
+    deploy_root: Path,
+) -> None:
+    credentials = openbao.credentials["deployer"]
+    port = free_port()
+    with NatsServer(tmp_path / "nats") as server:
+        settings = Settings(
+            nats={"url": server.url},
+            database={"url": deploy_database_url, "pool_size": 5},
+            vault={
+                "addr": openbao.addr,
+                "role_id": credentials.role_id,
+                "secret_id": credentials.secret_id,
+            },
+            consumer={"backoff_seconds": [0.2], "heartbeat_seconds": 2.0},
+        )
+        app = build_app(
+            settings,
+            deployer_settings=DeployerSettings(
+                deploy_root=str(deploy_root), health_timeout_seconds=10
+            ),
+        )
+        stop = asyncio.Event()
+        serving = asyncio.create_task(app.serve(stop))
+        nc = await nats.connect(server.url)
+        try:
+            while app.publisher is None:
+                await asyncio.sleep(0.05)
+            outcomes = await nc.jetstream().subscribe("deploy.succeeded", ordered_consumer=True)
+            request = DeployRequested(
+                correlation_id=uuid.uuid4(),
+                actor="coordinator",
+                project_id=vault_setup.project_id,
+                spec=ProjectSpec(
+                    name="Bus deploy",
+                    slug="bus-deploy",
+                    summary="Deployed through the bus.",
+                    kinds=(ServiceKind.HTTP,),
+                    config=(ConfigVar(name="API_TOKEN", secret=True),),
+                ),
+                clone_url=service_repo.clone_url,
+                commit=service_repo.good,
+                server_name=SERVER_NAME,
+                host="127.0.0.1",
+                port=port,
+            )
+            await JetStreamPublisher.from_client(nc).publish(request)
+            msg = await outcomes.next_msg(timeout=120)
+            succeeded = decode(msg.subject, msg.data, msg.headers)
+        finally:
+            stop.set()
+            await serving
+            await nc.close()
+
+    assert isinstance(succeeded, DeploySucceeded)
+    assert succeeded.causation_id == request.event_id
+    assert succeeded.url == f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as response:
+        assert json.loads(response.read())["version"] == service_repo.good

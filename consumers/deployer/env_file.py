@@ -38,7 +38,7 @@ def render_env(
         else:
             values[var.name] = var.default or ""
     # The platform's variables win: the port is the one allocated, whatever the spec says.
-    values.update({"PORT": str(port), "HOST": bind_host, "SERVICE_VERSION": version})
+    values.update({"PORT": str(port), "HOST": bind_host, "APP_VERSION": version})
     for name in values:
         if not _NAME.match(name):
             raise ValueError(f"spec variable {name!r} is not a valid environment variable name")

@@ -361,7 +361,7 @@ async def _serve(
                         "ORCH_STATE_DIR": str(stack.state_dir),
                         "ORCH_REPO_LOCAL_BASE": info.git_base_dir,
                         "ORCH_REPO_DAEMON_URL": info.git_base_url,
-                        "ORCH_DEPLOYER_ROOT": str(stack.state_dir / "deployments"),
+                        "ORCH_DEPLOYER__DEPLOY_ROOT": str(stack.state_dir / "deployments"),
                         "PYTHONUNBUFFERED": "1",
                     },
                     cwd=project_root,

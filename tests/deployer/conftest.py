@@ -52,7 +52,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             status = 200 if HEALTHY else 500
             body = {{"status": "ok" if HEALTHY else "broken",
-                     "version": os.environ.get("SERVICE_VERSION", "")}}
+                     "version": os.environ.get("APP_VERSION", "")}}
         elif self.path == "/config":
             status = 200
             body = {{"set": sorted(k for k in ("API_TOKEN", "GREETING", "TELEGRAM_BOT_TOKEN")

@@ -69,7 +69,7 @@ def test_env_values_round_trip_through_the_supervisor(
         "OPTIONAL_TOKEN": "",
         "PORT": "8080",
         "HOST": "0.0.0.0",
-        "SERVICE_VERSION": "abc",
+        "APP_VERSION": "abc",
     }
 
 
@@ -82,4 +82,4 @@ def test_platform_variables_override_the_spec() -> None:
         config=(ConfigVar(name="PORT", default="1"),),
     )
     rendered = render_env(spec, port=9, bind_host="127.0.0.1", version="v", secrets={})
-    assert rendered == "PORT='9'\nHOST='127.0.0.1'\nSERVICE_VERSION='v'\n"
+    assert rendered == "PORT='9'\nHOST='127.0.0.1'\nAPP_VERSION='v'\n"

@@ -124,7 +124,7 @@ async def test_first_deploy_serves_with_a_complete_env(
         "TELEGRAM_BOT_TOKEN": "",
         "PORT": str(PORT),
         "HOST": "127.0.0.1",
-        "SERVICE_VERSION": service_repo.good,
+        "APP_VERSION": service_repo.good,
     }
     record = await deployer.record(service_repo.good)
     assert (record.status, record.url) == ("succeeded", succeeded.url)

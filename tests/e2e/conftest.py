@@ -1,0 +1,136 @@
+"""The whole system as a user runs it: `orchestrator up` in a subprocess, the CLI against it.
+
+`LocalStackProcess` starts the stack exactly like the README does and stops it with SIGINT.
+Deployed services run outside the stack (under their own supervisor on the deploy target, as
+in production), so teardown stops every process started from the stack's state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from infra.stack.launcher import StackInfo, read_stack_info
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_LINE = "local stack up"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line or environment mentions `text` (our state directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(proc.name))
+    return found
+
+
+@dataclass
+class LocalStackProcess:
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+    info: StackInfo | None = None
+    ready_seconds: float = 0.0
+
+    def start(self, timeout: float = 120) -> StackInfo:
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir), "up"],
+            cwd=ROOT, env={**os.environ, **self.env}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.process.stdout:
+            self.output.append(line)
+            if READY_LINE in line:
+                break
+            if time.monotonic() > deadline:
+                break
+        info = read_stack_info(self.state_dir)
+        if info is None:
+            self.stop()
+            raise AssertionError("the stack did not come up:\n" + "".join(self.output[-60:]))
+        self.ready_seconds = time.monotonic() - started
+        self.info = info
+        return info
+
+    def cli(self, *args: str, timeout: float = 120, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir), *args],
+            cwd=ROOT, env={**os.environ, **self.env}, capture_output=True, text=True,
+            timeout=timeout, input=stdin,
+        )
+
+    def status(self, project: str) -> dict[str, object]:
+        result = self.cli("status", project, "--json")
+        assert result.returncode == 0, result.stderr
+        loaded: dict[str, object] = json.loads(result.stdout)
+        return loaded
+
+    def wait_for_state(self, project: str, states: set[str], timeout: float = 300
+                       ) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            result = self.cli("status", project, "--json")
+            if result.returncode == 0:
+                status = json.loads(result.stdout)
+                if status["state"] in states:
+                    return status
+            time.sleep(1)
+        raise AssertionError(f"project {project} not in {states} after {timeout}s: {status}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in processes_mentioning(str(self.state_dir)):
+            # Deployed services outlive the stack by design; a test leaves none behind.
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        return self.process.returncode
+
+
+def new_state_dir(prefix: str) -> Path:
+    # Outside pytest's private temp tree: the PostgreSQL server runs as the postgres user.
+    return Path(tempfile.mkdtemp(prefix=f"orch-{prefix}-"))
+
+
+@pytest.fixture(scope="session")
+def offline_stack() -> Iterator[LocalStackProcess]:
+    """One embedded stack in offline mode for the e2e tests that only need a running system."""
+    stack = LocalStackProcess(new_state_dir("e2e"), env={"ORCH_LLM__PROVIDER": "offline"})
+    stack.start()
+    yield stack
+    stack.stop()

@@ -98,7 +98,7 @@ def _wait_for_stack(
             print(tail, file=sys.stderr)
             return None
         info = read_stack_info(state_dir)
-        if info is not None and "local stack up" in (state_dir / "up.log").read_text(errors="replace"):
+        if info is not None and "stop with Ctrl-C" in (state_dir / "up.log").read_text(errors="replace"):
             return info
         time.sleep(0.2)
     return None

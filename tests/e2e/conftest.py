@@ -23,7 +23,7 @@ import pytest
 from infra.stack.launcher import StackInfo, read_stack_info
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_LINE = "local stack up"
+READY_LINE = "stop with Ctrl-C"
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -100,7 +100,8 @@ class LocalStackProcess:
             time.sleep(1)
         raise AssertionError(f"project {project} not in {states} after {timeout}s: {status}")
 
-    def stop(self) -> int | None:
+    def interrupt(self) -> int | None:
+        """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -110,6 +111,18 @@ class LocalStackProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
+
+    def stack_leftovers(self) -> list[int]:
+        """Processes of the stack itself still alive (deployed services are not the stack)."""
+        deployments = str(self.state_dir / "deployments")
+        return [
+            pid for pid in processes_mentioning(str(self.state_dir))
+            if deployments not in _cmdline(pid)
+        ]
+
+    def stop(self) -> int | None:
+        code = self.interrupt()
         for pid in processes_mentioning(str(self.state_dir)):
             # Deployed services outlive the stack by design; a test leaves none behind.
             try:
@@ -119,12 +132,21 @@ class LocalStackProcess:
                     os.kill(pid, signal.SIGTERM)
                 except OSError:
                     pass
-        return self.process.returncode
+        return code
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def new_state_dir(prefix: str) -> Path:
     # Outside pytest's private temp tree: the PostgreSQL server runs as the postgres user.
-    return Path(tempfile.mkdtemp(prefix=f"orch-{prefix}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"orch-{prefix}-"))
+    path.chmod(0o711)  # mkdtemp makes it 0700; the postgres user must be able to pass through
+    return path
 
 
 @pytest.fixture(scope="session")

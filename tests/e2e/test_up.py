@@ -1,0 +1,75 @@
+"""`orchestrator up` as a user runs it: up, request, status, lag, events, Ctrl-C, nothing left."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from .conftest import LocalStackProcess, new_state_dir, processes_mentioning
+
+
+def test_up_request_status_and_clean_shutdown() -> None:
+    stack = LocalStackProcess(new_state_dir("up"), env={"ORCH_LLM__PROVIDER": "offline"})
+    try:
+        info = stack.start()
+        printed = "".join(stack.output)
+        for part in ("nats", "postgres", "openbao", "sshd", "git daemon", "coordinator"):
+            assert part in printed, printed
+        assert len(processes_mentioning(str(stack.state_dir))) >= 8  # servers and consumers
+
+        again = stack.cli("up", timeout=60)
+        assert again.returncode == 1
+        assert "already running" in again.stdout
+
+        requested = stack.cli("request", "an HTTP service that tracks my expenses")
+        assert requested.returncode == 0, requested.stderr
+        project = re.search(r"project ([0-9a-f-]{36})", requested.stdout)
+        flow = re.search(r"flow\s+([0-9a-f-]{36})", requested.stdout)
+        assert project and flow, requested.stdout
+
+        status = stack.wait_for_state(project.group(1), {"active", "failed"}, timeout=300)
+        assert status["state"] == "active", status
+        assert status["flow_id"] == flow.group(1)
+        human = stack.cli("status", project.group(1)[:8])
+        assert human.returncode == 0, human.stderr
+        lines = human.stdout.splitlines()
+        assert any(line.startswith("state    active") for line in lines), human.stdout
+        timeline = [line for line in lines if line.startswith("  ")]
+        order = [
+            "intents.project.requested", "project.spec.ready", "project.repo.created",
+            "deploy.succeeded",
+        ]
+        positions = [next(i for i, t in enumerate(timeline) if kind in t) for kind in order]
+        assert positions == sorted(positions), human.stdout
+        assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  \S+", t) for t in timeline)
+
+        lag = stack.cli("lag")
+        assert lag.returncode == 0, lag.stderr
+        assert "coordinator-intents" in lag.stdout and "deployer" in lag.stdout
+
+        stored = stack.cli("events", "tail", "--all", "--no-follow", timeout=60)
+        assert stored.returncode == 0, stored.stderr
+        assert "intents.project.requested" in stored.stdout
+        assert "deploy.succeeded" in stored.stdout
+
+        empty = stack.cli("dlq", "list")
+        assert empty.returncode == 0 and "empty" in empty.stdout, empty.stdout
+        code = stack.interrupt()
+        assert code == 0
+        deadline = time.monotonic() + 10
+        while stack.stack_leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stack.stack_leftovers() == []
+        assert info.pid not in processes_mentioning(str(stack.state_dir))
+        assert not (stack.state_dir / "stack.json").exists()
+    finally:
+        stack.stop()
+
+
+def test_cli_without_a_stack_says_how_to_start_one() -> None:
+    stack = LocalStackProcess(new_state_dir("none"))
+    result = stack.cli("status", "whatever")
+    assert result.returncode == 1
+    assert "orchestrator up" in result.stderr
+    assert isinstance(result, subprocess.CompletedProcess)

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 DERIVED_ID_NAMESPACE = uuid.UUID("6f1c1c52-3f0e-4d0a-9a53-8f3d7b0f2a11")
 
 
-def derived_event_id(consumer: str, causation_id: uuid.UUID, event_type: str, index: int = 0) -> uuid.UUID:
+def derived_event_id(
+    consumer: str, causation_id: uuid.UUID, event_type: str, index: int = 0
+) -> uuid.UUID:
     """The id of the `index`-th event of `event_type` that `consumer` emits for one cause.
 
     A consumer that handles the same message twice (redelivery after a crash) produces the same

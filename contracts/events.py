@@ -26,7 +26,9 @@ class ProjectRequested(Event):
 
     project_id: uuid.UUID = Field(description="Id the producer chose, so it can answer at once")
     description: str = Field(description="The user's own words", min_length=1, max_length=8000)
-    user_id: str = Field(description="Stable user id: telegram:<id>, api:<token name> or cli:<login>")
+    user_id: str = Field(
+        description="Stable user id: telegram:<id>, api:<token name> or cli:<login>"
+    )
     chat_id: int | None = Field(None, description="Telegram chat to report to, if any")
     source: Literal["telegram", "api", "cli", "console"] = Field(description="Which producer")
 

@@ -73,9 +73,7 @@ class LLMSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything one process needs; each group can be overridden by its own variables."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ORCH_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ORCH_", env_nested_delimiter="__", extra="ignore")
 
     process_name: str = Field("orchestrator", description="Name in logs, metrics and Vault role")
     state_dir: Path = Field(Path(".state"), description="Where the local stack keeps its data")

@@ -144,7 +144,9 @@ class Coordinator:
             await self._timeline(project, event, "answer ignored: no open question")
             return [
                 self._notify(
-                    event, project, ev.NotificationKind.INFO,
+                    event,
+                    project,
+                    ev.NotificationKind.INFO,
                     "There is no open question for this project; nothing to answer.",
                 )
             ]
@@ -195,9 +197,7 @@ class Coordinator:
         await self._timeline(project, event, f"spec ready: {spec.name} ({', '.join(spec.kinds)})")
         return [
             self._progress(event, project, f"Spec ready: {spec.name}. {spec.summary}"),
-            event.derive(
-                ev.ProvisionRequested, actor=ACTOR, project_id=project.id, slug=spec.slug
-            ),
+            event.derive(ev.ProvisionRequested, actor=ACTOR, project_id=project.id, slug=spec.slug),
             event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
         ]
 
@@ -264,7 +264,8 @@ class Coordinator:
             return []
         project.code_commit = event.commit
         await self._timeline(
-            project, event,
+            project,
+            event,
             f"code {event.commit[:8]}: {event.tests_passed} tests passed ({event.mode})",
         )
         return [
@@ -310,8 +311,11 @@ class Coordinator:
         return [
             self._progress(event, project, f"Deployed: {event.url}"),
             self._notify(
-                event, project, ev.NotificationKind.DONE,
-                f"{project.name} is live: {event.url}", index=1,
+                event,
+                project,
+                ev.NotificationKind.DONE,
+                f"{project.name} is live: {event.url}",
+                index=1,
             ),
         ]
 
@@ -325,7 +329,8 @@ class Coordinator:
         project = await self._lock(event.project_id)
         if project is not None:
             await self._timeline(
-                project, event,
+                project,
+                event,
                 f"rolled back from {event.failed_release} to {event.restored_release}",
             )
         return []
@@ -373,8 +378,12 @@ class Coordinator:
         if state == S.SPECIFYING:
             commands.append(
                 tick.derive(
-                    ev.SpecRequested, actor=ACTOR, index=index, project_id=project.id,
-                    description=project.description, answers=tuple(project.answers),
+                    ev.SpecRequested,
+                    actor=ACTOR,
+                    index=index,
+                    project_id=project.id,
+                    description=project.description,
+                    answers=tuple(project.answers),
                 )
             )
         elif state == S.PROVISIONING:
@@ -382,8 +391,11 @@ class Coordinator:
             if project.port is None:
                 commands.append(
                     tick.derive(
-                        ev.ProvisionRequested, actor=ACTOR, index=index,
-                        project_id=project.id, slug=spec.slug,
+                        ev.ProvisionRequested,
+                        actor=ACTOR,
+                        index=index,
+                        project_id=project.id,
+                        slug=spec.slug,
                     )
                 )
             commands.append(
@@ -396,8 +408,11 @@ class Coordinator:
         elif state == S.BUILDING:
             commands.append(
                 tick.derive(
-                    ev.ProvisionRequested, actor=ACTOR, index=index,
-                    project_id=project.id, slug=self._spec(project).slug,
+                    ev.ProvisionRequested,
+                    actor=ACTOR,
+                    index=index,
+                    project_id=project.id,
+                    slug=self._spec(project).slug,
                 )
             )
         elif state == S.DEPLOYING:

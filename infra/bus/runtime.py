@@ -272,8 +272,11 @@ class ConsumerApp:
             if delivery >= spec.max_deliver:
                 bound.exception("step.failed_finally", delivery=delivery)
                 await self._dead_letter(
-                    spec, msg, f"failed {delivery} times, last: {type(exc).__name__}: {exc}",
-                    delivery, None,
+                    spec,
+                    msg,
+                    f"failed {delivery} times, last: {type(exc).__name__}: {exc}",
+                    delivery,
+                    None,
                 )
                 return "dead_letter"
             delay = self._backoff(delivery)
@@ -341,4 +344,3 @@ class ConsumerApp:
         if outcome:
             STEP_OUTCOMES.labels(self.process, spec.durable, outcome, "dead_letter").inc()
         await msg.term()
-

@@ -197,7 +197,9 @@ class PortAllocation(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (UniqueConstraint("server_id", "port", name="uq_port_allocations_server_port"),)
+    __table_args__ = (
+        UniqueConstraint("server_id", "port", name="uq_port_allocations_server_port"),
+    )
 
 
 class Deployment(Base):

@@ -78,8 +78,12 @@ async def publish_outbox(
     async with sessionmaker() as session:
         rows = (
             await session.execute(
-                select(OutboxMessage.event_id, OutboxMessage.subject, OutboxMessage.payload,
-                       OutboxMessage.headers).where(OutboxMessage.event_id.in_(event_ids))
+                select(
+                    OutboxMessage.event_id,
+                    OutboxMessage.subject,
+                    OutboxMessage.payload,
+                    OutboxMessage.headers,
+                ).where(OutboxMessage.event_id.in_(event_ids))
             )
         ).all()
     await asyncio.gather(
@@ -124,28 +128,30 @@ class OutboxRelay:
         now = datetime.now(UTC)
         async with self._sessionmaker.begin() as session:
             rows = (
-                await session.execute(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))
-                    .where(OutboxMessage.created_at < now - self._grace)
-                    .order_by(OutboxMessage.id)
-                    .limit(self._batch)
-                    .with_for_update(skip_locked=True)
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.published_at.is_(None))
+                        .where(OutboxMessage.created_at < now - self._grace)
+                        .order_by(OutboxMessage.id)
+                        .limit(self._batch)
+                        .with_for_update(skip_locked=True)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             for row in rows:
                 await self._publisher.publish_raw(row.subject, row.payload, dict(row.headers))
                 row.published_at = now
             # Published rows are kept for re-publishing on duplicates, then purged.
             await session.execute(
-                delete(OutboxMessage).where(
-                    OutboxMessage.published_at < now - self._retention
-                )
+                delete(OutboxMessage).where(OutboxMessage.published_at < now - self._retention)
             )
             pending = await session.scalar(
-                select(func.count()).select_from(OutboxMessage).where(
-                    OutboxMessage.published_at.is_(None)
-                )
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.published_at.is_(None))
             )
         OUTBOX_PENDING.labels(self._process).set(max((pending or 0) - len(rows), 0))
         if rows:

@@ -7,6 +7,7 @@ port or host key may have changed), keeping existing port allocations.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy.dialects.postgresql import insert
@@ -34,7 +35,8 @@ async def register_local_target(
 ) -> None:
     vault = VaultClient(vault_addr, token=vault_token)
     await vault.write_secret(
-        server_secret_path(LOCAL_SERVER), {"private_key": client_key_path.read_text()}
+        server_secret_path(LOCAL_SERVER),
+        {"private_key": await asyncio.to_thread(client_key_path.read_text)},
     )
     engine = make_engine(database_url, pool_size=1)
     try:

@@ -174,8 +174,9 @@ async def lag(endpoints: Endpoints, out: Out) -> int:
     return 0
 
 
-async def dlq(endpoints: Endpoints, action: str, seq: int | None, consumer: str | None,
-              out: Out) -> int:
+async def dlq(
+    endpoints: Endpoints, action: str, seq: int | None, consumer: str | None, out: Out
+) -> int:
     async with nats_client(endpoints) as nc:
         queue = DeadLetterQueue(nc.jsm(), JetStreamPublisher.from_client(nc))
         if action == "list":
@@ -223,8 +224,10 @@ async def secret_set(
     """Store a project secret in Vault; only its name travels on the bus."""
     value = value_source.readline().rstrip("\n")
     if not value:
-        out("no value given: pipe it on standard input, e.g. `printf %s \"$TOKEN\" | orchestrator "
-            "secrets set <project> NAME`")
+        out(
+            'no value given: pipe it on standard input, e.g. `printf %s "$TOKEN" | orchestrator '
+            "secrets set <project> NAME`"
+        )
         return 2
     if not endpoints.vault_token:
         out("no Vault token: set ORCH_VAULT__TOKEN or run against a local stack")
@@ -235,8 +238,12 @@ async def secret_set(
     vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
     await vault.write_secret(path, {"value": value})
     event = SecretStored(
-        correlation_id=project.flow_id, actor="cli", project_id=project.id, name=name,
-        vault_path=path, event_id=uuid.uuid4(),
+        correlation_id=project.flow_id,
+        actor="cli",
+        project_id=project.id,
+        name=name,
+        vault_path=path,
+        event_id=uuid.uuid4(),
     )
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--description", default=SAMPLE, help="what to build (default: a sample)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the URL")
     parser.add_argument(
-        "--keep-running", action="store_true",
+        "--keep-running",
+        action="store_true",
         help="keep the stack running after the URL is printed (Ctrl-C stops it)",
     )
     parser.set_defaults(handler=_handle)
@@ -56,21 +58,23 @@ def _handle(args: argparse.Namespace) -> int:
         stack_process = _start_stack(state_dir)
         info = _wait_for_stack(state_dir, stack_process, timeout=180)
         if info is None:
-            print("orchestrator demo: the stack did not come up; see "
-                  f"{state_dir / 'logs'} and the output above", file=sys.stderr)
+            print(
+                "orchestrator demo: the stack did not come up; see "
+                f"{state_dir / 'logs'} and the output above",
+                file=sys.stderr,
+            )
             _stop_stack(stack_process)
             return 1
         print(f"stack ready in {time.monotonic() - started:.1f}s", flush=True)
-    endpoints = Endpoints(info.nats_url, info.database_url, info.vault_addr, info.vault_token,
-                          state_dir)
+    endpoints = Endpoints(
+        info.nats_url, info.database_url, info.vault_addr, info.vault_token, state_dir
+    )
     try:
         code = asyncio.run(_run_demo(endpoints, args.description, args.timeout, started))
         if code == 0 and args.keep_running and stack_process is not None:
             print("the stack keeps running; Ctrl-C stops it", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stack_process.wait()
-            except KeyboardInterrupt:
-                pass
         return code
     except KeyboardInterrupt:
         return 130
@@ -80,11 +84,13 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _start_stack(state_dir: Path) -> subprocess.Popen[bytes]:
-    log = (state_dir / "up.log")
+    log = state_dir / "up.log"
     state_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "--state-dir", str(state_dir), "up"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ.copy(),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
     )
 
 
@@ -98,7 +104,9 @@ def _wait_for_stack(
             print(tail, file=sys.stderr)
             return None
         info = read_stack_info(state_dir)
-        if info is not None and "stop with Ctrl-C" in (state_dir / "up.log").read_text(errors="replace"):
+        if info is not None and "stop with Ctrl-C" in (state_dir / "up.log").read_text(
+            errors="replace"
+        ):
             return info
         time.sleep(0.2)
     return None
@@ -114,14 +122,16 @@ def _stop_stack(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-async def _run_demo(endpoints: Endpoints, description: str, timeout: float, started: float) -> int:
+async def _run_demo(
+    endpoints: Endpoints, description: str, wait_seconds: float, started: float
+) -> int:
     chat_file = console_chat_path(endpoints.state_dir)
     offset = chat_file.stat().st_size if chat_file.exists() else 0
     lines: list[str] = []
     await commands.request(endpoints, description, "demo", lines.append)
     project_id = lines[0].split()[-1]
     print(f"project {project_id} submitted: {description}", flush=True)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     state = "requested"
     view: ProjectView | None = None
     async with database(endpoints) as sessions:
@@ -139,11 +149,12 @@ async def _run_demo(endpoints: Endpoints, description: str, timeout: float, star
             await asyncio.sleep(0.5)
         _print_new_messages(chat_file, offset, project_id)
     if state == "awaiting_answer":
-        print(f"the analyst needs an answer: orchestrator answer {project_id} \"...\"",
-              file=sys.stderr)
+        print(
+            f'the analyst needs an answer: orchestrator answer {project_id} "..."', file=sys.stderr
+        )
         return 2
     if view is None or state != "active" or not view.url:
-        reason = (view.error if view else None) or f"still {state} after {timeout:.0f}s"
+        reason = (view.error if view else None) or f"still {state} after {wait_seconds:.0f}s"
         print(f"orchestrator demo: the project did not go live: {reason}", file=sys.stderr)
         print(f"timeline: orchestrator status {project_id}", file=sys.stderr)
         return 1
@@ -177,8 +188,9 @@ def _print_new_messages(chat_file: Path, offset: int, project_id: str) -> int:
 
 def _health(url: str) -> str | None:
     try:
+        # The URL is the deployer's own http:// report, not user input.
         with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:  # noqa: S310
-            body = response.read().decode()
+            body: str = response.read().decode()
     except OSError:
         return None
     try:

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Describe a service in words; get it specified, built, tested and deployed.",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=_default_state_dir(),
+        "--state-dir",
+        type=Path,
+        default=_default_state_dir(),
         help="where the local stack keeps its data (default: $ORCH_STATE_DIR or ./.state)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

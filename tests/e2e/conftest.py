@@ -7,6 +7,7 @@ in production), so teardown stops every process started from the stack's state d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,8 +55,11 @@ class LocalStackProcess:
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir), "up"],
-            cwd=ROOT, env={**os.environ, **self.env}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
@@ -73,12 +77,17 @@ class LocalStackProcess:
         self.info = info
         return info
 
-    def cli(self, *args: str, timeout: float = 120, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 120, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir), *args],
-            cwd=ROOT, env={**os.environ, **self.env}, capture_output=True, text=True,
-            timeout=timeout, input=stdin,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
         )
 
     def status(self, project: str) -> dict[str, object]:
@@ -87,8 +96,9 @@ class LocalStackProcess:
         loaded: dict[str, object] = json.loads(result.stdout)
         return loaded
 
-    def wait_for_state(self, project: str, states: set[str], timeout: float = 300
-                       ) -> dict[str, object]:
+    def wait_for_state(
+        self, project: str, states: set[str], timeout: float = 300
+    ) -> dict[str, object]:
         deadline = time.monotonic() + timeout
         status: dict[str, object] = {}
         while time.monotonic() < deadline:
@@ -117,7 +127,8 @@ class LocalStackProcess:
         """Processes of the stack itself still alive (deployed services are not the stack)."""
         deployments = str(self.state_dir / "deployments")
         return [
-            pid for pid in processes_mentioning(str(self.state_dir))
+            pid
+            for pid in processes_mentioning(str(self.state_dir))
             if deployments not in _cmdline(pid)
         ]
 
@@ -128,10 +139,8 @@ class LocalStackProcess:
             try:
                 os.killpg(pid, signal.SIGTERM)
             except OSError:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
-                except OSError:
-                    pass
         return code
 
 

@@ -37,7 +37,9 @@ def test_up_request_status_and_clean_shutdown() -> None:
         assert any(line.startswith("state    active") for line in lines), human.stdout
         timeline = [line for line in lines if line.startswith("  ")]
         order = [
-            "intents.project.requested", "project.spec.ready", "project.repo.created",
+            "intents.project.requested",
+            "project.spec.ready",
+            "project.repo.created",
             "deploy.succeeded",
         ]
         positions = [next(i for i, t in enumerate(timeline) if kind in t) for kind in order]

@@ -17,7 +17,6 @@ from nats.aio.client import Client
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
 from infra.stack.nats_server import NatsServer
-from infra.stack.postgres_server import PostgresServer
 
 from .workload import EFFECTS_DDL
 
@@ -60,7 +59,9 @@ def start_replica(nats_url: str, db_url: str, replica: str, *args: str) -> subpr
     env = {**os.environ, "ORCH_NATS__URL": nats_url, "ORCH_DATABASE__URL": db_url}
     return subprocess.Popen(
         [sys.executable, str(WORKLOAD), "--replica", replica, *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -25,15 +25,15 @@ from producers.scheduler.ticks import tick_for
 from .conftest import sql, wait_for
 
 SPEC = ProjectSpec(
-    name="Expense tracker", slug="expense-tracker", summary="Tracks expenses",
+    name="Expense tracker",
+    slug="expense-tracker",
+    summary="Tracks expenses",
     kinds=(ServiceKind.HTTP,),
 )
 
 
 @pytest.fixture
-async def coordinator(
-    fresh_nats: NatsServer, migrated_db: str, nc: Client
-) -> AsyncIterator[None]:
+async def coordinator(fresh_nats: NatsServer, migrated_db: str, nc: Client) -> AsyncIterator[None]:
     app = build_app(Settings(nats={"url": fresh_nats.url}, database={"url": migrated_db}))
     stop = asyncio.Event()
     task = asyncio.create_task(app.serve(stop))
@@ -45,7 +45,8 @@ async def coordinator(
 async def stored(nc: Client, stream: str, subject: str) -> list[dict[str, object]]:
     """Every message stored on `subject` so far, decoded."""
     sub = await nc.jetstream().pull_subscribe(
-        subject, stream=stream,
+        subject,
+        stream=stream,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=5),
     )
     found: list[dict[str, object]] = []
@@ -64,7 +65,9 @@ def outcome(cls: type[ev.Event], cause: ev.Event, **payload: object) -> Event:
     return cause.derive(cls, actor="test-step", **payload)
 
 
-async def until_stored(nc: Client, stream: str, subject: str, count: int) -> list[dict[str, object]]:
+async def until_stored(
+    nc: Client, stream: str, subject: str, count: int
+) -> list[dict[str, object]]:
     for _ in range(100):
         found = await stored(nc, stream, subject)
         if len(found) >= count:
@@ -85,12 +88,24 @@ async def test_project_lifecycle_with_question_join_and_timeline(
     cause = ev.SpecRequested.model_validate(spec_request)
 
     await publisher.publish(
-        outcome(ev.ClarificationAsked, cause, project_id=request.project_id,
-                question="What should the bot do?", offline=True)
+        outcome(
+            ev.ClarificationAsked,
+            cause,
+            project_id=request.project_id,
+            question="What should the bot do?",
+            offline=True,
+        )
     )
-    await wait_for(lambda: sql(migrated_db, "SELECT state FROM projects")[0][0] == "awaiting_answer")
-    answer = clarification_answer(request.project_id, request.correlation_id, "track expenses",
-                                  user_id="cli:ana", source="cli")
+    await wait_for(
+        lambda: sql(migrated_db, "SELECT state FROM projects")[0][0] == "awaiting_answer"
+    )
+    answer = clarification_answer(
+        request.project_id,
+        request.correlation_id,
+        "track expenses",
+        user_id="cli:ana",
+        source="cli",
+    )
     await publisher.publish(answer)
     requests = await until_stored(nc, PROJECT.name, ev.SpecRequested.TYPE, 2)
     assert requests[1]["answers"] == ["track expenses"]
@@ -105,8 +120,14 @@ async def test_project_lifecycle_with_question_join_and_timeline(
 
     repo_cmd = ev.RepoRequested.model_validate(repo)
     await publisher.publish(
-        outcome(ev.RepoCreated, repo_cmd, project_id=request.project_id, repo_name="expense-tracker",
-                clone_url="git://127.0.0.1/expense-tracker.git", commit="a" * 40)
+        outcome(
+            ev.RepoCreated,
+            repo_cmd,
+            project_id=request.project_id,
+            repo_name="expense-tracker",
+            clone_url="git://127.0.0.1/expense-tracker.git",
+            commit="a" * 40,
+        )
     )
     (code,) = await until_stored(nc, PROJECT.name, ev.CodeRequested.TYPE, 1)
     code_cmd = ev.CodeRequested.model_validate(code)
@@ -114,30 +135,55 @@ async def test_project_lifecycle_with_question_join_and_timeline(
     # Both halves of the join arrive at once: exactly one deploy command must follow.
     await asyncio.gather(
         publisher.publish(
-            outcome(ev.CodeGenerated, code_cmd, project_id=request.project_id, commit="b" * 40,
-                    mode="offline", tests_passed=3)
+            outcome(
+                ev.CodeGenerated,
+                code_cmd,
+                project_id=request.project_id,
+                commit="b" * 40,
+                mode="offline",
+                tests_passed=3,
+            )
         ),
         publisher.publish(
-            outcome(ev.ResourcesAllocated, provision_cmd, project_id=request.project_id,
-                    server_name="local", host="127.0.0.1", port=20001)
+            outcome(
+                ev.ResourcesAllocated,
+                provision_cmd,
+                project_id=request.project_id,
+                server_name="local",
+                host="127.0.0.1",
+                port=20001,
+            )
         ),
     )
     (deploy,) = await until_stored(nc, DEPLOY.name, ev.DeployRequested.TYPE, 1)
     assert (deploy["commit"], deploy["port"]) == ("b" * 40, 20001)
     deploy_cmd = ev.DeployRequested.model_validate(deploy)
     await publisher.publish(
-        outcome(ev.DeploySucceeded, deploy_cmd, project_id=request.project_id, commit="b" * 40,
-                release="r1", url="http://127.0.0.1:20001")
+        outcome(
+            ev.DeploySucceeded,
+            deploy_cmd,
+            project_id=request.project_id,
+            commit="b" * 40,
+            release="r1",
+            url="http://127.0.0.1:20001",
+        )
     )
     await wait_for(lambda: sql(migrated_db, "SELECT state FROM projects")[0][0] == "active")
     await asyncio.sleep(0.5)
     assert len(await stored(nc, DEPLOY.name, ev.DeployRequested.TYPE)) == 1
 
-    timeline = [row[0] for row in sql(
-        migrated_db, "SELECT event_type FROM project_events ORDER BY occurred_at, id")]
+    timeline = [
+        row[0]
+        for row in sql(
+            migrated_db, "SELECT event_type FROM project_events ORDER BY occurred_at, id"
+        )
+    ]
     assert timeline == [
-        ev.ProjectRequested.TYPE, ev.ClarificationAsked.TYPE, ev.ClarificationAnswered.TYPE,
-        ev.SpecReady.TYPE, ev.RepoCreated.TYPE,
+        ev.ProjectRequested.TYPE,
+        ev.ClarificationAsked.TYPE,
+        ev.ClarificationAnswered.TYPE,
+        ev.SpecReady.TYPE,
+        ev.RepoCreated.TYPE,
         *sorted([ev.CodeGenerated.TYPE, ev.ResourcesAllocated.TYPE], key=timeline.index),
         ev.DeploySucceeded.TYPE,
     ]
@@ -155,14 +201,20 @@ async def test_failure_is_reported_and_final(nc: Client, migrated_db: str) -> No
     await publisher.publish(request)
     (spec_request,) = await until_stored(nc, PROJECT.name, ev.SpecRequested.TYPE, 1)
     await publisher.publish(
-        outcome(ev.SpecFailed, ev.SpecRequested.model_validate(spec_request),
-                project_id=request.project_id, reason="the provider refused")
+        outcome(
+            ev.SpecFailed,
+            ev.SpecRequested.model_validate(spec_request),
+            project_id=request.project_id,
+            reason="the provider refused",
+        )
     )
     await wait_for(lambda: sql(migrated_db, "SELECT state FROM projects")[0][0] == "failed")
     notes = await until_stored(nc, NOTIFY.name, ev.NotificationRequested.TYPE, 3)
     failure = [n for n in notes if n["kind"] == "failure"]
     assert failure and "the provider refused" in str(failure[0]["text"])
-    assert sql(migrated_db, "SELECT error FROM projects")[0][0] == "Spec failed: the provider refused"
+    assert (
+        sql(migrated_db, "SELECT error FROM projects")[0][0] == "Spec failed: the provider refused"
+    )
 
 
 @pytest.mark.usefixtures("coordinator")

@@ -50,7 +50,9 @@ async def test_two_replicas_share_a_durable_and_each_event_has_one_effect(
             await publisher.publish_many(events[chunk : chunk + 100])
         await wait_for(lambda: sql(migrated_db, "SELECT count(*) FROM effects")[0][0] >= 1000, 90)
         await asyncio.sleep(1)  # a late duplicate would show up here
-        total, distinct = sql(migrated_db, "SELECT count(*), count(DISTINCT event_id) FROM effects")[0]
+        total, distinct = sql(
+            migrated_db, "SELECT count(*), count(DISTINCT event_id) FROM effects"
+        )[0]
         assert (total, distinct) == (1000, 1000)
         per_replica = dict(sql(migrated_db, "SELECT replica, count(*) FROM effects GROUP BY 1"))
         assert set(per_replica) == {"a", "b"}, per_replica
@@ -122,16 +124,15 @@ async def test_poison_and_malformed_events_are_dead_lettered_and_replayable(
     await apply_consumers(nc.jsm(), (worker_spec(max_deliver=3),))
     poison = request("poison pill")
     refused = request("poison permanent")
-    await nc.jetstream().publish(
-        ProjectRequested.TYPE, b'{"not": "an event"}', stream=INTENTS.name
-    )
+    await nc.jetstream().publish(ProjectRequested.TYPE, b'{"not": "an event"}', stream=INTENTS.name)
     await publisher.publish(poison)
     await publisher.publish(refused)
     behind = [request(f"behind {i}") for i in range(20)]
     await publisher.publish_many(behind)
 
-    app = build_workload(settings_for(fresh_nats.url, migrated_db), "x", max_deliver=3,
-                         fail_poison=True)
+    app = build_workload(
+        settings_for(fresh_nats.url, migrated_db), "x", max_deliver=3, fail_poison=True
+    )
     stop = asyncio.Event()
     serving = asyncio.create_task(app.serve(stop))
     try:
@@ -170,9 +171,13 @@ async def test_poison_and_malformed_events_are_dead_lettered_and_replayable(
         assert await commands.dlq(endpoints, "replay", retried.seq, None, printed.append) == 0
         assert "replayed dead letter" in printed[0]
         await wait_for(
-            lambda: sql(
-                migrated_db, f"SELECT count(*) FROM effects WHERE event_id = '{poison.event_id}'"
-            )[0][0] == 1,
+            lambda: (
+                sql(
+                    migrated_db,
+                    f"SELECT count(*) FROM effects WHERE event_id = '{poison.event_id}'",
+                )[0][0]
+                == 1
+            ),
             20,
         )
         assert await dlq.get(retried.seq) is None
@@ -187,8 +192,9 @@ async def test_crash_between_commit_and_publish_is_healed_by_the_outbox_relay(
 ) -> None:
     await apply_consumers(nc.jsm(), (worker_spec(ack_wait=3),))
     event = request("crash after commit")
-    crashing = start_replica(fresh_nats.url, migrated_db, "crashing", "--crash-on-publish",
-                             "--ack-wait", "3")
+    crashing = start_replica(
+        fresh_nats.url, migrated_db, "crashing", "--crash-on-publish", "--ack-wait", "3"
+    )
     await JetStreamPublisher.from_client(nc).publish(event)
     assert crashing.wait(30) == 3
     assert sql(migrated_db, "SELECT count(*) FROM effects")[0][0] == 1
@@ -198,8 +204,10 @@ async def test_crash_between_commit_and_publish_is_healed_by_the_outbox_relay(
     restarted = start_replica(fresh_nats.url, migrated_db, "restarted", "--ack-wait", "3")
     try:
         await wait_for(
-            lambda: sql(migrated_db, "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
-            == 0,
+            lambda: (
+                sql(migrated_db, "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
+                == 0
+            ),
             30,
         )
         await asyncio.sleep(4)  # the redelivered original is a duplicate: re-published, deduped
@@ -213,11 +221,25 @@ async def test_crash_between_commit_and_publish_is_healed_by_the_outbox_relay(
 
 async def test_changed_consumer_settings_are_applied_at_next_start(nc: Client) -> None:
     jsm = nc.jsm()
-    before = ConsumerSpec("drift", "drift", INTENTS, ("intents.project.answered",), "drift test",
-                          ack_wait_seconds=30, max_deliver=5)
+    before = ConsumerSpec(
+        "drift",
+        "drift",
+        INTENTS,
+        ("intents.project.answered",),
+        "drift test",
+        ack_wait_seconds=30,
+        max_deliver=5,
+    )
     await apply_consumers(jsm, (before,))
-    after = ConsumerSpec("drift", "drift", INTENTS, ("intents.project.answered",), "drift test",
-                         ack_wait_seconds=45, max_deliver=9)
+    after = ConsumerSpec(
+        "drift",
+        "drift",
+        INTENTS,
+        ("intents.project.answered",),
+        "drift test",
+        ack_wait_seconds=45,
+        max_deliver=9,
+    )
     await apply_consumers(jsm, (after,))
     info = await jsm.consumer_info(INTENTS.name, "drift")
     assert info.config.ack_wait == 45
@@ -265,9 +287,7 @@ async def test_every_replica_of_the_runtime_uses_the_declared_durable(
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
     """Two in-process replicas bind the same durable: the server shows one consumer."""
-    apps = [
-        build_workload(settings_for(fresh_nats.url, migrated_db), name) for name in ("p", "q")
-    ]
+    apps = [build_workload(settings_for(fresh_nats.url, migrated_db), name) for name in ("p", "q")]
     stops = [asyncio.Event() for _ in apps]
     tasks = [asyncio.create_task(a.serve(s)) for a, s in zip(apps, stops, strict=True)]
     await asyncio.sleep(1.5)

@@ -18,10 +18,10 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from contracts import events as ev  # noqa: E402
-from contracts.topology import INTENTS, ConsumerSpec  # noqa: E402
-from infra.bus.runtime import ConsumerApp, PermanentError, StepContext  # noqa: E402
-from infra.settings import Settings  # noqa: E402
+from contracts import events as ev
+from contracts.topology import INTENTS, ConsumerSpec
+from infra.bus.runtime import ConsumerApp, PermanentError, StepContext
+from infra.settings import Settings
 
 EFFECTS_DDL = (
     "CREATE TABLE IF NOT EXISTS effects ("
@@ -32,8 +32,13 @@ EFFECTS_DDL = (
 
 def worker_spec(ack_wait: float = 30.0, max_deliver: int = 5) -> ConsumerSpec:
     return ConsumerSpec(
-        "test-worker", "test-worker", INTENTS, (ev.ProjectRequested.TYPE,),
-        "integration-test workload", ack_wait_seconds=ack_wait, max_deliver=max_deliver,
+        "test-worker",
+        "test-worker",
+        INTENTS,
+        (ev.ProjectRequested.TYPE,),
+        "integration-test workload",
+        ack_wait_seconds=ack_wait,
+        max_deliver=max_deliver,
     )
 
 
@@ -63,8 +68,11 @@ def build_workload(
             {"e": event.event_id, "r": replica, "d": event.description},
         )
         return event.derive(
-            ev.NotificationRequested, actor="test-worker", user_id=event.user_id,
-            kind=ev.NotificationKind.INFO, text=f"handled {event.description}",
+            ev.NotificationRequested,
+            actor="test-worker",
+            user_id=event.user_id,
+            kind=ev.NotificationKind.INFO,
+            text=f"handled {event.description}",
         )
 
     return app
@@ -77,11 +85,15 @@ async def _main(args: argparse.Namespace) -> int:
         consumer={"concurrency": args.concurrency, "backoff_seconds": [0.2]},
     )
     app = build_workload(
-        settings, args.replica, ack_wait=args.ack_wait, max_deliver=args.max_deliver,
+        settings,
+        args.replica,
+        ack_wait=args.ack_wait,
+        max_deliver=args.max_deliver,
         fail_poison=args.fail_poison,
         started_marker=Path(args.started_marker) if args.started_marker else None,
     )
     if args.crash_on_publish:
+
         async def crash_instead_of_publishing() -> None:
             assert app.publisher is not None
 

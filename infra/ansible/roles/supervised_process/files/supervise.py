@@ -76,14 +76,15 @@ def main(release: Path, log_path: Path) -> int:
         while not stopping:
             started = time.monotonic()
             log.write(f"supervise: starting {command} in {release}\n".encode())
-            child = subprocess.Popen(  # noqa: S603 -- the release's own start command
+            child = subprocess.Popen(
                 command, cwd=release, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             code = child.wait()
             if stopping:
                 break
-            log.write(f"supervise: service exited with {code}; restarting in {delay:.1f}s\n".encode())
+            note = f"supervise: service exited with {code}; restarting in {delay:.1f}s\n"
+            log.write(note.encode())
             delay = BACKOFF_START if time.monotonic() - started > STABLE_SECONDS else delay
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)

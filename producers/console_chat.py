@@ -2,9 +2,8 @@
 
 What the user types becomes `ProjectRequested` (or `ClarificationAnswered` while a question is
 open); what the pipeline says comes back through the notifier, which appends every console
-notification to `<state_dir>/console-chat.jsonl` (the notifier's console output writes it with
-`ConsoleChatLine`, defined here because this chat is the one that reads it). The chat tails that
-file, prints each line, and remembers open questions so a typed line can answer them.
+notification to `<state_dir>/console-chat.jsonl` (format: `infra.console_chat_file`). The chat
+tails that file, prints each line, and remembers open questions so a typed line can answer them.
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from contracts.events import NotificationKind, NotificationRequested
 from infra.bus.publisher import Publisher
+from infra.console_chat_file import ConsoleChatLine, console_chat_path
 from producers.intents import clarification_answer, project_request
 
-CONSOLE_CHAT_FILENAME = "console-chat.jsonl"
 MAX_TEXT_LENGTH = 8000
 
 HELP = """\
@@ -33,20 +32,6 @@ Describe the service you want in one message, and I will build and deploy it.
   /answer <project> <text>       answer the question of one project (id or its first characters)
   /help                          this text
   /quit                          leave the chat (the pipeline keeps running)"""
-
-
-def console_chat_path(state_dir: Path) -> Path:
-    """Where the notifier appends console notifications and the chat reads them."""
-    return state_dir / CONSOLE_CHAT_FILENAME
-
-
-class ConsoleChatLine(BaseModel):
-    """One line of `console-chat.jsonl`: the notification and the text a person reads."""
-
-    model_config = ConfigDict(frozen=True)
-
-    notification: NotificationRequested = Field(description="The notification as requested")
-    text: str = Field(description="The rendered text, as a chat would show it")
 
 
 class LineReader(Protocol):

@@ -1,6 +1,6 @@
 """The console chat's receiving end: a JSON-lines file the `orchestrator chat` tails, plus stdout.
 
-The line format belongs to the console chat (`producers.console_chat.ConsoleChatLine`): the
+The line format is `infra.console_chat_file.ConsoleChatLine`: the
 notification itself and the text a person reads, so the chat can track open questions.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from contracts.events import NotificationRequested
-from producers.console_chat import ConsoleChatLine, console_chat_path
+from infra.console_chat_file import ConsoleChatLine, console_chat_path
 
 
 class ConsoleChatFile:

@@ -20,8 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from infra.console_chat_file import ConsoleChatLine, console_chat_path
 from infra.stack.launcher import StackInfo, read_stack_info
-from producers.console_chat import ConsoleChatLine, console_chat_path
 from producers.read_model import ProjectNotFound, ProjectView, project_view
 
 from . import commands

@@ -106,6 +106,19 @@ class VaultClient:
             except hvac.exceptions.VaultError:
                 await self.login()
 
+    async def _call_logged_in(self, fn: Callable[[], T]) -> T:
+        """Run `fn`; if an AppRole token expired meanwhile (403), log in again and retry once.
+
+        Processes that never start `keep_renewed` still work past their token's TTL this way.
+        """
+        try:
+            return await self._call(fn)
+        except hvac.exceptions.Forbidden:
+            if not self._role_id:
+                raise
+            await self.login()
+            return await self._call(fn)
+
     async def read_secret(self, path: str) -> dict[str, str]:
         """The latest version of the KV v2 secret at `path`."""
 
@@ -116,7 +129,7 @@ class VaultClient:
             return result
 
         try:
-            data = (await self._call(_read))["data"]["data"]
+            data = (await self._call_logged_in(_read))["data"]["data"]
         except hvac.exceptions.InvalidPath as exc:
             raise SecretNotFound(
                 f"no secret at {self._kv_mount}/{path}; store it with "
@@ -139,7 +152,7 @@ class VaultClient:
             )
 
         try:
-            await self._call(_write)
+            await self._call_logged_in(_write)
         except hvac.exceptions.VaultError as exc:
             raise VaultError(f"writing {self._kv_mount}/{path} failed: {exc}") from exc
 
@@ -153,7 +166,7 @@ class VaultClient:
                 )
 
         try:
-            await self._call(_delete)
+            await self._call_logged_in(_delete)
         except hvac.exceptions.VaultError as exc:
             raise VaultError(f"deleting {self._kv_mount}/{path} failed: {exc}") from exc
 
@@ -167,7 +180,7 @@ class VaultClient:
                 return []
             return [str(key) for key in result["data"]["keys"]]
 
-        return await self._call(_list)
+        return await self._call_logged_in(_list)
 
 
 def project_secret_path(project_id: str, name: str) -> str:

@@ -1,0 +1,1 @@
+"""Ops: health checks of deployed services, incidents opened and resolved."""

@@ -1,0 +1,3 @@
+from consumers.ops.app import main
+
+main()

@@ -1,0 +1,3 @@
+from producers.api.app import main
+
+main()

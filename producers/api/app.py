@@ -1,0 +1,144 @@
+"""Composition root of the HTTP API process: JetStream, database, Vault (AppRole `api`), uvicorn.
+
+The API is a producer: it publishes intents and `SecretStored`, reads the project tables, and
+writes secret values to Vault with a policy that cannot read them back. It never talks to a
+consumer directly. `build_api` takes every dependency, so tests pass real servers' clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats
+import structlog
+import uvicorn
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.bus.publisher import JetStreamPublisher, Publisher
+from infra.db.session import make_engine, make_sessionmaker
+from infra.logging import configure_logging
+from infra.settings import Settings, get_settings
+from infra.vault import VaultClient
+from producers.api.auth import caller_dependency
+from producers.api.metrics import RequestMetrics
+from producers.api.routes import build_router
+from producers.api.schemas import Health
+from producers.api.service import Conflict, ProjectService, SecretWriter, Unavailable
+from producers.api.settings import ApiSettings
+from producers.read_model import ProjectNotFound
+
+PROCESS = "api"
+#: Seconds a client should wait before repeating a request refused with 503.
+RETRY_AFTER = "5"
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+def build_api(
+    publisher: Publisher,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: SecretWriter,
+) -> FastAPI:
+    """The ASGI application; the caller owns (opens and closes) the three dependencies."""
+    app = FastAPI(
+        title="Codegen Orchestrator API",
+        version="1",
+        description="Describe a service in words; follow it being specified, built and "
+        "deployed. Every endpoint but /healthz and /metrics needs "
+        "`Authorization: Bearer <token>` (`orchestrator tokens create NAME`).",
+    )
+    service = ProjectService(publisher, sessionmaker, vault)
+    app.include_router(build_router(service, caller_dependency(sessionmaker)))
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    app.mount("/metrics", make_asgi_app())
+    app.add_middleware(RequestMetrics)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Domain errors become status codes with their message as `detail`."""
+
+    @app.exception_handler(ProjectNotFound)
+    async def not_found(_: Request, exc: ProjectNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": RETRY_AFTER},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each rejected `input`; for a secret that is its value.
+        errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def serve(settings: Settings, api_settings: ApiSettings) -> int:
+    """Serve until a signal (exit 0) or until the NATS connection is closed for good (exit 1)."""
+    vault = VaultClient.from_settings(settings.vault)
+    await vault.login()
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    # Reconnect forever; if the client still closes, exit so the supervisor restarts us.
+    nc = await nats.connect(
+        settings.nats.url.split(","),
+        max_reconnect_attempts=-1,
+        connect_timeout=5,
+        closed_cb=on_closed,
+    )
+    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    publisher = JetStreamPublisher(nc.jetstream(), timeout=api_settings.publish_timeout_seconds)
+    app = build_api(publisher, make_sessionmaker(engine), vault)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=api_settings.host,
+            port=api_settings.port,
+            log_config=None,  # keep the JSON pipeline `configure_logging` installed
+            proxy_headers=True,
+            forwarded_allow_ips=api_settings.forwarded_allow_ips,
+        )
+    )
+    renew = asyncio.create_task(vault.keep_renewed())
+    serving = asyncio.create_task(server.serve())
+    bus_closed = asyncio.create_task(closed.wait())
+    try:
+        await asyncio.wait([serving, bus_closed], return_when=asyncio.FIRST_COMPLETED)
+        if closed.is_set():
+            log.error("api.bus_closed", detail="NATS connection closed; exiting for a restart")
+            server.should_exit = True
+        await serving
+    finally:
+        for task in (renew, bus_closed):
+            task.cancel()
+        await engine.dispose()
+        if not closed.is_set():
+            with contextlib.suppress(Exception):
+                await nc.close()
+    return 1 if closed.is_set() else 0
+
+
+def main() -> None:
+    configure_logging(PROCESS)
+    raise SystemExit(asyncio.run(serve(get_settings(), ApiSettings())))

@@ -1,0 +1,154 @@
+"""The endpoints: each validates, calls one use case of `ProjectService`, shapes the answer.
+
+No `from __future__ import annotations` here: FastAPI reads the `Annotated` dependencies
+below at definition time, and they close over the injected service and auth dependency.
+"""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from infra.db.models import Project
+from infra.logging import register_secret
+from producers.api.schemas import (
+    SECRET_NAME_PATTERN,
+    Accepted,
+    AnswerRequest,
+    ArchiveRequest,
+    ProjectDetail,
+    ProjectList,
+    ProjectRequest,
+    ProjectSummary,
+    SecretValue,
+    TimelineItem,
+)
+from producers.api.service import ProjectService
+from producers.api.tokens import Caller
+from producers.read_model import ProjectView
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing, unknown or revoked token (the detail says which)"},
+    404: {"description": "You have no project with this reference"},
+    503: {"description": "The event bus or Vault is unavailable; nothing was recorded, try again"},
+}
+
+Ref = Annotated[str, Path(description="Project id, its first 8+ characters, or its slug")]
+
+
+def build_router(
+    service: ProjectService, current_caller: Callable[..., Awaitable[Caller]]
+) -> APIRouter:
+    router = APIRouter(tags=["projects"], responses=_ERRORS)
+    CallerDep = Annotated[Caller, Depends(current_caller)]
+
+    def accepted(request: Request, response: Response, project_id: uuid.UUID,
+                 flow_id: uuid.UUID) -> Accepted:  # fmt: skip
+        status_url = str(request.url_for("get_project", ref=str(project_id)))
+        response.headers["Location"] = status_url
+        return Accepted(project_id=project_id, flow_id=flow_id, status_url=status_url)
+
+    @router.post(
+        "/projects",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Ask for a new service",
+        description="Publishes the request; the analyst, then the rest of the pipeline, take it "
+        "from there. Follow progress at `status_url`.",
+    )
+    async def create_project(
+        body: ProjectRequest, caller: CallerDep, request: Request, response: Response
+    ) -> Accepted:
+        event = await service.request_project(caller, body.description)
+        return accepted(request, response, event.project_id, event.correlation_id)
+
+    @router.get("/projects", summary="Your projects, newest first")
+    async def list_projects(
+        caller: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=100, description="At most this many")] = 20,
+    ) -> ProjectList:
+        projects = await service.list_projects(caller, limit)
+        return ProjectList(projects=[_summary(p) for p in projects])
+
+    @router.get("/projects/{ref}", summary="A project's state, URL and timeline")
+    async def get_project(ref: Ref, caller: CallerDep) -> ProjectDetail:
+        return _detail(await service.view(caller, ref))
+
+    @router.post(
+        "/projects/{ref}/answers",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Answer the analyst's open question",
+        responses={409: {"description": "No question is waiting for an answer"}},
+    )
+    async def answer(
+        ref: Ref, body: AnswerRequest, caller: CallerDep, request: Request, response: Response
+    ) -> Accepted:
+        event = await service.answer(caller, ref, body.answer)
+        return accepted(request, response, event.project_id, event.correlation_id)
+
+    @router.put(
+        "/projects/{ref}/secrets/{name}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        summary="Store a secret the service needs (e.g. TELEGRAM_BOT_TOKEN)",
+        description="The value goes to Vault only. It is never returned, logged or put on the "
+        "bus; the deploy writes it into the service's `.env`. Writing again replaces it.",
+    )
+    async def put_secret(
+        ref: Ref,
+        name: Annotated[
+            str,
+            Path(pattern=SECRET_NAME_PATTERN, description="Variable name: A-Z, 0-9, _"),
+        ],
+        body: SecretValue,
+        caller: CallerDep,
+    ) -> Response:
+        value = body.value.get_secret_value()
+        register_secret(value)
+        await service.store_secret(caller, ref, name, value)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.post(
+        "/projects/{ref}/archive",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Retire a project and release its server resources",
+        responses={409: {"description": "Already archived"}},
+    )
+    async def archive(
+        ref: Ref, caller: CallerDep, request: Request, response: Response,
+        body: ArchiveRequest | None = None,
+    ) -> Accepted:  # fmt: skip
+        event = await service.archive(caller, ref, body.reason if body else "")
+        return accepted(request, response, event.project_id, event.correlation_id)
+
+    return router
+
+
+def _summary(project: Project | ProjectView) -> ProjectSummary:
+    return ProjectSummary(
+        id=project.id,
+        flow_id=project.flow_id,
+        name=project.name,
+        slug=project.slug,
+        state=project.state,
+        url=project.url,
+        offline=project.offline,
+        created_at=project.created_at,
+    )
+
+
+def _detail(view: ProjectView) -> ProjectDetail:
+    return ProjectDetail(
+        **_summary(view).model_dump(),
+        error=view.error,
+        timeline=[
+            TimelineItem(
+                at=t.occurred_at,
+                type=t.event_type,
+                actor=t.actor,
+                state=t.state,
+                summary=t.summary,
+            )
+            for t in view.timeline
+        ],
+    )

@@ -1,0 +1,111 @@
+"""`orchestrator tokens create | list | revoke`: credentials for the HTTP API.
+
+A token is printed once, when it is created; only its SHA-256 is stored, so a lost token is
+revoked and replaced, never recovered. The command functions take a sessionmaker and an
+output function, so tests call them against a real PostgreSQL; `register` mounts them under
+the top-level parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from producers.api.tokens import TokenError, issue_token, list_tokens, revoke_token
+from producers.cli.connection import Endpoints, database, resolve
+
+Out = Callable[[str], None]
+
+_TABLE_HEADER = ("NAME", "USER", "CREATED", "LAST USED", "STATUS")
+
+
+async def create(
+    sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, name: str, user: str | None = None
+) -> int:
+    """Issue a token for `api:<user>` (the user defaults to the token's name) and print it once."""
+    issued = await issue_token(sessionmaker, name, user or name)
+    out(issued.token)
+    out(f"token {issued.name} for {issued.user_id}: shown only now, store it in a secret manager; "
+        f"call the API with `Authorization: Bearer <token>`")  # fmt: skip
+    return 0
+
+
+async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
+    """Print every token (never the token itself: it is not stored)."""
+    tokens = await list_tokens(sessionmaker)
+    if not tokens:
+        out("no API tokens: create one with `orchestrator tokens create NAME --user USER`")
+        return 0
+    rows = [_TABLE_HEADER] + [
+        (
+            t.name,
+            t.user_id,
+            _when(t.created_at),
+            _when(t.last_used_at),
+            "revoked" if t.revoked else "active",
+        )
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
+    for row in rows:
+        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def revoke(sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, name: str) -> int:
+    """Revoke a token: the API refuses it from its next request on."""
+    info = await revoke_token(sessionmaker, name)
+    out(f"revoked token {info.name} ({info.user_id}); its next request gets 401")
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "never"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Mount `tokens create|list|revoke` on the `orchestrator` parser."""
+    parser = subparsers.add_parser("tokens", help="HTTP API tokens: create, list, revoke")
+    actions = parser.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+
+    p = actions.add_parser(
+        "create",
+        help="issue a token (printed once)",
+        description="Issue an HTTP API token. It is printed once and stored only as a "
+        "SHA-256; projects created with it belong to the user api:USER.",
+    )
+    p.add_argument("name", help="token name, e.g. the integration using it (unique)")
+    p.add_argument("--user", help="who the token acts for (default: the token's name)")
+    p.set_defaults(handler=_handle)
+
+    p = actions.add_parser("list", help="tokens with their user, last use and status")
+    p.set_defaults(handler=_handle)
+
+    p = actions.add_parser("revoke", help="refuse a token from now on")
+    p.add_argument("name")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
+    try:
+        return asyncio.run(run(args, resolve(args.state_dir)))
+    except TokenError as exc:
+        print(f"orchestrator tokens {args.tokens_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
+    """Open the database and run one action."""
+    out: Out = print
+    async with database(endpoints) as sessionmaker:
+        if args.tokens_command == "create":
+            return await create(sessionmaker, out, name=args.name, user=args.user)
+        if args.tokens_command == "revoke":
+            return await revoke(sessionmaker, out, name=args.name)
+        return await show(sessionmaker, out)

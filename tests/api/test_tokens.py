@@ -1,0 +1,131 @@
+"""`orchestrator tokens create | list | revoke` against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.migrate import upgrade
+from infra.db.models import ApiToken, User
+from infra.db.session import make_engine, make_sessionmaker
+from producers.api.tokens import (
+    TOKEN_PREFIX,
+    InvalidToken,
+    TokenError,
+    authenticate,
+    hash_token,
+)
+from producers.cli import tokens
+
+
+async def test_create_prints_the_token_once_and_stores_only_its_hash(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    lines: list[str] = []
+
+    assert await tokens.create(sessionmaker, lines.append, name="ci", user="carol") == 0
+
+    token = lines[0]
+    assert token.startswith(TOKEN_PREFIX)
+    assert len(token) > 40
+    assert "shown only now" in lines[1]
+    assert "api:carol" in lines[1]
+    async with sessionmaker() as session:
+        row = await session.scalar(select(ApiToken).where(ApiToken.name == "ci"))
+        assert row is not None
+        assert row.token_hash == hash_token(token)
+        assert row.user_id == "api:carol"
+        assert await session.get(User, "api:carol") is not None
+        dump = (await session.execute(text("SELECT t::text FROM api_tokens t"))).scalars().all()
+    assert all(token not in line for line in dump)
+
+    caller = await authenticate(sessionmaker, token)
+    assert (caller.token_name, caller.user_id) == ("ci", "api:carol")
+
+
+async def test_list_shows_status_and_last_use_and_revoke_refuses_the_token(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    lines: list[str] = []
+    await tokens.show(sessionmaker, lines.append)
+    assert lines == ["no API tokens: create one with `orchestrator tokens create NAME --user USER`"]
+
+    await tokens.create(sessionmaker, lines.append, name="dave")  # user defaults to the name
+    token = lines[-2]
+    await tokens.create(sessionmaker, lines.append, name="erin-bot", user="erin")
+    await authenticate(sessionmaker, token)
+    assert await tokens.revoke(sessionmaker, lines.append, name="erin-bot") == 0
+    assert lines[-1] == "revoked token erin-bot (api:erin); its next request gets 401"
+
+    table: list[str] = []
+    await tokens.show(sessionmaker, table.append)
+    assert table[0].split() == ["NAME", "USER", "CREATED", "LAST", "USED", "STATUS"]
+    dave, erin = table[1], table[2]
+    assert dave.startswith("dave") and "api:dave" in dave and dave.endswith("active")
+    assert "never" not in dave  # used once above
+    assert erin.startswith("erin-bot") and "never" in erin and erin.endswith("revoked")
+
+
+async def test_token_errors_tell_the_operator_what_to_do(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    out: list[str] = []
+    await tokens.create(sessionmaker, out.append, name="ci")
+    with pytest.raises(TokenError, match="a token named 'ci' already exists"):
+        await tokens.create(sessionmaker, out.append, name="ci", user="someone")
+    with pytest.raises(TokenError, match="invalid token name"):
+        await tokens.create(sessionmaker, out.append, name="has space")
+    with pytest.raises(TokenError, match="no token named 'nope'"):
+        await tokens.revoke(sessionmaker, out.append, name="nope")
+    with pytest.raises(InvalidToken, match="unknown API token"):
+        await authenticate(sessionmaker, TOKEN_PREFIX + "x" * 43)
+
+
+def test_the_argparse_path_creates_lists_and_revokes(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upgrade(database_url)
+    monkeypatch.setenv("ORCH_NATS__URL", "nats://127.0.0.1:1")  # unused by `tokens`
+    monkeypatch.setenv("ORCH_DATABASE__URL", database_url)
+    parser = argparse.ArgumentParser(prog="orchestrator")
+    parser.add_argument("--state-dir", type=Path, default=tmp_path)
+    tokens.register(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        args = parser.parse_args(argv)
+        code = args.handler(args)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("tokens", "create", "deploy-bot", "--user", "frank")
+    assert code == 0
+    token = out.splitlines()[0]
+    assert token.startswith(TOKEN_PREFIX)
+
+    code, out, _ = run("tokens", "list")
+    assert code == 0
+    assert "deploy-bot" in out and "api:frank" in out and token not in out
+
+    assert run("tokens", "revoke", "deploy-bot")[0] == 0
+    code, _, err = run("tokens", "revoke", "ghost")
+    assert code == 1
+    assert "orchestrator tokens revoke: no token named 'ghost'" in err
+
+    async def refused() -> str:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            with pytest.raises(InvalidToken) as raised:
+                await authenticate(make_sessionmaker(engine), token)
+            return str(raised.value)
+        finally:
+            await engine.dispose()
+
+    assert "was revoked" in asyncio.run(refused())

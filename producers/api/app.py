@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+from collections.abc import Iterator
 
 import nats
 import structlog
@@ -91,6 +93,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal capture.
+
+    uvicorn re-raises the stop signal once it has served, which kills the process before it
+    closes NATS and the database; `serve` handles SIGTERM and SIGINT itself instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(settings: Settings, api_settings: ApiSettings) -> int:
     """Serve until a signal (exit 0) or until the NATS connection is closed for good (exit 1)."""
     vault = VaultClient.from_settings(settings.vault)
@@ -110,7 +124,7 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
     publisher = JetStreamPublisher(nc.jetstream(), timeout=api_settings.publish_timeout_seconds)
     app = build_api(publisher, make_sessionmaker(engine), vault)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=api_settings.host,
@@ -120,12 +134,21 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
             forwarded_allow_ips=api_settings.forwarded_allow_ips,
         )
     )
+
+    def stop() -> None:
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
     renew = asyncio.create_task(vault.keep_renewed())
     serving = asyncio.create_task(server.serve())
     bus_closed = asyncio.create_task(closed.wait())
+    bus_lost = False
     try:
         await asyncio.wait([serving, bus_closed], return_when=asyncio.FIRST_COMPLETED)
-        if closed.is_set():
+        bus_lost = closed.is_set()
+        if bus_lost:
             log.error("api.bus_closed", detail="NATS connection closed; exiting for a restart")
             server.should_exit = True
         await serving
@@ -136,7 +159,7 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         if not closed.is_set():
             with contextlib.suppress(Exception):
                 await nc.close()
-    return 1 if closed.is_set() else 0
+    return 1 if bus_lost else 0
 
 
 def main() -> None:

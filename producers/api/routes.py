@@ -43,8 +43,9 @@ def build_router(
     router = APIRouter(tags=["projects"], responses=_ERRORS)
     CallerDep = Annotated[Caller, Depends(current_caller)]
 
-    def accepted(request: Request, response: Response, project_id: uuid.UUID,
-                 flow_id: uuid.UUID) -> Accepted:  # fmt: skip
+    def accepted(
+        request: Request, response: Response, project_id: uuid.UUID, flow_id: uuid.UUID
+    ) -> Accepted:
         status_url = str(request.url_for("get_project", ref=str(project_id)))
         response.headers["Location"] = status_url
         return Accepted(project_id=project_id, flow_id=flow_id, status_url=status_url)
@@ -115,9 +116,12 @@ def build_router(
         responses={409: {"description": "Already archived"}},
     )
     async def archive(
-        ref: Ref, caller: CallerDep, request: Request, response: Response,
+        ref: Ref,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
         body: ArchiveRequest | None = None,
-    ) -> Accepted:  # fmt: skip
+    ) -> Accepted:
         event = await service.archive(caller, ref, body.reason if body else "")
         return accepted(request, response, event.project_id, event.correlation_id)
 

@@ -17,8 +17,8 @@ import structlog
 import uvicorn
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.bus.publisher import JetStreamPublisher, Publisher
@@ -61,7 +61,11 @@ def build_api(
     async def healthz() -> Health:
         return Health(status="ok")
 
-    app.mount("/metrics", make_asgi_app())
+    # A route, not a mounted ASGI app: a mount answers `/metrics` with a redirect to `/metrics/`.
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     app.add_middleware(RequestMetrics)
     _add_error_handlers(app)
     return app

@@ -59,7 +59,7 @@ async def test_requests_without_a_valid_token_are_refused_with_the_reason(
 
     # Liveness and metrics need no token; the refusals above are counted.
     assert (await http.get("/healthz")).json() == {"status": "ok"}
-    metrics = (await http.get("/metrics/")).text
+    metrics = (await http.get("/metrics")).text
     refusals = 'request_duration_seconds_count{method="GET",route="/projects",status="401"}'
     assert f"orchestrator_api_{refusals}" in metrics
 

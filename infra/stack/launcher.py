@@ -45,6 +45,8 @@ STACK_FILE = "stack.json"
 ENV_FILE = "env"
 OPERATOR_ROLE = "operator"
 SCHEDULER = "scheduler"
+#: The HTTP API serves /metrics on its own port, so its metrics port is its API port.
+API = "api"
 # Well-known ports are used when free, so a developer's tools find the stack where they expect.
 DEFAULT_PORTS = {
     "nats": 4222,
@@ -134,8 +136,9 @@ def discover_processes() -> dict[str, str]:
             if (package / "__main__.py").is_file() and (package / "__init__.py").is_file():
                 found[package.name] = f"consumers.{package.name}"
     for directory in _package_dirs("producers"):
-        if (directory / SCHEDULER / "__main__.py").is_file():
-            found[SCHEDULER] = f"producers.{SCHEDULER}"
+        for producer in (SCHEDULER, API):
+            if (directory / producer / "__main__.py").is_file():
+                found[producer] = f"producers.{producer}"
     return found
 
 
@@ -314,8 +317,9 @@ def _select_processes(consumers: Sequence[str] | None) -> dict[str, str]:
                 f"(runnable: {', '.join(sorted(available)) or 'none'})"
             )
         selected = {name: available[name] for name in consumers}
-        if SCHEDULER in available:
-            selected[SCHEDULER] = available[SCHEDULER]
+        for producer in (SCHEDULER, API):
+            if producer in available:
+                selected[producer] = available[producer]
     missing_policy = sorted(set(selected) - set(policy_names()))
     if missing_policy:
         raise ValueError(
@@ -363,6 +367,7 @@ async def _serve(
                         "ORCH_REPO_DAEMON_URL": info.git_base_url,
                         "ORCH_DEPLOYER__DEPLOY_ROOT": str(stack.state_dir / "deployments"),
                         "PYTHONUNBUFFERED": "1",
+                        **({"ORCH_API__PORT": str(ports_by_process[name])} if name == API else {}),
                     },
                     cwd=project_root,
                 )
@@ -419,10 +424,11 @@ def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float |
     ]
     for name, port in info.metrics_ports.items():
         seconds = ready_in.get(name)
+        where = f"http://127.0.0.1:{port}" + (" (HTTP API)" if name == API else "/metrics")
         rows.append(
             (
                 name,
-                f"http://127.0.0.1:{port}/metrics",
+                where,
                 f"{seconds:.1f}s" if seconds is not None else "not serving metrics yet",
             )
         )

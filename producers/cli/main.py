@@ -87,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Sub-commands that live in their own modules."""
-    from producers.cli import servers
+    from producers.cli import servers, tokens
 
     servers.register(sub)
+    tokens.register(sub)
     from producers.cli import chat_command, demo
 
     chat_command.register(sub)

@@ -8,11 +8,18 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import Event
-from contracts.events import DeployRequested
+from contracts.events import DeployFailed, DeployRequested, DeployRolledBack, DeploySucceeded
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
+from infra.metrics import DEPLOYS
 
 from .ports import DeploymentRecords, PlaybookRunner, SecretSource, ServerInventory
 from .service import DeployerConfig, DeployerService, TargetUnreachable
+
+DEPLOY_OUTCOMES: dict[type[Event], str] = {
+    DeploySucceeded: "succeeded",
+    DeployFailed: "failed",
+    DeployRolledBack: "rolled_back",
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,11 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             actor=ctx.consumer,
         )
         try:
-            return await service.deploy(event, heartbeat=ctx.heartbeat)
+            emitted = await service.deploy(event, heartbeat=ctx.heartbeat)
         except TargetUnreachable as exc:
             # The server may come back; after max_deliver the request lands in the DLQ.
             raise TransientError(str(exc)) from exc
+        for outcome in emitted:
+            if isinstance(outcome, DeploySucceeded | DeployFailed | DeployRolledBack):
+                DEPLOYS.labels(DEPLOY_OUTCOMES[type(outcome)]).inc()
+        return emitted

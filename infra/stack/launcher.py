@@ -47,6 +47,7 @@ OPERATOR_ROLE = "operator"
 SCHEDULER = "scheduler"
 #: The HTTP API serves /metrics on its own port, so its metrics port is its API port.
 API = "api"
+PROMETHEUS_TARGETS = "prometheus-targets.json"
 # Well-known ports are used when free, so a developer's tools find the stack where they expect.
 DEFAULT_PORTS = {
     "nats": 4222,
@@ -344,6 +345,17 @@ async def _serve(
     info = stack.info(stack.operator_token(), ports_by_process)
     _write_private(stack.state_dir / STACK_FILE, json.dumps(info.to_json(), indent=2) + "\n")
     _write_private(stack.state_dir / ENV_FILE, _shell_env(info.env))
+    # Prometheus file_sd targets (infra/prometheus/prometheus.yml reads a file of this shape).
+    (stack.state_dir / PROMETHEUS_TARGETS).write_text(
+        json.dumps(
+            [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"process": name}}
+                for name, port in ports_by_process.items()
+            ],
+            indent=2,
+        )
+        + "\n"
+    )
 
     supervisor = Supervisor(Path(info.log_dir))
     try:

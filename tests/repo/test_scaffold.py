@@ -65,7 +65,10 @@ def test_deploy_json_tells_the_deployer_how_to_start_test_and_check() -> None:
         "requirements": "requirements.txt",
         "env_example": ".env.example",
         "version_env": "APP_VERSION",
+        "optional_secrets": [],
     }
+    # A bot runs idle without its token, so the deployer must not refuse a deploy over it.
+    assert json.loads(render(BOT)["deploy.json"])["optional_secrets"] == ["TELEGRAM_BOT_TOKEN"]
 
 
 def test_env_example_lists_every_variable_and_leaves_secrets_empty() -> None:

@@ -1,8 +1,4 @@
-"""Where the analyst's LLM spend goes: `llm_usage` rows and the cost metrics.
-
-The rows are added to the step's session, so they commit with the inbox record and the
-outcome event: a redelivered request that was already handled never counts twice.
-"""
+"""The analyst's LLM spend, recorded in the step's transaction (see `infra.llm_usage`)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from infra.db.models import LlmUsage
-from infra.metrics import record_llm_usage
+from infra.llm_usage import record_llm_call
 
 from .service import LLMCall
 
@@ -24,21 +19,13 @@ def record_usage(
     session: AsyncSession, project_id: uuid.UUID, event_id: uuid.UUID, calls: Sequence[LLMCall]
 ) -> None:
     for call in calls:
-        session.add(
-            LlmUsage(
-                project_id=project_id,
-                stage=STAGE,
-                model=call.model,
-                prompt_tokens=call.usage.prompt_tokens,
-                completion_tokens=call.usage.completion_tokens,
-                cost_usd=Decimal(str(call.cost_usd)),
-                event_id=event_id,
-            )
-        )
-        record_llm_usage(
-            project=str(project_id),
+        record_llm_call(
+            session,
+            project_id=project_id,
+            event_id=event_id,
             stage=STAGE,
+            model=call.model,
             prompt_tokens=call.usage.prompt_tokens,
             completion_tokens=call.usage.completion_tokens,
-            cost_usd=call.cost_usd,
+            cost_usd=Decimal(str(call.cost_usd)),
         )

@@ -1,8 +1,4 @@
-"""Where the engineer's LLM spend goes: `llm_usage` rows and the cost metrics.
-
-The rows join the step's session, so they commit with the inbox record and the outcome
-event: a redelivered request that was already handled never counts twice.
-"""
+"""The engineer's LLM spend, recorded in the step's transaction (see `infra.llm_usage`)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.engineer.agent import LLMUsage
-from infra.db.models import LlmUsage
-from infra.metrics import record_llm_usage
+from infra.llm_usage import record_llm_call
 
 STAGE = "engineer"
 
@@ -22,21 +17,13 @@ def record_usage(
     session: AsyncSession, project_id: uuid.UUID, event_id: uuid.UUID, usage: Sequence[LLMUsage]
 ) -> None:
     for item in usage:
-        session.add(
-            LlmUsage(
-                project_id=project_id,
-                stage=STAGE,
-                model=item.model,
-                prompt_tokens=item.prompt_tokens,
-                completion_tokens=item.completion_tokens,
-                cost_usd=item.cost_usd,
-                event_id=event_id,
-            )
-        )
-        record_llm_usage(
-            project=str(project_id),
+        record_llm_call(
+            session,
+            project_id=project_id,
+            event_id=event_id,
             stage=STAGE,
+            model=item.model,
             prompt_tokens=item.prompt_tokens,
             completion_tokens=item.completion_tokens,
-            cost_usd=float(item.cost_usd),
+            cost_usd=item.cost_usd,
         )

@@ -13,6 +13,7 @@ together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.provisioner.placement import ServerLoad, free_ports, rank_servers
 from infra.db.models import PortAllocation, Server
+from infra.stack.ports import tcp_accepts
 
 #: The constraint whose violation means "this project already has an allocation".
 _PROJECT_UNIQUE = "uq_port_allocations_project_id"
+#: A port that accepts a connection within this long is taken; a filtered port counts as free.
+PROBE_TIMEOUT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,10 @@ class ProvisionerService:
             await savepoint.rollback()
             return None
         for port in free_ports(port_min, port_max, used):
+            if await asyncio.to_thread(tcp_accepts, port, host, PROBE_TIMEOUT_SECONDS):
+                # Something the inventory does not know (a stale service, another stack on
+                # the same machine) already listens there; a deploy would fail to bind it.
+                continue
             try:
                 async with self._session.begin_nested():
                     self._session.add(

@@ -10,6 +10,9 @@ answer resumes the same flow.
 The helpers at the top are shared by the other e2e modules of the pipeline.
 """
 
+# A Russian description is test data, not look-alike typos.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import json
@@ -20,7 +23,6 @@ import stat
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,9 @@ import psycopg
 import pytest
 from dotenv import dotenv_values
 
+from infra.console_chat_file import console_chat_path
 from infra.stack.bootstrap import LOCAL_PORT_RANGE
 from infra.stack.ports import port_is_free
-from producers.console_chat import console_chat_path
 
 from .conftest import LocalStackProcess
 
@@ -104,7 +106,7 @@ def sql(stack: LocalStackProcess, query: str, *params: object) -> list[tuple[Any
     assert stack.info is not None
     url = stack.info.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(url, autocommit=True) as connection:
-        cursor = connection.execute(query, params)  # type: ignore[arg-type]
+        cursor = connection.execute(query, params)
         return cursor.fetchall() if cursor.description is not None else []
 
 
@@ -166,7 +168,7 @@ KINDS = {
 
 
 @pytest.fixture(scope="module")
-def submitted(offline_stack: LocalStackProcess) -> Iterator[dict[str, tuple[str, str, str]]]:
+def submitted(offline_stack: LocalStackProcess) -> dict[str, tuple[str, str, str]]:
     """All four kinds requested at once (they build in parallel): case → (id, flow, name)."""
     own_port_range(offline_stack)
     projects = {}
@@ -174,7 +176,7 @@ def submitted(offline_stack: LocalStackProcess) -> Iterator[dict[str, tuple[str,
         name = unique_name(case.replace("_", "-"))
         project_id, flow_id = request_project(offline_stack, template.format(name=name))
         projects[case] = (project_id, flow_id, name)
-    yield projects
+    return projects
 
 
 @pytest.mark.parametrize("case", sorted(KINDS))
@@ -215,7 +217,7 @@ def test_description_becomes_a_running_service(
     assert env["APP_VERSION"] == commit
     assert os.readlink(release_dir(offline_stack, name)).endswith(commit[:12])
 
-    assert_timeline_in_order(status["timeline"])  # type: ignore[arg-type]
+    assert_timeline_in_order(status["timeline"])
     done = wait_for_message(offline_stack.state_dir, project_id, "done")
     assert str(status["url"]) in done["text"]
     assert "offline mode" in done["text"]
@@ -253,11 +255,11 @@ def test_thin_description_gets_a_question_and_the_answer_resumes_the_flow(
     assert spec["kinds"] == ["telegram_bot"]
     assert [entity["name"] for entity in spec["entities"]] == ["Book"]
 
-    types = [entry["type"] for entry in status["timeline"]]  # type: ignore[attr-defined]
+    types = [entry["type"] for entry in status["timeline"]]
     assert types.index("project.clarification.asked") < types.index(
         "intents.project.answered"
     ) < types.index("project.spec.ready"), types
-    assert_timeline_in_order(status["timeline"])  # type: ignore[arg-type]
+    assert_timeline_in_order(status["timeline"])
     # Every message of the conversation belongs to the one flow.
     assert {m["notification"]["correlation_id"]
             for m in chat_messages(offline_stack.state_dir, project_id)} == {flow_id}

@@ -1,0 +1,46 @@
+"""The benchmark script still runs end to end and prints its table (figures are not checked).
+
+It runs as a subprocess, exactly as `make bench` does, with tiny numbers and without the
+`orchestrator up` memory part; timing is never asserted because it belongs to the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "runtime_throughput.py"
+
+
+def test_benchmark_prints_its_table() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, str(SCRIPT),
+            "--events", "200", "--rate", "50", "--duration", "1",
+            "--proposed", "all", "--no-stack-memory", "--timeout", "120",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    header = next(line for line in out.splitlines() if "runtime/baseline" in line)
+    assert header.split()[:3] == ["runtime", "proposed", "baseline"]
+    for row in (
+        "throughput (events/s)",
+        "latency p50 (ms)",
+        "latency p99 (ms)",
+        "CPU per event (ms, bench process)",
+        "transactions per event",
+        "WAL syncs per event",
+    ):
+        assert row in out, out
+    # 200 backlog events plus 50 paced ones per contender, none lost and none unpublished.
+    assert "inbox rows runtime 250" in out, out
+    assert "inbox rows baseline 250" in out, out
+    assert "inbox rows proposed 250" in out, out
+    assert "outbox rows unpublished 0" in out, out
+    assert "derived events in NOTIFY 750" in out, out

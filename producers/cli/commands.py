@@ -16,7 +16,7 @@ from contracts.topology import CONSUMERS, STREAMS
 from infra.bus.codec import event_type_of
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
-from infra.vault import VaultClient, project_secret_path
+from infra.vault import SecretNotFound, VaultClient, project_secret_path
 from producers.intents import clarification_answer, project_request
 from producers.read_model import find_project, project_view
 
@@ -248,4 +248,38 @@ async def secret_set(
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
     out(f"stored {name} for project {project.id} (secret/{path})")
+    return 0
+
+
+#: Platform secrets the system reads, and the field each process expects.
+PLATFORM_SECRETS = {
+    "llm": ("api_key",),
+    "github": ("token",),
+    "telegram": ("token",),
+    "registry": ("registry", "username", "token"),
+}
+
+
+async def platform_secret_set(
+    endpoints: Endpoints, name: str, field: str, value_source: TextIO, out: Out
+) -> int:
+    """Store one field of a platform secret (LLM key, GitHub or bot token) in Vault."""
+    if field not in PLATFORM_SECRETS[name]:
+        out(f"platform/{name} has the fields {', '.join(PLATFORM_SECRETS[name])}, not {field!r}")
+        return 2
+    value = value_source.readline().rstrip("\n")
+    if not value:
+        out(
+            f'no value given: pipe it on standard input, e.g. `printf %s "$VALUE" | '
+            f"orchestrator secrets set-platform {name} {field}`"
+        )
+        return 2
+    vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+    path = f"platform/{name}"
+    try:
+        current = await vault.read_secret(path)
+    except SecretNotFound:
+        current = {}
+    await vault.write_secret(path, {**current, field: value})
+    out(f"stored {field} in secret/{path}; processes read it at their next start or use")
     return 0

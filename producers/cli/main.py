@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = secrets_sub.add_parser("set", help="store a secret; the value is read from stdin")
     s.add_argument("project")
     s.add_argument("name", help="variable name, e.g. TELEGRAM_BOT_TOKEN")
+    s = secrets_sub.add_parser(
+        "set-platform", help="store a platform secret (LLM key, GitHub, bot, registry token)"
+    )
+    s.add_argument("name", choices=sorted(commands.PLATFORM_SECRETS))
+    s.add_argument("field", help="api_key for llm; token for github and telegram; ...")
 
     _register_optional(sub)
     return parser
@@ -138,6 +143,10 @@ def dispatch(args: argparse.Namespace) -> int:
         seq = getattr(args, "seq", None)
         consumer = getattr(args, "consumer", None)
         return _run(commands.dlq(endpoints, args.dlq_command, seq, consumer, _print))
+    if args.command == "secrets" and args.secrets_command == "set-platform":
+        return _run(
+            commands.platform_secret_set(endpoints, args.name, args.field, sys.stdin, _print)
+        )
     if args.command == "secrets":
         return _run(commands.secret_set(endpoints, args.project, args.name, sys.stdin, _print))
     raise AssertionError(f"unhandled command {args.command}")

@@ -129,7 +129,7 @@ class LocalStackProcess:
         return [
             pid
             for pid in processes_mentioning(str(self.state_dir))
-            if deployments not in _cmdline(pid)
+            if deployments not in _cmdline(pid) and not _cwd(pid).startswith(deployments)
         ]
 
     def stop(self) -> int | None:
@@ -147,6 +147,13 @@ class LocalStackProcess:
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return ""
 

@@ -6,7 +6,7 @@ import re
 import subprocess
 import time
 
-from .conftest import LocalStackProcess, new_state_dir, processes_mentioning
+from .conftest import LocalStackProcess, _cmdline, _cwd, new_state_dir, processes_mentioning
 
 
 def test_up_request_status_and_clean_shutdown() -> None:
@@ -55,6 +55,21 @@ def test_up_request_status_and_clean_shutdown() -> None:
         assert "intents.project.requested" in stored.stdout
         assert "deploy.succeeded" in stored.stdout
 
+        stored_key = stack.cli("secrets", "set-platform", "llm", "api_key", stdin="sk-e2e-9f3a7c")
+        assert stored_key.returncode == 0, stored_key.stdout + stored_key.stderr
+        project_secret = stack.cli(
+            "secrets", "set", project.group(1), "PAYMENT_TOKEN", stdin="pay-e2e-77b1d2\n"
+        )
+        assert project_secret.returncode == 0, project_secret.stdout + project_secret.stderr
+        assert "PAYMENT_TOKEN" in project_secret.stdout
+        refused = stack.cli("secrets", "set-platform", "llm", "token", stdin="x")
+        assert refused.returncode == 2 and "api_key" in refused.stdout
+        events = stack.cli("events", "tail", "--all", "--no-follow", timeout=60).stdout
+        assert "project.secret.stored" in events
+        for log in (stack.state_dir / "logs").iterdir():
+            text = log.read_text(errors="replace")
+            assert "sk-e2e-9f3a7c" not in text and "pay-e2e-77b1d2" not in text, log
+
         empty = stack.cli("dlq", "list")
         assert empty.returncode == 0 and "empty" in empty.stdout, empty.stdout
         code = stack.interrupt()
@@ -62,7 +77,8 @@ def test_up_request_status_and_clean_shutdown() -> None:
         deadline = time.monotonic() + 10
         while stack.stack_leftovers() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert stack.stack_leftovers() == []
+        leftovers = {pid: (_cmdline(pid), _cwd(pid)) for pid in stack.stack_leftovers()}
+        assert leftovers == {}
         assert info.pid not in processes_mentioning(str(stack.state_dir))
         assert not (stack.state_dir / "stack.json").exists()
     finally:

@@ -14,12 +14,13 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "runtime_throughput.py"
 
 
 def test_benchmark_prints_its_table() -> None:
+    argv = [
+        sys.executable, str(SCRIPT),
+        "--events", "200", "--rate", "50", "--duration", "1",
+        "--proposed", "all", "--no-stack-memory", "--timeout", "120",
+    ]  # fmt: skip
     result = subprocess.run(
-        [
-            sys.executable, str(SCRIPT),
-            "--events", "200", "--rate", "50", "--duration", "1",
-            "--proposed", "all", "--no-stack-memory", "--timeout", "120",
-        ],  # fmt: skip
+        argv,
         capture_output=True,
         text=True,
         timeout=300,

@@ -183,8 +183,11 @@ class ProposedConsumerApp(ConsumerApp):
         except Exception as exc:
             if delivery >= spec.max_deliver:
                 await self._dead_letter(
-                    spec, msg, f"failed {delivery} times, last: {type(exc).__name__}: {exc}",
-                    delivery, None,
+                    spec,
+                    msg,
+                    f"failed {delivery} times, last: {type(exc).__name__}: {exc}",
+                    delivery,
+                    None,
                 )
                 return "dead_letter"
             await msg.nak(delay=self._backoff(delivery))
@@ -256,8 +259,9 @@ class ProposedConsumerApp(ConsumerApp):
             async with self.sessionmaker() as session:
                 stored = (
                     await session.execute(
-                        select(OutboxMessage.subject, OutboxMessage.payload, OutboxMessage.headers)
-                        .where(OutboxMessage.event_id.in_(ids))
+                        select(
+                            OutboxMessage.subject, OutboxMessage.payload, OutboxMessage.headers
+                        ).where(OutboxMessage.event_id.in_(ids))
                     )
                 ).all()
             rows = [{"subject": s, "payload": p, "headers": dict(h)} for s, p, h in stored]

@@ -587,24 +587,31 @@ def report(options: Options, results: list[Result], checks: dict[str, int]) -> s
     def p(result: Result, q: float) -> float:
         return percentile(result.latencies_ms, q)
 
-    header = [
-        "", *(r.name for r in ordered), *(f"{r.name}/baseline" for r in others), "target"
-    ]
+    header = ["", *(r.name for r in ordered), *(f"{r.name}/baseline" for r in others), "target"]
     rows: list[list[str]] = [header]
 
     def row(label: str, value: Callable[[Result], float], fmt: str, target: str = "") -> None:
         values = [value(r) for r in ordered]
         ratios = [value(r) / value(base) if value(base) else math.inf for r in others]
-        rows.append([label, *(format(v, fmt) for v in values), *(f"{x:.2f}x" for x in ratios),
-                     target])
+        rows.append(
+            [label, *(format(v, fmt) for v in values), *(f"{x:.2f}x" for x in ratios), target]
+        )
 
     tput_ratio = others[0].throughput / base.throughput
     p99_ratio = p(others[0], 99) / p(base, 99)
-    row("throughput (events/s)", lambda r: r.throughput, ".0f",
-        f"runtime {_verdict(tput_ratio, THROUGHPUT_TARGET, at_least=True)}")
+    row(
+        "throughput (events/s)",
+        lambda r: r.throughput,
+        ".0f",
+        f"runtime {_verdict(tput_ratio, THROUGHPUT_TARGET, at_least=True)}",
+    )
     row("latency p50 (ms)", lambda r: p(r, 50), ".1f")
-    row("latency p99 (ms)", lambda r: p(r, 99), ".1f",
-        f"runtime {_verdict(p99_ratio, P99_TARGET, at_least=False)}")
+    row(
+        "latency p99 (ms)",
+        lambda r: p(r, 99),
+        ".1f",
+        f"runtime {_verdict(p99_ratio, P99_TARGET, at_least=False)}",
+    )
     row("CPU per event (ms, bench process)", lambda r: r.cpu_ms_per_event, ".2f")
     row("transactions per event", lambda r: r.transactions_per_event, ".2f")
     row("WAL syncs per event", lambda r: r.wal_syncs_per_event, ".2f")
@@ -652,15 +659,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200.0, help="latency phase: events/s")
     parser.add_argument("--duration", type=float, default=5.0, help="latency phase: seconds")
     parser.add_argument(
-        "--concurrency", type=int, default=defaults.consumer.concurrency,
+        "--concurrency",
+        type=int,
+        default=defaults.consumer.concurrency,
         help="runtime: messages per pull, handled concurrently",
     )
     parser.add_argument(
-        "--pool-size", type=int, default=defaults.database.pool_size,
+        "--pool-size",
+        type=int,
+        default=defaults.database.pool_size,
         help="runtime: database connections (as many again may overflow)",
     )
     parser.add_argument(
-        "--proposed", default="",
+        "--proposed",
+        default="",
         help="also measure the prototype in bench/proposed_runtime.py with these changes, "
         f"comma separated, or 'all' ({', '.join(CHANGES)})",
     )
@@ -685,8 +697,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown := changes - set(CHANGES):
         raise SystemExit(f"unknown --proposed changes {sorted(unknown)}; choose from {CHANGES}")
     options = Options(
-        events=args.events, rate=args.rate, duration=args.duration,
-        concurrency=args.concurrency, pool_size=args.pool_size, timeout=args.timeout,
+        events=args.events,
+        rate=args.rate,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        pool_size=args.pool_size,
+        timeout=args.timeout,
         changes=changes,
     )
     results, checks = asyncio.run(run_benchmark(options))

@@ -38,8 +38,8 @@ def vault_api_key_source(settings: Settings) -> ApiKeySource:
         except SecretNotFound as exc:
             raise SecretNotFound(
                 f"LLM provider {settings.llm.provider!r} is configured but Vault has no key at "
-                f"{settings.llm.api_key_secret} (key `api_key`); store it, or set "
-                "ORCH_LLM__PROVIDER=offline"
+                f"{settings.llm.api_key_secret} (key `api_key`); store it with "
+                "`orchestrator secrets set-platform llm api_key`, or set ORCH_LLM__PROVIDER=offline"
             ) from exc
         return secret.get("api_key", "")
 

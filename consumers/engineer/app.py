@@ -40,7 +40,8 @@ def vault_value(settings: Settings, path: str, key: str, purpose: str) -> Secret
             secret = await vault.read_secret(path)
         except SecretNotFound as exc:
             raise SecretNotFound(
-                f"{purpose} needs a value in Vault at {path} (key `{key}`)"
+                f"{purpose} needs a value in Vault at {path} (key `{key}`): store it with "
+                f"`orchestrator secrets set-platform {path.removeprefix('platform/')} {key}`"
             ) from exc
         return secret.get(key, "")
 

@@ -8,8 +8,8 @@ wait passes. The project must still go live with exactly one of everything: one 
 with one scaffold commit, one port allocation, one release directory, one running service.
 
 The stack here runs with a 1 s heartbeat and the four durables' ack wait cut to a few seconds
-(an operator's `jsm` edit, the same call the launcher makes at start), so a redelivery comes
-in seconds instead of the production minutes.
+(an operator's `jsm` edit, the same call each process makes at its start, so it is made again
+after every restart), so a redelivery comes in seconds instead of the production minutes.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -30,11 +33,10 @@ import pytest
 from contracts.topology import DEPLOYER, ENGINEER, PROVISIONER, REPO, ConsumerSpec
 from infra.bus.topology import consumer_config
 
-from .conftest import LocalStackProcess, new_state_dir
+from .conftest import ROOT, LocalStackProcess, new_state_dir
 from .test_pipeline_offline import (
     get_json,
     own_port_range,
-    request_project,
     sql,
     unique_name,
     wait_for_project,
@@ -50,21 +52,39 @@ def stack() -> Iterator[LocalStackProcess]:
         new_state_dir("redelivery"),
         env={"ORCH_LLM__PROVIDER": "offline", "ORCH_CONSUMER__HEARTBEAT_SECONDS": "1"},
     )
-    info = local.start()
+    local.start()
     own_port_range(local)
+    for name in STEPS:
+        wait_until(partial(started_once, local, name), f"{name} started", timeout=60,
+                   interval=0.2)
+        shorten_ack_wait(local, name)
+    yield local
+    local.stop()
 
-    async def shorten_ack_wait() -> None:
-        client = await nats.connect(info.nats_url)
+
+def starts(stack: LocalStackProcess, name: str) -> int:
+    """How often the process has started; each start re-applies its durables' settings."""
+    log = stack.state_dir / "logs" / f"{name}.log"
+    return log.read_text(errors="replace").count('"consumer.started"') if log.exists() else 0
+
+
+def started_once(stack: LocalStackProcess, name: str) -> bool:
+    return starts(stack, name) >= 1
+
+
+def shorten_ack_wait(stack: LocalStackProcess, name: str) -> None:
+    assert stack.info is not None
+    url = stack.info.nats_url
+    quick = dataclasses.replace(STEPS[name], ack_wait_seconds=ACK_WAIT_SECONDS)
+
+    async def apply() -> None:
+        client = await nats.connect(url)
         try:
-            for spec in STEPS.values():
-                quick = dataclasses.replace(spec, ack_wait_seconds=ACK_WAIT_SECONDS)
-                await client.jsm().add_consumer(spec.stream.name, config=consumer_config(quick))
+            await client.jsm().add_consumer(quick.stream.name, config=consumer_config(quick))
         finally:
             await client.close()
 
-    asyncio.run(shorten_ack_wait())
-    yield local
-    local.stop()
+    asyncio.run(apply())
 
 
 # ---------------------------------------------------------------- processes
@@ -129,18 +149,23 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120,
     raise AssertionError(f"{what}: not seen within {timeout}s")
 
 
-def kill_mid_step(stack: LocalStackProcess, name: str, pid: int,
-                  before_kill: Callable[[], None] = lambda: None) -> None:
-    """Freeze the step's process group, prove its message is unacknowledged, kill it."""
+def kill_mid_step(stack: LocalStackProcess, name: str, pid: int) -> None:
+    """Freeze the step's process group, prove its message is unacknowledged, kill it.
+
+    The supervisor starts the process again, and the new process re-applies its durable's
+    production ack wait; the short one is put back so the redelivery comes in seconds.
+    """
+    started = starts(stack, name)
     os.killpg(pid, signal.SIGSTOP)
     try:
         pending = ack_pending(stack, STEPS[name])
         assert pending >= 1, f"{name} had already acknowledged its message: not a mid-step kill"
-        before_kill()
     finally:
         os.killpg(pid, signal.SIGKILL)
-    restarted = consumer_pid(stack, name, other_than=pid)
-    assert restarted != pid
+    consumer_pid(stack, name, other_than=pid)
+    wait_until(lambda: starts(stack, name) > started, f"{name} restarted", timeout=60,
+               interval=0.1)
+    shorten_ack_wait(stack, name)
 
 
 # ---------------------------------------------------------------- what must exist once
@@ -203,12 +228,24 @@ def _is_supervisor(pid: int) -> bool:
         return False
 
 
-def new_project(stack: LocalStackProcess, step: str) -> tuple[str, str]:
-    slug = unique_name(f"kill-{step}")
-    project_id, _ = request_project(
-        stack, f"An HTTP API that keeps my notes over REST, called {slug}"
-    )
-    return project_id, slug
+class Submission:
+    """`orchestrator request` running in the background, so a fast step can be watched from
+    the moment the request leaves (the CLI takes longer to exit than the repo step to run)."""
+
+    def __init__(self, stack: LocalStackProcess, step: str) -> None:
+        self.slug = unique_name(f"kill-{step}")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "producers.cli", "--state-dir", str(stack.state_dir),
+             "request", f"An HTTP API that keeps my notes over REST, called {self.slug}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def project_id(self) -> str:
+        out, err = self._process.communicate(timeout=120)
+        assert self._process.returncode == 0, err
+        found = re.search(r"project ([0-9a-f-]{36})", out)
+        assert found, out
+        return found.group(1)
 
 
 # ---------------------------------------------------------------- the four steps
@@ -222,7 +259,7 @@ def test_provisioner_killed_mid_allocation(stack: LocalStackProcess) -> None:
     # started and cannot finish until the test lets go.
     with psycopg.connect(url) as holder:
         holder.execute("SELECT id FROM servers WHERE name = 'local' FOR UPDATE")
-        project_id, slug = new_project(stack, "provision")
+        submission = Submission(stack, "provision")
         wait_until(
             lambda: bool(sql(stack, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
                                     "'Lock' AND query ILIKE '%%FROM servers%%FOR UPDATE%%'")),
@@ -230,32 +267,38 @@ def test_provisioner_killed_mid_allocation(stack: LocalStackProcess) -> None:
         )
         kill_mid_step(stack, "provisioner", pid)
         holder.rollback()
-    assert_live_with_one_of_everything(stack, project_id, slug)
+    assert_live_with_one_of_everything(stack, submission.project_id(), submission.slug)
 
 
 def test_repo_killed_while_creating_the_repository(stack: LocalStackProcess) -> None:
     assert stack.info is not None
     pid = consumer_pid(stack, "repo")
-    project_id, slug = new_project(stack, "repo")
-    head = Path(stack.info.git_base_dir) / f"{slug}.git" / "HEAD"
-    wait_until(head.exists, f"{head} being created")
+    submission = Submission(stack, "repo")
+    head = Path(stack.info.git_base_dir) / f"{submission.slug}.git" / "HEAD"
+    wait_until(head.exists, f"{head} being created", interval=0.002)
     kill_mid_step(stack, "repo", pid)
-    assert_live_with_one_of_everything(stack, project_id, slug)
+    assert_live_with_one_of_everything(stack, submission.project_id(), submission.slug)
 
 
 def test_engineer_killed_while_verifying_the_code(stack: LocalStackProcess) -> None:
     pid = consumer_pid(stack, "engineer")
-    project_id, slug = new_project(stack, "engineer")
-    wait_until(lambda: has_children(pid), "the engineer running git or the tests", interval=0.02)
+    submission = Submission(stack, "engineer")
+    project_id = submission.project_id()
+    log = stack.state_dir / "logs" / "engineer.log"
+    wait_until(lambda: any('"engineer.started"' in line and project_id in line
+                           for line in log.read_text(errors="replace").splitlines()),
+               "the engineer starting on the project", interval=0.05)
+    wait_until(lambda: has_children(pid), "the engineer installing or running the tests",
+               interval=0.02)
     kill_mid_step(stack, "engineer", pid)
-    assert_live_with_one_of_everything(stack, project_id, slug)
+    assert_live_with_one_of_everything(stack, project_id, submission.slug)
 
 
 def test_deployer_killed_while_deploying(stack: LocalStackProcess) -> None:
     pid = consumer_pid(stack, "deployer")
-    project_id, slug = new_project(stack, "deploy")
-    releases = stack.state_dir / "deployments" / slug / "releases"
+    submission = Submission(stack, "deploy")
+    releases = stack.state_dir / "deployments" / submission.slug / "releases"
     wait_until(lambda: releases.is_dir() and any(releases.iterdir()),
                f"a release directory under {releases}", timeout=300, interval=0.05)
     kill_mid_step(stack, "deployer", pid)
-    assert_live_with_one_of_everything(stack, project_id, slug)
+    assert_live_with_one_of_everything(stack, submission.project_id(), submission.slug)

@@ -63,7 +63,12 @@ def tick_subject(job: str) -> str:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One durable pull consumer. `process` is the consumer package that runs it."""
+    """One durable pull consumer. `process` is the consumer package that runs it.
+
+    `batch_size` is how many waiting messages are handled in one transaction. Keep it 1 for a
+    step with effects outside the database (a chat message, a push, a deploy): if one handler
+    of a batch fails, the batch is handled again message by message, repeating such effects.
+    """
 
     durable: str
     process: str
@@ -74,6 +79,7 @@ class ConsumerSpec:
     max_deliver: int = 6
     max_ack_pending: int = 1000
     backoff_seconds: tuple[float, ...] = field(default=())
+    batch_size: int = 1
 
 
 COORDINATOR_INTENTS = ConsumerSpec(
@@ -86,6 +92,7 @@ COORDINATOR_INTENTS = ConsumerSpec(
         ev.ProjectArchiveRequested.TYPE,
     ),
     "Creates projects and routes answers and archive requests",
+    batch_size=100,
 )
 COORDINATOR_OUTCOMES = ConsumerSpec(
     "coordinator-outcomes",
@@ -103,6 +110,7 @@ COORDINATOR_OUTCOMES = ConsumerSpec(
         ev.CodeFailed.TYPE,
     ),
     "Moves the project state machine on step outcomes",
+    batch_size=100,
 )
 COORDINATOR_DEPLOYS = ConsumerSpec(
     "coordinator-deploys",
@@ -110,6 +118,7 @@ COORDINATOR_DEPLOYS = ConsumerSpec(
     DEPLOY,
     (ev.DeploySucceeded.TYPE, ev.DeployFailed.TYPE, ev.DeployRolledBack.TYPE),
     "Moves the project state machine on deploy outcomes",
+    batch_size=100,
 )
 COORDINATOR_TICKS = ConsumerSpec(
     "coordinator-ticks",
@@ -132,6 +141,7 @@ PROVISIONER = ConsumerSpec(
     PROJECT,
     (ev.ProvisionRequested.TYPE, ev.ProjectArchived.TYPE),
     "Allocates and releases servers and ports",
+    batch_size=100,
 )
 REPO = ConsumerSpec(
     "repo",

@@ -42,7 +42,15 @@ class VaultSettings(BaseModel):
 
 
 class ConsumerSettings(BaseModel):
-    concurrency: int = Field(64, description="Messages fetched per pull and handled concurrently")
+    batch_size: int | None = Field(
+        None, description="Override every durable's batch size (contracts.topology) if set"
+    )
+    fetch_wait_seconds: float = Field(
+        5.0, description="How long an idle pull waits for a message before asking again"
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, description="How long stopping waits for the batch in hand to finish"
+    )
     heartbeat_seconds: float = Field(
         10.0, description="How often a running step tells JetStream it is still in progress"
     )

@@ -1,11 +1,19 @@
 """The consumer runtime: everything a step needs around its handler, so handlers stay thin.
 
-For each message of a durable pull consumer it decodes the event (a malformed one goes to the
-dead-letter stream), skips it if the inbox says it was handled (re-publishing the recorded
-result), runs the handler in a transaction that also writes the inbox and outbox rows,
-publishes the outbox after commit, and acknowledges. Failures are nacked with backoff; a
-permanent failure, or the last allowed delivery, is dead-lettered with the error. Long steps
-send `in_progress` heartbeats so JetStream does not redeliver them to another replica.
+Each durable is pulled in batches (as many messages as are waiting, up to the durable's
+`batch_size`). A batch is one transaction: one inbox lookup for all its events, the handlers
+one after another, one multi-row insert of inbox rows and one of outbox rows, one commit.
+After the commit the emitted events are published from memory (`Nats-Msg-Id` = event id)
+and the messages are acknowledged. If any handler of a batch fails, the transaction is rolled
+back and the batch's messages are handled one by one, each in its own transaction, so a
+failure touches only its own message: transient failures are nacked with backoff, a
+permanent failure or the last allowed delivery goes to the dead-letter stream with the
+error. A malformed message is dead-lettered before any of this and never blocks the others.
+Long steps send `in_progress` heartbeats so JetStream does not redeliver them elsewhere.
+
+Why not FastStream's subscriber pipeline: measured here, its per-message path cost ~6.8 ms
+of CPU per event and its batch loop waits to fill a batch until its timeout, which is the
+latency of every quiet moment. The process still connects through FastStream's broker.
 """
 
 from __future__ import annotations
@@ -15,15 +23,15 @@ import contextlib
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
-from sqlalchemy.exc import IntegrityError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -32,7 +40,15 @@ from infra.bus.codec import MalformedEvent, decode
 from infra.bus.dead_letter import dead_letter
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers, apply_streams
-from infra.db.outbox import OutboxRelay, publish_outbox, record_step, recorded_result
+from infra.db.outbox import (
+    HandledEvent,
+    OutboxRelay,
+    OutboxRow,
+    publish_rows,
+    record_steps,
+    recorded_results,
+    stored_rows,
+)
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import bind_message_context, configure_logging
 from infra.metrics import (
@@ -41,7 +57,6 @@ from infra.metrics import (
     STEP_OUTCOMES,
     ConsumerLagCollector,
     PeriodicCollector,
-    prometheus_middleware,
     start_metrics_server,
 )
 from infra.settings import Settings, get_settings
@@ -77,12 +92,37 @@ class StepContext:
             await self._msg.in_progress()
 
 
+@dataclass
+class _Delivery:
+    """One message of a batch, decoded."""
+
+    msg: Msg
+    event: Event
+
+    @property
+    def number(self) -> int:
+        return self.msg.metadata.num_delivered if self.msg.metadata else 1
+
+
 def _as_list(result: HandlerResult) -> list[Event]:
     if result is None:
         return []
     if isinstance(result, Event):
         return [result]
     return list(result)
+
+
+@contextlib.contextmanager
+def _message_context(spec: ConsumerSpec, event: Event) -> Iterator[None]:
+    project_id = getattr(event, "project_id", None)
+    with bind_message_context(
+        event_id=str(event.event_id),
+        correlation_id=str(event.correlation_id),
+        project_id=str(project_id) if project_id else None,
+        event_type=event.TYPE,
+        consumer=spec.durable,
+    ):
+        yield
 
 
 class ConsumerApp:
@@ -105,10 +145,14 @@ class ConsumerApp:
         self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self.publisher: JetStreamPublisher | None = None
         self.broker: NatsBroker | None = None
-        self._closed = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
         #: Metric collectors started with the process and stopped with it.
         self.collectors: list[PeriodicCollector] = []
+        self._closed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+        self._pullers: list[asyncio.Task[None]] = []
+        #: Pullers handling a batch right now (the others are only waiting on a fetch).
+        self._busy: set[str] = set()
 
     def handles(self, event_type: type[E]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -125,16 +169,13 @@ class ConsumerApp:
         self.sessionmaker = make_sessionmaker(self.engine)
         self.broker = NatsBroker(
             settings.nats.url.split(","),
-            # Reconnect forever; if the connection still closes, exit so a supervisor restarts us
-            # (FastStream's pull loop would otherwise spin silently on a closed connection).
+            # Reconnect forever; if the connection still closes, exit so a supervisor restarts
+            # the process instead of it pulling from a dead connection.
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             closed_cb=self._connection_closed,
-            middlewares=[prometheus_middleware(app_name=self.process)],
             logger=None,
         )
-        for spec in self.specs:
-            self._subscribe(spec)
         await self.broker.connect()
         nc = self.broker.connection
         jsm = nc.jsm()
@@ -144,7 +185,8 @@ class ConsumerApp:
             replicas=settings.nats.stream_replicas,
         )
         await apply_consumers(jsm, self.specs)
-        self.publisher = JetStreamPublisher(nc.jetstream())
+        js = nc.jetstream()
+        self.publisher = JetStreamPublisher(js)
         for hook in self.on_startup:
             await hook()
         relay = OutboxRelay(self.sessionmaker, self.publisher, process=self.process)
@@ -152,17 +194,31 @@ class ConsumerApp:
         self.collectors.append(ConsumerLagCollector(jsm, self.specs))
         for collector in self.collectors:
             collector.start()
-        await self.broker.start()
+        for spec in self.specs:
+            self._pullers.append(
+                asyncio.create_task(self._pull(js, spec), name=f"pull-{spec.durable}")
+            )
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
     async def stop(self) -> None:
+        # Idle pullers stop at once; busy ones finish the batch in hand (within the grace).
+        self._stopping.set()
+        for task in self._pullers:
+            if task.get_name().removeprefix("pull-") not in self._busy:
+                task.cancel()
+        if self._pullers:
+            _, pending = await asyncio.wait(
+                self._pullers, timeout=self.settings.consumer.shutdown_grace_seconds
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._pullers, return_exceptions=True)
+            self._pullers.clear()
         for collector in self.collectors:
             await collector.stop()
         for task in self._background:
             task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         if self.broker is not None:
             await self.broker.stop()
@@ -204,135 +260,203 @@ class ConsumerApp:
 
         raise SystemExit(asyncio.run(main()))
 
+    # ------------------------------------------------------------------ pulling
+
+    def batch_size(self, spec: ConsumerSpec) -> int:
+        return self.settings.consumer.batch_size or spec.batch_size
+
+    async def _pull(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+        """Fetch what is waiting (up to a batch), handle it, repeat until stopping."""
+        subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+        try:
+            await self._pull_until_stopped(subscription, spec)
+        finally:
+            # Unsubscribed here, the connection's drain at shutdown does not wait on it.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _pull_until_stopped(
+        self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec
+    ) -> None:
+        wait = self.settings.consumer.fetch_wait_seconds
+        while not self._stopping.is_set():
+            try:
+                # Returns as soon as anything is there; waits up to `wait` when idle.
+                msgs = await subscription.fetch(self.batch_size(spec), timeout=wait)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                log.warning("consumer.fetch_failed", consumer=spec.durable, error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            self._busy.add(spec.durable)
+            try:
+                await self.process_batch(spec, msgs)
+            except Exception:
+                # A bug in the runtime must not kill the loop; the messages will be redelivered.
+                log.exception("consumer.batch_crashed", consumer=spec.durable)
+            finally:
+                self._busy.discard(spec.durable)
+
     # ------------------------------------------------------------------ delivery
 
-    def _subscribe(self, spec: ConsumerSpec) -> None:
-        assert self.broker is not None
-        subscriber = self.broker.subscriber(
-            spec.subjects[0],
-            stream=JStream(spec.stream.name, declare=False),
-            durable=spec.durable,
-            pull_sub=PullSub(batch_size=self.settings.consumer.concurrency, timeout=1.0),
-            ack_policy=AckPolicy.MANUAL,
-            title=spec.durable,
-            description=spec.description,
-        )
+    async def process_batch(self, spec: ConsumerSpec, msgs: Sequence[Msg]) -> None:
+        """Handle one fetched batch end to end; every message ends acked, nacked or parked."""
+        started = time.perf_counter()
+        deliveries: list[_Delivery] = []
+        for msg in msgs:
+            try:
+                deliveries.append(_Delivery(msg, decode(msg.subject, msg.data, msg.headers)))
+            except MalformedEvent as exc:
+                number = msg.metadata.num_delivered if msg.metadata else 1
+                await self._dead_letter(spec, msg, str(exc), number, "malformed")
+        if not deliveries:
+            return
+        heartbeat = asyncio.create_task(self._heartbeat([d.msg for d in deliveries]))
+        try:
+            if len(deliveries) > 1 and await self._handle_together(spec, deliveries, started):
+                return
+            for delivery in deliveries:
+                await self._handle_alone(spec, delivery)
+        finally:
+            heartbeat.cancel()
 
-        async def on_message(message: NatsMessage) -> None:
-            await self.process_message(spec, message.raw_message)
+    async def _handle_together(
+        self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float
+    ) -> bool:
+        """The fast path: the whole batch in one transaction. False if any handler failed."""
+        assert self.sessionmaker is not None
+        bound = structlog.get_logger(f"consumers.{self.process}")
+        if any(d.event.TYPE not in self.handlers for d in deliveries):
+            return False
+        handled: list[HandledEvent] = []
+        duplicates: dict[uuid.UUID, list[uuid.UUID]] = {}
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                ids = [d.event.event_id for d in deliveries]
+                duplicates = await recorded_results(session, spec.durable, ids)
+                seen = set(duplicates)
+                for delivery in deliveries:
+                    event = delivery.event
+                    if event.event_id in seen:
+                        duplicates.setdefault(event.event_id, [])
+                        continue
+                    seen.add(event.event_id)
+                    with _message_context(spec, event):
+                        ctx = StepContext(
+                            spec.durable, session, bound, delivery.number, delivery.msg
+                        )
+                        emitted = _as_list(await self.handlers[event.TYPE](ctx, event))
+                    handled.append(
+                        HandledEvent(event.event_id, tuple(OutboxRow.of(e) for e in emitted))
+                    )
+                await record_steps(session, spec.durable, handled)
+        except Exception as exc:
+            bound.info("batch.split", consumer=spec.durable, size=len(deliveries), error=str(exc))
+            return False
+        rows = [row for h in handled for row in h.emitted]
+        earlier = [i for ids in duplicates.values() for i in ids]
+        rows += await stored_rows(self.sessionmaker, earlier)
+        await self._publish(rows)
+        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        elapsed = time.perf_counter() - started
+        handled_ids = {h.event_id for h in handled}
+        for delivery in deliveries:
+            outcome = "ok" if delivery.event.event_id in handled_ids else "duplicate"
+            handled_ids.discard(delivery.event.event_id)
+            self._observe(spec, delivery.event, outcome, elapsed)
+        return True
 
-        subscriber(on_message)
+    async def _handle_alone(self, spec: ConsumerSpec, delivery: _Delivery) -> None:
+        """One message in its own transaction; its failure is its own."""
+        started = time.perf_counter()
+        event = delivery.event
+        with _message_context(spec, event):
+            outcome = await self._decide(spec, delivery)
+        self._observe(spec, event, outcome, time.perf_counter() - started)
+
+    async def _decide(self, spec: ConsumerSpec, delivery: _Delivery) -> str:
+        assert self.sessionmaker is not None
+        bound = structlog.get_logger(f"consumers.{self.process}")
+        msg, event, number = delivery.msg, delivery.event, delivery.number
+        handler = self.handlers.get(event.TYPE)
+        if handler is None:
+            await self._dead_letter(
+                spec, msg, f"{self.process} has no handler for {event.TYPE}", number, None
+            )
+            return "dead_letter"
+        try:
+            rows = await self._run_step(spec, delivery, handler, bound)
+        except PermanentError as exc:
+            await self._dead_letter(spec, msg, f"permanent: {exc}", number, None)
+            return "dead_letter"
+        except Exception as exc:
+            if number >= spec.max_deliver:
+                bound.exception("step.failed_finally", delivery=number)
+                await self._dead_letter(
+                    spec,
+                    msg,
+                    f"failed {number} times, last: {type(exc).__name__}: {exc}",
+                    number,
+                    None,
+                )
+                return "dead_letter"
+            delay = self._backoff(number)
+            bound.warning("step.retry", delivery=number, delay=delay, error=str(exc))
+            await msg.nak(delay=delay)
+            return "retry"
+        await self._publish(rows.emitted)
+        await msg.ack()
+        return "duplicate" if rows.duplicate else "ok"
+
+    async def _run_step(
+        self,
+        spec: ConsumerSpec,
+        delivery: _Delivery,
+        handler: Handler,
+        bound: structlog.stdlib.BoundLogger,
+    ) -> _StepRows:
+        """Run the handler once in a transaction with its inbox check and records."""
+        assert self.sessionmaker is not None
+        event = delivery.event
+        async with self.sessionmaker() as session, session.begin():
+            recorded = await recorded_results(session, spec.durable, [event.event_id])
+            if event.event_id in recorded:
+                # Re-publish what the first run emitted: it may have died before publishing.
+                bound.info("step.duplicate")
+                rows = await stored_rows(self.sessionmaker, recorded[event.event_id])
+                return _StepRows(rows, duplicate=True)
+            ctx = StepContext(spec.durable, session, bound, delivery.number, delivery.msg)
+            emitted = tuple(OutboxRow.of(e) for e in _as_list(await handler(ctx, event)))
+            await record_steps(session, spec.durable, [HandledEvent(event.event_id, emitted)])
+        bound.info("step.done", emitted=[row.subject for row in emitted])
+        return _StepRows(list(emitted), duplicate=False)
+
+    async def _publish(self, rows: Sequence[OutboxRow]) -> None:
+        assert self.sessionmaker is not None and self.publisher is not None
+        try:
+            await publish_rows(self.sessionmaker, self.publisher, rows)
+        except Exception as exc:
+            # Committed rows stay in the outbox; the relay publishes them. The step is done.
+            log.warning("outbox.publish_deferred", count=len(rows), error=str(exc))
 
     def _backoff(self, delivery: int) -> float:
         steps = self.settings.consumer.backoff_seconds
         return steps[min(delivery, len(steps)) - 1] if steps else 1.0
 
-    async def process_message(self, spec: ConsumerSpec, msg: Msg) -> None:
-        """Handle one delivery end to end; never raises (every outcome is an ack decision)."""
-        assert self.sessionmaker is not None and self.publisher is not None
-        delivery = msg.metadata.num_delivered if msg.metadata else 1
-        started = time.perf_counter()
-        try:
-            event = decode(msg.subject, msg.data, msg.headers)
-        except MalformedEvent as exc:
-            await self._dead_letter(spec, msg, str(exc), delivery, "malformed")
-            return
-
-        project_id = getattr(event, "project_id", None)
-        with bind_message_context(
-            event_id=str(event.event_id),
-            correlation_id=str(event.correlation_id),
-            project_id=str(project_id) if project_id else None,
-            event_type=event.TYPE,
-            consumer=spec.durable,
-        ):
-            outcome = await self._handle(spec, msg, event, delivery)
-        STEP_DURATION.labels(self.process, spec.durable, event.TYPE, outcome).observe(
-            time.perf_counter() - started
-        )
+    def _observe(self, spec: ConsumerSpec, event: Event, outcome: str, seconds: float) -> None:
+        STEP_DURATION.labels(self.process, spec.durable, event.TYPE, outcome).observe(seconds)
         STEP_OUTCOMES.labels(self.process, spec.durable, event.TYPE, outcome).inc()
 
-    async def _handle(self, spec: ConsumerSpec, msg: Msg, event: Event, delivery: int) -> str:
-        assert self.sessionmaker is not None and self.publisher is not None
-        bound = structlog.get_logger(f"consumers.{self.process}")
-        handler = self.handlers.get(event.TYPE)
-        if handler is None:
-            await self._dead_letter(
-                spec, msg, f"{self.process} has no handler for {event.TYPE}", delivery, None
-            )
-            return "dead_letter"
-
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
-        try:
-            emitted_ids = await self._run_step(spec, msg, event, handler, delivery, bound)
-        except PermanentError as exc:
-            await self._dead_letter(spec, msg, f"permanent: {exc}", delivery, None)
-            return "dead_letter"
-        except Exception as exc:
-            if delivery >= spec.max_deliver:
-                bound.exception("step.failed_finally", delivery=delivery)
-                await self._dead_letter(
-                    spec,
-                    msg,
-                    f"failed {delivery} times, last: {type(exc).__name__}: {exc}",
-                    delivery,
-                    None,
-                )
-                return "dead_letter"
-            delay = self._backoff(delivery)
-            bound.warning("step.retry", delivery=delivery, delay=delay, error=str(exc))
-            await msg.nak(delay=delay)
-            return "retry"
-        finally:
-            heartbeat.cancel()
-
-        if emitted_ids is None:
-            await msg.ack()
-            return "duplicate"
-        with contextlib.suppress(Exception):
-            # Left unpublished, the rows are picked up by the relay; the step is done either way.
-            await publish_outbox(self.sessionmaker, self.publisher, emitted_ids)
-        await msg.ack()
-        return "ok"
-
-    async def _run_step(
-        self,
-        spec: ConsumerSpec,
-        msg: Msg,
-        event: Event,
-        handler: Handler,
-        delivery: int,
-        bound: structlog.stdlib.BoundLogger,
-    ) -> list[uuid.UUID] | None:
-        """Run the handler once in a transaction; None means a duplicate (already handled)."""
-        assert self.sessionmaker is not None and self.publisher is not None
-        async with self.sessionmaker() as session:
-            recorded = await recorded_result(session, spec.durable, event.event_id)
-        if recorded is not None:
-            # Re-publish what the first run emitted: it may have died before publishing.
-            await publish_outbox(self.sessionmaker, self.publisher, recorded)
-            bound.info("step.duplicate")
-            return None
-        try:
-            async with self.sessionmaker() as session, session.begin():
-                ctx = StepContext(spec.durable, session, bound, delivery, msg)
-                emitted = _as_list(await handler(ctx, event))
-                await record_step(session, spec.durable, event.event_id, emitted)
-        except IntegrityError:
-            # Another replica committed the same event first (redelivery race).
-            async with self.sessionmaker() as session:
-                if await recorded_result(session, spec.durable, event.event_id) is not None:
-                    return None
-            raise
-        bound.info("step.done", emitted=[e.TYPE for e in emitted])
-        return [e.event_id for e in emitted]
-
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, msgs: Sequence[Msg]) -> None:
         interval = self.settings.consumer.heartbeat_seconds
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
     async def _dead_letter(
         self, spec: ConsumerSpec, msg: Msg, error: str, delivery: int, outcome: str | None
@@ -344,3 +468,9 @@ class ConsumerApp:
         if outcome:
             STEP_OUTCOMES.labels(self.process, spec.durable, outcome, "dead_letter").inc()
         await msg.term()
+
+
+@dataclass(frozen=True)
+class _StepRows:
+    emitted: list[OutboxRow]
+    duplicate: bool

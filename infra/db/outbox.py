@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -30,69 +31,112 @@ class RawPublisher(Protocol):
     async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> None: ...
 
 
-def outbox_rows(events: Sequence[Event]) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for event in events:
+@dataclass(frozen=True)
+class OutboxRow:
+    """An event as it is stored in the outbox and published: subject, body, headers."""
+
+    event_id: uuid.UUID
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, event: Event) -> OutboxRow:
         subject, body, headers = encode(event)
-        rows.append(
-            {"event_id": event.event_id, "subject": subject, "payload": body, "headers": headers}
-        )
-    return rows
+        return cls(event.event_id, subject, body, headers)
+
+    def as_values(self) -> dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "subject": self.subject,
+            "payload": self.payload,
+            "headers": self.headers,
+        }
 
 
-async def record_step(
-    session: AsyncSession, consumer: str, event_id: uuid.UUID, emitted: Sequence[Event]
+@dataclass(frozen=True)
+class HandledEvent:
+    """One handled event and what its handler emitted, ready to be recorded."""
+
+    event_id: uuid.UUID
+    emitted: tuple[OutboxRow, ...]
+
+
+async def record_steps(
+    session: AsyncSession, consumer: str, handled: Sequence[HandledEvent]
 ) -> None:
-    """Write the inbox row and the outbox rows of one handled event (caller commits)."""
+    """Write the inbox rows and outbox rows of handled events (the caller commits).
+
+    Both are multi-row inserts, so a batch of events costs two statements, not two per event.
+    """
+    if not handled:
+        return
     await session.execute(
-        insert(InboxEntry).values(
-            consumer=consumer,
-            event_id=event_id,
-            result_event_ids=[str(e.event_id) for e in emitted],
+        insert(InboxEntry),
+        [
+            {
+                "consumer": consumer,
+                "event_id": h.event_id,
+                "result_event_ids": [str(row.event_id) for row in h.emitted],
+            }
+            for h in handled
+        ],
+    )
+    rows = [row.as_values() for h in handled for row in h.emitted]
+    if rows:
+        await session.execute(insert(OutboxMessage), rows)
+
+
+async def recorded_results(
+    session: AsyncSession, consumer: str, event_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """For each id the consumer already handled, the ids of what it emitted then."""
+    rows = await session.execute(
+        select(InboxEntry.event_id, InboxEntry.result_event_ids).where(
+            InboxEntry.consumer == consumer, InboxEntry.event_id.in_(event_ids)
         )
     )
-    if emitted:
-        await session.execute(insert(OutboxMessage), outbox_rows(emitted))
+    return {row.event_id: [uuid.UUID(str(i)) for i in row.result_event_ids] for row in rows}
 
 
-async def recorded_result(
-    session: AsyncSession, consumer: str, event_id: uuid.UUID
-) -> list[uuid.UUID] | None:
-    """The ids a consumer emitted for `event_id`, or None if it never handled it."""
-    row = await session.scalar(
-        select(InboxEntry.result_event_ids).where(
-            InboxEntry.consumer == consumer, InboxEntry.event_id == event_id
+async def stored_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], event_ids: Sequence[uuid.UUID]
+) -> list[OutboxRow]:
+    """Outbox rows by event id (to re-publish what a first run emitted)."""
+    if not event_ids:
+        return []
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(
+                OutboxMessage.event_id,
+                OutboxMessage.subject,
+                OutboxMessage.payload,
+                OutboxMessage.headers,
+            ).where(OutboxMessage.event_id.in_(event_ids))
         )
-    )
-    return None if row is None else [uuid.UUID(str(i)) for i in row]
+        return [OutboxRow(r.event_id, r.subject, r.payload, dict(r.headers)) for r in rows]
 
 
-async def publish_outbox(
+async def publish_rows(
     sessionmaker: async_sessionmaker[AsyncSession],
     publisher: RawPublisher,
-    event_ids: Sequence[uuid.UUID],
+    rows: Sequence[OutboxRow],
 ) -> None:
-    """Publish the given outbox rows now and mark them published."""
-    if not event_ids:
+    """Publish committed outbox rows (concurrently) and mark them published.
+
+    The mark is written without waiting for the WAL flush: if it is lost in a crash, the relay
+    publishes the rows again and the stream's duplicate window drops them.
+    """
+    if not rows:
         return
-    async with sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(
-                    OutboxMessage.event_id,
-                    OutboxMessage.subject,
-                    OutboxMessage.payload,
-                    OutboxMessage.headers,
-                ).where(OutboxMessage.event_id.in_(event_ids))
-            )
-        ).all()
     await asyncio.gather(
-        *(publisher.publish_raw(r.subject, r.payload, dict(r.headers)) for r in rows)
+        *(publisher.publish_raw(row.subject, row.payload, row.headers) for row in rows)
     )
     async with sessionmaker.begin() as session:
+        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.event_id.in_([r.event_id for r in rows]))
+            .where(OutboxMessage.event_id.in_([row.event_id for row in rows]))
             .where(OutboxMessage.published_at.is_(None))
             .values(published_at=datetime.now(UTC))
         )

@@ -30,7 +30,7 @@ def settings_for(nats_url: str, db_url: str) -> Settings:
     return Settings(
         nats={"url": nats_url},
         database={"url": db_url, "pool_size": 10},
-        consumer={"concurrency": 32, "backoff_seconds": [0.2]},
+        consumer={"backoff_seconds": [0.2]},
     )
 
 

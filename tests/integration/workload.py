@@ -82,7 +82,7 @@ async def _main(args: argparse.Namespace) -> int:
     settings = Settings(
         nats={"url": os.environ["ORCH_NATS__URL"]},
         database={"url": os.environ["ORCH_DATABASE__URL"], "pool_size": 10},
-        consumer={"concurrency": args.concurrency, "backoff_seconds": [0.2]},
+        consumer={"batch_size": args.batch_size, "backoff_seconds": [0.2]},
     )
     app = build_workload(
         settings,
@@ -115,7 +115,7 @@ if __name__ == "__main__":
     parser.add_argument("--replica", required=True)
     parser.add_argument("--ack-wait", type=float, default=30.0)
     parser.add_argument("--max-deliver", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--fail-poison", action="store_true")
     parser.add_argument("--crash-on-publish", action="store_true")
     parser.add_argument("--started-marker")

@@ -18,11 +18,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 import structlog
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.errors import NotFoundError
 from prometheus_client import (
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
@@ -140,16 +138,6 @@ def start_metrics_server(host: str, port: int) -> None:
     if port == 0:
         return
     start_http_server(port, addr=host, registry=REGISTRY)
-
-
-def prometheus_middleware(
-    registry: CollectorRegistry = REGISTRY, *, app_name: str = "orchestrator"
-) -> NatsPrometheusMiddleware:
-    """FastStream's own message metrics (`faststream_*`), exported next to ours.
-
-    `app_name` becomes the `app_name` label; pass the process name so series stay apart.
-    """
-    return NatsPrometheusMiddleware(registry=registry, app_name=app_name)
 
 
 class JetStreamInfoSource(Protocol):

@@ -7,15 +7,13 @@ import uuid
 
 import httpx
 import nats
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.api import AckPolicy, ConsumerConfig
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY
 
 from contracts.topology import ConsumerSpec, StreamSpec
 from infra.metrics import (
     ConsumerLagCollector,
     PeriodicCollector,
-    prometheus_middleware,
     record_llm_usage,
     record_step,
     start_metrics_server,
@@ -60,11 +58,6 @@ def test_metrics_server_serves_the_default_registry_and_port_zero_is_off() -> No
     start_metrics_server("127.0.0.1", port)
     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert "orchestrator_step_duration_seconds" in body
-
-
-def test_faststream_middleware_uses_the_given_registry() -> None:
-    registry = CollectorRegistry()
-    assert isinstance(prometheus_middleware(registry, app_name="x"), NatsPrometheusMiddleware)
 
 
 async def test_lag_collector_reads_durables_and_streams(nats_server: NatsServer) -> None:

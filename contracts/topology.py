@@ -68,6 +68,8 @@ class ConsumerSpec:
     `batch_size` is how many waiting messages are handled in one transaction. Keep it 1 for a
     step with effects outside the database (a chat message, a push, a deploy): if one handler
     of a batch fails, the batch is handled again message by message, repeating such effects.
+    `parallel` is how many pull loops each process runs on the durable: slow steps (a deploy,
+    a test run) of different projects then overlap instead of queueing behind each other.
     """
 
     durable: str
@@ -80,6 +82,7 @@ class ConsumerSpec:
     max_ack_pending: int = 1000
     backoff_seconds: tuple[float, ...] = field(default=())
     batch_size: int = 1
+    parallel: int = 1
 
 
 COORDINATOR_INTENTS = ConsumerSpec(
@@ -134,6 +137,7 @@ ANALYST = ConsumerSpec(
     (ev.SpecRequested.TYPE,),
     "Writes the spec or asks a question",
     ack_wait_seconds=120.0,
+    parallel=4,
 )
 PROVISIONER = ConsumerSpec(
     "provisioner",
@@ -150,6 +154,7 @@ REPO = ConsumerSpec(
     (ev.RepoRequested.TYPE,),
     "Creates and scaffolds repositories",
     ack_wait_seconds=120.0,
+    parallel=4,
 )
 ENGINEER = ConsumerSpec(
     "engineer",
@@ -159,6 +164,7 @@ ENGINEER = ConsumerSpec(
     "Generates code until its tests pass",
     ack_wait_seconds=300.0,
     max_deliver=4,
+    parallel=2,
 )
 DEPLOYER = ConsumerSpec(
     "deployer",
@@ -168,6 +174,7 @@ DEPLOYER = ConsumerSpec(
     "Ships a commit with Ansible and health-checks it",
     ack_wait_seconds=300.0,
     max_deliver=4,
+    parallel=4,
 )
 NOTIFIER = ConsumerSpec(
     "notifier",
@@ -175,6 +182,7 @@ NOTIFIER = ConsumerSpec(
     NOTIFY,
     (ev.NotificationRequested.TYPE,),
     "Sends and edits chat messages",
+    parallel=4,
 )
 OPS_TICKS = ConsumerSpec(
     "ops",

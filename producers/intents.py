@@ -17,7 +17,7 @@ def project_request(
     flow_id = uuid.uuid4()
     return ProjectRequested(
         correlation_id=flow_id,
-        actor=f"{source}:{user_id}",
+        actor=user_id,
         project_id=uuid.uuid4(),
         description=description.strip(),
         user_id=user_id,
@@ -31,7 +31,7 @@ def clarification_answer(
 ) -> ClarificationAnswered:
     return ClarificationAnswered(
         correlation_id=flow_id,
-        actor=f"{source}:{user_id}",
+        actor=user_id,
         project_id=project_id,
         answer=answer.strip(),
         user_id=user_id,

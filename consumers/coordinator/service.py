@@ -189,7 +189,7 @@ class Coordinator:
         project = await self._lock(event.project_id)
         if project is None or project.state != S.SPECIFYING:
             return []
-        spec = event.spec
+        spec = await self._unique_slug(project, event.spec)
         project.spec = spec.model_dump(mode="json")
         project.name = spec.name
         project.slug = spec.slug
@@ -200,6 +200,20 @@ class Coordinator:
             event.derive(ev.ProvisionRequested, actor=ACTOR, project_id=project.id, slug=spec.slug),
             event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
         ]
+
+    async def _unique_slug(self, project: Project, spec: ProjectSpec) -> ProjectSpec:
+        """The slug names the repository and the deploy directory: one project per slug.
+
+        A taken slug gets the project id's first characters appended; the unique index on
+        `projects.slug` settles a race between two projects (the loser's step is retried).
+        """
+        taken = await self.session.scalar(
+            select(Project.id).where(Project.slug == spec.slug, Project.id != project.id)
+        )
+        if taken is None:
+            return spec
+        suffix = project.id.hex[:6]
+        return spec.model_copy(update={"slug": f"{spec.slug[:43].rstrip('-')}-{suffix}"})
 
     async def spec_failed(self, event: ev.SpecFailed) -> list[Event]:
         return await self._step_failed(event, event.project_id, f"Spec failed: {event.reason}")
@@ -303,6 +317,11 @@ class Coordinator:
 
     async def deploy_succeeded(self, event: ev.DeploySucceeded) -> list[Event]:
         project = await self._lock(event.project_id)
+        if project is not None and project.state == S.ACTIVE:
+            # A redeploy of a live project: record it; the user already has the URL.
+            project.url, project.error = event.url, None
+            await self._timeline(project, event, f"redeployed {event.commit[:8]} at {event.url}")
+            return []
         if project is None or project.state != S.DEPLOYING:
             return []
         project.url = event.url
@@ -321,9 +340,16 @@ class Coordinator:
 
     async def deploy_failed(self, event: ev.DeployFailed) -> list[Event]:
         note = " The previous release is still serving." if event.rolled_back else ""
-        return await self._step_failed(
-            event, event.project_id, f"Deploy failed: {event.reason}.{note}"
-        )
+        reason = f"Deploy failed: {event.reason}.{note}"
+        project = await self._lock(event.project_id)
+        if project is not None and project.state == S.ACTIVE:
+            # A new release of a live project did not come up and the previous one serves
+            # again: the project stays live, with the error recorded and the user told.
+            project.error = reason
+            project.version += 1
+            await self._timeline(project, event, reason)
+            return [self._notify(event, project, ev.NotificationKind.FAILURE, reason)]
+        return await self._step_failed(event, event.project_id, reason)
 
     async def deploy_rolled_back(self, event: ev.DeployRolledBack) -> list[Event]:
         project = await self._lock(event.project_id)

@@ -32,9 +32,14 @@ class LocalForge:
     async def ensure_repo(self, name: str, description: str) -> HostedRepo:
         path = self.path_for(name)
         async with self._lock:
+            # Always (re)initialise: on an existing repository `git init` only adds what is
+            # missing, so one half-created by a process killed mid-init (HEAD written, objects/
+            # not yet) is repaired instead of failing every redelivery with "not a git directory".
+            init = ["init", "--bare", "--quiet"]
             if not (path / "HEAD").is_file():
-                path.mkdir(parents=True, exist_ok=True)
-                await Git(path)("init", "--bare", "--quiet", f"--initial-branch={DEFAULT_BRANCH}")
+                init.append(f"--initial-branch={DEFAULT_BRANCH}")
+            path.mkdir(parents=True, exist_ok=True)
+            await Git(path)(*init)
             git = Git(path)
             # Idempotent: a repository created by an older version or by hand gets the same
             # settings, so the daemon accepts pushes and exports it even without --export-all.

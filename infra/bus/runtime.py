@@ -195,16 +195,16 @@ class ConsumerApp:
         for collector in self.collectors:
             collector.start()
         for spec in self.specs:
-            self._pullers.append(
-                asyncio.create_task(self._pull(js, spec), name=f"pull-{spec.durable}")
-            )
+            for index in range(spec.parallel):
+                name = f"pull-{spec.durable}-{index}"
+                self._pullers.append(asyncio.create_task(self._pull(js, spec, name), name=name))
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
     async def stop(self) -> None:
         # Idle pullers stop at once; busy ones finish the batch in hand (within the grace).
         self._stopping.set()
         for task in self._pullers:
-            if task.get_name().removeprefix("pull-") not in self._busy:
+            if task.get_name() not in self._busy:
                 task.cancel()
         if self._pullers:
             _, pending = await asyncio.wait(
@@ -234,17 +234,27 @@ class ConsumerApp:
         """Run until `stop` is set (0) or the NATS connection is closed for good (1)."""
         await self.start()
         stop = stop or asyncio.Event()
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._closed.wait())]
+        waiters = [
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(self._closed.wait()),
+            # A puller that ended on its own (it never should) would leave a process that
+            # looks alive but consumes nothing: exit instead, and let the supervisor restart.
+            *self._pullers,
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in waiters:
+            for waiter in waiters[:2]:
                 waiter.cancel()
+            ended = [t.get_name() for t in self._pullers if t.done()]
             await self.stop()
-        if self._closed.is_set() and not stop.is_set():
+        if stop.is_set():
+            return 0
+        if ended:
+            log.error("consumer.puller_ended", process=self.process, pullers=ended)
+        else:
             log.error("consumer.connection_closed", process=self.process)
-            return 1
-        return 0
+        return 1
 
     def run(self) -> None:
         """Process entry point: logging, metrics endpoint, signals, exit code."""
@@ -265,18 +275,18 @@ class ConsumerApp:
     def batch_size(self, spec: ConsumerSpec) -> int:
         return self.settings.consumer.batch_size or spec.batch_size
 
-    async def _pull(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+    async def _pull(self, js: JetStreamContext, spec: ConsumerSpec, name: str) -> None:
         """Fetch what is waiting (up to a batch), handle it, repeat until stopping."""
         subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
         try:
-            await self._pull_until_stopped(subscription, spec)
+            await self._pull_until_stopped(subscription, spec, name)
         finally:
             # Unsubscribed here, the connection's drain at shutdown does not wait on it.
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
     async def _pull_until_stopped(
-        self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec
+        self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec, name: str
     ) -> None:
         wait = self.settings.consumer.fetch_wait_seconds
         while not self._stopping.is_set():
@@ -291,14 +301,14 @@ class ConsumerApp:
                 log.warning("consumer.fetch_failed", consumer=spec.durable, error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
-            self._busy.add(spec.durable)
+            self._busy.add(name)
             try:
                 await self.process_batch(spec, msgs)
             except Exception:
                 # A bug in the runtime must not kill the loop; the messages will be redelivered.
                 log.exception("consumer.batch_crashed", consumer=spec.durable)
             finally:
-                self._busy.discard(spec.durable)
+                self._busy.discard(name)
 
     # ------------------------------------------------------------------ delivery
 

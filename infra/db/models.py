@@ -85,7 +85,7 @@ class Project(Base):
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     description: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(String(200), default="")
-    slug: Mapped[str | None] = mapped_column(String(64))
+    slug: Mapped[str | None] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(32), default=ProjectState.REQUESTED)
     #: Optimistic concurrency: every transition bumps it under a row lock.
     version: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -241,3 +242,120 @@ def sql_exec(url: str, statement: str) -> None:
 
     with psycopg.connect(plain_url(url), autocommit=True) as conn:
         conn.execute(statement)  # type: ignore[arg-type]
+
+
+async def drive_to_active(
+    nc: Client, publisher: JetStreamPublisher, description: str, spec: ProjectSpec, port: int
+) -> tuple[ev.ProjectRequested, ev.DeployRequested]:
+    """Play every step's part for one project until the coordinator makes it active."""
+    request = project_request(description, user_id="cli:dee", source="cli")
+    await publisher.publish(request)
+    specs = await until_found(nc, PROJECT.name, ev.SpecRequested.TYPE, request.project_id)
+    await publisher.publish(
+        outcome(
+            ev.SpecReady,
+            ev.SpecRequested.model_validate(specs),
+            project_id=request.project_id,
+            spec=spec,
+            offline=True,
+        )
+    )
+    repo = ev.RepoRequested.model_validate(
+        await until_found(nc, PROJECT.name, ev.RepoRequested.TYPE, request.project_id)
+    )
+    provision = ev.ProvisionRequested.model_validate(
+        await until_found(nc, PROJECT.name, ev.ProvisionRequested.TYPE, request.project_id)
+    )
+    await publisher.publish(
+        outcome(
+            ev.RepoCreated,
+            repo,
+            project_id=request.project_id,
+            repo_name=repo.spec.slug,
+            clone_url=f"git://127.0.0.1/{repo.spec.slug}.git",
+            commit="a" * 40,
+        )
+    )
+    code = ev.CodeRequested.model_validate(
+        await until_found(nc, PROJECT.name, ev.CodeRequested.TYPE, request.project_id)
+    )
+    await publisher.publish(
+        outcome(
+            ev.CodeGenerated,
+            code,
+            project_id=request.project_id,
+            commit="b" * 40,
+            mode="offline",
+            tests_passed=1,
+        )
+    )
+    await publisher.publish(
+        outcome(
+            ev.ResourcesAllocated,
+            provision,
+            project_id=request.project_id,
+            server_name="local",
+            host="127.0.0.1",
+            port=port,
+        )
+    )
+    deploy = ev.DeployRequested.model_validate(
+        await until_found(nc, DEPLOY.name, ev.DeployRequested.TYPE, request.project_id)
+    )
+    await publisher.publish(
+        outcome(
+            ev.DeploySucceeded,
+            deploy,
+            project_id=request.project_id,
+            commit="b" * 40,
+            release="r1",
+            url=f"http://127.0.0.1:{port}",
+        )
+    )
+    return request, deploy
+
+
+async def until_found(
+    nc: Client, stream: str, subject: str, project_id: object
+) -> dict[str, object]:
+    for _ in range(100):
+        for found in await stored(nc, stream, subject):
+            if found["project_id"] == str(project_id):
+                return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {subject} for project {project_id}")
+
+
+@pytest.mark.usefixtures("coordinator")
+async def test_same_slug_twice_gets_a_distinct_slug(nc: Client, migrated_db: str) -> None:
+    publisher = JetStreamPublisher.from_client(nc)
+    first, _ = await drive_to_active(nc, publisher, "expenses one", SPEC, 20011)
+    second, deploy = await drive_to_active(nc, publisher, "expenses two", SPEC, 20012)
+    slugs = dict(sql(migrated_db, "SELECT id::text, slug FROM projects"))
+    assert slugs[str(first.project_id)] == "expense-tracker"
+    assert slugs[str(second.project_id)] == f"expense-tracker-{second.project_id.hex[:6]}"
+    assert deploy.spec.slug == slugs[str(second.project_id)]
+
+
+@pytest.mark.usefixtures("coordinator")
+async def test_failed_redeploy_keeps_a_live_project_live(nc: Client, migrated_db: str) -> None:
+    publisher = JetStreamPublisher.from_client(nc)
+    request, deploy = await drive_to_active(nc, publisher, "notes", SPEC, 20013)
+    await wait_for(lambda: sql(migrated_db, "SELECT state FROM projects")[0][0] == "active")
+    redeploy = deploy.model_copy(update={"event_id": uuid.uuid4(), "commit": "c" * 40})
+    await publisher.publish(
+        outcome(
+            ev.DeployFailed,
+            redeploy,
+            project_id=request.project_id,
+            commit="c" * 40,
+            reason="health check failed",
+            rolled_back=True,
+        )
+    )
+    await wait_for(lambda: sql(migrated_db, "SELECT error FROM projects")[0][0] is not None)
+    state, error = sql(migrated_db, "SELECT state, error FROM projects")[0]
+    assert state == "active"
+    assert "previous release is still serving" in str(error)
+    notes = await until_stored(nc, NOTIFY.name, ev.NotificationRequested.TYPE, 1)
+    assert notes[-1]["kind"] == "failure"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,10 @@ class LocalStackProcess:
             except OSError:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while processes_mentioning(str(self.state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # each stack takes 100-200 MB
         return code
 
 

@@ -40,10 +40,15 @@ class ProjectNotFound(LookupError):
     pass
 
 
-async def find_project(session: AsyncSession, ref: str) -> Project:
-    """A project by id, id prefix (8+ hex chars) or slug; the newest wins on a shared slug."""
+async def find_project(session: AsyncSession, ref: str, *, user_id: str | None = None) -> Project:
+    """A project by id, id prefix (8+ hex chars) or slug; only `user_id`'s if given.
+
+    The owner is part of the query, so a user can neither see nor probe another's project.
+    """
     ref = ref.strip()
     query = select(Project).order_by(Project.created_at.desc()).limit(2)
+    if user_id is not None:
+        query = query.where(Project.user_id == user_id)
     try:
         query = query.where(Project.id == uuid.UUID(ref))
     except ValueError:

@@ -8,13 +8,11 @@ impossible (an answer with no open question) so the user hears it at once.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Final, Protocol
 
 import nats.errors
 import structlog
-from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -29,7 +27,13 @@ from infra.db.models import Project, ProjectState
 from infra.vault import VaultError, project_secret_path
 from producers.api.tokens import Caller
 from producers.intents import clarification_answer, project_request
-from producers.read_model import ProjectNotFound, ProjectView, project_view, user_projects
+from producers.read_model import (
+    ProjectNotFound,
+    ProjectView,
+    find_project,
+    project_view,
+    user_projects,
+)
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -143,29 +147,11 @@ class ProjectService:
 
 
 async def _own_project(session: AsyncSession, caller: Caller, ref: str) -> Project:
-    """The caller's project by id, id prefix (8+ hex characters) or slug; the newest wins.
-
-    Scoped in the query (not checked afterwards), so another user's project with the same
-    slug cannot hide the caller's own.
-    """
-    ref = ref.strip()
-    query = (
-        select(Project)
-        .where(Project.user_id == caller.user_id)
-        .order_by(Project.created_at.desc())
-        .limit(1)
-    )
+    """The caller's project by id, id prefix or slug (another user's is not found)."""
     try:
-        query = query.where(Project.id == uuid.UUID(ref))
-    except ValueError:
-        conditions = [Project.slug == ref]
-        if len(ref) >= 8 and all(c in "0123456789abcdef-" for c in ref.lower()):
-            conditions.append(cast(Project.id, String).startswith(ref.lower()))
-        query = query.where(or_(*conditions))
-    project = await session.scalar(query)
-    if project is None:
+        return await find_project(session, ref, user_id=caller.user_id)
+    except ProjectNotFound:
         raise ProjectNotFound(
             f"you have no project {ref!r}: give its id (or first 8 characters) or its slug; "
             "GET /projects lists yours"
-        )
-    return project
+        ) from None

@@ -106,8 +106,7 @@ async def test_a_user_sees_their_own_projects_and_nobody_elses(
     project = await seed_project(
         alice.user_id, state=ProjectState.BUILDING, timeline=("requested via api", "spec ready")
     )
-    # Bob has a project with the same slug; it must not hide Alice's.
-    await seed_project(bob.user_id, slug="todo-api")
+    bobs = await seed_project(bob.user_id, slug="bobs-api")
 
     for ref in (str(project.id), str(project.id)[:8], "todo-api"):
         own = await http.get(f"/projects/{ref}", headers=alice.headers)
@@ -122,6 +121,8 @@ async def test_a_user_sees_their_own_projects_and_nobody_elses(
     other = await http.get(f"/projects/{project.id}", headers=bob.headers)
     assert other.status_code == 404
     assert "you have no project" in other.json()["detail"]
+    for ref in (str(bobs.id), "bobs-api"):  # by id or slug, someone else's is not found
+        assert (await http.get(f"/projects/{ref}", headers=alice.headers)).status_code == 404
 
     listed = (await http.get("/projects", headers=alice.headers)).json()["projects"]
     assert [p["id"] for p in listed] == [str(project.id)]

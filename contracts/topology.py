@@ -84,6 +84,13 @@ class ConsumerSpec:
     batch_size: int = 1
     parallel: int = 1
 
+    def __post_init__(self) -> None:
+        if self.parallel > 1 and self.batch_size > 1:
+            raise ValueError(
+                f"{self.durable}: parallel pull loops fetch one message at a time; "
+                "use batch_size=1 with parallel > 1"
+            )
+
 
 COORDINATOR_INTENTS = ConsumerSpec(
     "coordinator-intents",

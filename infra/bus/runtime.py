@@ -44,6 +44,7 @@ from infra.db.outbox import (
     HandledEvent,
     OutboxRelay,
     OutboxRow,
+    mark_published,
     publish_rows,
     record_steps,
     recorded_results,
@@ -153,6 +154,7 @@ class ConsumerApp:
         self._pullers: list[asyncio.Task[None]] = []
         #: Pullers handling a batch right now (the others are only waiting on a fetch).
         self._busy: set[str] = set()
+        self._marking: set[asyncio.Task[None]] = set()
 
     def handles(self, event_type: type[E]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -165,7 +167,9 @@ class ConsumerApp:
 
     async def start(self) -> None:
         settings = self.settings
-        self.engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+        self.engine = make_engine(
+            settings.database.url, pool_size=settings.database.pool_size, pre_ping=False
+        )
         self.sessionmaker = make_sessionmaker(self.engine)
         self.broker = NatsBroker(
             settings.nats.url.split(","),
@@ -214,6 +218,7 @@ class ConsumerApp:
                 task.cancel()
             await asyncio.gather(*self._pullers, return_exceptions=True)
             self._pullers.clear()
+        await asyncio.gather(*self._marking, return_exceptions=True)
         for collector in self.collectors:
             await collector.stop()
         for task in self._background:
@@ -273,6 +278,10 @@ class ConsumerApp:
     # ------------------------------------------------------------------ pulling
 
     def batch_size(self, spec: ConsumerSpec) -> int:
+        # Parallel pull loops fetch one message each: a multi-message fetch that got its first
+        # message keeps waiting for the rest while the other loop takes them (nats-py).
+        if spec.parallel > 1:
+            return 1
         return self.settings.consumer.batch_size or spec.batch_size
 
     async def _pull(self, js: JetStreamContext, spec: ConsumerSpec, name: str) -> None:
@@ -369,8 +378,10 @@ class ConsumerApp:
         rows = [row for h in handled for row in h.emitted]
         earlier = [i for ids in duplicates.values() for i in ids]
         rows += await stored_rows(self.sessionmaker, earlier)
-        await self._publish(rows)
+        published = await self._publish(rows)
         await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        if published:
+            self._mark_published(rows)
         elapsed = time.perf_counter() - started
         handled_ids = {h.event_id for h in handled}
         for delivery in deliveries:
@@ -417,8 +428,10 @@ class ConsumerApp:
             bound.warning("step.retry", delivery=number, delay=delay, error=str(exc))
             await msg.nak(delay=delay)
             return "retry"
-        await self._publish(rows.emitted)
+        published = await self._publish(rows.emitted)
         await msg.ack()
+        if published:
+            self._mark_published(rows.emitted)
         return "duplicate" if rows.duplicate else "ok"
 
     async def _run_step(
@@ -444,13 +457,30 @@ class ConsumerApp:
         bound.info("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
 
-    async def _publish(self, rows: Sequence[OutboxRow]) -> None:
-        assert self.sessionmaker is not None and self.publisher is not None
+    async def _publish(self, rows: Sequence[OutboxRow]) -> bool:
+        """Publish committed rows; False leaves them to the relay (the step is done anyway)."""
+        assert self.publisher is not None
         try:
-            await publish_rows(self.sessionmaker, self.publisher, rows)
+            await publish_rows(self.publisher, rows)
         except Exception as exc:
-            # Committed rows stay in the outbox; the relay publishes them. The step is done.
             log.warning("outbox.publish_deferred", count=len(rows), error=str(exc))
+            return False
+        return True
+
+    def _mark_published(self, rows: Sequence[OutboxRow]) -> None:
+        """Mark rows published off the message's path: the ack does not wait for it."""
+        if not rows or self.sessionmaker is None:
+            return
+        task = asyncio.create_task(self._mark(list(rows)))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark(self, rows: list[OutboxRow]) -> None:
+        assert self.sessionmaker is not None
+        try:
+            await mark_published(self.sessionmaker, rows)
+        except Exception as exc:
+            log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
 
     def _backoff(self, delivery: int) -> float:
         steps = self.settings.consumer.backoff_seconds

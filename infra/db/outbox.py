@@ -117,21 +117,23 @@ async def stored_rows(
         return [OutboxRow(r.event_id, r.subject, r.payload, dict(r.headers)) for r in rows]
 
 
-async def publish_rows(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    publisher: RawPublisher,
-    rows: Sequence[OutboxRow],
-) -> None:
-    """Publish committed outbox rows (concurrently) and mark them published.
-
-    The mark is written without waiting for the WAL flush: if it is lost in a crash, the relay
-    publishes the rows again and the stream's duplicate window drops them.
-    """
-    if not rows:
-        return
+async def publish_rows(publisher: RawPublisher, rows: Sequence[OutboxRow]) -> None:
+    """Publish committed outbox rows, concurrently (each waits for the stream's ack)."""
     await asyncio.gather(
         *(publisher.publish_raw(row.subject, row.payload, row.headers) for row in rows)
     )
+
+
+async def mark_published(
+    sessionmaker: async_sessionmaker[AsyncSession], rows: Sequence[OutboxRow]
+) -> None:
+    """Mark published rows, without waiting for the WAL flush.
+
+    A lost mark (a crash, a failed write) only makes the relay publish the rows again, and the
+    stream's duplicate window drops them.
+    """
+    if not rows:
+        return
     async with sessionmaker.begin() as session:
         await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         await session.execute(

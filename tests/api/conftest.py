@@ -6,10 +6,8 @@ import asyncio
 import io
 import logging
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import nats
@@ -22,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
-from infra.db.models import Project, ProjectEvent, ProjectState, User
+from infra.db.models import Project, ProjectState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
 from infra.stack.nats_server import NatsServer
@@ -30,6 +28,7 @@ from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.vault import VaultClient
 from producers.api.app import build_api
 from producers.api.tokens import issue_token
+from tests.project_seed import seed_project as seed_project_row
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +133,7 @@ SeedProject = Callable[..., Awaitable[Project]]
 
 @pytest.fixture
 def seed_project(sessionmaker: async_sessionmaker[AsyncSession]) -> SeedProject:
-    """Insert a project the way the coordinator records one (the API only reads them)."""
+    """Insert a project the way the coordinator records one (this producer only reads them)."""
 
     async def seed(
         user_id: str,
@@ -143,36 +142,9 @@ def seed_project(sessionmaker: async_sessionmaker[AsyncSession]) -> SeedProject:
         slug: str = "todo-api",
         timeline: tuple[str, ...] = (),
     ) -> Project:
-        now = datetime.now(UTC)
-        project = Project(
-            id=uuid.uuid4(),
-            flow_id=uuid.uuid4(),
-            user_id=user_id,
-            description="a todo list api",
-            name=slug,
-            slug=slug,
-            state=state,
-            created_at=now,
+        return await seed_project_row(
+            sessionmaker, user_id, state=state, slug=slug, timeline=timeline
         )
-        async with sessionmaker() as session, session.begin():
-            if await session.get(User, user_id) is None:
-                session.add(User(id=user_id))
-                await session.flush()
-            session.add(project)
-            await session.flush()
-            for index, summary in enumerate(timeline):
-                session.add(
-                    ProjectEvent(
-                        project_id=project.id,
-                        event_id=uuid.uuid4(),
-                        event_type="project.test",
-                        actor="coordinator",
-                        summary=summary,
-                        state=state,
-                        occurred_at=now + timedelta(seconds=index),
-                    )
-                )
-        return project
 
     return seed
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
@@ -19,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
-from infra.db.models import Project, ProjectEvent, ProjectState, User
+from infra.db.models import Project, ProjectState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.stack.nats_server import NatsServer
 from producers.telegram_bot.app import build_dispatcher, make_bot, run_bot
 from producers.telegram_bot.read_model import SqlProjectReadModel
 from producers.telegram_bot.settings import BotSettings
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.project_seed import seed_project as seed_project_row
 
 BOT_TOKEN = "123456:TEST-token"
 _chat_ids = itertools.count(10_000)
@@ -138,7 +137,7 @@ SeedProject = Callable[..., Awaitable[Project]]
 
 @pytest.fixture
 def seed_project(sessionmaker: async_sessionmaker[AsyncSession]) -> SeedProject:
-    """Insert a project (and its user) the way the coordinator would have recorded it."""
+    """Insert a project the way the coordinator records one (this producer only reads them)."""
 
     async def seed(
         user_id: str,
@@ -147,33 +146,8 @@ def seed_project(sessionmaker: async_sessionmaker[AsyncSession]) -> SeedProject:
         name: str = "todo-api",
         timeline: tuple[str, ...] = (),
     ) -> Project:
-        now = datetime.now(UTC)
-        project = Project(
-            id=uuid.uuid4(),
-            flow_id=uuid.uuid4(),
-            user_id=user_id,
-            description="a todo list api",
-            name=name,
-            slug=name,
-            state=state,
+        return await seed_project_row(
+            sessionmaker, user_id, state=state, slug=name, timeline=timeline
         )
-        async with sessionmaker() as session, session.begin():
-            if await session.get(User, user_id) is None:
-                session.add(User(id=user_id))
-                await session.flush()
-            session.add(project)
-            await session.flush()
-            for index, summary in enumerate(timeline):
-                session.add(
-                    ProjectEvent(
-                        project_id=project.id,
-                        event_id=uuid.uuid4(),
-                        event_type="project.test",
-                        actor="coordinator",
-                        summary=summary,
-                        occurred_at=now + timedelta(seconds=index),
-                    )
-                )
-        return project
 
     return seed

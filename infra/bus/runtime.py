@@ -499,14 +499,19 @@ class ConsumerApp:
                     await msg.in_progress()
 
     async def _dead_letter(
-        self, spec: ConsumerSpec, msg: Msg, error: str, delivery: int, outcome: str | None
+        self, spec: ConsumerSpec, msg: Msg, error: str, delivery: int, undecoded: str | None
     ) -> None:
+        """Park `msg` with its error in the dead-letter stream.
+
+        `undecoded` labels the step metrics of a message that never became an event; decoded
+        ones are counted by their caller.
+        """
         assert self.publisher is not None
         log.error("step.dead_letter", consumer=spec.durable, error=error, delivery=delivery)
         await dead_letter(self.publisher, spec, msg, error, delivery)
         DEAD_LETTERS.labels(self.process, spec.durable).inc()
-        if outcome:
-            STEP_OUTCOMES.labels(self.process, spec.durable, outcome, "dead_letter").inc()
+        if undecoded:
+            STEP_OUTCOMES.labels(self.process, spec.durable, undecoded, "dead_letter").inc()
         await msg.term()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from producers.read_model import ProjectNotFound
 
-from . import commands
+from . import chat_command, commands, demo, servers, tokens
 from .connection import Endpoints, NoStack, resolve
 
 
@@ -86,20 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", choices=sorted(commands.PLATFORM_SECRETS))
     s.add_argument("field", help="api_key for llm; token for github and telegram; ...")
 
-    _register_optional(sub)
+    _register_modules(sub)
     return parser
 
 
-def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Sub-commands that live in their own modules."""
-    from producers.cli import servers, tokens
-
-    servers.register(sub)
-    tokens.register(sub)
-    from producers.cli import chat_command, demo
-
-    chat_command.register(sub)
-    demo.register(sub)
+def _register_modules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Sub-commands that live in their own modules; each sets `handler` on its parser."""
+    for module in (servers, tokens, chat_command, demo):
+        module.register(sub)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:

@@ -197,7 +197,7 @@ class Coordinator:
         await self._timeline(project, event, f"spec ready: {spec.name} ({', '.join(spec.kinds)})")
         return [
             self._progress(event, project, f"Spec ready: {spec.name}. {spec.summary}"),
-            event.derive(ev.ProvisionRequested, actor=ACTOR, project_id=project.id, slug=spec.slug),
+            self._provision_request(event, project),
             event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
         ]
 
@@ -251,6 +251,17 @@ class Coordinator:
             self._progress(event, project, f"Repository ready: {event.web_url or event.clone_url}"),
             self._code_request(event, project),
         ]
+
+    def _provision_request(
+        self, cause: Event, project: Project, index: int = 0
+    ) -> ev.ProvisionRequested:
+        return cause.derive(
+            ev.ProvisionRequested,
+            actor=ACTOR,
+            index=index,
+            project_id=project.id,
+            slug=self._spec(project).slug,
+        )
 
     def _code_request(self, cause: Event, project: Project, index: int = 0) -> ev.CodeRequested:
         assert project.repo_clone_url and project.repo_commit
@@ -415,15 +426,7 @@ class Coordinator:
         elif state == S.PROVISIONING:
             spec = self._spec(project)
             if project.port is None:
-                commands.append(
-                    tick.derive(
-                        ev.ProvisionRequested,
-                        actor=ACTOR,
-                        index=index,
-                        project_id=project.id,
-                        slug=spec.slug,
-                    )
-                )
+                commands.append(self._provision_request(tick, project, index))
             commands.append(
                 tick.derive(
                     ev.RepoRequested, actor=ACTOR, index=index, project_id=project.id, spec=spec
@@ -432,15 +435,7 @@ class Coordinator:
         elif state == S.BUILDING and project.code_commit is None:
             commands.append(self._code_request(tick, project, index))
         elif state == S.BUILDING:
-            commands.append(
-                tick.derive(
-                    ev.ProvisionRequested,
-                    actor=ACTOR,
-                    index=index,
-                    project_id=project.id,
-                    slug=self._spec(project).slug,
-                )
-            )
+            commands.append(self._provision_request(tick, project, index))
         elif state == S.DEPLOYING:
             commands.append(self._deploy_request(tick, project, index))
         return commands

@@ -78,6 +78,19 @@ class LLMSettings(BaseModel):
     max_coder_iterations: int = Field(6, description="Coder loop bound before giving up")
 
 
+class QuotaSettings(BaseModel):
+    """Defaults that bound what one person can spend; an admin overrides them per user or project."""
+
+    projects_per_day: int = Field(10, description="New projects one user may request per day")
+    builds_at_once: int = Field(2, description="Projects of one user building at the same time")
+    llm_usd_per_project: float = Field(
+        2.0, description="LLM budget of one project in USD (all stages, all revisions)"
+    )
+    llm_usd_per_user_month: float = Field(
+        20.0, description="LLM budget of one user per calendar month in USD"
+    )
+
+
 class Settings(BaseSettings):
     """Everything one process needs; each group can be overridden by its own variables."""
 
@@ -91,6 +104,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     metrics: MetricsSettings = MetricsSettings()
     llm: LLMSettings = LLMSettings()
+    quotas: QuotaSettings = QuotaSettings()
 
 
 @lru_cache(maxsize=1)

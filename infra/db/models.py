@@ -67,13 +67,55 @@ class ProjectState(StrEnum):
     ARCHIVED = "archived"
 
 
+class UserRole(StrEnum):
+    """What a person may do: members act on their own projects, admins on everything."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+
+
 class User(Base):
+    """A person, by a stable id (`telegram:<id>`, `api:<token name>`, `cli:<login>`).
+
+    Only active users reach the bus: the doors (bot, API, CLI) refuse everyone else, and the
+    consumers check the owner of a project against the actor of every intent.
+    """
+
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER, server_default="member")
+    status: Mapped[str] = mapped_column(
+        String(16), default=UserStatus.ACTIVE, server_default="active"
+    )
+    #: Who let this person in (a user id, or `config` for admins from configuration).
+    added_by: Mapped[str | None] = mapped_column(String(200))
+    #: Per-user overrides of the configured quotas (None: the configured default applies).
+    llm_budget_usd_month: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    projects_per_day: Mapped[int | None] = mapped_column(Integer)
+    builds_at_once: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserInvite(Base):
+    """A one-time invite link (`/start <code>`): only a SHA-256 of the code is stored."""
+
+    __tablename__ = "user_invites"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[str | None] = mapped_column(String(200))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Project(Base):
@@ -106,6 +148,8 @@ class Project(Base):
     attempts: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     #: When the current step times out (the coordinator's tick checks it).
     step_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: An admin's override of the per-project LLM budget (None: the configured default).
+    llm_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -260,6 +304,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: admin tokens reach the admin routes; member tokens only their user's projects.
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.MEMBER, server_default="member")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LlmUsage(Base):

@@ -118,6 +118,21 @@ class UserInvite(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PendingSecret(Base):
+    """A secret the bot asked a user for: their next message is its value (never stored here).
+
+    In the database so the question survives a bot restart; `expires_at` bounds how long an
+    unrelated later message could be mistaken for the value.
+    """
+
+    __tablename__ = "pending_secrets"
+
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    name: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Project(Base):
     __tablename__ = "projects"
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _read_credential(path: Path, setting: str) -> str:
+    """The value in a credentials file, or an error saying which setting points where."""
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise ValueError(
+            f"{setting}={path} cannot be read ({error.strerror}); the local stack writes it "
+            "before starting the process, so start the process through `orchestrator up`"
+        ) from error
 
 
 class NatsSettings(BaseModel):
@@ -28,17 +39,41 @@ class DatabaseSettings(BaseModel):
         description="SQLAlchemy URL; the psycopg (v3) driver is used in async mode",
     )
     pool_size: int = Field(20, description="Connections per process")
+    url_file: Path | None = Field(
+        None,
+        description="A private file holding the URL (with its password); read at start, "
+        "it replaces `url` so the password is in no environment a child inherits",
+    )
+
+    @model_validator(mode="after")
+    def _read_url_file(self) -> DatabaseSettings:
+        if self.url_file is not None:
+            self.url = _read_credential(self.url_file, "ORCH_DATABASE__URL_FILE")
+        return self
 
 
 class VaultSettings(BaseModel):
     addr: str = Field("http://127.0.0.1:8200", description="Vault or OpenBao address")
     role_id: str = Field("", description="This process's AppRole role id")
     secret_id: SecretStr = Field(SecretStr(""), description="This process's AppRole secret id")
+    secret_id_file: Path | None = Field(
+        None,
+        description="A private file holding the AppRole secret id (the local stack's way): read "
+        "at start and at each login, so a rotated secret id takes effect",
+    )
     token: SecretStr = Field(
         SecretStr(""), description="A token to use instead of AppRole (operators and tests only)"
     )
     kv_mount: str = Field("secret", description="KV v2 mount point")
     transit_mount: str = Field("transit", description="Transit engine mount point")
+
+    @model_validator(mode="after")
+    def _read_secret_id_file(self) -> VaultSettings:
+        if self.secret_id_file is not None:
+            self.secret_id = SecretStr(
+                _read_credential(self.secret_id_file, "ORCH_VAULT__SECRET_ID_FILE")
+            )
+        return self
 
 
 class ConsumerSettings(BaseModel):

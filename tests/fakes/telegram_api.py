@@ -225,6 +225,8 @@ class FakeTelegramAPI:
             "deleteWebhook": self._true,
             "setWebhook": self._true,
             "setMyCommands": self._true,
+            "deleteMessage": self._true,
+            "answerCallbackQuery": self._true,
             "close": self._true,
         }
 

@@ -1,7 +1,10 @@
 """Composition root of the Telegram bot process: Vault token, JetStream, database, aiogram.
 
-The bot is a producer: it publishes intents to JetStream and reads the project tables; it
-never talks to a consumer directly. Updates arrive by long polling (default) or a webhook.
+The bot is a producer: it publishes intents to JetStream, reads the project tables, keeps its
+users and pending secret questions in PostgreSQL and writes the secrets users send to Vault;
+it never talks to a consumer directly. It is fail-closed: `gate.AccessGate` admits only active
+users (admins from `ORCH_TELEGRAM__ADMIN_IDS`, promoted at every start). Updates arrive by
+long polling (default) or a webhook.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+from datetime import timedelta
 
 import nats
 import structlog
@@ -18,15 +22,21 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
 from infra.settings import Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
-from producers.telegram_bot.ports import ProjectReadModel
+from producers.access import Directory, telegram_user
+from producers.telegram_bot.admin_views import AdminViews
+from producers.telegram_bot.gate import AccessGate
+from producers.telegram_bot.pending_secrets import PendingSecrets
+from producers.telegram_bot.ports import ProjectSecrets
 from producers.telegram_bot.read_model import SqlProjectReadModel
-from producers.telegram_bot.router import bot_commands, build_router
+from producers.telegram_bot.router import BotServices, bot_commands, build_router
 from producers.telegram_bot.settings import BotSettings
 
 PROCESS = "telegram_bot"
@@ -39,10 +49,41 @@ class NoBotToken(RuntimeError):
     """The platform has no Telegram bot configured."""
 
 
-def build_dispatcher(publisher: Publisher, read_model: ProjectReadModel) -> Dispatcher:
+def build_dispatcher(services: BotServices, settings: BotSettings) -> Dispatcher:
+    """The dispatcher with the access gate in front of every handler."""
     dispatcher = Dispatcher(name=PROCESS)
-    dispatcher.include_router(build_router(publisher, read_model))
+    dispatcher.update.outer_middleware(AccessGate(services.directory, settings))
+    dispatcher.include_router(build_router(services))
     return dispatcher
+
+
+def build_services(
+    publisher: Publisher,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    secrets_store: ProjectSecrets,
+    nc: Client,
+    settings: BotSettings,
+) -> BotServices:
+    return BotServices(
+        publisher=publisher,
+        read_model=SqlProjectReadModel(sessionmaker),
+        directory=Directory(sessionmaker),
+        pending=PendingSecrets(sessionmaker, timedelta(minutes=settings.secret_wait_minutes)),
+        secrets=secrets_store,
+        admin=AdminViews(sessionmaker, nc),
+        invite_ttl=timedelta(hours=settings.invite_hours),
+    )
+
+
+async def seed_admins(directory: Directory, settings: BotSettings) -> None:
+    """Make the configured Telegram ids admins (created, promoted or unblocked)."""
+    await directory.seed_admins(telegram_user(i) for i in settings.admin_ids)
+    if not settings.admin_ids:
+        log.warning(
+            "bot.no_admins",
+            hint="set ORCH_TELEGRAM__ADMIN_IDS or add one with `orchestrator users add ID "
+            "--role admin`; until then only people already in the users table get in",
+        )
 
 
 def make_bot(token: str, api_base: str = "") -> Bot:
@@ -99,9 +140,7 @@ async def _serve_webhook(
         await runner.cleanup()
 
 
-async def read_bot_token(settings: Settings) -> str:
-    vault = VaultClient.from_settings(settings.vault)
-    await vault.login()
+async def read_bot_token(vault: VaultClient, settings: Settings) -> str:
     try:
         token = (await vault.read_secret(TELEGRAM_VAULT_PATH)).get("token", "")
     except SecretNotFound:
@@ -116,19 +155,26 @@ async def read_bot_token(settings: Settings) -> str:
 
 
 async def serve(settings: Settings, bot_settings: BotSettings) -> None:
-    token = await read_bot_token(settings)
+    # The same Vault login reads the bot token and later stores the secrets users send.
+    vault = VaultClient.from_settings(settings.vault)
+    await vault.login()
+    token = await read_bot_token(vault, settings)
     nc = await nats.connect(
         settings.nats.url.split(","), max_reconnect_attempts=-1, connect_timeout=5
     )
     engine = make_engine(settings.database.url, pool_size=5)
     bot = make_bot(token, bot_settings.api_base)
+    renew = asyncio.create_task(vault.keep_renewed(), name="vault-renewal")
     try:
-        dispatcher = build_dispatcher(
-            JetStreamPublisher.from_client(nc), SqlProjectReadModel(make_sessionmaker(engine))
+        services = build_services(
+            JetStreamPublisher.from_client(nc), make_sessionmaker(engine), vault, nc, bot_settings
         )
-        log.info("bot.started", mode=bot_settings.mode)
+        await seed_admins(services.directory, bot_settings)
+        dispatcher = build_dispatcher(services, bot_settings)
+        log.info("bot.started", mode=bot_settings.mode, admins=len(bot_settings.admin_ids))
         await run_bot(bot, dispatcher, bot_settings)
     finally:
+        renew.cancel()
         await bot.session.close()
         await engine.dispose()
         with contextlib.suppress(Exception):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.models import Project, ProjectState
-from producers.read_model import ProjectView, project_view, user_projects
+from producers.read_model import ProjectView, project_view
 
 #: How far back a user's projects are listed and searched.
 MAX_PROJECTS = 50
@@ -20,19 +21,31 @@ class SqlProjectReadModel:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
 
-    async def project(self, user_id: str, ref: str) -> ProjectView | None:
+    async def project(self, owner: str | None, ref: str) -> ProjectView | None:
         # The reference is resolved among the user's own projects only: someone else's project
         # is unknown here (ids are not secrets, timelines are), and a short prefix stays unique.
+        # An admin (owner None) resolves among everyone's.
         async with self._sessionmaker() as session:
-            own = await user_projects(session, user_id, limit=MAX_PROJECTS)
-            match = _resolve(own, ref.strip().lower())
+            visible = await _projects(session, owner)
+            match = _resolve(visible, ref.strip().lower())
             if match is None:
                 return None
             return await project_view(session, str(match.id))
 
-    async def projects(self, user_id: str) -> Sequence[ProjectView]:
+    async def projects(self, owner: str | None) -> Sequence[ProjectView]:
         async with self._sessionmaker() as session:
-            return [_summary(p) for p in await user_projects(session, user_id, MAX_PROJECTS)]
+            return [_summary(p) for p in await _projects(session, owner)]
+
+    async def secret_names(self, project_id: uuid.UUID) -> tuple[str, ...]:
+        async with self._sessionmaker() as session:
+            project = await session.get(Project, project_id)
+        if project is None or not project.spec:
+            return ()
+        return tuple(
+            str(var["name"])
+            for var in project.spec.get("config", [])
+            if isinstance(var, dict) and var.get("secret") and var.get("name")
+        )
 
     async def awaiting_answer(self, user_id: str) -> ProjectView | None:
         async with self._sessionmaker() as session:
@@ -48,6 +61,13 @@ class SqlProjectReadModel:
                 )
             ).first()
         return _summary(project) if project is not None else None
+
+
+async def _projects(session: AsyncSession, owner: str | None) -> list[Project]:
+    query = select(Project).order_by(Project.created_at.desc()).limit(MAX_PROJECTS)
+    if owner is not None:
+        query = query.where(Project.user_id == owner)
+    return list(await session.scalars(query))
 
 
 def _resolve(projects: Sequence[Project], ref: str) -> Project | None:

@@ -14,7 +14,21 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("answer", "Answer a question: /answer <project> <text>"),
     ("status", "State and timeline: /status [project]"),
     ("projects", "Your projects"),
+    ("secret", "Store a secret your service needs: /secret NAME [project]"),
+    ("cancel", "Stop waiting for a secret value"),
     ("help", "What I do"),
+)
+
+ADMIN_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("allow", "Let someone in: /allow <telegram id> [admin]"),
+    ("block", "Refuse someone from now on: /block <telegram id>"),
+    ("unblock", "Let a blocked person back in: /unblock <telegram id>"),
+    ("invite", "A one-time invite link: /invite [admin]"),
+    ("users", "Everyone who may use the bot"),
+    ("servers", "The deploy servers and their ports"),
+    ("incidents", "Open incidents"),
+    ("dlq", "Dead letters"),
+    ("lag", "Consumer lag"),
 )
 
 START = (
@@ -26,6 +40,25 @@ START = (
     + "\n".join(f"/{name} - {hint}" for name, hint in COMMANDS)
 )
 
+ADMIN_HELP = "Admin commands:\n" + "\n".join(f"/{name} - {hint}" for name, hint in ADMIN_COMMANDS)
+WELCOME = "Welcome! Your invite is accepted: you can use this bot now."
+GROUP_REFUSED = (
+    "Sorry, I work in private chats only (statuses and questions are personal). "
+    "Please write to me directly."
+)
+SHARED_SENDER_REFUSED = (
+    "Sorry, I cannot tell who you are: anonymous group admins and messages sent on behalf "
+    "of a channel share one Telegram identity. Please write to me from your own account "
+    "in a private chat."
+)
+VALUE_USAGE = (
+    "Usage: /secret NAME [project], e.g. /secret TELEGRAM_BOT_TOKEN. I then ask for the value; "
+    "I delete your message with it and keep it only in the secret store."
+)
+NOTHING_PENDING = "I was not waiting for a secret."
+CANCELLED = "OK, I am no longer waiting for a secret."
+ALLOW_USAGE = "Usage: /allow <telegram id> [admin]"
+STATUS_USAGE = "Usage: /block <telegram id> or /unblock <telegram id>"
 NOT_TEXT = "I read text only: please describe your project in words."
 NEW_USAGE = "Usage: /new <description>, e.g. /new a URL shortener with click statistics"
 ANSWER_USAGE = "Usage: /answer <project> <text>, or reply to my question."
@@ -100,3 +133,87 @@ def _fit(text: str, limit: int = 4096) -> str:
     if len(text) <= limit:
         return text
     return "…" + text[-(limit - 1) :]
+
+
+def unknown_sender(telegram_id: int) -> str:
+    return (
+        "Sorry, this bot serves invited people only. To get access, send your Telegram id "
+        f"{telegram_id} to an admin of this bot, or open an invite link from them."
+    )
+
+
+def blocked_sender(telegram_id: int) -> str:
+    return (
+        "Sorry, your access to this bot is suspended. If you think this is a mistake, ask an "
+        f"admin of this bot and give them your Telegram id {telegram_id}."
+    )
+
+
+def credential_refused(kinds: str) -> str:
+    return (
+        f"I did not send that: it looks like it contains a credential ({kinds}). Descriptions "
+        "and answers are stored and read by the language model, so I deleted your message. "
+        "Send it again without the value, and store the value with /secret NAME: I keep it "
+        "only in the secret store."
+    )
+
+
+def ask_secret(name: str, project: ProjectView, minutes: int) -> str:
+    return (
+        f"Send the value of {name} for project {_label(project)} as your next message "
+        f"(within {minutes} minutes). I will store it in the secret store and delete your "
+        "message. /cancel stops."
+    )
+
+
+def secret_stored(name: str, project: ProjectView | None, project_id: uuid.UUID) -> str:
+    where = _label(project) if project is not None else str(project_id)
+    return (
+        f"Stored {name} for project {where} and deleted your message; "
+        "the project picks it up at its next deploy."
+    )
+
+
+def secret_not_deleted(name: str) -> str:
+    return (
+        f"I stored {name}, but could not delete your message with the value: please delete "
+        "it yourself."
+    )
+
+
+STORE_FAILED = (
+    "I could not store that secret right now; your message is deleted. Please try /secret "
+    "again in a minute."
+)
+
+
+def invite_link(bot_username: str, code: str, hours: int, role: str) -> str:
+    return (
+        f"A one-time invite ({role}), valid for {hours} hours:\n"
+        f"https://t.me/{bot_username}?start={code}\n"
+        "It works once; send it only to the person you mean."
+    )
+
+
+def allowed(user_id: str, role: str) -> str:
+    return f"{user_id} may use the bot now, as {role}."
+
+
+def status_changed(user_id: str, status: str) -> str:
+    return f"{user_id} is {status} now."
+
+
+def project_list_all(projects: Sequence[ProjectView]) -> str:
+    if not projects:
+        return "Nobody has projects yet."
+    lines = ["All projects:"]
+    lines.extend(
+        f"{p.created_at:%Y-%m-%d} {_label(p)}: {p.state} ({p.user_id})"
+        + (f" {p.url}" if p.url else "")
+        for p in projects
+    )
+    return _fit("\n".join(lines))
+
+
+def missing_secrets(names: Sequence[str]) -> str:
+    return "Missing secrets: " + ", ".join(names) + " (tap one to send its value)"

@@ -3,6 +3,16 @@ path "secret/data/platform/telegram" {
   capabilities = ["read"]
 }
 
+# Stores the secrets users send with /secret (like the API: write, never read back) and lists
+# which names a project already has, so the project card offers a button per missing one.
+path "secret/data/projects/*" {
+  capabilities = ["create", "update"]
+}
+
+path "secret/metadata/projects/*" {
+  capabilities = ["list"]
+}
+
 # Every process may look up and renew its own token, and nothing else by default.
 path "auth/token/lookup-self" {
   capabilities = ["read"]

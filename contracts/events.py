@@ -14,6 +14,17 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import Event
+from contracts.fields import (
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_REPORT,
+    MAX_TEXT,
+    CloneUrl,
+    CommitSha,
+    Slug,
+    UserId,
+    VarName,
+)
 from contracts.spec import ProjectSpec
 
 # ---------------------------------------------------------------- intents (producers)
@@ -26,7 +37,7 @@ class ProjectRequested(Event):
 
     project_id: uuid.UUID = Field(description="Id the producer chose, so it can answer at once")
     description: str = Field(description="The user's own words", min_length=1, max_length=8000)
-    user_id: str = Field(
+    user_id: UserId = Field(
         description="Stable user id: telegram:<id>, api:<token name> or cli:<login>"
     )
     chat_id: int | None = Field(None, description="Telegram chat to report to, if any")
@@ -40,16 +51,24 @@ class ClarificationAnswered(Event):
 
     project_id: uuid.UUID = Field(description="The project the answer belongs to")
     answer: str = Field(description="The user's answer", min_length=1, max_length=8000)
-    user_id: str = Field(description="Who answered")
+    user_id: UserId = Field(
+        description="Who answered; the coordinator accepts the owner or an admin"
+    )
 
 
 class ProjectArchiveRequested(Event):
     """The user or an operator retired a project; its server resources are released."""
 
     TYPE: ClassVar[str] = "intents.project.archive"
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project to archive")
-    reason: str = Field("", description="Why, for the timeline")
+    reason: str = Field("", description="Why, for the timeline", max_length=MAX_TEXT)
+    user_id: UserId | None = Field(
+        None,
+        description="Who asked (v2); the coordinator accepts the owner or an admin and refuses "
+        "a request without one",
+    )
 
 
 # ---------------------------------------------------------------- analyst
@@ -61,8 +80,10 @@ class SpecRequested(Event):
     TYPE: ClassVar[str] = "project.spec.requested"
 
     project_id: uuid.UUID = Field(description="The project")
-    description: str = Field(description="The original description")
-    answers: tuple[str, ...] = Field((), description="Answers to earlier questions, in order")
+    description: str = Field(description="The original description", max_length=MAX_TEXT)
+    answers: tuple[str, ...] = Field(
+        (), description="Answers to earlier questions, in order", max_length=MAX_ITEMS
+    )
 
 
 class ClarificationAsked(Event):
@@ -71,8 +92,10 @@ class ClarificationAsked(Event):
     TYPE: ClassVar[str] = "project.clarification.asked"
 
     project_id: uuid.UUID = Field(description="The project")
-    question: str = Field(description="The question, in the user's language")
-    missing: tuple[str, ...] = Field((), description="Which parts of the spec are unknown")
+    question: str = Field(description="The question, in the user's language", max_length=MAX_TEXT)
+    missing: tuple[str, ...] = Field(
+        (), description="Which parts of the spec are unknown", max_length=MAX_ITEMS
+    )
     offline: bool = Field(description="True when asked by the deterministic offline analyst")
 
 
@@ -92,7 +115,7 @@ class SpecFailed(Event):
     TYPE: ClassVar[str] = "project.spec.failed"
 
     project_id: uuid.UUID = Field(description="The project")
-    reason: str = Field(description="What went wrong, for the user")
+    reason: str = Field(description="What went wrong, for the user", max_length=MAX_REPORT)
 
 
 # ---------------------------------------------------------------- provisioner
@@ -104,8 +127,10 @@ class ProvisionRequested(Event):
     TYPE: ClassVar[str] = "project.provision.requested"
 
     project_id: uuid.UUID = Field(description="The project")
-    slug: str = Field(description="The project's slug")
-    labels: tuple[str, ...] = Field((), description="Server labels the project needs")
+    slug: Slug = Field(description="The project's slug")
+    labels: tuple[str, ...] = Field(
+        (), description="Server labels the project needs", max_length=MAX_ITEMS
+    )
 
 
 class ResourcesAllocated(Event):
@@ -114,8 +139,10 @@ class ResourcesAllocated(Event):
     TYPE: ClassVar[str] = "project.resources.allocated"
 
     project_id: uuid.UUID = Field(description="The project")
-    server_name: str = Field(description="Inventory name of the server")
-    host: str = Field(description="Address the service will listen on and be reached at")
+    server_name: str = Field(description="Inventory name of the server", max_length=MAX_NAME)
+    host: str = Field(
+        description="Address the service will listen on and be reached at", max_length=255
+    )
     port: int = Field(description="The allocated port, unique on that server", ge=1, le=65535)
 
 
@@ -125,7 +152,9 @@ class ProvisioningFailed(Event):
     TYPE: ClassVar[str] = "project.resources.failed"
 
     project_id: uuid.UUID = Field(description="The project")
-    reason: str = Field(description="Why, with what an operator can do about it")
+    reason: str = Field(
+        description="Why, with what an operator can do about it", max_length=MAX_REPORT
+    )
 
 
 class ResourcesReleased(Event):
@@ -156,11 +185,15 @@ class RepoCreated(Event):
     TYPE: ClassVar[str] = "project.repo.created"
 
     project_id: uuid.UUID = Field(description="The project")
-    repo_name: str = Field(description="Repository name (owner/name on GitHub)")
-    clone_url: str = Field(description="URL to clone and push (no credentials in it)")
-    web_url: str = Field("", description="Where a person can browse it")
-    default_branch: str = Field("main", description="The branch holding the scaffold")
-    commit: str = Field(description="The scaffold commit")
+    repo_name: str = Field(
+        description="Repository name (owner/name on GitHub)", max_length=MAX_NAME
+    )
+    clone_url: CloneUrl = Field(description="URL to clone and push (no credentials in it)")
+    web_url: str = Field("", description="Where a person can browse it", max_length=2000)
+    default_branch: str = Field(
+        "main", description="The branch holding the scaffold", max_length=MAX_NAME
+    )
+    commit: CommitSha = Field(description="The scaffold commit (full 40-hex id)")
 
 
 class RepoFailed(Event):
@@ -169,7 +202,7 @@ class RepoFailed(Event):
     TYPE: ClassVar[str] = "project.repo.failed"
 
     project_id: uuid.UUID = Field(description="The project")
-    reason: str = Field(description="What the git host said")
+    reason: str = Field(description="What the git host said", max_length=MAX_REPORT)
 
 
 # ---------------------------------------------------------------- engineer
@@ -182,9 +215,9 @@ class CodeRequested(Event):
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
-    clone_url: str = Field(description="Repository to work on")
-    base_commit: str = Field(description="Commit to start from")
-    default_branch: str = Field("main", description="Branch to push to")
+    clone_url: CloneUrl = Field(description="Repository to work on")
+    base_commit: CommitSha = Field(description="Commit to start from (full 40-hex id)")
+    default_branch: str = Field("main", description="Branch to push to", max_length=MAX_NAME)
 
 
 class CodeGenerated(Event):
@@ -193,12 +226,12 @@ class CodeGenerated(Event):
     TYPE: ClassVar[str] = "project.code.generated"
 
     project_id: uuid.UUID = Field(description="The project")
-    commit: str = Field(description="The pushed commit")
+    commit: CommitSha = Field(description="The pushed commit (full 40-hex id)")
     mode: Literal["offline", "llm", "container"] = Field(description="Which coding agent ran")
     iterations: int = Field(0, description="Coder loop iterations (0 offline)")
     tests_passed: int = Field(description="Tests that passed")
     tests_failed: int = Field(0, description="Tests that failed (0 when generated)")
-    summary: str = Field("", description="What changed, for the user")
+    summary: str = Field("", description="What changed, for the user", max_length=MAX_TEXT)
 
 
 class CodeFailed(Event):
@@ -207,7 +240,7 @@ class CodeFailed(Event):
     TYPE: ClassVar[str] = "project.code.failed"
 
     project_id: uuid.UUID = Field(description="The project")
-    reason: str = Field(description="Why, with the failing tests' summary")
+    reason: str = Field(description="Why, with the failing tests' summary", max_length=MAX_REPORT)
     iterations: int = Field(0, description="Iterations used")
 
 
@@ -226,10 +259,16 @@ class SecretStored(Event):
     """A secret value was written to Vault; only its name and path travel."""
 
     TYPE: ClassVar[str] = "project.secret.stored"
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project the secret belongs to")
-    name: str = Field(description="Variable name, e.g. TELEGRAM_BOT_TOKEN")
-    vault_path: str = Field(description="KV v2 path under the secrets mount")
+    name: VarName = Field(description="Variable name, e.g. TELEGRAM_BOT_TOKEN")
+    vault_path: str = Field(description="KV v2 path under the secrets mount", max_length=1000)
+    user_id: UserId | None = Field(
+        None,
+        description="Who stored it (v2); the coordinator accepts the owner or an admin and "
+        "refuses a notice without one",
+    )
 
 
 # ---------------------------------------------------------------- deploy
@@ -247,11 +286,11 @@ class DeployRequested(Event):
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification (variables for .env)")
-    clone_url: str = Field(description="Repository to deploy from")
-    commit: str = Field(description="Commit to deploy")
-    server_name: str = Field(description="Inventory server")
-    host: str = Field(description="Server address")
-    port: int = Field(description="Port the service listens on")
+    clone_url: CloneUrl = Field(description="Repository to deploy from")
+    commit: CommitSha = Field(description="Commit to deploy (full 40-hex id)")
+    server_name: str = Field(description="Inventory server", max_length=MAX_NAME)
+    host: str = Field(description="Server address", max_length=255)
+    port: int = Field(description="Port the service listens on", ge=1, le=65535)
     mode: DeployMode = Field(DeployMode.PROCESS, description="process (venv) or compose")
 
 
@@ -261,9 +300,9 @@ class DeploySucceeded(Event):
     TYPE: ClassVar[str] = "deploy.succeeded"
 
     project_id: uuid.UUID = Field(description="The project")
-    commit: str = Field(description="Deployed commit")
-    release: str = Field(description="Release identifier on the server")
-    url: str = Field(description="Where the service answers")
+    commit: CommitSha = Field(description="Deployed commit (full 40-hex id)")
+    release: str = Field(description="Release identifier on the server", max_length=MAX_NAME)
+    url: str = Field(description="Where the service answers", max_length=2000)
     noop: bool = Field(False, description="True when this commit was already live")
 
 
@@ -273,8 +312,10 @@ class DeployFailed(Event):
     TYPE: ClassVar[str] = "deploy.failed"
 
     project_id: uuid.UUID = Field(description="The project")
-    commit: str = Field(description="Commit that failed")
-    reason: str = Field(description="What failed (health check, playbook task)")
+    commit: CommitSha = Field(description="Commit that failed (full 40-hex id)")
+    reason: str = Field(
+        description="What failed (health check, playbook task)", max_length=MAX_REPORT
+    )
     rolled_back: bool = Field(description="True when the previous release serves again")
 
 
@@ -284,8 +325,8 @@ class DeployRolledBack(Event):
     TYPE: ClassVar[str] = "deploy.rolled_back"
 
     project_id: uuid.UUID = Field(description="The project")
-    failed_release: str = Field(description="The release that failed")
-    restored_release: str = Field(description="The release serving again")
+    failed_release: str = Field(description="The release that failed", max_length=MAX_NAME)
+    restored_release: str = Field(description="The release serving again", max_length=MAX_NAME)
 
 
 # ---------------------------------------------------------------- notify
@@ -319,11 +360,13 @@ class NotificationRequested(Event):
     TYPE: ClassVar[str] = "notify.requested"
 
     project_id: uuid.UUID | None = Field(None, description="The project, if any")
-    user_id: str = Field(description="Recipient user id")
+    user_id: UserId = Field(description="Recipient user id")
     chat_id: int | None = Field(None, description="Telegram chat; None prints to the console chat")
     kind: NotificationKind = Field(description="progress edits in place; others are new messages")
-    text: str = Field(description="The message text (no secrets, ever)")
-    steps: tuple[StepStatus, ...] = Field((), description="Checklist shown in progress messages")
+    text: str = Field(description="The message text (no secrets, ever)", max_length=MAX_REPORT)
+    steps: tuple[StepStatus, ...] = Field(
+        (), description="Checklist shown in progress messages", max_length=20
+    )
     offline: bool = Field(False, description="True when the pipeline runs without an LLM")
 
 
@@ -335,8 +378,10 @@ class SchedulerTick(Event):
 
     TYPE: ClassVar[str] = "ops.tick"
 
-    job: str = Field(description="Job name, e.g. timeouts, health, repo_sync")
-    period: str = Field(description="Period key, e.g. 2026-11-24T22:40 for a minutely job")
+    job: str = Field(description="Job name, e.g. timeouts, health, repo_sync", max_length=MAX_NAME)
+    period: str = Field(
+        description="Period key, e.g. 2026-11-24T22:40 for a minutely job", max_length=MAX_NAME
+    )
 
     def subject_name(self) -> str:
         return f"{self.TYPE}.{self.job}"
@@ -348,9 +393,11 @@ class IncidentOpened(Event):
     TYPE: ClassVar[str] = "ops.incident.opened"
 
     incident_id: uuid.UUID = Field(description="Incident id")
-    kind: str = Field(description="health_check_failed, step_timeout, dead_letter, ...")
-    key: str = Field(description="Natural key; one open incident per key")
-    summary: str = Field(description="What an operator sees first")
+    kind: str = Field(
+        description="health_check_failed, step_timeout, dead_letter, ...", max_length=MAX_NAME
+    )
+    key: str = Field(description="Natural key; one open incident per key", max_length=MAX_NAME)
+    summary: str = Field(description="What an operator sees first", max_length=MAX_TEXT)
     project_id: uuid.UUID | None = Field(None, description="Project concerned, if any")
 
 
@@ -360,7 +407,7 @@ class IncidentResolved(Event):
     TYPE: ClassVar[str] = "ops.incident.resolved"
 
     incident_id: uuid.UUID = Field(description="Incident id")
-    key: str = Field(description="Natural key")
+    key: str = Field(description="Natural key", max_length=MAX_NAME)
 
 
 #: Every event type, by its type name; the bus decodes with it.

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.fields import MAX_ITEMS, MAX_NAME, MAX_TEXT, SLUG_PATTERN, VAR_NAME_PATTERN
+
 
 class ServiceKind(StrEnum):
     """What the generated service is; a spec may combine several."""
@@ -18,31 +20,39 @@ class ServiceKind(StrEnum):
 class EntityField(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(description="Field name, snake_case")
-    type: str = Field("str", description="Python type name: str, int, float, bool, date, datetime")
-    description: str = Field("", description="What the field holds")
+    name: str = Field(description="Field name, snake_case", max_length=MAX_NAME)
+    type: str = Field(
+        "str",
+        description="Python type name: str, int, float, bool, date, datetime",
+        max_length=MAX_NAME,
+    )
+    description: str = Field("", description="What the field holds", max_length=MAX_TEXT)
 
 
 class Entity(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(description="Entity name, PascalCase (e.g. Expense)")
-    fields: tuple[EntityField, ...] = Field((), description="The entity's fields")
+    name: str = Field(description="Entity name, PascalCase (e.g. Expense)", max_length=MAX_NAME)
+    fields: tuple[EntityField, ...] = Field(
+        (), description="The entity's fields", max_length=MAX_ITEMS
+    )
 
 
 class Endpoint(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    method: str = Field("GET", description="HTTP method")
-    path: str = Field(description="URL path, e.g. /expenses")
-    summary: str = Field("", description="What the endpoint does")
+    method: str = Field("GET", description="HTTP method", max_length=16)
+    path: str = Field(description="URL path, e.g. /expenses", max_length=2000)
+    summary: str = Field("", description="What the endpoint does", max_length=MAX_TEXT)
 
 
 class BotCommand(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    command: str = Field(description="Telegram command without the slash, e.g. add")
-    description: str = Field("", description="Shown in the bot's command menu")
+    command: str = Field(
+        description="Telegram command without the slash, e.g. add", max_length=MAX_NAME
+    )
+    description: str = Field("", description="Shown in the bot's command menu", max_length=MAX_TEXT)
 
 
 class ConfigVar(BaseModel):
@@ -50,9 +60,14 @@ class ConfigVar(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(description="Environment variable name, UPPER_SNAKE_CASE")
-    description: str = Field("", description="What it configures")
-    default: str | None = Field(None, description="Default value (never set for secrets)")
+    name: str = Field(
+        description="Environment variable name, UPPER_SNAKE_CASE (it also names a Vault path)",
+        pattern=VAR_NAME_PATTERN,
+    )
+    description: str = Field("", description="What it configures", max_length=MAX_TEXT)
+    default: str | None = Field(
+        None, description="Default value (never set for secrets)", max_length=MAX_TEXT
+    )
     secret: bool = Field(
         False, description="True when the value lives in Vault; events carry only the name"
     )
@@ -63,24 +78,35 @@ class ProjectSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(description="Human name of the project")
+    name: str = Field(description="Human name of the project", max_length=MAX_NAME)
     slug: str = Field(
         description="DNS- and repo-safe identifier: lowercase letters, digits and dashes",
-        pattern=r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$",
+        pattern=SLUG_PATTERN,
     )
-    summary: str = Field(description="One paragraph: what the service does and for whom")
+    summary: str = Field(
+        description="One paragraph: what the service does and for whom", max_length=MAX_TEXT
+    )
     kinds: tuple[ServiceKind, ...] = Field(
-        description="What is generated: HTTP service, Telegram bot, background worker or several"
+        description="What is generated: HTTP service, Telegram bot, background worker or several",
+        max_length=10,
     )
-    language: str = Field("en", description="Language of the user's description (ISO 639-1)")
-    entities: tuple[Entity, ...] = Field((), description="The domain's data")
-    endpoints: tuple[Endpoint, ...] = Field((), description="HTTP endpoints, for HTTP services")
-    commands: tuple[BotCommand, ...] = Field((), description="Bot commands, for Telegram bots")
+    language: str = Field(
+        "en", description="Language of the user's description (ISO 639-1)", max_length=16
+    )
+    entities: tuple[Entity, ...] = Field((), description="The domain's data", max_length=MAX_ITEMS)
+    endpoints: tuple[Endpoint, ...] = Field(
+        (), description="HTTP endpoints, for HTTP services", max_length=MAX_ITEMS
+    )
+    commands: tuple[BotCommand, ...] = Field(
+        (), description="Bot commands, for Telegram bots", max_length=MAX_ITEMS
+    )
     config: tuple[ConfigVar, ...] = Field(
-        (), description="Configuration and secrets the service needs (names only for secrets)"
+        (),
+        description="Configuration and secrets the service needs (names only for secrets)",
+        max_length=MAX_ITEMS,
     )
     acceptance_criteria: tuple[str, ...] = Field(
-        (), description="Checks that say the service does what was asked"
+        (), description="Checks that say the service does what was asked", max_length=MAX_ITEMS
     )
 
     @property

@@ -27,6 +27,16 @@ def repair_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(slug, str) or not is_valid_slug(slug):
         source = slug if isinstance(slug, str) and slug.strip() else repaired.get("name", "")
         repaired["slug"] = slugify(str(source))
+    config = repaired.get("config")
+    if isinstance(config, list):
+        # The contract only accepts UPPER_SNAKE_CASE names (they name Vault paths too); a model
+        # writing `api_key` or `bot-token` means API_KEY or BOT_TOKEN.
+        repaired["config"] = [
+            {**var, "name": _env_name(var["name"])}
+            if isinstance(var, dict) and isinstance(var.get("name"), str)
+            else var
+            for var in config
+        ]
     return repaired
 
 
@@ -37,7 +47,8 @@ def _command_name(command: str) -> str:
 
 
 def _env_name(name: str) -> str:
-    return re.sub(r"[^A-Z0-9_]+", "_", name.strip().upper()).strip("_")
+    # A leading digit or underscore is not a valid variable name's start: drop it.
+    return re.sub(r"[^A-Z0-9_]+", "_", name.strip().upper()).lstrip("_0123456789").rstrip("_")
 
 
 def enforce(spec: ProjectSpec) -> ProjectSpec:

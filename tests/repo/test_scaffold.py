@@ -152,7 +152,8 @@ def test_hostile_names_become_safe_identifiers_and_literals() -> None:
                 ),
             ),
         ),
-        config=(ConfigVar(name="my-setting", default='a"b'),),
+        # The contract refuses such a name; the renderer must still be safe if one slipped by.
+        config=(ConfigVar.model_construct(name="my-setting", default='a"b', secret=False),),
     )
     files = render(spec=spec)
     for path, content in files.items():

@@ -1,0 +1,70 @@
+"""Constrained field types for what side effects are built from: commits, URLs, slugs, names.
+
+A consumer builds paths, git commands and Vault paths from these values, so an event that
+carries a malformed one is rejected when it is decoded (the runtime parks it in the dead-letter
+stream with the validation error) instead of reaching a handler. The patterns are copied here,
+not imported, because contracts import nothing else of ours; `consumers/analyst/slugs.py` is
+the source of truth for the slug rule and a unit test keeps the two equal.
+
+Only the shape is checked here. Whether a clone URL belongs to the configured git host is a
+deployment fact, checked where that setting is known (`infra/repo_urls.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
+
+#: A full git object id (SHA-1): abbreviated ids are ambiguous and `../` is not a commit.
+COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+#: Copied from consumers/analyst/slugs.py SLUG_PATTERN (kept equal by a unit test).
+SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$"
+#: An environment variable a generated service reads; it also names a Vault path segment.
+VAR_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
+#: Schemes a repository may be cloned over; `http` (no TLS) and `ext::` transports are refused.
+CLONE_SCHEMES = frozenset({"git", "https", "file", "ssh"})
+
+MAX_CLONE_URL = 2000
+#: Bounds of free text: generous for people and models, finite for the bus and the database.
+MAX_TEXT = 16000
+MAX_NAME = 200
+MAX_ITEMS = 200
+#: Bound of a failure report (a failing test run's summary, a playbook's error).
+MAX_REPORT = 64000
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def check_clone_url_shape(url: str) -> str:
+    """`url` unchanged if it is a plausible clone URL with no credentials; else ValueError.
+
+    A user name alone is accepted for ssh (`ssh://git@host/...`); any password, and any user
+    part in an https or git URL (where tokens hide: `https://x-access-token:...@`), is refused.
+    """
+    if _WHITESPACE.search(url) or any(ord(char) < 32 for char in url):
+        raise ValueError("a clone URL may not contain whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in CLONE_SCHEMES:
+        raise ValueError(
+            f"clone URL scheme {parts.scheme or '(none)'!r} is not one of "
+            f"{', '.join(sorted(CLONE_SCHEMES))}"
+        )
+    if parts.password is not None or (parts.username is not None and parts.scheme != "ssh"):
+        raise ValueError("a clone URL may not carry credentials; the git host's token is in Vault")
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError(f"a {parts.scheme} clone URL needs a host")
+    if not parts.path.strip("/"):
+        raise ValueError("a clone URL needs a repository path")
+    return url
+
+
+CommitSha = Annotated[str, Field(pattern=COMMIT_PATTERN, description="Full 40-hex git commit id")]
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
+VarName = Annotated[str, Field(pattern=VAR_NAME_PATTERN)]
+CloneUrl = Annotated[
+    str, Field(min_length=1, max_length=MAX_CLONE_URL), AfterValidator(check_clone_url_shape)
+]
+UserId = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]

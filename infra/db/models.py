@@ -165,6 +165,9 @@ class Project(Base):
     step_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: An admin's override of the per-project LLM budget (None: the configured default).
     llm_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    #: Set while the build waits for one of the owner's running builds to finish (the
+    #: builds-at-once quota); the oldest waiting build starts first.
+    build_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

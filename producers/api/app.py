@@ -9,29 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
-import nats
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
-from infra.settings import Settings, get_settings
-from infra.vault import VaultClient
-from producers.api.auth import caller_dependency
+from infra.settings import QuotaSettings, Settings, get_settings
+from infra.vault import SecretNotFound, VaultClient
+from producers.api.admin import build_admin_router
+from producers.api.auth import Guards
+from producers.api.body_limit import BodySizeLimit
 from producers.api.metrics import RequestMetrics
 from producers.api.routes import build_router
 from producers.api.schemas import Health
 from producers.api.service import Conflict, ProjectService, SecretWriter, Unavailable
 from producers.api.settings import ApiSettings
+from producers.credential_scan import CredentialInText
+from producers.quotas import QuotaExceeded
+from producers.rate_limit import RateLimiter
 from producers.read_model import ProjectNotFound
 
 PROCESS = "api"
@@ -45,17 +53,37 @@ def build_api(
     publisher: Publisher,
     sessionmaker: async_sessionmaker[AsyncSession],
     vault: SecretWriter,
+    *,
+    jetstream: JetStreamContext,
+    settings: ApiSettings | None = None,
+    quotas: QuotaSettings | None = None,
 ) -> FastAPI:
-    """The ASGI application; the caller owns (opens and closes) the three dependencies."""
+    """The ASGI application; the caller owns (opens and closes) the dependencies.
+
+    `jetstream` serves the admin routes' reads (lag, dead letters); intents go through
+    `publisher`, so a test can make publishing fail without breaking the reads.
+    """
+    settings = settings or ApiSettings()
+    quotas = quotas or QuotaSettings()
     app = FastAPI(
         title="Codegen Orchestrator API",
         version="1",
         description="Describe a service in words; follow it being specified, built and "
         "deployed. Every endpoint but /healthz and /metrics needs "
-        "`Authorization: Bearer <token>` (`orchestrator tokens create NAME`).",
+        "`Authorization: Bearer <token>` (`orchestrator tokens create NAME`); the /admin "
+        "endpoints need an admin token (`--role admin`).",
     )
-    service = ProjectService(publisher, sessionmaker, vault)
-    app.include_router(build_router(service, caller_dependency(sessionmaker)))
+    guards = Guards(
+        sessionmaker,
+        RateLimiter(
+            settings.rate_limit, namespace="api-token", storage_uri=settings.rate_limit_storage
+        ),
+    )
+    service = ProjectService(
+        publisher, sessionmaker, vault, projects_per_day=quotas.projects_per_day
+    )
+    app.include_router(build_router(service, guards))
+    app.include_router(build_admin_router(guards, sessionmaker, jetstream, quotas))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests")
     async def healthz() -> Health:
@@ -66,6 +94,8 @@ def build_api(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    # Added last is outermost: metrics see every request, the size limit runs before routing.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     _add_error_handlers(app)
     return app
@@ -77,6 +107,25 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProjectNotFound)
     async def not_found(_: Request, exc: ProjectNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(SecretNotFound)
+    async def secret_not_found(_: Request, exc: SecretNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(CredentialInText)
+    async def credential(_: Request, exc: CredentialInText) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(QuotaExceeded)
+    async def quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
+        if exc.frees_at is None:
+            return JSONResponse({"detail": str(exc)}, status.HTTP_403_FORBIDDEN)
+        wait = max(1, math.ceil((exc.frees_at - datetime.now(UTC)).total_seconds()))
+        return JSONResponse(
+            {"detail": str(exc)},
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+        )
 
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
@@ -119,15 +168,23 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         closed.set()
 
     # Reconnect forever; if the client still closes, exit so the supervisor restarts us.
-    nc = await nats.connect(
-        settings.nats.url.split(","),
+    nc = await connect_nats(
+        settings,
+        vault=vault,
         max_reconnect_attempts=-1,
         connect_timeout=5,
         closed_cb=on_closed,
     )
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
     publisher = JetStreamPublisher(nc.jetstream(), timeout=api_settings.publish_timeout_seconds)
-    app = build_api(publisher, make_sessionmaker(engine), vault)
+    app = build_api(
+        publisher,
+        make_sessionmaker(engine),
+        vault,
+        jetstream=nc.jetstream(),
+        settings=api_settings,
+        quotas=settings.quotas,
+    )
     server = _Server(
         uvicorn.Config(
             app,

@@ -1,17 +1,19 @@
 """The endpoints: each validates, calls one use case of `ProjectService`, shapes the answer.
 
+The router itself depends on `Guards.caller`, so every route on it is authenticated and
+rate-limited; the endpoints that need the caller take the same (cached) dependency.
+
 No `from __future__ import annotations` here: FastAPI reads the `Annotated` dependencies
 below at definition time, and they close over the injected service and auth dependency.
 """
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from infra.db.models import Project
-from infra.logging import register_secret
+from producers.api.auth import Guards
 from producers.api.schemas import (
     SECRET_NAME_PATTERN,
     Accepted,
@@ -21,6 +23,7 @@ from producers.api.schemas import (
     ProjectList,
     ProjectRequest,
     ProjectSummary,
+    SecretNames,
     SecretValue,
     TimelineItem,
 )
@@ -29,19 +32,27 @@ from producers.api.tokens import Caller
 from producers.read_model import ProjectView
 
 _ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing, unknown or revoked token (the detail says which)"},
+    401: {"description": "Missing, unknown, expired or revoked token (the detail says which)"},
     404: {"description": "You have no project with this reference"},
+    413: {"description": "The request body is larger than the API accepts"},
+    429: {"description": "Too many requests for this token; wait `Retry-After` seconds"},
     503: {"description": "The event bus or Vault is unavailable; nothing was recorded, try again"},
 }
 
-Ref = Annotated[str, Path(description="Project id, its first 8+ characters, or its slug")]
+Ref = Annotated[
+    str, Path(description="Project id, its first 8+ characters, or its slug", max_length=200)
+]
+SecretName = Annotated[
+    str, Path(pattern=SECRET_NAME_PATTERN, description="Variable name: A-Z, 0-9, _")
+]
+_REFUSED_TEXT: dict[int | str, dict[str, str]] = {
+    422: {"description": "Invalid body, or the text contains a credential (the detail says)"},
+}
 
 
-def build_router(
-    service: ProjectService, current_caller: Callable[..., Awaitable[Caller]]
-) -> APIRouter:
-    router = APIRouter(tags=["projects"], responses=_ERRORS)
-    CallerDep = Annotated[Caller, Depends(current_caller)]
+def build_router(service: ProjectService, guards: Guards) -> APIRouter:
+    router = APIRouter(tags=["projects"], responses=_ERRORS, dependencies=[Depends(guards.caller)])
+    CallerDep = Annotated[Caller, Depends(guards.caller)]
 
     def accepted(
         request: Request, response: Response, project_id: uuid.UUID, flow_id: uuid.UUID
@@ -55,7 +66,14 @@ def build_router(
         status_code=status.HTTP_202_ACCEPTED,
         summary="Ask for a new service",
         description="Publishes the request; the analyst, then the rest of the pipeline, take it "
-        "from there. Follow progress at `status_url`.",
+        "from there. Follow progress at `status_url`. Refused with 422 if the description "
+        "contains a credential (store it as a secret instead) and with 429 once your daily "
+        "project quota is used up (403 if your quota is 0).",
+        responses={
+            **_REFUSED_TEXT,
+            403: {"description": "Your daily project quota is 0"},
+            429: {"description": "Rate limit or daily project quota reached; see Retry-After"},
+        },
     )
     async def create_project(
         body: ProjectRequest, caller: CallerDep, request: Request, response: Response
@@ -63,7 +81,7 @@ def build_router(
         event = await service.request_project(caller, body.description)
         return accepted(request, response, event.project_id, event.correlation_id)
 
-    @router.get("/projects", summary="Your projects, newest first")
+    @router.get("/projects", summary="Your projects (an admin's: everyone's), newest first")
     async def list_projects(
         caller: CallerDep,
         limit: Annotated[int, Query(ge=1, le=100, description="At most this many")] = 20,
@@ -79,7 +97,7 @@ def build_router(
         "/projects/{ref}/answers",
         status_code=status.HTTP_202_ACCEPTED,
         summary="Answer the analyst's open question",
-        responses={409: {"description": "No question is waiting for an answer"}},
+        responses={**_REFUSED_TEXT, 409: {"description": "No question is waiting for an answer"}},
     )
     async def answer(
         ref: Ref, body: AnswerRequest, caller: CallerDep, request: Request, response: Response
@@ -97,16 +115,29 @@ def build_router(
     )
     async def put_secret(
         ref: Ref,
-        name: Annotated[
-            str,
-            Path(pattern=SECRET_NAME_PATTERN, description="Variable name: A-Z, 0-9, _"),
-        ],
+        name: SecretName,
         body: SecretValue,
         caller: CallerDep,
     ) -> Response:
-        value = body.value.get_secret_value()
-        register_secret(value)
-        await service.store_secret(caller, ref, name, value)
+        await service.store_secret(caller, ref, name, body.value.get_secret_value())
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.get(
+        "/projects/{ref}/secrets",
+        summary="Names of the project's stored secrets (never their values)",
+    )
+    async def list_secrets(ref: Ref, caller: CallerDep) -> SecretNames:
+        return SecretNames(names=await service.secret_names(caller, ref))
+
+    @router.delete(
+        "/projects/{ref}/secrets/{name}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        summary="Delete a stored secret (every version)",
+        description="A deploy that needs it waits for it again until it is stored anew.",
+    )
+    async def delete_secret(ref: Ref, name: SecretName, caller: CallerDep) -> Response:
+        await service.delete_secret(caller, ref, name)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.post(

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 #: The same bound as `ProjectRequested.description`, checked here so the user hears why.
 MAX_TEXT = 8000
+
+#: Large enough for a PEM key or a service-account JSON; every stored value is also kept in
+#: the log-redaction registry, so the bound also bounds that registry's growth per request.
+MAX_SECRET = 16384
 
 #: Secret names become variables in the service's `.env`, hence the shell-variable shape.
 SECRET_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"  # noqa: S105 -- a name pattern, not a secret
@@ -63,8 +68,9 @@ class SecretValue(BaseModel):
 
     value: SecretStr = Field(
         min_length=1,
-        max_length=65536,
-        description="The secret value; stored in Vault only, never returned or logged",
+        max_length=MAX_SECRET,
+        description=f"The secret value (at most {MAX_SECRET} characters); stored in Vault "
+        "only, never returned or logged",
     )
 
 
@@ -106,3 +112,98 @@ class ProjectList(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(description="ok while the process serves requests")
+
+
+class SecretNames(BaseModel):
+    names: list[str] = Field(description="Names of the project's stored secrets (never values)")
+
+
+class UserOut(BaseModel):
+    id: str = Field(description="User id: telegram:<id>, api:<name> or cli:<login>")
+    display_name: str = Field(description="Name shown in chat and listings")
+    role: str = Field(description="admin or member")
+    status: str = Field(description="active or blocked")
+    added_by: str | None = Field(description="Who let this person in")
+
+
+class UserList(BaseModel):
+    users: list[UserOut] = Field(description="Every known user, admins first")
+
+
+class RoleChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["admin", "member"] = Field(description="The user's new role")
+
+
+class ServerOut(BaseModel):
+    name: str = Field(description="Inventory name")
+    host: str = Field(description="SSH host")
+    ssh_port: int = Field(description="SSH port")
+    labels: list[str] = Field(description="Placement labels")
+    capacity: int = Field(description="At most this many projects")
+    used_ports: int = Field(description="Ports allocated to projects now")
+    port_min: int = Field(description="Lowest port handed out")
+    port_max: int = Field(description="Highest port handed out")
+    enabled: bool = Field(description="False: no new project is placed here")
+
+
+class ServerList(BaseModel):
+    servers: list[ServerOut] = Field(description="Deploy targets (their keys stay in Vault)")
+
+
+class IncidentOut(BaseModel):
+    id: uuid.UUID = Field(description="Incident id")
+    kind: str = Field(description="What kind of check opened it")
+    key: str = Field(description="Natural key: one open incident per key")
+    summary: str = Field(description="What is wrong, in words")
+    project_id: uuid.UUID | None = Field(description="The project concerned, if any")
+    status: str = Field(description="open or resolved")
+    opened_at: datetime = Field(description="When it was opened (UTC)")
+    resolved_at: datetime | None = Field(description="When it was resolved (UTC)")
+
+
+class IncidentList(BaseModel):
+    incidents: list[IncidentOut] = Field(description="Newest first")
+
+
+class DeadLetterOut(BaseModel):
+    seq: int = Field(description="Sequence in the DLQ stream (`orchestrator dlq show SEQ`)")
+    consumer: str = Field(description="The durable that gave up on the message")
+    subject: str = Field(description="The original subject")
+    error: str = Field(description="Why it failed")
+    deliveries: int = Field(description="How many times it was delivered")
+    failed_at: str = Field(description="When it was dead-lettered")
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterOut] = Field(
+        description="Oldest first; inspect and replay them with `orchestrator dlq`"
+    )
+
+
+class ConsumerLag(BaseModel):
+    durable: str = Field(description="Durable consumer name")
+    stream: str = Field(description="Its stream")
+    pending: int | None = Field(description="Messages not yet delivered (None: no consumer)")
+    ack_pending: int | None = Field(description="Delivered, not yet acknowledged")
+    redelivered: int | None = Field(description="Delivered more than once")
+    error: str | None = Field(description="Why the consumer could not be read, if it could not")
+
+
+class LagReport(BaseModel):
+    consumers: list[ConsumerLag] = Field(description="One row per durable consumer")
+
+
+class ProjectBudget(BaseModel):
+    project_id: uuid.UUID = Field(description="The project")
+    user_id: str | None = Field(description="Its owner")
+    project_spent_usd: float = Field(description="LLM spend of the project so far")
+    project_limit_usd: float = Field(description="The project's LLM budget")
+    user_spent_month_usd: float = Field(description="The owner's LLM spend this month")
+    user_limit_month_usd: float = Field(description="The owner's monthly LLM budget")
+    exhausted: str | None = Field(description="Why no further LLM call is allowed, if so")
+
+
+class BudgetReport(BaseModel):
+    budgets: list[ProjectBudget] = Field(description="The newest projects' LLM budgets")

@@ -1,7 +1,9 @@
 """What an API caller can do, as plain async use cases over three ports: bus, database, Vault.
 
-Every use case is scoped to the caller: a project that belongs to someone else is reported as
-not found, so the API does not reveal which ids exist. Writes are intents on the bus; the
+Every use case is scoped to the caller: a member's request for a project that belongs to someone
+else is reported as not found, so the API does not reveal which ids exist; an admin's scope is
+every project. Descriptions and answers are scanned for credentials and new projects are
+checked against the daily quota before anything is published. Writes are intents on the bus; the
 coordinator decides what they mean for the project, the API only refuses what is plainly
 impossible (an answer with no open question) so the user hears it at once.
 """
@@ -13,6 +15,7 @@ from typing import Final, Protocol
 
 import nats.errors
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -24,9 +27,12 @@ from contracts.events import (
 )
 from infra.bus.publisher import Publisher
 from infra.db.models import Project, ProjectState
-from infra.vault import VaultError, project_secret_path
+from infra.logging import register_secret
+from infra.vault import SecretNotFound, VaultError, project_secret_path
 from producers.api.tokens import Caller
+from producers.credential_scan import refuse_credentials
 from producers.intents import clarification_answer, project_request
+from producers.quotas import check_project_quota
 from producers.read_model import (
     ProjectNotFound,
     ProjectView,
@@ -39,11 +45,21 @@ log = structlog.stdlib.get_logger(__name__)
 
 SOURCE: Final = "api"
 
+#: Where a refused description or answer points the user instead.
+HOW_TO_STORE: Final = (
+    "PUT /projects/{ref}/secrets/NAME with the value, once the project exists "
+    "(or `orchestrator secrets set`)"
+)
+
 
 class SecretWriter(Protocol):
-    """The one Vault operation the API has: write (its policy allows no read back)."""
+    """The API's Vault operations: write, list names, delete (its policy allows no read)."""
 
     async def write_secret(self, path: str, data: Mapping[str, str]) -> None: ...
+
+    async def list_secrets(self, path: str) -> list[str]: ...
+
+    async def delete_secret(self, path: str) -> None: ...
 
 
 class Unavailable(RuntimeError):
@@ -60,12 +76,19 @@ class ProjectService:
         publisher: Publisher,
         sessionmaker: async_sessionmaker[AsyncSession],
         secrets: SecretWriter,
+        *,
+        projects_per_day: int,
     ) -> None:
         self._publisher = publisher
         self._sessionmaker = sessionmaker
         self._secrets = secrets
+        self._projects_per_day = projects_per_day
 
     async def request_project(self, caller: Caller, description: str) -> ProjectRequested:
+        """Publish a new project, unless the text holds a credential or the quota is used up."""
+        refuse_credentials(description, how_to_store=HOW_TO_STORE)
+        async with self._sessionmaker() as session:
+            await check_project_quota(session, caller.user_id, self._projects_per_day)
         event = project_request(description, user_id=caller.user_id, source=SOURCE)
         await self._publish(event)
         log.info(
@@ -76,7 +99,13 @@ class ProjectService:
         return event
 
     async def list_projects(self, caller: Caller, limit: int) -> list[Project]:
+        """The caller's projects; an admin's list is everyone's."""
         async with self._sessionmaker() as session:
+            if caller.is_admin:
+                rows = await session.scalars(
+                    select(Project).order_by(Project.created_at.desc()).limit(limit)
+                )
+                return list(rows)
             return await user_projects(session, caller.user_id, limit)
 
     async def view(self, caller: Caller, ref: str) -> ProjectView:
@@ -90,6 +119,7 @@ class ProjectService:
             raise Conflict(
                 f"project {project.id} is {project.state}: no question is waiting for an answer"
             )
+        refuse_credentials(text, how_to_store=HOW_TO_STORE)
         event = clarification_answer(
             project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
         )
@@ -110,8 +140,13 @@ class ProjectService:
         return event
 
     async def store_secret(self, caller: Caller, ref: str, name: str, value: str) -> SecretStored:
-        """Write the value to Vault, then announce its name and path (never the value)."""
+        """Write the value to Vault, then announce its name and path (never the value).
+
+        The value joins the log-redaction registry only once the caller is known to own the
+        project, so a stranger cannot grow the registry (it is bounded per value, too).
+        """
         project = await self._project(caller, ref)
+        register_secret(value)
         path = project_secret_path(str(project.id), name)
         try:
             await self._secrets.write_secret(path, {"value": value})
@@ -131,6 +166,28 @@ class ProjectService:
         log.info("api.secret_stored", project_id=str(project.id), name=name)
         return event
 
+    async def secret_names(self, caller: Caller, ref: str) -> list[str]:
+        """The names of the project's stored secrets; values are never read (nor readable)."""
+        project = await self._project(caller, ref)
+        try:
+            return sorted(await self._secrets.list_secrets(f"projects/{project.id}"))
+        except VaultError as exc:
+            raise Unavailable("the secret store did not answer; try again") from exc
+
+    async def delete_secret(self, caller: Caller, ref: str, name: str) -> None:
+        """Delete every version of one secret; the next deploy without it waits for it."""
+        project = await self._project(caller, ref)
+        try:
+            if name not in await self._secrets.list_secrets(f"projects/{project.id}"):
+                raise SecretNotFound(
+                    f"project {project.id} has no secret {name}: "
+                    f"GET /projects/{ref}/secrets lists its names"
+                )
+            await self._secrets.delete_secret(project_secret_path(str(project.id), name))
+        except VaultError as exc:
+            raise Unavailable("the secret store did not answer; try again") from exc
+        log.info("api.secret_deleted", project_id=str(project.id), name=name, by=caller.user_id)
+
     async def _project(self, caller: Caller, ref: str) -> Project:
         async with self._sessionmaker() as session:
             return await _own_project(session, caller, ref)
@@ -147,9 +204,12 @@ class ProjectService:
 
 
 async def _own_project(session: AsyncSession, caller: Caller, ref: str) -> Project:
-    """The caller's project by id, id prefix or slug (another user's is not found)."""
+    """The caller's project by id, id prefix or slug (another user's is not found).
+
+    An admin's scope is every project: they act on anyone's by its reference.
+    """
     try:
-        return await find_project(session, ref, user_id=caller.user_id)
+        return await find_project(session, ref, user_id=None if caller.is_admin else caller.user_id)
     except ProjectNotFound:
         raise ProjectNotFound(
             f"you have no project {ref!r}: give its id (or first 8 characters) or its slug; "

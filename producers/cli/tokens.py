@@ -12,26 +12,42 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from producers.api.tokens import TokenError, issue_token, list_tokens, revoke_token
+from infra.db.models import UserRole
+from producers.api.tokens import (
+    TokenError,
+    issue_token,
+    list_tokens,
+    parse_duration,
+    revoke_token,
+)
 from producers.cli.connection import Endpoints, database, resolve
 
 Out = Callable[[str], None]
 
-_TABLE_HEADER = ("NAME", "USER", "CREATED", "LAST USED", "STATUS")
+_TABLE_HEADER = ("NAME", "USER", "ROLE", "CREATED", "LAST USED", "EXPIRES", "STATUS")
 
 
 async def create(
-    sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, name: str, user: str | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    out: Out,
+    *,
+    name: str,
+    user: str | None = None,
+    role: UserRole = UserRole.MEMBER,
+    expires_in: timedelta | None = None,
 ) -> int:
     """Issue a token for `api:<user>` (the user defaults to the token's name) and print it once."""
-    issued = await issue_token(sessionmaker, name, user or name)
+    issued = await issue_token(sessionmaker, name, user or name, role=role, expires_in=expires_in)
+    expiry = f"expires {_when(issued.expires_at)} UTC" if issued.expires_at else "never expires"
     out(issued.token)
-    out(f"token {issued.name} for {issued.user_id}: shown only now, store it in a secret manager; "
-        f"call the API with `Authorization: Bearer <token>`")  # fmt: skip
+    out(
+        f"{issued.role} token {issued.name} for {issued.user_id} ({expiry}): shown only now, "
+        "store it in a secret manager; call the API with `Authorization: Bearer <token>`"
+    )
     return 0
 
 
@@ -45,9 +61,11 @@ async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
         (
             t.name,
             t.user_id,
+            t.role,
             _when(t.created_at),
             _when(t.last_used_at),
-            "revoked" if t.revoked else "active",
+            _when(t.expires_at),
+            "revoked" if t.revoked else "expired" if t.expired else "active",
         )
         for t in tokens
     ]
@@ -81,6 +99,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("name", help="token name, e.g. the integration using it (unique)")
     p.add_argument("--user", help="who the token acts for (default: the token's name)")
+    p.add_argument(
+        "--role",
+        choices=[r.value for r in UserRole],
+        default=UserRole.MEMBER.value,
+        help="member: the user's own projects; admin: also every user and the /admin routes "
+        "(default: member)",
+    )
+    p.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="refuse the token after this long, e.g. 90m, 12h, 30d, 2w (default: never)",
+    )
     p.set_defaults(handler=_handle)
 
     p = actions.add_parser("list", help="tokens with their user, last use and status")
@@ -105,7 +135,15 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
     out: Out = print
     async with database(endpoints) as sessionmaker:
         if args.tokens_command == "create":
-            return await create(sessionmaker, out, name=args.name, user=args.user)
+            expires_in = parse_duration(args.expires_in) if args.expires_in else None
+            return await create(
+                sessionmaker,
+                out,
+                name=args.name,
+                user=args.user,
+                role=UserRole(args.role),
+                expires_in=expires_in,
+            )
         if args.tokens_command == "revoke":
             return await revoke(sessionmaker, out, name=args.name)
         return await show(sessionmaker, out)

@@ -75,7 +75,9 @@ def root_vault(openbao: BootstrappedOpenBao) -> VaultClient:
 def app(
     nc: Client, sessionmaker: async_sessionmaker[AsyncSession], api_vault: VaultClient
 ) -> FastAPI:
-    return build_api(JetStreamPublisher.from_client(nc), sessionmaker, api_vault)
+    return build_api(
+        JetStreamPublisher.from_client(nc), sessionmaker, api_vault, jetstream=nc.jetstream()
+    )
 
 
 @pytest.fixture

@@ -259,7 +259,10 @@ async def test_an_unreachable_bus_gives_503_and_asks_to_try_again(
         server.stop()
         try:
             app = build_api(
-                JetStreamPublisher(client.jetstream(), timeout=1.0), sessionmaker, api_vault
+                JetStreamPublisher(client.jetstream(), timeout=1.0),
+                sessionmaker,
+                api_vault,
+                jetstream=client.jetstream(),
             )
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://api"

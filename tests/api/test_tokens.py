@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.migrate import upgrade
-from infra.db.models import ApiToken, User
+from infra.db.models import ApiToken, User, UserRole, UserStatus
 from infra.db.session import make_engine, make_sessionmaker
 from producers.api.tokens import (
     TOKEN_PREFIX,
@@ -19,6 +21,8 @@ from producers.api.tokens import (
     TokenError,
     authenticate,
     hash_token,
+    issue_token,
+    parse_duration,
 )
 from producers.cli import tokens
 
@@ -64,11 +68,67 @@ async def test_list_shows_status_and_last_use_and_revoke_refuses_the_token(
 
     table: list[str] = []
     await tokens.show(sessionmaker, table.append)
-    assert table[0].split() == ["NAME", "USER", "CREATED", "LAST", "USED", "STATUS"]
-    dave, erin = table[1], table[2]
-    assert dave.startswith("dave") and "api:dave" in dave and dave.endswith("active")
-    assert "never" not in dave  # used once above
-    assert erin.startswith("erin-bot") and "never" in erin and erin.endswith("revoked")
+    columns = ["NAME", "USER", "ROLE", "CREATED", "LAST USED", "EXPIRES", "STATUS"]
+    assert re.split(r"\s{2,}", table[0]) == columns
+    dave = dict(zip(columns, re.split(r"\s{2,}", table[1]), strict=True))
+    erin = dict(zip(columns, re.split(r"\s{2,}", table[2]), strict=True))
+    assert (dave["NAME"], dave["USER"], dave["ROLE"]) == ("dave", "api:dave", "member")
+    assert dave["LAST USED"] != "never"  # used once above
+    assert (dave["EXPIRES"], dave["STATUS"]) == ("never", "active")
+    assert (erin["NAME"], erin["LAST USED"], erin["STATUS"]) == ("erin-bot", "never", "revoked")
+
+
+async def test_an_expired_token_is_refused_with_when_it_expired_and_listed_as_expired(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    lines: list[str] = []
+    await tokens.create(sessionmaker, lines.append, name="short", expires_in=timedelta(hours=1))
+    token = lines[0]
+    assert "expires " in lines[1] and "member token short" in lines[1]
+    assert (await authenticate(sessionmaker, token)).user_id == "api:short"
+
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.name == "short")
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    with pytest.raises(InvalidToken, match=r"API token .short. expired at .* ask an operator"):
+        await authenticate(sessionmaker, token)
+    table: list[str] = []
+    await tokens.show(sessionmaker, table.append)
+    assert table[1].endswith("expired")
+
+
+async def test_a_token_acts_with_the_lower_of_its_role_and_its_users(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Demoting or blocking a person takes effect on tokens issued before."""
+    admin = await issue_token(sessionmaker, "root-laptop", "root", role=UserRole.ADMIN)
+    member = await issue_token(sessionmaker, "root-ci", "root")
+    assert (await authenticate(sessionmaker, admin.token)).is_admin
+    assert not (await authenticate(sessionmaker, member.token)).is_admin
+
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(User).where(User.id == "api:root").values(role=UserRole.MEMBER)
+        )
+    assert not (await authenticate(sessionmaker, admin.token)).is_admin
+
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(User).where(User.id == "api:root").values(status=UserStatus.BLOCKED)
+        )
+    with pytest.raises(InvalidToken, match="api:root of API token 'root-ci' is blocked"):
+        await authenticate(sessionmaker, member.token)
+
+
+@pytest.mark.parametrize("text", ["30", "0d", "5y", "-1h", "1.5h"])
+def test_durations_are_a_positive_count_and_a_unit(text: str) -> None:
+    with pytest.raises(TokenError, match=r"e\.g\. 90m, 12h, 30d or 2w"):
+        parse_duration(text)
+    assert parse_duration("90m") == timedelta(minutes=90)
+    assert parse_duration("2w") == timedelta(days=14)
 
 
 async def test_token_errors_tell_the_operator_what_to_do(
@@ -109,10 +169,19 @@ def test_the_argparse_path_creates_lists_and_revokes(
     assert code == 0
     token = out.splitlines()[0]
     assert token.startswith(TOKEN_PREFIX)
+    code, out, _ = run("tokens", "create", "ops", "--role", "admin", "--expires-in", "30d")
+    assert code == 0
+    assert "admin token ops for api:ops (expires " in out
 
     code, out, _ = run("tokens", "list")
     assert code == 0
     assert "deploy-bot" in out and "api:frank" in out and token not in out
+    ops_row = next(line for line in out.splitlines() if line.startswith("ops"))
+    assert " admin " in ops_row and ops_row.count("never") == 1  # never used; it expires
+
+    code, _, err = run("tokens", "create", "later", "--expires-in", "soon")
+    assert code == 1
+    assert "invalid duration 'soon'" in err
 
     assert run("tokens", "revoke", "deploy-bot")[0] == 0
     code, _, err = run("tokens", "revoke", "ghost")

@@ -1,11 +1,20 @@
-"""Building intents the same way in every producer (bot, API, CLI, console chat)."""
+"""Building intents the same way in every producer (bot, API, CLI, console chat).
+
+Every intent names its acting user: the coordinator applies an answer, an archive request or a
+secret notice only for the project's owner or an admin, and refuses one that names nobody.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Literal
 
-from contracts.events import ClarificationAnswered, ProjectRequested
+from contracts.events import (
+    ClarificationAnswered,
+    ProjectArchiveRequested,
+    ProjectRequested,
+    SecretStored,
+)
 
 Source = Literal["telegram", "api", "cli", "console"]
 
@@ -34,5 +43,35 @@ def clarification_answer(
         actor=user_id,
         project_id=project_id,
         answer=answer.strip(),
+        user_id=user_id,
+    )
+
+
+def archive_request(
+    project_id: uuid.UUID, flow_id: uuid.UUID, reason: str, *, user_id: str
+) -> ProjectArchiveRequested:
+    """Retire a project; `user_id` must own it or be an admin, or the coordinator refuses."""
+    return ProjectArchiveRequested(
+        correlation_id=flow_id,
+        actor=user_id,
+        project_id=project_id,
+        reason=reason.strip(),
+        user_id=user_id,
+    )
+
+
+def secret_stored(
+    project_id: uuid.UUID, flow_id: uuid.UUID, name: str, vault_path: str, *, user_id: str
+) -> SecretStored:
+    """Announce a secret written to Vault: its name and path only, never its value.
+
+    A fresh event id each time: storing the same name again is a new fact for the timeline.
+    """
+    return SecretStored(
+        correlation_id=flow_id,
+        actor=user_id,
+        project_id=project_id,
+        name=name,
+        vault_path=vault_path,
         user_id=user_id,
     )

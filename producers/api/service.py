@@ -135,6 +135,7 @@ class ProjectService:
             actor=f"{SOURCE}:{caller.user_id}",
             project_id=project.id,
             reason=reason.strip() or f"archived through the API by {caller.user_id}",
+            user_id=caller.user_id,
         )
         await self._publish(event)
         return event
@@ -161,6 +162,7 @@ class ProjectService:
             project_id=project.id,
             name=name,
             vault_path=path,
+            user_id=caller.user_id,
         )
         await self._publish(event)
         log.info("api.secret_stored", project_id=str(project.id), name=name)

@@ -17,6 +17,7 @@ from consumers.engineer.agent import CodingAgent
 from consumers.engineer.container_coder import ContainerCoder
 from consumers.engineer.handlers import register
 from consumers.engineer.langgraph_coder import LangGraphCoder
+from consumers.engineer.sandbox import build_sandbox, cache_dir_from, limits_from
 from consumers.engineer.service import EngineerService
 from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.template_engineer import TemplateEngineer
@@ -97,7 +98,13 @@ class _Engineer:
 
     async def _agent(self) -> CodingAgent:
         settings, engineer = self._settings, self._engineer
-        runner = PytestRunner()
+        runner = PytestRunner(
+            sandbox=build_sandbox(engineer),
+            limits=limits_from(engineer),
+            cache_dir=cache_dir_from(engineer),
+            install_timeout=engineer.install_timeout_seconds,
+            test_timeout=engineer.test_timeout_seconds,
+        )
         mode = engineer.resolved_mode(settings.llm)
         if mode == "offline":
             return TemplateEngineer(runner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import LLMSettings
@@ -46,6 +46,41 @@ class EngineerSettings(BaseSettings):
     github_token_path: str = Field(
         "platform/github", description="Vault KV path holding the GitHub token under `token`"
     )
+
+    sandbox: Literal["bubblewrap", "none"] = Field(
+        "bubblewrap",
+        description="How model-written code (installs, tests) runs: bubblewrap (namespaces, "
+        "unprivileged user, limits) or none (on the host; needs allow_unsandboxed as well)",
+    )
+    allow_unsandboxed: bool = Field(
+        False, description="Confirms sandbox=none; meant for inside a coding container only"
+    )
+    sandbox_user: str = Field(
+        "orch-sandbox", description="System user sandboxed code runs as when the engineer is root"
+    )
+    sandbox_cache_dir: Path | None = Field(
+        None,
+        description="Cached test venvs (one per requirements hash) and pip's wheel cache "
+        "(default: ~/.cache/codegen-orchestrator/sandbox)",
+    )
+    sandbox_cpu_seconds: int = Field(600, description="RLIMIT_CPU of each sandboxed process")
+    sandbox_memory_mb: int = Field(2048, description="RLIMIT_AS of each sandboxed process")
+    sandbox_processes: int = Field(256, description="RLIMIT_NPROC of the sandbox user")
+    sandbox_open_files: int = Field(1024, description="RLIMIT_NOFILE of each sandboxed process")
+    sandbox_file_size_mb: int = Field(256, description="RLIMIT_FSIZE of each sandboxed process")
+    sandbox_output_kb: int = Field(1024, description="Output kept per run; more kills the run")
+    install_timeout_seconds: float = Field(600.0, description="Wall clock of a dependency install")
+    test_timeout_seconds: float = Field(300.0, description="Wall clock of one test run")
+
+    @model_validator(mode="after")
+    def _unsandboxed_is_explicit(self) -> EngineerSettings:
+        if self.sandbox == "none" and not self.allow_unsandboxed:
+            raise ValueError(
+                "ORCH_ENGINEER_SANDBOX=none runs model-written code on the host with the "
+                "engineer's privileges; set ORCH_ENGINEER_ALLOW_UNSANDBOXED=true as well if this "
+                "is a coding container or a throwaway machine, else use bubblewrap"
+            )
+        return self
 
     def resolved_mode(self, llm: LLMSettings) -> EngineerMode:
         if self.mode is not None:

@@ -1,13 +1,19 @@
-"""Runs a generated repository's own tests in its own virtualenv and counts the results.
+"""Runs a generated repository's own tests in a sandbox and counts the results.
 
 Every agent mode ends here: the engineer never reports a commit whose tests it did not run.
-The venv is made with the running interpreter (`--without-pip`; this interpreter's pip
-installs into it with `pip --python`, which is several times faster than bootstrapping pip in
-every venv) and lives beside the workspace, never inside it, so it is neither committed nor
-shown to a coding model. Counts come from pytest's JUnit XML, not from parsing its console.
-
-The code under test runs with a minimal environment: nothing of this process's environment
-(Vault credentials, database URLs) is visible to generated code.
+Both phases run model-controlled input inside the configured `Sandbox` (bubblewrap by
+default, see `sandbox/`), never beside the platform:
+- install: a venv per requirements hash, cached under the sandbox cache dir. The venv is made
+  with the base interpreter (`--without-pip`) and this interpreter's pip installs into it with
+  `pip --python` (several times faster than bootstrapping pip in every venv), with
+  `--only-binary=:all:` so no package's setup code runs, and only package names in
+  requirements.txt (no options, URLs or paths). This phase may reach the package index; it
+  can write only the venv being built and pip's cache.
+- test: pytest from that venv, mounted read-only (so projects sharing requirements share
+  one venv and none can change it for another), with no network at all, the workspace
+  writable, and an allowlisted environment. Counts come from pytest's JUnit XML, written to a
+  private results directory, not from parsing its console.
+Measured on the offline http scaffold (2 cores): see docs/security.md, "Sandbox".
 """
 
 from __future__ import annotations
@@ -15,11 +21,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
+import re
+import shutil
+import stat
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from consumers.engineer.sandbox import (
+    Mount,
+    Sandbox,
+    SandboxLimits,
+    SandboxResult,
+    build_sandbox,
+    cache_dir_from,
+    limits_from,
+)
+from consumers.engineer.settings import EngineerSettings
 
 #: Failure details shown to a person or a model are cut to this many characters each.
 _DETAIL_CHARS = 1500
@@ -27,6 +49,12 @@ _OUTPUT_TAIL_CHARS = 4000
 #: Variables pip needs to find the package index (and its local mirrors) and proxies.
 _PIP_ENV_PREFIXES = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                      "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+#: pip's configuration files: local paths they name (wheel dirs, file:// indexes, constraints)
+#: are shown read-only to the install phase.
+_PIP_CONFIG_FILES = (Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf"))
+_LOCAL_PATH = re.compile(r"(?:file://)?(/[^\s'\",;]+)")
+#: The test tool every project gets, whatever its requirements say.
+_TEST_TOOLS = ("pytest",)
 
 
 @dataclass(frozen=True)
@@ -72,85 +100,204 @@ class TestReport:
 
 
 class PytestRunner:
-    """Creates (once per requirements content) a venv next to a workspace and runs pytest in it."""
+    """Installs a workspace's requirements (cached per hash) and runs pytest, both sandboxed."""
 
     def __init__(
         self,
         *,
+        sandbox: Sandbox | None = None,
+        limits: SandboxLimits | None = None,
+        cache_dir: Path | None = None,
         python: str = sys.executable,
         scratch: Path | None = None,
-        install_timeout: float = 600.0,
-        test_timeout: float = 300.0,
+        install_timeout: float | None = None,
+        test_timeout: float | None = None,
     ) -> None:
+        settings = EngineerSettings() if None in (sandbox, limits, cache_dir) else None
+        self._sandbox = sandbox or build_sandbox(_given(settings))
+        limits = limits or limits_from(_given(settings))
+        self._test_limits = replace(limits, wall_seconds=test_timeout or limits.wall_seconds)
+        self._install_limits = replace(
+            limits,
+            wall_seconds=install_timeout or (
+                settings.install_timeout_seconds if settings else max(limits.wall_seconds, 600.0)
+            ),
+        )
+        self._cache = cache_dir or cache_dir_from(_given(settings))
         self._python = python
         self._scratch = scratch
-        self._install_timeout = install_timeout
-        self._test_timeout = test_timeout
+        self._lock = asyncio.Lock()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox
 
     async def run(self, workspace: Path) -> TestReport:
-        """Install the workspace's requirements if they changed, then run its tests."""
+        """Install the workspace's requirements if no cached venv has them, then run its tests."""
+        venv = await self._venv_for(workspace)
+        if isinstance(venv, TestReport):
+            return venv
         # Beside the checkout (the workspace is `<tmp>/repo`), so git and the model never see it.
-        venv = (self._scratch or workspace.parent) / "venv"
-        install_failure = await self._ensure_venv(workspace, venv)
-        if install_failure is not None:
-            return install_failure
-        junit = venv.parent / "junit.xml"
-        junit.unlink(missing_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tests-", dir=self._scratch or workspace.parent))
+        try:
+            return await self._test(workspace, venv, scratch)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _test(self, workspace: Path, venv: Path, scratch: Path) -> TestReport:
+        results, home = scratch / "results", scratch / "home"
+        results.mkdir()
+        home.mkdir()
+        for path in (results, home, workspace):
+            await self._sandbox.prepare_writable(path)
+        junit = results / "junit.xml"
         command = [
             str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
             f"--junitxml={junit}", "-o", "junit_family=xunit2",
         ]
-        code, output = await _run(command, workspace, _test_env(venv), self._test_timeout)
-        if code is None:
-            return TestReport(
-                passed=0, failed=0, errors=1,
-                failures=(FailedTest("pytest", f"timed out after {self._test_timeout:.0f} s"),),
-                output=output,
+        try:
+            result = await self._sandbox.run(
+                command, workspace, network=False, limits=self._test_limits,
+                env=_test_env(venv, home),
+                mounts=[*self._interpreter_mounts(), Mount(venv),
+                        Mount(results, writable=True), Mount(home, writable=True)],
             )
-        if not junit.exists():
-            return TestReport(
-                passed=0, failed=0, errors=1,
-                failures=(FailedTest("pytest", f"exited {code} without a report"),),
-                output=output,
-            )
-        return _parse_junit(junit, output)
+        finally:
+            await self._sandbox.reclaim(workspace)
+        if result.timed_out or result.output_exceeded:
+            return _error("pytest", result.describe(), result.output)
+        report = _read_junit(junit, result.output)
+        if report is None:
+            return _error("pytest", f"{result.describe()} without a report", result.output)
+        return report
 
-    async def _ensure_venv(self, workspace: Path, venv: Path) -> TestReport | None:
+    async def _venv_for(self, workspace: Path) -> Path | TestReport:
         requirements = workspace / "requirements.txt"
         content = requirements.read_bytes() if requirements.is_file() else b""
-        digest = hashlib.sha256(content).hexdigest()
-        marker = venv / ".requirements-sha256"
-        if marker.is_file() and marker.read_text() == digest:
-            return None
+        problem = check_requirements(content.decode(errors="replace"))
+        if problem is not None:
+            return _error("requirements.txt", problem, "")
+        parts = [content, self._base_python().encode(), sys.version.encode()]
+        key = hashlib.sha256(b"\0".join([*parts, *map(str.encode, _TEST_TOOLS)])).hexdigest()
+        venvs = self._cache / "venvs"
+        venv = venvs / key
+        if (venv / "bin" / "python").exists():
+            return venv
+        # One install at a time per runner; two engineers racing on one key both build and the
+        # second rename loses harmlessly.
+        async with self._lock:
+            if (venv / "bin" / "python").exists():
+                return venv
+            return await self._install(workspace, content, venvs, venv)
+
+    async def _install(
+        self, workspace: Path, content: bytes, venvs: Path, venv: Path
+    ) -> Path | TestReport:
+        pip_cache = self._cache / "pip"
+        build = await asyncio.to_thread(_make_build_dirs, venvs, pip_cache)
+        try:
+            for path in (build, pip_cache):
+                await self._sandbox.prepare_writable(path)
+            mounts = [*self._interpreter_mounts(), Mount(Path(sys.prefix)),
+                      Mount(build, writable=True), Mount(pip_cache, writable=True),
+                      *(Mount(path) for path in _pip_local_paths())]
+            env = _pip_env(pip_cache)
+            steps = [
+                [self._base_python(), "-m", "venv", "--without-pip", str(build)],
+                [self._python, "-m", "pip", "--python", str(build / "bin" / "python"),
+                 "install", "-q", "--disable-pip-version-check", "--no-input",
+                 "--only-binary=:all:", *_TEST_TOOLS,
+                 *(["-r", str(workspace / "requirements.txt")] if content else [])],
+            ]
+            for step in steps:
+                result = await self._sandbox.run(
+                    step, workspace, network=True, limits=self._install_limits, env=env,
+                    mounts=mounts, writable_workspace=False,
+                )
+                if not result.ok:
+                    return _install_error(result)
+            await self._sandbox.reclaim(build)
+            await asyncio.to_thread(_publish, build, venv)
+            return venv
+        finally:
+            await asyncio.to_thread(shutil.rmtree, build, True)
+
+    def _base_python(self) -> str:
+        """The interpreter behind this one's venv, which the test venvs are made from."""
+        return os.path.realpath(self._python)
+
+    def _interpreter_mounts(self) -> list[Mount]:
+        """The base interpreter's prefix (`<prefix>/bin/python3.x`), which every venv links to."""
+        return [Mount(Path(self._base_python()).parent.parent)]
+
+
+def _make_build_dirs(venvs: Path, pip_cache: Path) -> Path:
+    venvs.mkdir(parents=True, exist_ok=True, mode=0o755)
+    pip_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    build = Path(tempfile.mkdtemp(prefix=".build-", dir=venvs))
+    build.chmod(0o755)
+    return build
+
+
+def _publish(build: Path, venv: Path) -> None:
+    """Move a finished venv to its cache key; losing a race to an identical build is fine."""
+    try:
+        build.rename(venv)
+    except OSError:
         if not (venv / "bin" / "python").exists():
-            code, output = await _run(
-                [self._python, "-m", "venv", "--without-pip", str(venv)],
-                workspace, _pip_env(), self._install_timeout,
-            )
-            if code != 0:
-                raise RuntimeError(f"could not create a virtualenv at {venv}: {output[-500:]}")
-        install = [self._python, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                   "install", "-q", "--disable-pip-version-check", "pytest"]
-        if content:
-            install += ["-r", str(requirements)]
-        code, output = await _run(install, workspace, _pip_env(), self._install_timeout)
-        if code != 0:
-            detail = "timed out" if code is None else _tail(output, _DETAIL_CHARS)
-            return TestReport(
-                passed=0, failed=0, errors=1,
-                failures=(FailedTest("pip install -r requirements.txt", detail),),
-                output=output,
-            )
-        marker.write_text(digest)
-        return None
+            raise
 
 
-def _test_env(venv: Path) -> dict[str, str]:
-    home = venv.parent / "home"
-    home.mkdir(exist_ok=True)
+def check_requirements(text: str) -> str | None:
+    """Why requirements.txt cannot be installed safely, or None when every line is a package.
+
+    Only `name[extras] <specifier> ; <marker>` lines are accepted: options (`-r`, `-e`,
+    `--index-url`, `--extra-index-url`, `-f`) could point pip at the platform's own services
+    or at local source trees whose build code would run; URLs and paths likewise.
+    """
+    for number, raw in enumerate(text.replace("\\\n", "").splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            return (
+                f"line {number} ({line[:60]!r}): pip options are not accepted; list packages by "
+                "name, they are installed as binary wheels from the package index"
+            )
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as error:
+            return f"line {number} ({line[:60]!r}) is not a package requirement: {error}"
+        if requirement.url:
+            return (
+                f"line {number} ({line[:60]!r}): URLs and paths are not accepted; name a "
+                "package from the package index"
+            )
+    return None
+
+
+def _given(settings: EngineerSettings | None) -> EngineerSettings:
+    assert settings is not None, "settings are read whenever an argument is left out"
+    return settings
+
+
+def _error(name: str, detail: str, output: str) -> TestReport:
+    return TestReport(
+        passed=0, failed=0, errors=1, failures=(FailedTest(name, detail),),
+        output=_tail(output, _OUTPUT_TAIL_CHARS),
+    )
+
+
+def _install_error(result: SandboxResult) -> TestReport:
+    detail = result.describe() if not result.exit_code else _tail(result.output, _DETAIL_CHARS)
+    return _error("pip install -r requirements.txt", detail, result.output)
+
+
+def _test_env(venv: Path, home: Path) -> dict[str, str]:
     return {
         "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
+        "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's private tmpfs
         "LANG": "C.UTF-8",
         "VIRTUAL_ENV": str(venv),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -158,32 +305,48 @@ def _test_env(venv: Path) -> dict[str, str]:
     }
 
 
-def _pip_env() -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-    env["HOME"] = os.environ.get("HOME", "/tmp")  # noqa: S108 - pip's cache needs some home
+def _pip_env(pip_cache: Path) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/tmp",  # noqa: S108 - the sandbox's private tmpfs
+        "PIP_CACHE_DIR": str(pip_cache),
+    }
     for name, value in os.environ.items():
-        if name.startswith(_PIP_ENV_PREFIXES):
+        if name.startswith(_PIP_ENV_PREFIXES) and name != "PIP_CACHE_DIR":
             env[name] = value
     return env
 
 
-async def _run(
-    command: list[str], cwd: Path, env: dict[str, str], limit: float
-) -> tuple[int | None, str]:
-    """Run a command; return (exit code, or None after `limit` seconds, combined output)."""
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+def _pip_local_paths() -> list[Path]:
+    """Local wheel directories, file:// indexes and constraint files pip is configured with."""
+    values = [value for name, value in os.environ.items() if name.startswith(_PIP_ENV_PREFIXES)]
+    for config in _PIP_CONFIG_FILES:
+        if config.is_file():
+            values.append(config.read_text(errors="replace"))
+    found: set[Path] = set()
+    for value in values:
+        for match in _LOCAL_PATH.finditer(value):
+            path = Path(match.group(1))
+            if path.exists() and path.parts[1:2] not in (("usr",), ("etc",), ("proc",), ("dev",)):
+                found.add(path)
+    return sorted(found)
+
+
+def _read_junit(path: Path, output: str) -> TestReport | None:
+    """Parse the report the sandbox wrote, refusing anything but a regular file (no symlink)."""
     try:
-        stdout, _ = await asyncio.wait_for(process.communicate(), limit)
-    except TimeoutError:
-        # The whole session: a test may have started servers of its own.
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, _ = await process.communicate()
-        return None, stdout.decode(errors="replace")
-    return process.returncode, stdout.decode(errors="replace")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        try:
+            root = ET.parse(handle).getroot()  # noqa: S314 - size bounded by RLIMIT_FSIZE
+        except ET.ParseError:
+            return None
+    return _parse_junit(root, output)
 
 
 def _tail(text: str, chars: int) -> str:
@@ -191,8 +354,7 @@ def _tail(text: str, chars: int) -> str:
     return text if len(text) <= chars else "..." + text[-chars:]
 
 
-def _parse_junit(path: Path, output: str) -> TestReport:
-    root = ET.parse(path).getroot()  # noqa: S314 - written by our pytest run a moment ago
+def _parse_junit(root: ET.Element, output: str) -> TestReport:
     passed = failed = errors = skipped = 0
     failures: list[FailedTest] = []
     for case in root.iter("testcase"):

@@ -210,8 +210,10 @@ class Workspace:
     async def _run(
         self, *args: str, cwd: Path | None = None, stdin: str | None = None
     ) -> tuple[int, str]:
+        # Hooks never run: the checkout holds model-written files, and the engineer's git must
+        # not execute anything from it (the sandbox also mounts `.git` read-only).
         process = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=cwd or self.path, env=self._env,
+            "git", "-c", "core.hooksPath=/dev/null", *args, cwd=cwd or self.path, env=self._env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import socket
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
-from infra.db.models import Project, ProjectState
+from infra.db.models import Project, ProjectState, UserRole
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
 from infra.stack.nats_server import NatsServer
@@ -80,9 +81,9 @@ def app(
     )
 
 
-@pytest.fixture
-async def base_url(app: FastAPI) -> AsyncIterator[str]:
-    """The app served by uvicorn on a random loopback port, as in production."""
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    """`app` served by uvicorn on a random loopback port, as in production; yields its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -97,6 +98,12 @@ async def base_url(app: FastAPI) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+@pytest.fixture
+async def base_url(app: FastAPI) -> AsyncIterator[str]:
+    async with served(app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -115,8 +122,12 @@ class ApiUser:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def _user(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> ApiUser:
-    issued = await issue_token(sessionmaker, f"{name}-laptop", name)
+async def _user(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    name: str,
+    role: UserRole = UserRole.MEMBER,
+) -> ApiUser:
+    issued = await issue_token(sessionmaker, f"{name}-laptop", name, role=role)
     return ApiUser(user_id=issued.user_id, token=issued.token)
 
 
@@ -128,6 +139,12 @@ async def alice(sessionmaker: async_sessionmaker[AsyncSession]) -> ApiUser:
 @pytest.fixture
 async def bob(sessionmaker: async_sessionmaker[AsyncSession]) -> ApiUser:
     return await _user(sessionmaker, "bob")
+
+
+@pytest.fixture
+async def root(sessionmaker: async_sessionmaker[AsyncSession]) -> ApiUser:
+    """An admin: a token issued with `--role admin`."""
+    return await _user(sessionmaker, "root", UserRole.ADMIN)
 
 
 SeedProject = Callable[..., Awaitable[Project]]

@@ -3,14 +3,27 @@
 It has its own host key (so clients pin it with a known_hosts line instead of turning host key
 checking off) and one client key pair whose public half is the only authorized key. Ansible and
 the ops checks then exercise real SSH, sftp included.
+
+Started as root (as under `make demo` and in the test harness) it admits only the dedicated
+deploy account `orch-deploy` (created here, with its sudoers drop-in: see
+`infra.stack.deploy_account`), never root, and releases go under a marked deploy root below
+/srv/orchestrator that project users can traverse. Started as another user it admits that user
+only; such a target cannot create project users, so deploys to it are refused with that reason.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import socket
 from pathlib import Path
 
+from infra.stack.deploy_account import (
+    SHARED_DEPLOY_BASE,
+    ensure_deploy_account,
+    prepare_deploy_root,
+    running_as_root,
+)
 from infra.stack.ports import free_port
 from infra.stack.process import ManagedProcess, run_checked
 
@@ -34,8 +47,16 @@ class Sshd(ManagedProcess):
 
     @property
     def user(self) -> str:
-        """The account clients log in as: whoever runs the stack."""
-        return getpass.getuser()
+        """The account clients log in as: `orch-deploy` under root, else whoever runs the stack."""
+        return "orch-deploy" if running_as_root() else getpass.getuser()
+
+    @property
+    def deploy_root(self) -> Path:
+        """Where releases go on this target; stable per data dir, so a restarted stack finds it."""
+        if not running_as_root():
+            return self.data_dir.parent / "deployments"
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        return SHARED_DEPLOY_BASE / f"stack-{digest}"
 
     @property
     def host_key_path(self) -> Path:
@@ -79,18 +100,31 @@ class Sshd(ManagedProcess):
         authorized = self.data_dir / "authorized_keys"
         authorized.write_text(self.client_key_path.with_suffix(".pub").read_text())
         authorized.chmod(0o600)
+        if running_as_root():
+            ensure_deploy_account()
+            prepare_deploy_root(self.deploy_root)
+            # sshd reads an AuthorizedKeysFile as the logging-in user, who cannot reach a data
+            # dir under root's private temp dir; root reads it for sshd instead (a fixed file).
+            keys = [
+                "AuthorizedKeysFile none",
+                f"AuthorizedKeysCommand /usr/bin/cat {authorized}",
+                "AuthorizedKeysCommandUser root",
+            ]
+        else:
+            keys = [f"AuthorizedKeysFile {authorized}"]
         self.config_path.write_text(
             "\n".join(
                 [
                     f"ListenAddress {self.host}",
                     f"Port {self.port}",
                     f"HostKey {self.host_key_path}",
-                    f"AuthorizedKeysFile {authorized}",
+                    *keys,
+                    f"AllowUsers {self.user}",
                     f"PidFile {self.data_dir / 'sshd.pid'}",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     "PubkeyAuthentication yes",
-                    "PermitRootLogin prohibit-password",
+                    "PermitRootLogin no",
                     # The data dir may live under a group-writable temp dir sshd would reject.
                     "StrictModes no",
                     "UsePAM no",

@@ -1,6 +1,10 @@
 """Fixtures for deploy tests: a real git repository of a tiny service, a migrated database with
 the local sshd in its inventory, Vault holding the server key and a project secret, and an audit
 that proves no secret escapes into ansible-runner's files, events or any process's argv.
+
+Deploys log in as the dedicated `orch-deploy` account and run each project as its own system
+user, so what those users must reach (the repository, the deploy root) lives in directories
+other users can traverse, not under pytest's private temp dir.
 """
 
 from __future__ import annotations
@@ -8,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +37,8 @@ from contracts.events import DeployRequested
 from infra.db.migrate import upgrade
 from infra.db.models import Deployment, Server
 from infra.db.session import make_engine, make_sessionmaker
+from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
+from infra.stack.git_daemon import GitDaemon
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.sshd_server import Sshd
@@ -97,10 +105,36 @@ def _commit_app(work: Path, *, healthy: bool, message: str) -> str:
     return _git(work, "rev-parse", "HEAD")
 
 
+def shared_dir(prefix: str) -> Path:
+    """A temp dir every user can traverse and read (project users clone from it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def project_processes(user: str) -> list[int]:
+    """Pids of every process running as `user`."""
+    found = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def remove_projects(root: Path) -> None:
+    """Kill every project's processes and delete its user, as an archive does."""
+    for project in root.iterdir():
+        if project.is_dir():
+            subprocess.run(
+                [str(HELPER_PATH), "remove", str(root), project.name],
+                check=False, capture_output=True,
+            )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def service_repo(tmp_path_factory: pytest.TempPathFactory) -> ServiceRepo:
+def service_repo(tmp_path_factory: pytest.TempPathFactory, git_daemon: GitDaemon) -> ServiceRepo:
+    """Served by the git daemon, as the platform's repositories are: each project's user
+    clones it over git://, and git refuses a local repository another user owns."""
     base = tmp_path_factory.mktemp("repo")
-    bare = base / "service.git"
+    name = f"deploy-service-{uuid.uuid4().hex[:8]}"
+    bare = git_daemon.path_for(name)
     work = base / "work"
     _git(base, "init", "-q", "--bare", str(bare))
     _git(base, "init", "-q", "-b", "main", str(work))
@@ -123,7 +157,9 @@ def service_repo(tmp_path_factory: pytest.TempPathFactory) -> ServiceRepo:
     good_v2 = _commit_app(work, healthy=True, message="second healthy release")
     broken = _commit_app(work, healthy=False, message="broken health check")
     _git(work, "push", "-q", str(bare), "main")
-    return ServiceRepo(clone_url=f"file://{bare}", good=good, good_v2=good_v2, broken=broken)
+    return ServiceRepo(
+        clone_url=git_daemon.url_for(name), good=good, good_v2=good_v2, broken=broken
+    )
 
 
 @pytest.fixture(scope="module")
@@ -275,16 +311,14 @@ def secret_audit(vault_setup: VaultSetup) -> Iterator[SecretAudit]:
 
 
 @pytest.fixture(scope="module")
-def deploy_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where releases go; every supervisor started under it is stopped at the end."""
-    root = tmp_path_factory.mktemp("srv")
+def deploy_root(sshd_server: Sshd) -> Iterator[Path]:
+    """A marked deploy root (the sshd fixture installed the deploy account); every project
+    deployed under it is removed at the end, its processes and user included."""
+    base = shared_dir("orch-test-srv-")
+    root = prepare_deploy_root(base / "srv")
     yield root
-    for pid_file in root.glob("*/run/supervisor.pid"):
-        subprocess.run(
-            ["start-stop-daemon", "--stop", "--pidfile", str(pid_file), "--remove-pidfile",
-             "--retry", "TERM/5/KILL/2", "--oknodo"],
-            check=False, capture_output=True,
-        )  # fmt: skip
+    remove_projects(root)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,10 @@ on a command line), runs the start command from the release's `deploy.json` with
 venv first on PATH, and restarts the service with a growing delay when it exits. SIGTERM stops
 the service's whole process group, then the supervisor.
 
+It runs as the project's own system user (the playbook starts it with `become_user`), so the
+service can read its own `.env` and nobody else's; it refuses to start as root, so a playbook
+mistake can never run generated code with full privileges.
+
 Usage: supervise.py <release dir> <log file>
 """
 
@@ -58,6 +62,12 @@ def service_environment(release: Path) -> dict[str, str]:
 
 
 def main(release: Path, log_path: Path) -> int:
+    if os.geteuid() == 0 or os.getegid() == 0:
+        print(
+            "supervise: refusing to run a service as root; start it as the project's user",
+            file=sys.stderr,
+        )
+        return 2
     command = json.loads((release / "deploy.json").read_text(encoding="utf-8"))["start"]
     env = service_environment(release)
     child: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,117 @@
+"""The dedicated deploy account on this machine: what a deploy target needs before the first deploy.
+
+Deploys log in as `orch-deploy`, never as root and never as the stack's own user. Its whole
+privilege is a sudoers drop-in (checked with `visudo -cf` before it is installed): run
+`orch-project-admin` (create a project's user and directory, kill its processes, remove it) as
+root, and anything as a project's own user. A deploy root is usable only once it is a root-owned
+directory with the helper's marker file, so the helper cannot be pointed at `/usr` or `/etc`.
+
+The embedded stack's sshd prepares all of this when it starts as root; a remote server gets the
+same files from `infra/ansible/prepare_server.yml`. Every step is idempotent and safe to run from
+several processes at once (a user created meanwhile counts as created; files are replaced
+atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import tempfile
+from pathlib import Path
+
+ANSIBLE_FILES = Path(__file__).resolve().parents[1] / "ansible" / "files"
+DEPLOY_USER = "orch-deploy"
+DEPLOY_HOME = Path("/var/lib/orch-deploy")
+HELPER_PATH = Path("/usr/local/libexec/orch-project-admin")
+SUDOERS_PATH = Path("/etc/sudoers.d/orch-deploy")
+DEPLOY_ROOT_MARKER = ".orchestrator-deploy-root"
+#: Where the embedded stack deploys when it runs as root (every ancestor must be traversable).
+SHARED_DEPLOY_BASE = Path("/srv/orchestrator")
+
+
+class DeployAccountError(RuntimeError):
+    """The machine cannot be prepared as a deploy target; the message says what to install."""
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _install(path: Path, content: bytes, mode: int) -> None:
+    """Write `content` to `path` (root-owned, `mode`) by renaming a temporary file over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_bytes() == content and path.stat().st_mode & 0o7777 == mode:
+        return
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _check_sudoers(content: bytes) -> None:
+    """`visudo -cf` on a copy: a broken drop-in would disable sudo for everyone."""
+    with tempfile.NamedTemporaryFile(suffix=".sudoers") as draft:
+        draft.write(content)
+        draft.flush()
+        result = subprocess.run(
+            ["visudo", "-cf", draft.name], capture_output=True, text=True, check=False
+        )
+    if result.returncode != 0:
+        raise DeployAccountError(
+            f"the deploy sudoers drop-in is invalid: {result.stdout}{result.stderr}"
+        )
+
+
+def ensure_deploy_account() -> str:
+    """Create `orch-deploy`, install the helper and its sudoers rule; return the account name."""
+    if not running_as_root():
+        raise DeployAccountError("only root can create the deploy account; run the stack as root")
+    for tool in ("sudo", "visudo", "useradd", "setfacl"):
+        if not any((Path(d) / tool).exists() for d in ("/usr/bin", "/usr/sbin")):
+            raise DeployAccountError(
+                f"{tool} is missing; install it with `apt-get install sudo acl passwd`"
+            )
+    try:
+        pwd.getpwnam(DEPLOY_USER)
+    except KeyError:
+        # A login shell is needed (Ansible runs /bin/sh); there is no password to log in with.
+        result = subprocess.run(
+            ["useradd", "--system", "--user-group", "--create-home", "--home-dir",
+             str(DEPLOY_HOME), "--shell", "/bin/sh", DEPLOY_USER],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode not in (0, 9):
+            raise DeployAccountError(
+                f"useradd {DEPLOY_USER} failed: {result.stderr.strip()}"
+            ) from None
+    # useradd locks the new account ("!"), and sshd without PAM refuses a locked account; "*"
+    # is unlocked but matches no password, so the key stays the only way in.
+    subprocess.run(["usermod", "--password", "*", DEPLOY_USER], capture_output=True, check=True)
+    _install(HELPER_PATH, (ANSIBLE_FILES / "orch-project-admin").read_bytes(), 0o755)
+    sudoers = (ANSIBLE_FILES / "sudoers-orch-deploy").read_bytes()
+    _check_sudoers(sudoers)
+    _install(SUDOERS_PATH, sudoers, 0o440)
+    return DEPLOY_USER
+
+
+def prepare_deploy_root(root: Path) -> Path:
+    """Make `root` a deploy root: root-owned, mode 0755, marked; its ancestors must let
+    project users through (each project user reaches only its own 0750 directory below)."""
+    root = Path(os.path.normpath(root))
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chown(root, 0, 0)
+    os.chmod(root, 0o755)  # noqa: S103 -- project users must traverse it to reach their own dir
+    for ancestor in root.parents:
+        if not ancestor.stat().st_mode & 0o001:
+            raise DeployAccountError(
+                f"{ancestor} is not traversable by other users, so project users could not reach "
+                f"{root}; choose a deploy root outside it (e.g. under {SHARED_DEPLOY_BASE})"
+            )
+    _install(root / DEPLOY_ROOT_MARKER, b"orchestrator deploy root\n", 0o644)
+    return root

@@ -377,7 +377,7 @@ async def _serve(
                         "ORCH_STATE_DIR": str(stack.state_dir),
                         "ORCH_REPO_LOCAL_BASE": info.git_base_dir,
                         "ORCH_REPO_DAEMON_URL": info.git_base_url,
-                        "ORCH_DEPLOYER__DEPLOY_ROOT": str(stack.state_dir / "deployments"),
+                        "ORCH_DEPLOYER__DEPLOY_ROOT": str(stack.sshd.deploy_root),
                         "PYTHONUNBUFFERED": "1",
                         **({"ORCH_API__PORT": str(ports_by_process[name])} if name == API else {}),
                     },

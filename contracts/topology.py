@@ -118,8 +118,9 @@ COORDINATOR_OUTCOMES = ConsumerSpec(
         ev.RepoFailed.TYPE,
         ev.CodeGenerated.TYPE,
         ev.CodeFailed.TYPE,
+        ev.SecretStored.TYPE,
     ),
-    "Moves the project state machine on step outcomes",
+    "Moves the project state machine on step outcomes; records stored secrets' names",
     batch_size=100,
 )
 COORDINATOR_DEPLOYS = ConsumerSpec(

@@ -35,7 +35,6 @@ from contracts.events import (
     IncidentOpened,
     IncidentResolved,
     ResourcesReleased,
-    SecretStored,
 )
 from contracts.topology import CONSUMERS, STREAMS, ConsumerSpec, stream_for_subject
 from infra.bus.codec import event_type_of
@@ -55,10 +54,6 @@ TERMINAL_EVENTS: dict[type[Event], str] = {
     ResourcesReleased: (
         "The last step of an archive: the project is already archived and nothing waits for "
         "its port; the event stays in the PROJECT stream for `orchestrator events tail`."
-    ),
-    SecretStored: (
-        "Carries only a secret's name and Vault path. The deployer reads values from Vault "
-        "when it deploys, so nothing has to react to a secret being stored."
     ),
     IncidentOpened: (
         "A signal for operators: the `incidents` table holds the open incident and the ops "

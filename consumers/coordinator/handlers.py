@@ -8,6 +8,8 @@ from typing import Any
 from contracts import events as ev
 from contracts.envelope import Event
 from infra.bus.runtime import ConsumerApp, StepContext
+from infra.repo_urls import ForgeSettings
+from infra.settings import QuotaSettings
 
 from .service import Coordinator
 
@@ -18,6 +20,7 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.ProjectRequested: Coordinator.project_requested,
     ev.ClarificationAnswered: Coordinator.clarification_answered,
     ev.ProjectArchiveRequested: Coordinator.archive_requested,
+    ev.SecretStored: Coordinator.secret_stored,
     ev.ClarificationAsked: Coordinator.clarification_asked,
     ev.SpecReady: Coordinator.spec_ready,
     ev.SpecFailed: Coordinator.spec_failed,
@@ -34,12 +37,17 @@ ROUTES: dict[type[Event], UseCase] = {
 }
 
 
-def register(app: ConsumerApp, *, offline: bool) -> None:
+def register(
+    app: ConsumerApp, *, offline: bool, quotas: QuotaSettings, forge: ForgeSettings
+) -> None:
     for event_type, use_case in ROUTES.items():
 
         async def handle(
             ctx: StepContext, event: Event, use_case: UseCase = use_case
         ) -> Sequence[Event]:
-            return await use_case(Coordinator(ctx.session, offline=offline), event)
+            coordinator = Coordinator(
+                ctx.session, offline=offline, quota_defaults=quotas, forge=forge
+            )
+            return await use_case(coordinator, event)
 
         app.handles(event_type)(handle)

@@ -3,6 +3,11 @@
 Every method runs inside the runtime's transaction with the project's row locked, so two
 outcome events of one project (resources and code arriving together) serialize on the row
 lock and the join below sees both halves: the deploy command cannot be skipped.
+
+Intents are checked here as well as at the doors (`access.py`): an answer, archive request or
+secret notice is applied only for the project's owner or an admin, and a request only for an
+active user within their quotas (`quotas.py`). A refusal changes nothing but the timeline and
+tells the actor. A repository URL not on the configured git host is refused the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from contracts import events as ev
 from contracts.envelope import Event
 from contracts.spec import ProjectSpec
 from infra.db.models import Project, ProjectEvent, ProjectState, User
+from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
+from infra.settings import QuotaSettings
 
+from . import quotas
+from .access import Refusal, check_active, check_may_act
 from .lifecycle import (
     MAX_STEP_RETRIES,
     STEP_BUDGET,
@@ -30,12 +39,23 @@ from .lifecycle import (
 
 S = ProjectState
 ACTOR = "coordinator"
+#: Derived-id index of the commands that start waiting builds (clear of every other index).
+_RELEASE_INDEX = 1000
 
 
 class Coordinator:
-    def __init__(self, session: AsyncSession, *, offline: bool) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        offline: bool,
+        quota_defaults: QuotaSettings | None = None,
+        forge: ForgeSettings | None = None,
+    ) -> None:
         self.session = session
         self.offline = offline
+        self.quota_defaults = quota_defaults or QuotaSettings()
+        self.forge = forge or ForgeSettings()
 
     # ------------------------------------------------------------------ helpers
 
@@ -45,19 +65,47 @@ class Coordinator:
         )
 
     async def _timeline(self, project: Project, event: Event, summary: str) -> None:
+        await self._record(project.id, project.state, event, summary)
+
+    async def _record(
+        self, project_id: uuid.UUID, state: str | None, event: Event, summary: str
+    ) -> None:
         await self.session.execute(
             pg_insert(ProjectEvent)
             .values(
-                project_id=project.id,
+                project_id=project_id,
                 event_id=event.event_id,
                 event_type=event.TYPE,
                 actor=event.actor,
                 summary=summary,
-                state=project.state,
+                state=state,
                 occurred_at=event.occurred_at,
             )
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
+
+    async def _refuse(
+        self, event: Event, project_id: uuid.UUID, state: str | None, refusal: Refusal
+    ) -> list[Event]:
+        """Record the refusal on the project's timeline and tell the actor; change nothing else."""
+        await self._record(project_id, state, event, refusal.reason)
+        actor = refusal.actor
+        if actor is None:
+            # A stranger or an anonymous event: nobody to tell, and no chat to message on
+            # the word of an unverified event.
+            return []
+        return [
+            event.derive(
+                ev.NotificationRequested,
+                actor=ACTOR,
+                project_id=project_id,
+                user_id=actor.id,
+                chat_id=actor.chat_id,
+                kind=ev.NotificationKind.FAILURE,
+                text=refusal.reason[0].upper() + refusal.reason[1:],
+                offline=self.offline,
+            )
+        ]
 
     def _move(self, project: Project, target: ProjectState) -> None:
         check_transition(project.state, target)
@@ -107,11 +155,14 @@ class Coordinator:
     async def project_requested(self, event: ev.ProjectRequested) -> list[Event]:
         if await self.session.get(Project, event.project_id) is not None:
             return []  # the same request through another producer retry: already created
-        await self.session.execute(
-            pg_insert(User)
-            .values(id=event.user_id, chat_id=event.chat_id)
-            .on_conflict_do_update(index_elements=["id"], set_={"chat_id": event.chat_id})
+        requester = await quotas.lock_user(self.session, event.user_id)
+        refusal = check_active(requester, event.user_id) or await self._over_daily_quota(
+            event.user_id, requester
         )
+        if refusal is not None:
+            return await self._refuse(event, event.project_id, None, refusal)
+        assert requester is not None
+        requester.chat_id = event.chat_id
         project = Project(
             id=event.project_id,
             flow_id=event.correlation_id,
@@ -140,6 +191,9 @@ class Coordinator:
         project = await self._lock(event.project_id)
         if project is None:
             return []
+        refusal = await check_may_act(self.session, event.user_id, project, "answer for")
+        if refusal is not None:
+            return await self._refuse(event, project.id, project.state, refusal)
         if project.state != S.AWAITING_ANSWER:
             await self._timeline(project, event, "answer ignored: no open question")
             return [
@@ -166,14 +220,51 @@ class Coordinator:
 
     async def archive_requested(self, event: ev.ProjectArchiveRequested) -> list[Event]:
         project = await self._lock(event.project_id)
-        if project is None or project.state == S.ARCHIVED:
+        if project is None:
             return []
+        refusal = await check_may_act(self.session, event.user_id, project, "archive")
+        if refusal is not None:
+            return await self._refuse(event, project.id, project.state, refusal)
+        if project.state == S.ARCHIVED:
+            return []
+        was_building = self._build_running(project)
+        project.build_queued_at = None
         self._move(project, S.ARCHIVED)
         await self._timeline(project, event, event.reason or "archived")
         return [
             event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id),
             self._notify(event, project, ev.NotificationKind.INFO, "Project archived."),
+            *(await self._start_waiting_builds(event, project.user_id) if was_building else []),
         ]
+
+    async def secret_stored(self, event: ev.SecretStored) -> list[Event]:
+        """A secret's name was announced: on the timeline for the owner or an admin only."""
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        refusal = await check_may_act(
+            self.session, event.user_id, project, f"store secret {event.name} for"
+        )
+        if refusal is not None:
+            return await self._refuse(event, project.id, project.state, refusal)
+        await self._timeline(project, event, f"secret {event.name} stored by {event.user_id}")
+        return []
+
+    async def _over_daily_quota(self, user_id: str, user: User | None) -> Refusal | None:
+        limit = quotas.projects_per_day(user, self.quota_defaults)
+        recent = await quotas.projects_since(self.session, user_id, datetime.now(UTC) - quotas.DAY)
+        if len(recent) < limit:
+            return None
+        when = "an admin raises your limit"
+        if limit > 0:
+            # The request fits again once the oldest of the last `limit` projects is a day old.
+            next_slot = (recent[-limit] + quotas.DAY).strftime("%Y-%m-%d %H:%M UTC")
+            when = f"{next_slot} (or when an admin raises your limit)"
+        return Refusal(
+            f"refused: the quota is {limit} new project(s) per day and you have started "
+            f"{len(recent)} in the last 24 hours; you can start the next one after {when}",
+            user,
+        )
 
     # ------------------------------------------------------------------ analyst
 
@@ -242,15 +333,81 @@ class Coordinator:
         project = await self._lock(event.project_id)
         if project is None or project.state != S.PROVISIONING:
             return []
+        try:
+            check_clone_url(event.clone_url, self.forge)
+        except ForeignCloneUrl as exc:
+            # Nobody to tell: the repo step is not a person. The real outcome still arrives.
+            return await self._refuse(
+                event, project.id, project.state, Refusal(f"refused: {exc}", None)
+            )
         project.repo_clone_url = event.clone_url
         project.repo_branch = event.default_branch
         project.repo_commit = event.commit
         self._move(project, S.BUILDING)
-        await self._timeline(project, event, f"repository {event.repo_name} at {event.commit[:8]}")
-        return [
-            self._progress(event, project, f"Repository ready: {event.web_url or event.clone_url}"),
-            self._code_request(event, project),
-        ]
+        summary = f"repository {event.repo_name} at {event.commit[:8]}"
+        ready = f"Repository ready: {event.web_url or event.clone_url}"
+        ahead = await self._builds_ahead(project)
+        if ahead:
+            project.build_queued_at = datetime.now(UTC)
+            project.step_deadline = None  # waiting is not the build step timing out
+            await self._timeline(project, event, f"{summary}; queued: {ahead} builds ahead")
+            return [self._progress(event, project, f"{ready}. queued: {ahead} builds ahead of you")]
+        await self._timeline(project, event, summary)
+        return [self._progress(event, project, ready), self._code_request(event, project)]
+
+    @staticmethod
+    def _build_running(project: Project) -> bool:
+        return (
+            project.state == S.BUILDING
+            and project.code_commit is None
+            and project.build_queued_at is None
+        )
+
+    async def _builds_ahead(self, project: Project) -> int:
+        """0 when the owner has a free build slot; else how many builds run or wait before it."""
+        owner = await quotas.lock_user(self.session, project.user_id)
+        limit = quotas.builds_at_once(owner, self.quota_defaults)
+        running = await quotas.running_builds(self.session, project.user_id, exclude=project.id)
+        if running < limit:
+            return 0
+        return running + await quotas.waiting_builds(self.session, project.user_id)
+
+    async def _start_waiting_builds(
+        self, cause: Event, user_id: str, first_index: int = _RELEASE_INDEX
+    ) -> list[Event]:
+        """Start the user's oldest waiting builds while they have free build slots.
+
+        The commands are derived from `cause` with indexes from `first_index` up, so a redelivered
+        cause re-emits the same ids and each started build gets its own.
+        """
+        owner = await quotas.lock_user(self.session, user_id)
+        limit = quotas.builds_at_once(owner, self.quota_defaults)
+        running = await quotas.running_builds(self.session, user_id)
+        started: list[Event] = []
+        index = first_index
+        while running < limit:
+            project = await quotas.oldest_waiting(self.session, user_id)
+            if project is None:
+                break
+            project.build_queued_at = None
+            project.step_deadline = datetime.now(UTC) + STEP_BUDGET[S.BUILDING]
+            project.version += 1
+            await self.session.flush()  # the next lookup must not find this one again
+            command = self._code_request(cause, project, index)
+            await self._record(project.id, project.state, command, "build started: a slot is free")
+            started += [
+                self._notify(
+                    cause,
+                    project,
+                    ev.NotificationKind.PROGRESS,
+                    "A build slot is free: writing the code…",
+                    index=index,
+                ),
+                command,
+            ]
+            running += 1
+            index += 1
+        return started
 
     def _provision_request(
         self, cause: Event, project: Project, index: int = 0
@@ -298,6 +455,7 @@ class Coordinator:
                 event, project, f"Code ready: {event.tests_passed} tests pass ({event.mode})."
             ),
             *self._deploy_if_ready(event, project),
+            *await self._start_waiting_builds(event, project.user_id),
         ]
 
     def _deploy_if_ready(self, cause: Event, project: Project) -> list[Event]:
@@ -324,7 +482,11 @@ class Coordinator:
         )
 
     async def code_failed(self, event: ev.CodeFailed) -> list[Event]:
-        return await self._step_failed(event, event.project_id, f"Code failed: {event.reason}")
+        failed = await self._step_failed(event, event.project_id, f"Code failed: {event.reason}")
+        project = await self.session.get(Project, event.project_id)
+        if project is None:
+            return failed
+        return [*failed, *await self._start_waiting_builds(event, project.user_id)]
 
     async def deploy_succeeded(self, event: ev.DeploySucceeded) -> list[Event]:
         project = await self._lock(event.project_id)
@@ -398,6 +560,13 @@ class Coordinator:
         emitted: list[Event] = []
         for index, project in enumerate(overdue):
             emitted.extend(self._retry_step(tick, project, index))
+        # A build that timed out for good frees a slot, and a start skipped over a locked row
+        # is caught up here: every user with a waiting build gets their free slots filled.
+        index = _RELEASE_INDEX
+        for user_id in await quotas.users_with_waiting_builds(self.session):
+            started = await self._start_waiting_builds(tick, user_id, index)
+            index += sum(isinstance(e, ev.CodeRequested) for e in started)
+            emitted.extend(started)
         return emitted
 
     def _retry_step(self, tick: ev.SchedulerTick, project: Project, index: int) -> list[Event]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 
 from infra.bus.publisher import JetStreamPublisher
 from producers.console_chat import run_console_chat
 
+from .commands import as_operator
 from .connection import nats_client, resolve
 
 
@@ -24,9 +26,14 @@ def _handle(args: argparse.Namespace) -> int:
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        user_id = await as_operator(endpoints, getpass.getuser())
         async with nats_client(endpoints) as nc:
             await run_console_chat(
-                JetStreamPublisher.from_client(nc), endpoints.state_dir, reader, sys.stdout
+                JetStreamPublisher.from_client(nc),
+                endpoints.state_dir,
+                reader,
+                sys.stdout,
+                user_id=user_id,
             )
         return 0
 

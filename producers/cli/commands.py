@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
-import uuid
 from collections.abc import Callable
 from typing import TextIO
 
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from contracts.events import ProjectArchiveRequested, SecretStored
 from contracts.topology import CONSUMERS, STREAMS
 from infra.bus.codec import event_type_of
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
+from infra.db.models import User
 from infra.vault import SecretNotFound, VaultClient, project_secret_path
-from producers.intents import clarification_answer, project_request
+from producers.access import operator
+from producers.intents import (
+    archive_request,
+    clarification_answer,
+    project_request,
+    secret_stored,
+)
 from producers.read_model import find_project, project_view
 
 from .connection import Endpoints, database, nats_client
@@ -25,8 +32,25 @@ from .connection import Endpoints, database, nats_client
 Out = Callable[[str], None]
 
 
+async def as_operator(endpoints: Endpoints, login: str) -> str:
+    """The operator's user id, registered as an admin if new, so the coordinator accepts it.
+
+    Whoever runs the host CLI holds the database credentials (`producers.access.operator`); the
+    coordinator checks every intent's user against the users table, so the row must exist. An
+    existing row is left as it is: an operator an admin blocked stays blocked.
+    """
+    person = operator(login)
+    async with database(endpoints) as sessions, sessions() as session, session.begin():
+        await session.execute(
+            pg_insert(User)
+            .values(id=person.id, role=person.role, status=person.status, added_by="cli")
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+    return person.id
+
+
 async def request(endpoints: Endpoints, description: str, user: str, out: Out) -> int:
-    event = project_request(description, user_id=f"cli:{user}", source="cli")
+    event = project_request(description, user_id=await as_operator(endpoints, user), source="cli")
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
     out(f"project {event.project_id}")
@@ -39,7 +63,7 @@ async def answer(endpoints: Endpoints, ref: str, text: str, user: str, out: Out)
     async with database(endpoints) as sessions, sessions() as session:
         project = await find_project(session, ref)
     event = clarification_answer(
-        project.id, project.flow_id, text, user_id=f"cli:{user}", source="cli"
+        project.id, project.flow_id, text, user_id=await as_operator(endpoints, user), source="cli"
     )
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
@@ -47,12 +71,13 @@ async def answer(endpoints: Endpoints, ref: str, text: str, user: str, out: Out)
     return 0
 
 
-async def archive(endpoints: Endpoints, ref: str, reason: str, out: Out) -> int:
+async def archive(
+    endpoints: Endpoints, ref: str, reason: str, out: Out, user: str | None = None
+) -> int:
     async with database(endpoints) as sessions, sessions() as session:
         project = await find_project(session, ref)
-    event = ProjectArchiveRequested(
-        correlation_id=project.flow_id, actor="cli", project_id=project.id, reason=reason
-    )
+    user_id = await as_operator(endpoints, user or getpass.getuser())
+    event = archive_request(project.id, project.flow_id, reason, user_id=user_id)
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
     out(f"archive requested for project {project.id}")
@@ -219,7 +244,12 @@ async def dlq(
 
 
 async def secret_set(
-    endpoints: Endpoints, ref: str, name: str, value_source: TextIO, out: Out
+    endpoints: Endpoints,
+    ref: str,
+    name: str,
+    value_source: TextIO,
+    out: Out,
+    user: str | None = None,
 ) -> int:
     """Store a project secret in Vault; only its name travels on the bus."""
     value = value_source.readline().rstrip("\n")
@@ -237,14 +267,8 @@ async def secret_set(
     path = project_secret_path(str(project.id), name)
     vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
     await vault.write_secret(path, {"value": value})
-    event = SecretStored(
-        correlation_id=project.flow_id,
-        actor="cli",
-        project_id=project.id,
-        name=name,
-        vault_path=path,
-        event_id=uuid.uuid4(),
-    )
+    user_id = await as_operator(endpoints, user or getpass.getuser())
+    event = secret_stored(project.id, project.flow_id, name, path, user_id=user_id)
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
     out(f"stored {name} for project {project.id} (secret/{path})")

@@ -33,8 +33,37 @@ SPEC = ProjectSpec(
 )
 
 
+#: The people of these tests: the coordinator refuses intents of anyone not in `users`.
+MEMBERS = ("cli:ana", "cli:bo", "cli:cy", "cli:dee")
+
+
+def add_user(
+    db_url: str,
+    user_id: str,
+    *,
+    role: str = "member",
+    status: str = "active",
+    chat_id: int | None = None,
+    projects_per_day: int | None = None,
+    builds_at_once: int | None = None,
+) -> None:
+    """Register a person the way the doors do (bot invite, API token, CLI operator)."""
+    import psycopg
+
+    from .conftest import plain_url
+
+    with psycopg.connect(plain_url(db_url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (id, display_name, chat_id, role, status, projects_per_day,"
+            " builds_at_once, created_at) VALUES (%s, '', %s, %s, %s, %s, %s, now())",
+            (user_id, chat_id, role, status, projects_per_day, builds_at_once),
+        )
+
+
 @pytest.fixture
 async def coordinator(fresh_nats: NatsServer, migrated_db: str, nc: Client) -> AsyncIterator[None]:
+    for user_id in MEMBERS:
+        add_user(migrated_db, user_id)
     app = build_app(Settings(nats={"url": fresh_nats.url}, database={"url": migrated_db}))
     stop = asyncio.Event()
     task = asyncio.create_task(app.serve(stop))

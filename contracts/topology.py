@@ -226,3 +226,41 @@ def stream_for_subject(subject: str) -> StreamSpec:
         if any(s.split(".", 1)[0] == head for s in stream.subjects):
             return stream
     raise ValueError(f"no stream stores subject {subject!r}; add it to contracts.topology")
+
+
+# ---------------------------------------------------------------- who publishes what
+
+#: Subjects each process publishes, besides the dead letters of its own durables. NATS
+#: permissions are generated from this table (`infra.bus.permissions`), so a process that
+#: starts emitting a new event must be listed here or the server refuses the publish.
+#: Producers publish intents only (the API and CLI also record stored secret names); the
+#: scheduler publishes its ticks. `notify.requested` is open to every consumer for progress.
+PRODUCER_EMITS: dict[str, tuple[str, ...]] = {
+    "api": ("intents.>", ev.SecretStored.TYPE),
+    "telegram_bot": ("intents.>",),
+    "scheduler": (f"{ev.SchedulerTick.TYPE}.>",),
+}
+CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
+    "coordinator": (
+        ev.SpecRequested.TYPE,
+        ev.ProvisionRequested.TYPE,
+        ev.RepoRequested.TYPE,
+        ev.CodeRequested.TYPE,
+        ev.DeployRequested.TYPE,
+        ev.ProjectArchived.TYPE,
+    ),
+    "analyst": (ev.ClarificationAsked.TYPE, ev.SpecReady.TYPE, ev.SpecFailed.TYPE),
+    "provisioner": (
+        ev.ResourcesAllocated.TYPE,
+        ev.ProvisioningFailed.TYPE,
+        ev.ResourcesReleased.TYPE,
+    ),
+    "repo": (ev.RepoCreated.TYPE, ev.RepoFailed.TYPE),
+    "engineer": (ev.CodeGenerated.TYPE, ev.CodeFailed.TYPE),
+    "deployer": (ev.DeploySucceeded.TYPE, ev.DeployFailed.TYPE, ev.DeployRolledBack.TYPE),
+    "notifier": (),
+    "ops": (ev.IncidentOpened.TYPE, ev.IncidentResolved.TYPE),
+    "indexer": (),
+}
+#: The subject prefix other systems may publish to, with the `external` NATS user.
+EXTERNAL_PUBLISH: tuple[str, ...] = ("intents.>",)

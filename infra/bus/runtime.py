@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import structlog
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -37,9 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts.envelope import Event
 from contracts.topology import ConsumerSpec, consumers_of
 from infra.bus.codec import MalformedEvent, decode
+from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
+from infra.bus.permissions import DEFAULT_INBOX, inbox_prefix
 from infra.bus.publisher import JetStreamPublisher
-from infra.bus.topology import apply_consumers, apply_streams
+from infra.bus.topology import apply_consumers, ensure_streams
 from infra.db.outbox import (
     HandledEvent,
     OutboxRelay,
@@ -171,6 +174,8 @@ class ConsumerApp:
             settings.database.url, pool_size=settings.database.pool_size, pre_ping=False
         )
         self.sessionmaker = make_sessionmaker(self.engine)
+        # The process's own NATS user (from Vault), allowed only its events and its durables.
+        credentials = await process_credentials(settings)
         self.broker = NatsBroker(
             settings.nats.url.split(","),
             # Reconnect forever; if the connection still closes, exit so a supervisor restarts
@@ -179,11 +184,21 @@ class ConsumerApp:
             reconnect_time_wait=1,
             closed_cb=self._connection_closed,
             logger=None,
+            security=(
+                NatsUserPassword(credentials.user, credentials.password)
+                if credentials is not None
+                else None
+            ),
+            inbox_prefix=(
+                inbox_prefix(credentials.user) if credentials is not None else DEFAULT_INBOX
+            ),
         )
         await self.broker.connect()
         nc = self.broker.connection
         jsm = nc.jsm()
-        await apply_streams(
+        # Streams are the admin's (the launcher applies them); a consumer only creates a
+        # missing one or fixes drift, which a server with per-process users never needs.
+        await ensure_streams(
             jsm,
             duplicate_window=settings.nats.duplicate_window_seconds,
             replicas=settings.nats.stream_replicas,

@@ -6,6 +6,9 @@ the next start instead of being silently ignored (nats-py reuses an existing dur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import nats
 from nats.js import JetStreamManager
 from nats.js.api import (
@@ -64,6 +67,41 @@ async def apply_streams(
             await jsm.update_stream(config)
 
 
+def _drifted(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether the server's stream differs from the declaration in a field we set."""
+    fields = (
+        "subjects",
+        "description",
+        "retention",
+        "storage",
+        "discard",
+        "max_age",
+        "duplicate_window",
+        "num_replicas",
+    )
+    return any(getattr(current, name) != getattr(wanted, name) for name in fields)
+
+
+async def ensure_streams(
+    jsm: JetStreamManager, *, duplicate_window: float = 120.0, replicas: int = 1
+) -> None:
+    """Create a missing stream or apply drift, but only read streams that match their declaration.
+
+    A consumer process calls this on start. Its NATS user may read stream configs and nothing
+    more, so against a stack whose admin applied the topology (the normal case) it only reads;
+    against a bare development server with no users it creates what is missing.
+    """
+    for spec in STREAMS:
+        config = stream_config(spec, duplicate_window=duplicate_window, replicas=replicas)
+        try:
+            info = await jsm.stream_info(spec.name)
+        except NotFoundError:
+            await jsm.add_stream(config)
+            continue
+        if _drifted(info.config, config):
+            await jsm.update_stream(config)
+
+
 async def apply_consumers(
     jsm: JetStreamManager, specs: tuple[ConsumerSpec, ...] = CONSUMERS
 ) -> None:
@@ -73,10 +111,17 @@ async def apply_consumers(
 
 
 async def apply_topology(
-    nats_url: str, *, duplicate_window: float = 120.0, replicas: int = 1
+    nats_url: str,
+    *,
+    duplicate_window: float = 120.0,
+    replicas: int = 1,
+    connect_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Declare every stream and durable consumer (the stack launcher calls this on start)."""
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    """Declare every stream and durable consumer (the stack launcher calls this on start).
+
+    `connect_options` carries the admin user's credentials on a server with authentication.
+    """
+    nc = await nats.connect(nats_url, connect_timeout=5, **(connect_options or {}))
     try:
         jsm = nc.jsm()
         await apply_streams(jsm, duplicate_window=duplicate_window, replicas=replicas)

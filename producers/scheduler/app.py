@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import nats
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher
 from infra.logging import configure_logging
 from infra.metrics import start_metrics_server
@@ -33,9 +33,8 @@ async def serve(stop: asyncio.Event) -> int:
     async def on_closed() -> None:
         closed.set()
 
-    nc = await nats.connect(
-        settings.nats.url.split(","), max_reconnect_attempts=-1, closed_cb=on_closed
-    )
+    # Its own NATS user (from Vault), allowed to publish ticks and nothing else.
+    nc = await connect_nats(settings, max_reconnect_attempts=-1, closed_cb=on_closed)
     scheduler = Scheduler(JetStreamPublisher.from_client(nc), SchedulerSettings().jobs)
     runner = asyncio.create_task(scheduler.run(stop))
     closed_wait = asyncio.create_task(closed.wait())

@@ -15,7 +15,6 @@ import secrets
 import signal
 from datetime import timedelta
 
-import nats
 import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -25,6 +24,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
@@ -159,9 +159,7 @@ async def serve(settings: Settings, bot_settings: BotSettings) -> None:
     vault = VaultClient.from_settings(settings.vault)
     await vault.login()
     token = await read_bot_token(vault, settings)
-    nc = await nats.connect(
-        settings.nats.url.split(","), max_reconnect_attempts=-1, connect_timeout=5
-    )
+    nc = await connect_nats(settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5)
     engine = make_engine(settings.database.url, pool_size=5)
     bot = make_bot(token, bot_settings.api_base)
     renew = asyncio.create_task(vault.keep_renewed(), name="vault-renewal")

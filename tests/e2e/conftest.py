@@ -20,9 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.client import Client
 
+from infra.bus.credentials import read_credentials
+from infra.bus.permissions import ADMIN
 from infra.stack.launcher import StackInfo, read_stack_info
+from infra.vault import VaultClient
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "stop with Ctrl-C"
@@ -41,6 +46,17 @@ def processes_mentioning(text: str) -> list[int]:
         if text.encode() in blob:
             found.append(int(proc.name))
     return found
+
+
+async def admin_nats(info: StackInfo) -> Client:
+    """The stack's NATS as its `admin` user, read from Vault with the operator token.
+
+    The stack's server refuses clients without a user; tests that reach under the system (apply
+    a durable, read a stored event, forge one) do it as the operator would.
+    """
+    vault = VaultClient(info.vault_addr, token=info.vault_token)
+    credentials = await read_credentials(vault, ADMIN)
+    return await nats.connect(info.nats_url, **credentials.connect_options())
 
 
 @dataclass

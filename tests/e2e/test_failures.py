@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from contracts.events import DeployRequested
@@ -32,7 +31,7 @@ from infra.bus.publisher import JetStreamPublisher
 from infra.vault import VaultClient
 from tests.repo.fake_github import FakeGitHub
 
-from .conftest import LocalStackProcess, new_state_dir
+from .conftest import LocalStackProcess, admin_nats, new_state_dir
 from .test_pipeline_offline import (
     chat_messages,
     get_json,
@@ -80,10 +79,10 @@ def commit_all(workdir: Path, message: str) -> str:
 
 def publish(stack: LocalStackProcess, event: DeployRequested) -> None:
     assert stack.info is not None
-    nats_url = stack.info.nats_url
+    info = stack.info
 
     async def send() -> None:
-        client = await nats.connect(nats_url)
+        client = await admin_nats(info)
         try:
             await JetStreamPublisher.from_client(client).publish(event)
         finally:

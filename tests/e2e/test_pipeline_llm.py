@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import hvac
-import nats
 import psycopg
 
 from contracts.events import CodeGenerated
@@ -33,7 +32,7 @@ from infra.console_chat_file import ConsoleChatLine, console_chat_path
 from infra.stack.launcher import STACK_FILE, StackInfo
 from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 
-from .conftest import LocalStackProcess, new_state_dir
+from .conftest import LocalStackProcess, admin_nats, new_state_dir
 
 PROMPT_PRICE, COMPLETION_PRICE = Decimal("0.5"), Decimal("1.5")
 ANALYST_TOKENS = (1200, 300)
@@ -168,7 +167,7 @@ def store_key_when_vault_is_up(state_dir: Path, api_key: str, done: threading.Ev
 
 def code_generated_event(info: StackInfo) -> CodeGenerated:
     async def read() -> CodeGenerated:
-        client = await nats.connect(info.nats_url)
+        client = await admin_nats(info)
         try:
             message = await client.jsm().get_last_msg(PROJECT.name, CodeGenerated.TYPE)
             assert message.data is not None

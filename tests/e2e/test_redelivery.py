@@ -26,14 +26,13 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 
 from contracts.topology import DEPLOYER, ENGINEER, PROVISIONER, REPO, ConsumerSpec
 from infra.bus.topology import consumer_config
 
-from .conftest import ROOT, LocalStackProcess, new_state_dir
+from .conftest import ROOT, LocalStackProcess, admin_nats, new_state_dir
 from .test_pipeline_offline import (
     get_json,
     own_port_range,
@@ -74,11 +73,11 @@ def started_once(stack: LocalStackProcess, name: str) -> bool:
 
 def shorten_ack_wait(stack: LocalStackProcess, name: str) -> None:
     assert stack.info is not None
-    url = stack.info.nats_url
+    info = stack.info
     quick = dataclasses.replace(STEPS[name], ack_wait_seconds=ACK_WAIT_SECONDS)
 
     async def apply() -> None:
-        client = await nats.connect(url)
+        client = await admin_nats(info)
         try:
             await client.jsm().add_consumer(quick.stream.name, config=consumer_config(quick))
         finally:
@@ -126,10 +125,10 @@ def has_children(pid: int) -> bool:
 
 def ack_pending(stack: LocalStackProcess, spec: ConsumerSpec) -> int:
     assert stack.info is not None
-    url = stack.info.nats_url
+    stack_info = stack.info
 
     async def query() -> int:
-        client = await nats.connect(url)
+        client = await admin_nats(stack_info)
         try:
             info = await client.jsm().consumer_info(spec.stream.name, spec.durable)
             return info.num_ack_pending or 0

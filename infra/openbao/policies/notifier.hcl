@@ -11,3 +11,8 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+
+# Its own NATS user's password (infra/bus/credentials.py), written by the launcher at each start.
+path "secret/data/platform/nats/notifier" {
+  capabilities = ["read"]
+}

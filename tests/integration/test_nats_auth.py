@@ -1,0 +1,216 @@
+"""Per-process NATS users on a real nats-server: who may publish and pull what.
+
+The server runs with the authorization block the stack launcher generates from
+`contracts.topology` (bcrypt hashes in a 0600 config file). Each refusal is checked twice: the
+client is told (a permissions violation reaches its error callback) and nothing reached the
+stream or left the durable, so a test cannot pass because a message merely went missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import SecretStr
+
+from contracts.topology import ANALYST, DEPLOY, DEPLOYER, INTENTS, PROJECT
+from infra.bus.credentials import (
+    NatsCredentials,
+    nats_secret_path,
+    process_credentials,
+    store_credentials,
+)
+from infra.bus.permissions import ADMIN, EXTERNAL, all_permissions, new_passwords
+from infra.bus.permissions import render_authorization as render
+from infra.bus.runtime import ConsumerApp
+from infra.bus.topology import apply_topology
+from infra.db.migrate import upgrade
+from infra.settings import NatsSettings, Settings, VaultSettings
+from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.vault import VaultClient, VaultError
+
+from .conftest import wait_for
+
+PASSWORDS = new_passwords(all_permissions())
+
+
+@pytest.fixture(scope="module")
+def auth_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server that requires a user, with every platform user and its permissions."""
+    directory = tmp_path_factory.mktemp("nats-auth")
+    with NatsServer(directory, authorization=render(PASSWORDS)) as server:
+        yield server
+
+
+def creds(user: str) -> NatsCredentials:
+    return NatsCredentials(user, PASSWORDS[user])
+
+
+@contextlib.asynccontextmanager
+async def client_as(
+    server: NatsServer, user: str, errors: list[Exception] | None = None
+) -> AsyncIterator[Client]:
+    """A connection as `user`; permission violations the server reports go to `errors`."""
+
+    async def collect(error: Exception) -> None:
+        if errors is not None:
+            errors.append(error)
+
+    client = await nats.connect(
+        server.url, error_cb=collect, allow_reconnect=False, **creds(user).connect_options()
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def admin(auth_nats: NatsServer) -> AsyncIterator[Client]:
+    """The admin connection, with the topology applied and the streams touched emptied."""
+    await apply_topology(auth_nats.url, connect_options=creds(ADMIN).connect_options())
+    async with client_as(auth_nats, ADMIN) as client:
+        for stream in (INTENTS, PROJECT, DEPLOY):
+            await client.jsm().purge_stream(stream.name)
+        yield client
+
+
+def violation(errors: list[Exception], subject: str) -> bool:
+    """Whether the server reported a permissions violation on `subject` (nats-py lowercases it)."""
+    return any(
+        "permissions violation" in str(error).lower() and subject.lower() in str(error).lower()
+        for error in errors
+    )
+
+
+async def test_connection_without_a_user_or_with_a_wrong_password_is_refused(
+    auth_nats: NatsServer,
+) -> None:
+    for options in ({}, {"user": "analyst", "password": "not-the-password"}):
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await nats.connect(
+                auth_nats.url, allow_reconnect=False, max_reconnect_attempts=0, **options
+            )
+
+
+async def test_config_file_holds_hashes_only_and_is_private(auth_nats: NatsServer) -> None:
+    text = auth_nats.config_path.read_text()
+    assert auth_nats.config_path.stat().st_mode & 0o777 == 0o600
+    assert not any(password in text for password in PASSWORDS.values())
+    assert text.count('"$2a$') == len(PASSWORDS)
+
+
+async def test_analyst_cannot_publish_deploy_requested(
+    auth_nats: NatsServer, admin: Client
+) -> None:
+    errors: list[Exception] = []
+    async with client_as(auth_nats, "analyst", errors) as analyst:
+        js = analyst.jetstream()
+        # Its own outcome goes through: the user works, only the subject is refused below.
+        await js.publish(ANALYST_OUTCOME, b"{}", timeout=5)
+        with pytest.raises(NatsTimeoutError):
+            await js.publish("deploy.requested", b"{}", timeout=1)
+        await wait_for(lambda: violation(errors, '"deploy.requested"'), timeout=10)
+    deploys = await admin.jsm().stream_info(DEPLOY.name)
+    assert deploys.state.messages == 0
+    assert (await admin.jsm().stream_info(PROJECT.name)).state.messages == 1
+
+
+ANALYST_OUTCOME = "project.spec.ready"
+
+
+async def test_analyst_cannot_read_the_deployers_durable(
+    auth_nats: NatsServer, admin: Client
+) -> None:
+    await admin.jetstream().publish("deploy.requested", b"{}", timeout=5)
+    errors: list[Exception] = []
+    async with client_as(auth_nats, "analyst", errors) as analyst:
+        js = analyst.jetstream()
+        stolen = await js.pull_subscribe_bind(durable=DEPLOYER.durable, stream=DEPLOY.name)
+        with pytest.raises(NatsTimeoutError):
+            await stolen.fetch(1, timeout=1)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{DEPLOY.name}.{DEPLOYER.durable}"
+        await wait_for(lambda: violation(errors, next_subject), timeout=10)
+        # Nor can it listen where the deployer's pulled messages arrive.
+        with contextlib.suppress(NatsError):
+            await analyst.subscribe("_INBOX_deployer.>")
+            await analyst.flush(timeout=2)
+        await wait_for(lambda: violation(errors, "_INBOX_deployer.>"), timeout=10)
+        # Its own durable it may pull (the positive control for the refusal above).
+        await admin.jetstream().publish(ANALYST.subjects[0], b"{}", timeout=5)
+        own = await js.pull_subscribe_bind(durable=ANALYST.durable, stream=PROJECT.name)
+        [message] = await own.fetch(1, timeout=5)
+        await message.ack_sync(timeout=5)
+    deployer = await admin.jsm().consumer_info(DEPLOY.name, DEPLOYER.durable)
+    assert deployer.num_pending == 1
+    assert deployer.num_ack_pending == 0
+
+
+async def test_external_user_may_publish_intents_only(auth_nats: NatsServer, admin: Client) -> None:
+    errors: list[Exception] = []
+    async with client_as(auth_nats, EXTERNAL, errors) as external:
+        js = external.jetstream()
+        ack = await js.publish("intents.project.requested", b"{}", timeout=5)
+        assert ack.stream == INTENTS.name
+        with pytest.raises(NatsTimeoutError):
+            await js.publish("deploy.requested", b"{}", timeout=1)
+        await wait_for(lambda: violation(errors, '"deploy.requested"'), timeout=10)
+    assert (await admin.jsm().stream_info(INTENTS.name)).state.messages == 1
+    assert (await admin.jsm().stream_info(DEPLOY.name)).state.messages == 0
+
+
+async def test_a_process_reads_only_its_own_password_from_vault(
+    openbao: BootstrappedOpenBao,
+) -> None:
+    root = VaultClient(openbao.addr, token=openbao.root_token)
+    await store_credentials(root, {"analyst": PASSWORDS["analyst"], "deployer": "x" * 12})
+    analyst = VaultClient(
+        openbao.addr,
+        role_id=openbao.credentials["analyst"].role_id,
+        secret_id=openbao.credentials["analyst"].secret_id,
+    )
+    await analyst.login()
+    mine = await process_credentials(_settings("analyst", "nats://unused", openbao), analyst)
+    assert mine == NatsCredentials("analyst", PASSWORDS["analyst"])
+    with pytest.raises(VaultError, match="may not read"):
+        await analyst.read_secret(nats_secret_path("deployer"))
+
+
+async def test_consumer_runtime_starts_as_its_own_user(
+    auth_nats: NatsServer, admin: Client, openbao: BootstrappedOpenBao, database_url: str
+) -> None:
+    """The runtime logs in to Vault, connects as the analyst, checks streams, makes its durable.
+
+    Declaring streams is the admin's: had the runtime tried to update one, or had its user been
+    unable to create its own durable, the server would have refused and `start` would fail.
+    """
+    upgrade(database_url)
+    root = VaultClient(openbao.addr, token=openbao.root_token)
+    await store_credentials(root, {"analyst": PASSWORDS["analyst"]})
+    await admin.jsm().delete_consumer(PROJECT.name, ANALYST.durable)
+    settings = _settings("analyst", auth_nats.url, openbao)
+    settings.database.url = database_url
+    app = ConsumerApp("analyst", settings=settings)
+    await app.start()
+    try:
+        info = await admin.jsm().consumer_info(PROJECT.name, ANALYST.durable)
+        assert info.config.durable_name == ANALYST.durable
+    finally:
+        await app.stop()
+
+
+def _settings(process: str, nats_url: str, openbao: BootstrappedOpenBao) -> Settings:
+    role = openbao.credentials[process]
+    return Settings(
+        process_name=process,
+        nats=NatsSettings(url=nats_url),
+        vault=VaultSettings(
+            addr=openbao.addr, role_id=role.role_id, secret_id=SecretStr(role.secret_id)
+        ),
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,18 +22,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consumers.deployer.ansible_playbooks import AnsibleRunner
 from contracts.events import DeployMode, DeployRequested, DeploySucceeded
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from infra.stack.deploy_account import prepare_deploy_root
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
-from .conftest import SERVER_NAME, Deployer, SecretAudit, ServiceRepo, VaultSetup, env_file_mode
+from .conftest import (
+    SERVER_NAME,
+    Deployer,
+    SecretAudit,
+    ServiceRepo,
+    VaultSetup,
+    env_file_mode,
+    remove_projects,
+    shared_dir,
+)
 
 REGISTRY = "registry.example.test"
 
 FAKE_DOCKER = """#!/usr/bin/python3
-import json, sys
+import json, os, pwd, sys
 with open({calls!r}, "a") as calls:
-    calls.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read()}}) + "\\n")
+    calls.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read(),
+                            "user": pwd.getpwuid(os.getuid()).pw_name}}) + "\\n")
 """
 
 
@@ -57,26 +69,40 @@ def container_port() -> Iterator[int]:
     server.server_close()
 
 
+@pytest.fixture
+def compose_dir() -> Iterator[Path]:
+    """A traversable dir for the fake docker and the deploy root; its project is removed after."""
+    shared = shared_dir("orch-test-compose-")
+    yield shared
+    if (shared / "srv").is_dir():
+        remove_projects(shared / "srv")
+    shutil.rmtree(shared, ignore_errors=True)
+
+
 async def test_registry_token_goes_through_stdin_only(
     deploy_sessions: async_sessionmaker[AsyncSession],
     vault_setup: VaultSetup,
     service_repo: ServiceRepo,
     openbao: BootstrappedOpenBao,
     container_port: int,
-    tmp_path: Path,
+    compose_dir: Path,
 ) -> None:
     token = "reg-" + secrets.token_urlsafe(24)
     operator = VaultClient(openbao.addr, token=openbao.root_token)
     await operator.write_secret(
         "platform/registry", {"registry": REGISTRY, "username": "deployer", "token": token}
     )
-    calls = tmp_path / "docker-calls.jsonl"
-    docker = tmp_path / "docker"
+    # The docker CLI runs as the project's user: the fake and its log must be reachable by it.
+    shared = compose_dir
+    calls = shared / "docker-calls.jsonl"
+    calls.touch(mode=0o666)
+    calls.chmod(0o666)
+    docker = shared / "docker"
     docker.write_text(FAKE_DOCKER.format(calls=str(calls)))
     docker.chmod(0o755)
     audit = SecretAudit([token, *vault_setup.secret_values])
     audit.start_argv_sampling()
-    deploy_root = tmp_path / "srv"
+    deploy_root = prepare_deploy_root(shared / "srv")
     deployer = Deployer(
         deploy_sessions,
         AnsibleRunner(timeout_seconds=300, before_cleanup=audit.before_cleanup),
@@ -116,11 +142,13 @@ async def test_registry_token_goes_through_stdin_only(
     assert recorded[0] == {
         "argv": ["login", "--username", "deployer", "--password-stdin", REGISTRY],
         "stdin": token,
+        "user": "orch-p-compose-app",
     }
     assert recorded[1]["argv"][:2] == ["compose", "--project-name"]
     assert recorded[1]["argv"][-3:] == ["up", "-d", "--remove-orphans"]
     assert all(token not in " ".join(call["argv"]) for call in recorded)
     release = deploy_root / "compose-app" / "releases" / service_repo.good[:12]
     assert env_file_mode(release / ".env") == 0o600
+    assert (release / ".env").owner() == "orch-p-compose-app"
     assert audit.runs == 1
     assert audit.leaks == []

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
@@ -91,7 +92,7 @@ async def stored(nc: Client, stream: str, subject: str) -> list[dict[str, object
     return found
 
 
-def outcome(cls: type[ev.Event], cause: ev.Event, **payload: object) -> Event:
+def outcome(cls: type[Event], cause: Event, **payload: Any) -> Event:
     return cause.derive(cls, actor="test-step", **payload)
 
 
@@ -270,7 +271,7 @@ def sql_exec(url: str, statement: str) -> None:
     from .conftest import plain_url
 
     with psycopg.connect(plain_url(url), autocommit=True) as conn:
-        conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute(statement)
 
 
 async def drive_to_active(
@@ -360,7 +361,7 @@ async def test_same_slug_twice_gets_a_distinct_slug(nc: Client, migrated_db: str
     publisher = JetStreamPublisher.from_client(nc)
     first, _ = await drive_to_active(nc, publisher, "expenses one", SPEC, 20011)
     second, deploy = await drive_to_active(nc, publisher, "expenses two", SPEC, 20012)
-    slugs = dict(sql(migrated_db, "SELECT id::text, slug FROM projects"))
+    slugs = {row[0]: row[1] for row in sql(migrated_db, "SELECT id::text, slug FROM projects")}
     assert slugs[str(first.project_id)] == "expense-tracker"
     assert slugs[str(second.project_id)] == f"expense-tracker-{second.project_id.hex[:6]}"
     assert deploy.spec.slug == slugs[str(second.project_id)]

@@ -144,7 +144,14 @@ def bcrypt_hash(password: str) -> str:
 def render_authorization(
     passwords: Mapping[str, str], permissions: Mapping[str, Permissions] | None = None
 ) -> str:
-    """The `authorization { users = [...] }` block of a nats-server config, bcrypt hashes only.
+    """The `authorization { users = [...] }` block of a single-account nats-server config."""
+    return "authorization {\n" + render_users(passwords, permissions) + "}\n"
+
+
+def render_users(
+    passwords: Mapping[str, str], permissions: Mapping[str, Permissions] | None = None
+) -> str:
+    """The `users = [...]` list with bcrypt hashes only (an account block can `include` it).
 
     Every value is a JSON string: NATS config treats an unquoted `$` as a variable reference, and
     a bcrypt hash is full of them.
@@ -166,7 +173,7 @@ def render_authorization(
             "      }\n"
             "    }\n"
         )
-    return "authorization {\n  users = [\n" + "".join(entries) + "  ]\n}\n"
+    return "  users = [\n" + "".join(entries) + "  ]\n"
 
 
 def _unique(subjects: Iterable[str]) -> tuple[str, ...]:

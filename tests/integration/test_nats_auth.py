@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -25,6 +26,7 @@ from infra.bus.credentials import (
     process_credentials,
     store_credentials,
 )
+from infra.bus.nats_users import generate
 from infra.bus.permissions import ADMIN, EXTERNAL, all_permissions, new_passwords
 from infra.bus.permissions import render_authorization as render
 from infra.bus.runtime import ConsumerApp
@@ -214,3 +216,34 @@ def _settings(process: str, nats_url: str, openbao: BootstrappedOpenBao) -> Sett
             addr=openbao.addr, role_id=role.role_id, secret_id=SecretStr(role.secret_id)
         ),
     )
+
+
+@pytest.mark.parametrize("account", [None, "ORCHESTRATOR"])
+async def test_deployment_users_file_is_a_valid_config_and_matches_vault(
+    tmp_path: Path, openbao: BootstrappedOpenBao, account: str | None
+) -> None:
+    """`python -m infra.bus.nats_users` output: nats-server runs with it, Vault holds the passwords.
+
+    The bare list is included inside an account (as infra/nats/nats-server.conf does); with
+    `--account` the file is a whole accounts block (the Helm chart's NATS). A client then logs
+    in as the analyst with the password Vault returns, and JetStream works for it.
+    """
+    root = VaultClient(openbao.addr, token=openbao.root_token)
+    data = tmp_path / "data"
+    users = await generate(data / "auth" / "users.conf", account, root)
+    assert set(users) == set(all_permissions())
+    assert (data / "auth" / "users.conf").stat().st_mode & 0o777 == 0o600
+    include = 'include "auth/users.conf"'
+    if account is None:
+        include = f"accounts {{\n  ORCHESTRATOR {{\n    jetstream: enabled\n    {include}\n  }}\n}}"
+    with NatsServer(data, authorization=include + "\n") as server:
+        password = (await root.read_secret(nats_secret_path(ADMIN)))["password"]
+        client = await nats.connect(
+            server.url, **NatsCredentials(ADMIN, password).connect_options()
+        )
+        try:
+            await client.jsm().add_stream(name="PROBE", subjects=["probe.>"])
+            ack = await client.jetstream().publish("probe.one", b"{}", timeout=5)
+            assert ack.stream == "PROBE"
+        finally:
+            await client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
@@ -48,18 +49,21 @@ class VaultClient:
         token: str = "",
         role_id: str = "",
         secret_id: str = "",
+        secret_id_file: Path | None = None,
         kv_mount: str = "secret",
         transit_mount: str = "transit",
     ) -> None:
         if not token and not role_id:
             raise VaultError(
                 f"no Vault credentials for {addr}: set ORCH_VAULT__ROLE_ID and "
-                "ORCH_VAULT__SECRET_ID (or ORCH_VAULT__TOKEN for an operator)"
+                "ORCH_VAULT__SECRET_ID_FILE (or ORCH_VAULT__TOKEN for an operator)"
             )
         # hvac reads VAULT_ADDR only from the environment; the URL is always passed explicitly.
         self._client = hvac.Client(url=addr, token=token or None)
         self._role_id = role_id
         self._secret_id = secret_id
+        # The local stack rotates secret ids by rewriting this file; each login reads it again.
+        self._secret_id_file = secret_id_file
         self._kv_mount = kv_mount
         self._transit_mount = transit_mount
         self._lease_seconds = 0
@@ -72,6 +76,7 @@ class VaultClient:
             token=settings.token.get_secret_value(),
             role_id=settings.role_id,
             secret_id=settings.secret_id.get_secret_value(),
+            secret_id_file=settings.secret_id_file,
             kv_mount=settings.kv_mount,
             transit_mount=settings.transit_mount,
         )
@@ -83,6 +88,14 @@ class VaultClient:
         """AppRole login (no-op for a token client); safe to call again after expiry."""
         if not self._role_id:
             return
+        if self._secret_id_file is not None:
+            try:
+                self._secret_id = (await asyncio.to_thread(self._secret_id_file.read_text)).strip()
+            except OSError as exc:
+                raise VaultError(
+                    f"the AppRole secret id file {self._secret_id_file} cannot be read "
+                    f"({exc.strerror}); the local stack writes it before starting the process"
+                ) from exc
 
         def _login() -> dict[str, Any]:
             result: dict[str, Any] = self._client.auth.approle.login(

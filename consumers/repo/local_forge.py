@@ -1,8 +1,9 @@
 """The embedded git host: bare repositories on disk, served to clones and pushes by `git daemon`.
 
-The daemon speaks the same git protocol as a remote host, so the repo, engineer and deployer
-steps run their real clone/push code against it. Access is anonymous, which is why the forge
-is meant for loopback or a private network only.
+The daemon speaks the same git protocol as a remote host, so the engineer and deployer steps
+run their real clone code against it. It is read-only and anonymous: clones need no account,
+and pushes go to the bare repository's path on disk (`url.<base_dir>/.pushInsteadOf`), which
+only the stack's user can write (the base directory is 0700).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class LocalForge:
     async def ensure_repo(self, name: str, description: str) -> HostedRepo:
         path = self.path_for(name)
         async with self._lock:
+            self.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Always (re)initialise: on an existing repository `git init` only adds what is
             # missing, so one half-created by a process killed mid-init (HEAD written, objects/
             # not yet) is repaired instead of failing every redelivery with "not a git directory".
@@ -42,8 +44,9 @@ class LocalForge:
             await Git(path)(*init)
             git = Git(path)
             # Idempotent: a repository created by an older version or by hand gets the same
-            # settings, so the daemon accepts pushes and exports it even without --export-all.
-            await git("config", "daemon.receivepack", "true")
+            # settings: exported even without --export-all, and no longer asking the daemon to
+            # accept pushes (the daemon refuses that override anyway).
+            await git("config", "--unset-all", "daemon.receivepack", check=False)
             (path / "git-daemon-export-ok").touch()
             (path / "description").write_text(f"{description.strip() or name}\n")
             _, head, _ = await git("symbolic-ref", "--short", "HEAD")
@@ -55,5 +58,13 @@ class LocalForge:
         )
 
     async def git_auth_config(self) -> Mapping[str, str]:
-        """Nothing: the daemon is anonymous."""
-        return {}
+        """Push to the bare repositories' paths: the daemon serves reads only."""
+        return push_by_path(self.base_dir, self.daemon_url)
+
+
+def push_by_path(base_dir: Path, daemon_url: str) -> dict[str, str]:
+    """Git configuration rewriting pushes to `<daemon_url>/<name>.git` into `<base_dir>/<name>.git`.
+
+    Fetches still go through the daemon, exactly as a clone by the engineer or deployer does.
+    """
+    return {f"url.{base_dir.resolve()}/.pushInsteadOf": f"{daemon_url.rstrip('/')}/"}

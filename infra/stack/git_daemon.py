@@ -1,7 +1,10 @@
 """Bare git repositories served by `git daemon`: the embedded git host.
 
-Pushes go over the same git protocol a remote host speaks, so the repo and engineer consumers
-run their real clone/commit/push code against it. Access is anonymous and loopback-only.
+Clones and fetches go over the same git protocol a remote host speaks, so the engineer and
+deployer run their real clone code against it. The daemon is read-only: anyone on the machine
+can reach its port, so it never runs `receive-pack`, and a repository's own configuration
+cannot turn pushes back on. The steps that write push to the bare repository's file path
+instead, which the base directory's mode (0700) reserves to the stack's user.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from infra.stack.process import ManagedProcess
 
 
 class GitDaemon(ManagedProcess):
-    """`git daemon` exporting every repository under `base_dir`, pushes enabled."""
+    """`git daemon` exporting every repository under `base_dir` for reading only."""
 
     def __init__(self, base_dir: Path, port: int | None = None) -> None:
         super().__init__("git-daemon", base_dir)
@@ -34,13 +37,17 @@ class GitDaemon(ManagedProcess):
         """Where the bare repository `<repo_name>.git` lives on disk."""
         return self.data_dir / f"{repo_name}.git"
 
+    def _prepare(self) -> None:
+        self.data_dir.chmod(0o700)
+
     def _command(self) -> list[str]:
         return [
             _git_daemon_binary(),
             "--reuseaddr",
             f"--base-path={self.data_dir}",
             "--export-all",
-            "--enable=receive-pack",
+            # Off by default; forbidding the override keeps `daemon.receivepack` from enabling it.
+            "--forbid-override=receive-pack",
             "--informative-errors",
             "--listen=127.0.0.1",
             f"--port={self.port}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -26,8 +27,16 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
+import hvac
+
 from infra.bus.credentials import NatsCredentials, store_credentials
 from infra.bus.permissions import ADMIN, all_permissions, new_passwords, render_authorization
+from infra.stack.credentials import (
+    DATABASE_URL_FILE,
+    SECRET_ID_FILE,
+    CredentialFiles,
+    write_private,
+)
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import (
@@ -35,6 +44,8 @@ from infra.stack.openbao_server import (
     OpenBaoDev,
     approle_login,
     bootstrap_openbao,
+    destroy_secret_id,
+    mint_secret_id,
     policy_names,
 )
 from infra.stack.ports import free_port, port_is_free, tcp_accepts
@@ -61,6 +72,9 @@ DEFAULT_PORTS = {
 }
 # The operator token lives 1h (its role's TTL); re-login well before, while the stack runs.
 OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
+# The state dir is private; when PostgreSQL runs as the postgres user (we are root) that user
+# must traverse it to reach its cluster, so others may enter (never list) it.
+_STATE_DIR_MODE = 0o711 if os.geteuid() == 0 else 0o700
 # Serving /metrics is a process's sign of life; the table waits this long for it.
 METRICS_READY_TIMEOUT = 15.0
 
@@ -98,7 +112,8 @@ class StackInfo:
     def endpoints(self) -> str:
         """A one-line summary for messages such as "already running"."""
         return (
-            f"nats {self.nats_url}, postgres {self.database_url}, vault {self.vault_addr}, "
+            f"nats {self.nats_url}, postgres {_without_password(self.database_url)}, "
+            f"vault {self.vault_addr}, "
             f"git {self.git_base_url}, ssh {self.deploy_target.user}@{self.deploy_target.host}"
             f":{self.deploy_target.port}"
         )
@@ -171,6 +186,9 @@ class LocalStack:
         self.sshd = Sshd(self.state_dir / "sshd", _preferred_port("sshd"))
         self.git = GitDaemon(self.state_dir / "git", _preferred_port("git"))
         self.credentials: dict[str, AppRoleCredentials] = {}
+        self.credential_files = CredentialFiles(self.state_dir)
+        # Accessors of the secret ids issued to each child, oldest first.
+        self._issued: dict[str, list[str]] = {}
         self.timings: dict[str, float] = {}
 
     def start(self) -> None:
@@ -225,6 +243,31 @@ class LocalStack:
         started = time.monotonic()
         yield
         self.timings[part] = time.monotonic() - started
+
+    def issue_credentials(self, process: str, *, keep_previous: bool = False) -> None:
+        """Write `process`'s credentials files: a fresh secret id and the database URL.
+
+        Runs before every (re)start of the process, which destroys every secret id issued to it
+        before (the process that held them is gone), and at each rotation, which keeps the one
+        just replaced valid so a login that read the file a moment ago still succeeds.
+        Synchronous on purpose: three loopback calls, and no rotation can interleave with a start.
+        """
+        client = hvac.Client(url=self.openbao.addr, token=self.openbao.root_token)
+        fresh = mint_secret_id(client, process)
+        self.credential_files.write(process, SECRET_ID_FILE, fresh.secret_id + "\n")
+        self.credential_files.write(process, DATABASE_URL_FILE, self.postgres.url + "\n")
+        issued = self._issued.setdefault(process, [])
+        if not issued and process in self.credentials:
+            issued.append(self.credentials[process].accessor)  # the bootstrap's, never used
+        kept = issued[-1:] if keep_previous else []
+        for accessor in issued[: len(issued) - len(kept)]:
+            destroy_secret_id(client, process, accessor)
+        self._issued[process] = [*kept, fresh.accessor]
+
+    def rotate_credentials(self) -> None:
+        """A fresh secret id for every child issued one; each old one lapses a rotation later."""
+        for process in list(self._issued):
+            self.issue_credentials(process, keep_previous=True)
 
     def nats_admin(self) -> NatsCredentials:
         """The NATS user that manages streams (the launcher's own, and the operator CLI's)."""
@@ -295,7 +338,11 @@ def run_up(
     thread that spawns them.
     """
     state_dir = state_dir.resolve()
+    # Everything the stack writes (logs, stack.json, the console chat, credentials) is its
+    # user's alone; children inherit the umask.
+    os.umask(0o077)
     state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(_STATE_DIR_MODE)
     running = read_stack_info(state_dir)
     if running is not None:
         print(f"a stack is already running (pid {running.pid}): {running.endpoints()}")
@@ -379,6 +426,7 @@ async def _serve(
         project_root = _project_root()
         for name, module in processes.items():
             credentials = stack.credentials[name]
+            private = stack.credential_files.directory(name)
             supervisor.start(
                 ChildSpec(
                     name=name,
@@ -386,10 +434,10 @@ async def _serve(
                     env={
                         "ORCH_PROCESS_NAME": name,
                         "ORCH_NATS__URL": info.nats_url,
-                        "ORCH_DATABASE__URL": info.database_url,
+                        "ORCH_DATABASE__URL_FILE": str(private / DATABASE_URL_FILE),
                         "ORCH_VAULT__ADDR": info.vault_addr,
                         "ORCH_VAULT__ROLE_ID": credentials.role_id,
-                        "ORCH_VAULT__SECRET_ID": credentials.secret_id,
+                        "ORCH_VAULT__SECRET_ID_FILE": str(private / SECRET_ID_FILE),
                         "ORCH_METRICS__PORT": str(ports_by_process[name]),
                         "ORCH_STATE_DIR": str(stack.state_dir),
                         "ORCH_REPO_LOCAL_BASE": info.git_base_dir,
@@ -399,6 +447,7 @@ async def _serve(
                         **({"ORCH_API__PORT": str(ports_by_process[name])} if name == API else {}),
                     },
                     cwd=project_root,
+                    before_start=functools.partial(stack.issue_credentials, name),
                 )
             )
         ready_in = await _wait_for_metrics(ports_by_process, stop)
@@ -433,6 +482,7 @@ async def _wait_for_metrics(ports: dict[str, int], stop: asyncio.Event) -> dict[
 async def _refresh_operator_token(stack: LocalStack, info: StackInfo) -> None:
     while True:
         await asyncio.sleep(OPERATOR_TOKEN_REFRESH_SECONDS)
+        stack.rotate_credentials()
         token = await asyncio.to_thread(stack.operator_token)
         info = stack.info(token, info.metrics_ports)
         _write_private(stack.state_dir / STACK_FILE, json.dumps(info.to_json(), indent=2) + "\n")
@@ -443,7 +493,7 @@ def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float |
     target = info.deploy_target
     rows: list[tuple[str, str, str]] = [
         ("nats", f"{info.nats_url} (monitor {info.nats_monitor_url})", _secs(stack, "nats-n1")),
-        ("postgres", info.database_url, _secs(stack, "postgres")),
+        ("postgres", stack.postgres.display_url, _secs(stack, "postgres")),
         ("openbao", info.vault_addr, _secs(stack, "openbao")),
         ("sshd", f"ssh://{target.user}@{target.host}:{target.port}", _secs(stack, "sshd")),
         ("git daemon", info.git_base_url, _secs(stack, "git-daemon")),
@@ -496,11 +546,14 @@ def _shell_env(env: dict[str, str]) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     """Write atomically with mode 0600: the file holds a Vault token."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    write_private(path, text)
+
+
+def _without_password(url: str) -> str:
+    """`url` with its password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import hvac
+import hvac.exceptions
 
 from infra.stack.ports import free_port
 from infra.stack.process import ManagedProcess
@@ -25,6 +26,10 @@ POLICIES_DIR = Path(__file__).resolve().parents[1] / "openbao" / "policies"
 KV_MOUNT = "secret"
 TRANSIT_MOUNT = "transit"
 APPROLE_MOUNT = "approle"
+#: How long a secret id stays valid. A process logs in with it at start and again whenever its
+#: token lapses, so it must outlive one token (1h); the launcher mints a fresh one at every
+#: (re)start and rotates the rest well before this, so no secret id stays valid for long.
+SECRET_ID_TTL = "2h"  # noqa: S105 -- a duration, not a secret
 
 
 def find_bao() -> str:
@@ -49,6 +54,8 @@ class AppRoleCredentials:
 
     role_id: str
     secret_id: str = field(repr=False)
+    #: Names the secret id without revealing it, so it can be destroyed when replaced.
+    accessor: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,15 @@ class OpenBaoDev(ManagedProcess):
             "server",
             "-dev",
             f"-dev-listen-address=127.0.0.1:{self.port}",
-            f"-dev-root-token-id={self.root_token}",
             # Without this bao writes the root token to ~/.vault-token of whoever runs us.
             "-dev-no-store-token",
         ]
 
     def _environment(self) -> dict[str, str]:
         # HOME inside the data dir keeps any token helper or cache away from the real home.
-        return {"HOME": str(self.data_dir)}
+        # The root token goes through the environment, which only this user can read in
+        # /proc/<pid>/environ; `-dev-root-token-id` would show it to everyone in `ps`.
+        return {"HOME": str(self.data_dir), "BAO_DEV_ROOT_TOKEN_ID": self.root_token}
 
     def _is_ready(self) -> bool:
         try:
@@ -106,7 +114,8 @@ def bootstrap_openbao(
     """Lay down mounts, one policy and one AppRole per process; return each role's credentials.
 
     Idempotent: mounts and roles that exist are kept (a role's id is stable), and each call
-    issues a fresh secret id, leaving earlier ones valid. Policies are rewritten from
+    issues a fresh secret id; earlier ones lapse after `SECRET_ID_TTL` (or when the launcher
+    destroys them as it replaces them). Policies are rewritten from
     `<policies_dir>/<process>.hcl`, so an edited policy takes effect on the next start.
     """
     policy_texts = {name: _read_policy(policies_dir, name) for name in processes}
@@ -130,16 +139,32 @@ def bootstrap_openbao(
             token_type="service",  # noqa: S106 -- a token kind, not a secret
             token_ttl="1h",  # noqa: S106 -- a duration, not a secret
             token_max_ttl="24h",  # noqa: S106 -- a duration, not a secret
+            secret_id_ttl=SECRET_ID_TTL,
+            # Unlimited uses within the TTL: a process logs in again whenever its token lapses.
+            secret_id_num_uses=0,
             mount_point=APPROLE_MOUNT,
         )
-        role_id = client.auth.approle.read_role_id(name, mount_point=APPROLE_MOUNT)["data"][
-            "role_id"
-        ]
-        secret_id = client.auth.approle.generate_secret_id(name, mount_point=APPROLE_MOUNT)["data"][
-            "secret_id"
-        ]
-        credentials[name] = AppRoleCredentials(role_id=role_id, secret_id=secret_id)
+        credentials[name] = mint_secret_id(client, name)
     return credentials
+
+
+def mint_secret_id(client: hvac.Client, process: str) -> AppRoleCredentials:
+    """A fresh secret id for `process`'s AppRole (valid `SECRET_ID_TTL`), with its role id."""
+    role_id: str = client.auth.approle.read_role_id(process, mount_point=APPROLE_MOUNT)["data"][
+        "role_id"
+    ]
+    data = client.auth.approle.generate_secret_id(process, mount_point=APPROLE_MOUNT)["data"]
+    return AppRoleCredentials(
+        role_id=role_id, secret_id=data["secret_id"], accessor=data["secret_id_accessor"]
+    )
+
+
+def destroy_secret_id(client: hvac.Client, process: str, accessor: str) -> None:
+    """Invalidate one secret id of `process` by its accessor; one already gone is fine."""
+    try:
+        client.auth.approle.destroy_secret_id_accessor(process, accessor, mount_point=APPROLE_MOUNT)
+    except hvac.exceptions.InvalidPath:
+        return
 
 
 def approle_login(addr: str, credentials: AppRoleCredentials) -> str:

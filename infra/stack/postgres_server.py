@@ -4,6 +4,12 @@ PostgreSQL refuses to run as root, so when we are root the cluster belongs to th
 user and both `initdb` and the server run as that user. The switch happens inside the spawned
 child (`Popen(user=...)`) rather than through `runuser`, because `runuser` changes credentials
 itself, which clears the parent-death signal and leaves the server alive if we are killed.
+
+Nothing is trusted: every connection, over TCP or the socket, authenticates with SCRAM-SHA-256.
+The superuser's password is generated once, at `initdb`, and kept in `<data_dir>/superuser.password`
+(0600); the application role gets a fresh password at every start, so a URL handed out by an
+earlier run stops working. The URL with the password reaches processes through their private
+credentials file (see `infra/stack/credentials.py`), never through argv or the environment.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import signal
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from infra.stack.credentials import write_private
 from infra.stack.ports import free_port
 from infra.stack.process import ManagedProcess, ServerStartError, run_checked
 
@@ -24,14 +32,17 @@ POSTGRES_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 APP_ROLE = "orchestrator"
 APP_DATABASE = "orchestrator"
 _SUPERUSER = "postgres"
+_SUPERUSER_PASSWORD_FILE = "superuser.password"  # noqa: S105 -- a file name
+_AUTH_METHOD = "scram-sha-256"
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class PostgresServer(ManagedProcess):
-    """PostgreSQL on 127.0.0.1:`port` with trust auth on loopback, cluster in `<data_dir>/pgdata`.
+    """PostgreSQL on 127.0.0.1:`port` with password (SCRAM) auth, cluster in `<data_dir>/pgdata`.
 
-    On every start it makes sure the `orchestrator` role and database exist, so the URL it
-    hands out works against a fresh cluster and a restarted one alike.
+    On every start it makes sure the `orchestrator` role and database exist and gives the role
+    a new password, so the URL it hands out works against a fresh cluster and a restarted one
+    alike, and only until the next start.
     """
 
     # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to disconnect;
@@ -50,6 +61,7 @@ class PostgresServer(ManagedProcess):
         self.port = port or free_port()
         self.fsync = fsync
         self.bin_dir = bin_dir
+        self._app_password = secrets.token_urlsafe(24)
 
     @property
     def cluster_dir(self) -> Path:
@@ -66,9 +78,21 @@ class PostgresServer(ManagedProcess):
         """SQLAlchemy URL of the application database."""
         return self.url_for(APP_DATABASE)
 
+    @property
+    def display_url(self) -> str:
+        """The application URL without its password, for tables and messages."""
+        return f"postgresql+psycopg://{APP_ROLE}@127.0.0.1:{self.port}/{APP_DATABASE}"
+
+    @property
+    def superuser_password_file(self) -> Path:
+        """Where the superuser's password is kept (0600), written at `initdb`."""
+        return self.data_dir / _SUPERUSER_PASSWORD_FILE
+
     def url_for(self, database: str) -> str:
-        """SQLAlchemy URL of `database`, connecting as the application role."""
-        return f"postgresql+psycopg://{APP_ROLE}@127.0.0.1:{self.port}/{database}"
+        """SQLAlchemy URL of `database`, connecting as the application role with its password."""
+        return (
+            f"postgresql+psycopg://{APP_ROLE}:{self._app_password}@127.0.0.1:{self.port}/{database}"
+        )
 
     def create_database(self, name: str) -> str:
         """Create an empty database owned by the application role and return its URL."""
@@ -97,10 +121,21 @@ class PostgresServer(ManagedProcess):
             host="127.0.0.1",
             port=self.port,
             user=_SUPERUSER,
+            password=self._superuser_password(),
             dbname="postgres",
             autocommit=True,
             connect_timeout=2,
         )
+
+    def _superuser_password(self) -> str:
+        try:
+            return self.superuser_password_file.read_text().strip()
+        except FileNotFoundError:
+            raise ServerStartError(
+                f"{self.superuser_password_file} is missing, so the cluster in {self.cluster_dir} "
+                "cannot be administered (a cluster made before password authentication, with "
+                "trust); remove that cluster's directory to create a new one"
+            ) from None
 
     def _run_as(self) -> str | None:
         return _SUPERUSER if os.geteuid() == 0 else None
@@ -122,21 +157,38 @@ class PostgresServer(ManagedProcess):
             _require_reachable(self.data_dir, entry.pw_uid, entry.pw_gid)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.cluster_dir / "PG_VERSION").exists():
+            self._initdb(initdb, user)
+        self.socket_dir.mkdir(exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(self.socket_dir, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self, initdb: str, user: str | None) -> None:
+        """A new cluster whose superuser has a generated password and where no one is trusted."""
+        password = secrets.token_urlsafe(24)
+        write_private(self.superuser_password_file, password + "\n")
+        # initdb reads the password from a file (never argv); it runs as `user`, who must read it.
+        pwfile = self.data_dir / ".initdb-password"
+        write_private(pwfile, password + "\n")
+        try:
+            if user is not None:
+                entry = pwd.getpwnam(user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             argv = [
                 initdb,
                 "--pgdata", str(self.cluster_dir),
                 "--username", _SUPERUSER,
-                "--auth", "trust",
+                "--pwfile", str(pwfile),
+                "--auth-host", _AUTH_METHOD,
+                "--auth-local", _AUTH_METHOD,
                 "--encoding", "UTF8",
                 "--locale", "C.UTF-8",
             ]  # fmt: skip
             if not self.fsync:
                 argv.append("--no-sync")
             run_checked(argv, what="initdb", user=user)
-        self.socket_dir.mkdir(exist_ok=True)
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            os.chown(self.socket_dir, entry.pw_uid, entry.pw_gid)
+        finally:
+            pwfile.unlink(missing_ok=True)
 
     def _command(self) -> list[str]:
         argv = [
@@ -172,6 +224,12 @@ class PostgresServer(ManagedProcess):
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(APP_ROLE))
                 )
+            # A new password per start: URLs handed out by an earlier run stop working.
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(self._app_password)
+                )
+            )
             database_exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
             ).fetchone()

@@ -23,6 +23,14 @@ from types import TracebackType
 from typing import Self
 
 _PR_SET_PDEATHSIG = 1
+#: Variables of the operator's environment a child may see: what a program needs to run, never
+#: what the operator happens to have exported (cloud keys, tokens, a VAULT_TOKEN).
+_INHERITED = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "HOME", "TZ", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV"}
+)
+_INHERITED_PREFIXES = ("LC_", "PYTHON", "ORCH_", "COVERAGE_", "COV_CORE_")
+#: Settings that hold a credential; they reach a process through its credentials file instead.
+_SECRET_SUFFIXES = ("TOKEN", "SECRET_ID", "PASSWORD", "API_KEY", "DATABASE__URL")
 _LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.05
 
@@ -58,6 +66,27 @@ def parent_death_preexec(death_signal: int = signal.SIGTERM) -> Callable[[], Non
     return _preexec
 
 
+def is_secret_variable(name: str) -> bool:
+    """Whether `name` is a setting carrying a credential (a token, a password, a URL with one)."""
+    return name.upper().endswith(_SECRET_SUFFIXES)
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child of the stack: the allowlisted part of ours, plus `extra`.
+
+    Children never inherit the operator's whole environment, and never a secret setting from
+    it: `extra` is the only way a variable the allowlist drops reaches a child.
+    """
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in _INHERITED or name.startswith(_INHERITED_PREFIXES))
+        and not is_secret_variable(name)
+    }
+    env.update(extra or {})
+    return env
+
+
 def run_checked(argv: Sequence[str], *, what: str, user: str | None = None) -> str:
     """Run a one-shot setup command and return its output, or raise with the output included."""
     result = subprocess.run(
@@ -68,6 +97,7 @@ def run_checked(argv: Sequence[str], *, what: str, user: str | None = None) -> s
         user=user,
         group=user,
         extra_groups=[] if user is not None else None,
+        env=child_environment(),
         preexec_fn=parent_death_preexec(),
     )
     if result.returncode != 0:
@@ -117,7 +147,7 @@ class ManagedProcess(ABC):
         """Work that needs the running server (roles, databases); runs after each start."""
 
     def _environment(self) -> Mapping[str, str]:
-        """Variables added to the inherited environment of the server process."""
+        """Variables added to the allowlisted environment of the server process."""
         return {}
 
     def _run_as(self) -> str | None:
@@ -154,7 +184,7 @@ class ManagedProcess(ABC):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                env={**os.environ, **self._environment()},
+                env=child_environment(self._environment()),
                 start_new_session=True,
                 preexec_fn=parent_death_preexec(self.stop_signal),
                 user=user,

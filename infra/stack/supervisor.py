@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,19 +22,24 @@ from typing import Self
 
 import structlog
 
-from infra.stack.process import parent_death_preexec, signal_group
+from infra.stack.process import child_environment, parent_death_preexec, signal_group
 
 _log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """A process to keep running: its name, argv and the variables added to our environment."""
+    """A process to keep running: its name, argv and its variables beyond the allowlisted ones.
+
+    `before_start` runs before every (re)start: the launcher uses it to mint the child a fresh
+    Vault secret id and write it to the child's credentials file, so a restart never reuses one.
+    """
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    before_start: Callable[[], None] | None = None
 
 
 @dataclass
@@ -93,14 +98,20 @@ class Supervisor:
         return self.log_dir / f"{name}.log"
 
     async def _spawn(self, spec: ChildSpec) -> asyncio.subprocess.Process:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path(spec.name).open("ab") as log:
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if spec.before_start is not None:
+            spec.before_start()
+        # A log may quote what a process was handed, so only its owner reads it.
+        descriptor = os.open(
+            self.log_path(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        with os.fdopen(descriptor, "ab") as log:
             return await asyncio.create_subprocess_exec(
                 *spec.argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, **spec.env},
+                env=child_environment(spec.env),
                 cwd=spec.cwd,
                 start_new_session=True,
                 preexec_fn=parent_death_preexec(),
@@ -112,7 +123,9 @@ class Supervisor:
             started = time.monotonic()
             try:
                 child.process = await self._spawn(child.spec)
-            except OSError as error:
+            # A child whose preparation fails (Vault briefly unreachable while minting its secret
+            # id) is retried with the same backoff as one that exits.
+            except Exception as error:
                 _log.error("child could not be started", child=child.spec.name, error=str(error))
                 code: int | None = None
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -22,10 +23,13 @@ import nats
 import psycopg
 import pytest
 
+from consumers.repo.git_cli import Git
+from consumers.repo.local_forge import LocalForge
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.launcher import read_stack_info, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
+    AppRoleCredentials,
     BootstrappedOpenBao,
     OpenBaoDev,
     approle_login,
@@ -128,6 +132,99 @@ def test_postgres_serves_the_application_role(postgres_server: PostgresServer) -
     assert row == ("orchestrator", "orchestrator")
 
 
+def test_postgres_refuses_a_connection_without_the_password(
+    postgres_server: PostgresServer,
+) -> None:
+    """Nothing is trusted: not loopback TCP, not the socket, not the superuser."""
+    for host in ("127.0.0.1", str(postgres_server.socket_dir)):
+        for user in ("orchestrator", "postgres"):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(
+                    host=host,
+                    port=postgres_server.port,
+                    user=user,
+                    dbname="postgres",
+                    password="",
+                    passfile=os.devnull,
+                    connect_timeout=5,
+                )
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1",
+            port=postgres_server.port,
+            user="orchestrator",
+            dbname="orchestrator",
+            password="guessed",
+            connect_timeout=5,
+        )
+    assert postgres_server.superuser_password_file.stat().st_mode & 0o777 == 0o600
+    assert "trust" not in _hba_methods(postgres_server)
+
+
+def _hba_methods(server: PostgresServer) -> set[str]:
+    """The authentication methods pg_hba.conf names (its last column on every rule)."""
+    lines = (server.cluster_dir / "pg_hba.conf").read_text().splitlines()
+    return {line.split()[-1] for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_postgres_gives_the_application_role_a_new_password_each_start(
+    postgres_dir: Path,
+) -> None:
+    with PostgresServer(postgres_dir, fsync=False) as server:
+        first_url = _plain(server.url)
+        with psycopg.connect(first_url) as conn:
+            conn.execute("SELECT 1")
+    with PostgresServer(postgres_dir, fsync=False) as restarted:
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(first_url.replace(f":{server.port}/", f":{restarted.port}/"))
+        with psycopg.connect(_plain(restarted.url)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("orchestrator",)
+
+
+def _plain(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def test_no_secret_is_in_any_command_line(
+    openbao: BootstrappedOpenBao, postgres_server: PostgresServer
+) -> None:
+    """`ps` shows every user every command line: the dev root token and passwords stay out."""
+    secrets_in_use = [
+        openbao.root_token,
+        *(credentials.secret_id for credentials in openbao.credentials.values()),
+        postgres_server.superuser_password_file.read_text().strip(),
+        _password_of(postgres_server.url),
+    ]
+    command_lines = _all_command_lines()
+    assert any(b"bao" in line and b"-dev" in line for line in command_lines)
+    for secret in secrets_in_use:
+        assert len(secret) >= 16
+        assert not any(secret.encode() in line for line in command_lines)
+
+
+def _password_of(sqlalchemy_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    password = make_url(sqlalchemy_url).password
+    assert password
+    return password
+
+
+def _all_command_lines() -> list[bytes]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                lines.append((entry / "cmdline").read_bytes())
+    return lines
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
 def test_database_url_is_a_fresh_database(database_url: str) -> None:
     plain_url = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain_url) as conn:
@@ -210,28 +307,110 @@ def test_sshd_accepts_the_client_key_with_a_pinned_host_key(
     assert result.stdout.strip() == "deployed"
 
 
-def _git(*args: str, cwd: Path | None = None) -> None:
-    subprocess.run(
+def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    """Run git as an anonymous client would; returns its stderr (asserts success if `check`)."""
+    result = subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org", *args],
         cwd=cwd,
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=30,
     )
+    if check:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0, "git succeeded where it should have been refused"
+    return result.stderr
 
 
-def test_git_daemon_accepts_push_and_clone(git_daemon: GitDaemon, tmp_path: Path) -> None:
-    _git("init", "--bare", "--initial-branch=main", str(git_daemon.path_for("demo")))
+async def test_git_daemon_refuses_anonymous_pushes_and_the_forge_pushes_by_path(
+    git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    """Anyone on the machine reaches the daemon's port, so it serves reads only."""
+    forge = LocalForge(git_daemon.data_dir, git_daemon.base_url)
+    hosted = await forge.ensure_repo(f"demo-{uuid.uuid4().hex[:8]}", "demo")
     work = tmp_path / "work"
     _git("init", "--initial-branch=main", str(work))
     (work / "README.md").write_text("hello\n")
     _git("add", "README.md", cwd=work)
     _git("commit", "-m", "first", cwd=work)
-    _git("push", git_daemon.url_for("demo"), "main", cwd=work)
 
+    refused = _git("push", hosted.clone_url, "main", cwd=work, check=False)
+    assert "service not enabled" in refused
+    # A repository's own configuration cannot switch pushes back on.
+    bare = git_daemon.path_for(hosted.name)
+    _git("--git-dir", str(bare), "config", "daemon.receivepack", "true")
+    assert "service not enabled" in _git("push", hosted.clone_url, "main", cwd=work, check=False)
+
+    # The repo step's way: the same URL, pushed to the bare repository's path.
+    await Git(work, config=await forge.git_auth_config())("push", hosted.clone_url, "main")
     clone = tmp_path / "clone"
-    _git("clone", git_daemon.url_for("demo"), str(clone))
+    _git("clone", hosted.clone_url, str(clone))
     assert (clone / "README.md").read_text() == "hello\n"
+    assert git_daemon.data_dir.stat().st_mode & 0o777 == 0o700
+
+
+#: What an operator may have exported when running `orchestrator up`; no child may see any of it.
+OPERATOR_VARIABLES = {
+    "OPERATOR_CLOUD_KEY": "operator-only-value-1234",
+    "ORCH_VAULT__TOKEN": "operator-vault-token-1234",
+    "ORCH_VAULT__SECRET_ID": "operator-secret-id-1234",
+    "ORCH_DATABASE__URL": "postgresql://operator:operator-password-1234@db/x",
+}
+
+
+def _stack_children(state_dir: Path) -> dict[str, int]:
+    """Process name → pid of the supervised children of the stack running from `state_dir`."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = _environ(int(entry.name))
+        except OSError:
+            continue
+        if env.get("ORCH_STATE_DIR") == str(state_dir) and "ORCH_PROCESS_NAME" in env:
+            found[env["ORCH_PROCESS_NAME"]] = int(entry.name)
+    return found
+
+
+def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr: str) -> None:
+    """Secrets reach each child through its private files, never argv or an inherited env."""
+    assert _wait_until(lambda: {"scheduler", "api"} <= set(_stack_children(state_dir)), 30)
+    command_lines = _all_command_lines()
+    environments = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                environments.append((entry / "environ").read_bytes())
+    private = state_dir / "credentials"
+    assert private.stat().st_mode & 0o777 == 0o700
+    for name, pid in _stack_children(state_dir).items():
+        env = _environ(pid)
+        assert not set(OPERATOR_VARIABLES) & set(env), name
+        assert not any(value in str(env) for value in OPERATOR_VARIABLES.values()), name
+        secret_file = Path(env["ORCH_VAULT__SECRET_ID_FILE"])
+        url_file = Path(env["ORCH_DATABASE__URL_FILE"])
+        assert secret_file.parent == private / name
+        assert secret_file.parent.stat().st_mode & 0o777 == 0o700
+        for path in (secret_file, url_file):
+            assert path.stat().st_mode & 0o777 == 0o600, path
+        secret_id = secret_file.read_text().strip()
+        password = _password_of(url_file.read_text().strip())
+        for secret in (secret_id, password):
+            assert not any(secret.encode() in line for line in command_lines), name
+            assert not any(secret.encode() in environ for environ in environments), name
+        credentials = AppRoleCredentials(role_id=env["ORCH_VAULT__ROLE_ID"], secret_id=secret_id)
+        assert approle_login(vault_addr, credentials)
+        assert (state_dir / "logs" / f"{name}.log").stat().st_mode & 0o777 == 0o600
+    bao = [line for line in command_lines if b"bao" in line and b"-dev" in line]
+    assert bao and not any(b"root-token" in line for line in bao)
+    assert state_dir.stat().st_mode & 0o777 == (0o711 if os.geteuid() == 0 else 0o700)
+    for directory in ("logs", "git"):
+        assert (state_dir / directory).stat().st_mode & 0o777 == 0o700, directory
+    for file in ("env", "prometheus-targets.json"):
+        assert (state_dir / file).stat().st_mode & 0o777 == 0o600, file
 
 
 @pytest.fixture
@@ -374,7 +553,7 @@ def test_run_up_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
             from infra.stack.launcher import run_up
             sys.exit(run_up(pathlib.Path({str(state_dir)!r}), consumers=[]))
         """),
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **OPERATOR_VARIABLES},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -387,6 +566,7 @@ def test_run_up_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
         assert info is not None
         assert (state_dir / "stack.json").stat().st_mode & 0o777 == 0o600
         assert f"ORCH_NATS__URL={info.nats_url}" in (state_dir / "env").read_text()
+        _assert_children_hold_only_their_own_credentials(state_dir, info.vault_addr)
 
         operator = hvac.Client(url=info.vault_addr, token=info.vault_token)
         assert operator.auth.token.lookup_self()["data"]["policies"] == ["operator"]

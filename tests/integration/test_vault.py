@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import uuid
+from pathlib import Path
 
 import hvac
+import hvac.exceptions
 import pytest
 
 from infra.logging import configure_logging, get_logger
-from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.settings import VaultSettings
+from infra.stack.openbao_server import BootstrappedOpenBao, destroy_secret_id, mint_secret_id
 from infra.vault import SecretNotFound, VaultClient, VaultError
 
 
@@ -62,5 +65,50 @@ async def test_values_read_are_masked_in_logs(openbao: BootstrappedOpenBao) -> N
 
 
 async def test_no_credentials_is_a_clear_error() -> None:
-    with pytest.raises(VaultError, match="ORCH_VAULT__ROLE_ID"):
+    with pytest.raises(VaultError, match="ORCH_VAULT__SECRET_ID_FILE"):
         VaultClient("http://127.0.0.1:1")
+
+
+async def test_a_secret_id_file_is_read_again_at_each_login(
+    openbao: BootstrappedOpenBao, tmp_path: Path
+) -> None:
+    """The local stack rotates secret ids by rewriting the file; a re-login must pick it up."""
+    root = hvac.Client(url=openbao.addr, token=openbao.root_token)
+    first = mint_secret_id(root, "engineer")
+    secret_file = tmp_path / "vault-secret-id"
+    secret_file.write_text(first.secret_id + "\n")
+    settings = VaultSettings(addr=openbao.addr, role_id=first.role_id, secret_id_file=secret_file)
+    assert settings.secret_id.get_secret_value() == first.secret_id
+    await root_write(openbao, "platform/llm", {"api_key": "sk-rotated-test"})
+    engineer = VaultClient.from_settings(settings)
+    await engineer.login()
+
+    second = mint_secret_id(root, "engineer")
+    secret_file.write_text(second.secret_id + "\n")
+    destroy_secret_id(root, "engineer", first.accessor)
+    root.auth.token.revoke(engineer._client.token)
+
+    assert await engineer.read_secret("platform/llm") == {"api_key": "sk-rotated-test"}
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        root.auth.approle.login(role_id=first.role_id, secret_id=first.secret_id)
+
+
+async def test_secret_ids_lapse(openbao: BootstrappedOpenBao) -> None:
+    """No secret id stays valid forever (review M9): each carries the role's TTL."""
+    root = hvac.Client(url=openbao.addr, token=openbao.root_token)
+    issued = mint_secret_id(root, "repo")
+    looked_up = root.auth.approle.read_secret_id_accessor("repo", issued.accessor)["data"]
+    assert looked_up["secret_id_ttl"] == 2 * 3600
+    assert looked_up["secret_id_num_uses"] == 0
+    bootstrap = openbao.credentials["repo"]
+    bootstrapped = root.auth.approle.read_secret_id_accessor("repo", bootstrap.accessor)["data"]
+    assert 0 < bootstrapped["secret_id_ttl"] <= 2 * 3600
+
+
+def test_a_missing_secret_id_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"ORCH_VAULT__SECRET_ID_FILE=.*orchestrator up"):
+        VaultSettings(role_id="r", secret_id_file=tmp_path / "absent")
+
+
+async def root_write(openbao: BootstrappedOpenBao, path: str, data: dict[str, str]) -> None:
+    await VaultClient(openbao.addr, token=openbao.root_token).write_secret(path, data)

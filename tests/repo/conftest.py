@@ -78,12 +78,19 @@ def forge(git_daemon: GitDaemon) -> LocalForge:
 
 @pytest.fixture
 async def github(git_daemon: GitDaemon) -> AsyncIterator[FakeGitHub]:
-    """Fake GitHub API whose repositories are bare repositories on the session's git daemon."""
+    """Fake GitHub API whose repositories are bare repositories in the git daemon's directory.
+
+    Its clone URLs are the repositories' `file://` paths: the daemon serves reads only, and the
+    step must be able to push as it would to GitHub.
+    """
 
     def init_bare(name: str) -> None:
         git("init", "--bare", "--quiet", "--initial-branch=main", str(git_daemon.path_for(name)))
 
-    async with FakeGitHub(GITHUB_TOKEN, git_daemon.url_for, init_bare) as fake:
+    def clone_url_for(name: str) -> str:
+        return git_daemon.path_for(name).as_uri()
+
+    async with FakeGitHub(GITHUB_TOKEN, clone_url_for, init_bare) as fake:
         yield fake
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import nats
+import psycopg
 import pytest
 
 from contracts import events as ev
@@ -56,6 +57,12 @@ def live_coordinator(
     nats_server: NatsServer, database_url: str, openbao: BootstrappedOpenBao, tmp_path: Path
 ) -> Iterator[tuple[int, Path]]:
     upgrade(database_url)
+    # The coordinator refuses requests of people it does not know: register the feed's user.
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (id, display_name, role, status, created_at)"
+            " VALUES ('cli:live', '', 'admin', 'active', now()) ON CONFLICT (id) DO NOTHING"
+        )
     asyncio.run(
         VaultClient(openbao.addr, token=openbao.root_token).write_secret(
             "platform/live-test", {"value": SECRET}

@@ -47,7 +47,11 @@ async def store_project_secret(
     value: str,
     actor: str,
 ) -> SecretStored:
-    """Write `value` to Vault, then publish its name (never the value)."""
+    """Write `value` to Vault, then publish its name (never the value).
+
+    `actor` is the person's user id: the coordinator records the notice only for the project's
+    owner or an admin.
+    """
     path = project_secret_path(str(project_id), check_secret_name(name))
     await vault.write_secret(path, {"value": value})
     event = SecretStored(
@@ -57,6 +61,7 @@ async def store_project_secret(
         name=name,
         vault_path=path,
         event_id=uuid.uuid4(),
+        user_id=actor,
     )
     await publisher.publish(event)
     return event

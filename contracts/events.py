@@ -329,6 +329,32 @@ class DeployRolledBack(Event):
     restored_release: str = Field(description="The release serving again", max_length=MAX_NAME)
 
 
+class DeployStopRequested(Event):
+    """Coordinator → deployer: an archived project's service must stop before its port is freed."""
+
+    TYPE: ClassVar[str] = "deploy.stop.requested"
+
+    project_id: uuid.UUID = Field(description="The archived project")
+    slug: str = Field(
+        description="The project's slug: its directory and system user on the server",
+        pattern=r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$",
+    )
+    server_name: str = Field(description="Inventory server it runs on")
+    host: str = Field(description="Server address")
+    port: int = Field(description="Port it listens on, released only after the stop")
+
+
+class DeployStopped(Event):
+    """Deployer: the project's processes, releases and system user are gone; its port is free."""
+
+    TYPE: ClassVar[str] = "deploy.stopped"
+
+    project_id: uuid.UUID = Field(description="The project")
+    server_name: str = Field(description="The server it ran on")
+    port: int = Field(description="The port nothing listens on any more")
+    detail: str = Field("", description="What was done, or why there was nothing to stop")
+
+
 # ---------------------------------------------------------------- notify
 
 
@@ -437,6 +463,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeploySucceeded,
         DeployFailed,
         DeployRolledBack,
+        DeployStopRequested,
+        DeployStopped,
         NotificationRequested,
         SchedulerTick,
         IncidentOpened,

@@ -33,6 +33,7 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.DeploySucceeded: Coordinator.deploy_succeeded,
     ev.DeployFailed: Coordinator.deploy_failed,
     ev.DeployRolledBack: Coordinator.deploy_rolled_back,
+    ev.DeployStopped: Coordinator.deploy_stopped,
     ev.SchedulerTick: Coordinator.check_timeouts,
 }
 

@@ -232,10 +232,35 @@ class Coordinator:
         self._move(project, S.ARCHIVED)
         await self._timeline(project, event, event.reason or "archived")
         return [
-            event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id),
+            self._stop_before_release(event, project),
             self._notify(event, project, ev.NotificationKind.INFO, "Project archived."),
             *(await self._start_waiting_builds(event, project.user_id) if was_building else []),
         ]
+
+    def _stop_before_release(self, event: Event, project: Project) -> Event:
+        """A project placed on a server is stopped there first (`DeployStopped` then releases
+        its port), so a freed port is never handed to the next project while this one listens."""
+        if project.slug and project.server_name and project.host and project.port is not None:
+            return event.derive(
+                ev.DeployStopRequested,
+                actor=ACTOR,
+                project_id=project.id,
+                slug=project.slug,
+                server_name=project.server_name,
+                host=project.host,
+                port=project.port,
+            )
+        return event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)
+
+    async def deploy_stopped(self, event: ev.DeployStopped) -> list[Event]:
+        """The archived project's processes, releases and user are gone: release its port now."""
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.ARCHIVED:
+            return []
+        await self._timeline(
+            project, event, f"service stopped on {event.server_name}, port {event.port} free"
+        )
+        return [event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)]
 
     async def secret_stored(self, event: ev.SecretStored) -> list[Event]:
         """A secret's name was announced: on the timeline for the owner or an admin only."""

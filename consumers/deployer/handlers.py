@@ -1,4 +1,5 @@
-"""Thin handler: `DeployRequested` (from the coordinator) becomes one run of the deploy step."""
+"""Thin handlers: `DeployRequested` becomes one run of the deploy step, `DeployStopRequested`
+(an archive) one removal of the project from its server; both come from the coordinator."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import Event
-from contracts.events import DeployFailed, DeployRequested, DeployRolledBack, DeploySucceeded
-from infra.bus.runtime import ConsumerApp, StepContext, TransientError
+from contracts.events import (
+    DeployFailed,
+    DeployRequested,
+    DeployRolledBack,
+    DeployStopRequested,
+    DeploySucceeded,
+)
+from infra.bus.runtime import ConsumerApp, PermanentError, StepContext, TransientError
 from infra.metrics import DEPLOYS
 
 from .ports import DeploymentRecords, PlaybookRunner, SecretSource, ServerInventory
-from .service import DeployerConfig, DeployerService, TargetUnreachable
+from .service import DeployerConfig, DeployerService, StopFailed, TargetUnreachable
 
 DEPLOY_OUTCOMES: dict[type[Event], str] = {
     DeploySucceeded: "succeeded",
@@ -34,9 +41,8 @@ class DeployerPorts:
 
 
 def register(app: ConsumerApp, ports: DeployerPorts) -> None:
-    @app.handles(DeployRequested)
-    async def on_deploy_requested(ctx: StepContext, event: DeployRequested) -> list[Event]:
-        service = DeployerService(
+    def service_for(ctx: StepContext) -> DeployerService:
+        return DeployerService(
             ports.runner,
             ports.secrets,
             ports.inventory(ctx.session),
@@ -44,6 +50,20 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             config=ports.config,
             actor=ctx.consumer,
         )
+
+    @app.handles(DeployStopRequested)
+    async def on_stop_requested(ctx: StepContext, event: DeployStopRequested) -> list[Event]:
+        try:
+            return await service_for(ctx).stop(event, heartbeat=ctx.heartbeat)
+        except TargetUnreachable as exc:
+            raise TransientError(str(exc)) from exc
+        except StopFailed as exc:
+            # The port stays allocated; an operator fixes the server and replays from the DLQ.
+            raise PermanentError(str(exc)) from exc
+
+    @app.handles(DeployRequested)
+    async def on_deploy_requested(ctx: StepContext, event: DeployRequested) -> list[Event]:
+        service = service_for(ctx)
         try:
             emitted = await service.deploy(event, heartbeat=ctx.heartbeat)
         except TargetUnreachable as exc:

@@ -5,6 +5,11 @@ playbook does the work on the server (checkout, venv or compose, `.env`, supervi
 `current` switch, health check, rollback); this service prepares what it needs from Vault and
 the inventory, turns its outcome into events, and records the release under its natural key
 (project, commit) so a redelivered request converges on the same row and the same release.
+
+Triggered by `DeployStopRequested` when a project is archived, `stop` removes the project from
+its server (every process of its user, its releases, the user) and answers `DeployStopped`;
+only then does the coordinator let the provisioner hand the port to another project. A stop that
+cannot finish raises, so the port stays allocated while the old service might still listen.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from contracts.events import (
     DeployMode,
     DeployRequested,
     DeployRolledBack,
+    DeployStopped,
+    DeployStopRequested,
     DeploySucceeded,
 )
 from infra.vault import project_secret_path, server_secret_path
@@ -41,10 +48,15 @@ Heartbeat = Callable[[], Awaitable[None]]
 
 PLAYBOOKS = {DeployMode.PROCESS: "deploy_process.yml", DeployMode.COMPOSE: "deploy_compose.yml"}
 REGISTRY_SECRET_PATH = "platform/registry"  # noqa: S105 -- a Vault path, not a password
+STOP_PLAYBOOK = "stop_project.yml"
 
 
 class TargetUnreachable(Exception):
     """SSH could not reach the server (refused, timed out): worth retrying later."""
+
+
+class StopFailed(Exception):
+    """A project could not be removed from its server; an operator has to look (DLQ)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,63 @@ class DeployerService:
         result = await self._run_with_heartbeat(run, heartbeat)
         known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
         return await self._outcome(request, target, result, known_values)
+
+    async def stop(
+        self, request: DeployStopRequested, heartbeat: Heartbeat | None = None
+    ) -> list[Event]:
+        """Remove an archived project from its server; `DeployStopped` once nothing of it runs."""
+        target = await self._inventory.get(request.server_name)
+        if target is None:
+            return [
+                self._stopped(
+                    request,
+                    f"server {request.server_name!r} is not in the inventory (or is disabled); "
+                    "nothing could be stopped there",
+                )
+            ]
+        server_secret = await self._secrets.read(server_secret_path(target.name))
+        private_key = (server_secret or {}).get("private_key", "")
+        if not private_key:
+            raise StopFailed(
+                f"no SSH key for server {target.name!r}, so {request.slug} was not stopped and "
+                f"port {request.port} stays allocated: store the key in Vault at "
+                f"secret/servers/{target.name} under `private_key`, then replay this message"
+            )
+        run = PlaybookRun(
+            playbook=STOP_PLAYBOOK,
+            target=target,
+            extravars={
+                "slug": request.slug,
+                "port": request.port,
+                "bind_host": bind_host_for(request.host),
+                "deploy_root": self._config.deploy_root,
+            },
+            private_key=private_key,
+            secrets={},
+        )
+        result = await self._run_with_heartbeat(run, heartbeat)
+        if result.unreachable:
+            raise TargetUnreachable(
+                f"cannot reach server {target.name!r} ({target.host}:{target.ssh_port}) over "
+                f"SSH to stop {request.slug}: {redact(result.unreachable, [private_key])}"
+            )
+        if result.status != "successful":
+            failure = redact(result.failure or f"the playbook ended {result.status}", [private_key])
+            raise StopFailed(
+                f"stopping {request.slug} on {target.name!r} failed ({failure}); port "
+                f"{request.port} stays allocated until a replay of this message succeeds"
+            )
+        return [self._stopped(request, f"{request.slug} stopped and removed from {target.name}")]
+
+    def _stopped(self, request: DeployStopRequested, detail: str) -> DeployStopped:
+        return request.derive(
+            DeployStopped,
+            actor=self._actor,
+            project_id=request.project_id,
+            server_name=request.server_name,
+            port=request.port,
+            detail=detail,
+        )
 
     async def _project_secrets(self, request: DeployRequested) -> tuple[dict[str, str], list[str]]:
         values: dict[str, str] = {}

@@ -46,8 +46,11 @@ from producers.api.schemas import (
 from producers.api.tokens import Caller
 
 _ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "The body is not JSON (e.g. not UTF-8)"},
     401: {"description": "Missing, unknown, expired or revoked token (the detail says which)"},
     403: {"description": "The token is a member token; these routes need an admin token"},
+    413: {"description": "The request body is larger than the API accepts"},
+    429: {"description": "Too many requests for this token; wait `Retry-After` seconds"},
 }
 
 UserRef = Annotated[

@@ -32,6 +32,7 @@ from producers.api.tokens import Caller
 from producers.read_model import ProjectView
 
 _ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "The body is not JSON (e.g. not UTF-8)"},
     401: {"description": "Missing, unknown, expired or revoked token (the detail says which)"},
     404: {"description": "You have no project with this reference"},
     413: {"description": "The request body is larger than the API accepts"},

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, field_validator
 
 #: The same bound as `ProjectRequested.description`, checked here so the user hears why.
 MAX_TEXT = 8000
@@ -17,6 +17,16 @@ MAX_SECRET = 16384
 
 #: Secret names become variables in the service's `.env`, hence the shell-variable shape.
 SECRET_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"  # noqa: S105 -- a name pattern, not a secret
+
+
+#: "Not blank" as a `pattern`: a character `str.strip` keeps (every whitespace character
+#: Python knows is below U+3001), so the OpenAPI document and `_bounded` agree exactly.
+_NOT_BLANK = (
+    "[^" + "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace()) + "]"
+)
+#: What the OpenAPI document says of a description or answer: the bounds `_bounded` enforces
+#: (declared, not enforced by pydantic, so the refusal keeps `_bounded`'s message).
+_TEXT_SCHEMA: dict[str, JsonValue] = {"minLength": 1, "maxLength": MAX_TEXT, "pattern": _NOT_BLANK}
 
 
 def _bounded(value: str, what: str) -> str:
@@ -38,6 +48,7 @@ class ProjectRequest(BaseModel):
         description="What the service should do, in your own words "
         f"(at most {MAX_TEXT} characters)",
         examples=["A Telegram bot that reminds me to drink water every two hours"],
+        json_schema_extra=_TEXT_SCHEMA,
     )
 
     @field_validator("description")
@@ -49,7 +60,10 @@ class ProjectRequest(BaseModel):
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answer: str = Field(description="Your answer to the analyst's open question")
+    answer: str = Field(
+        description=f"Your answer to the analyst's open question (at most {MAX_TEXT} characters)",
+        json_schema_extra=_TEXT_SCHEMA,
+    )
 
     @field_validator("answer")
     @classmethod

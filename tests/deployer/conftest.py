@@ -33,7 +33,7 @@ from consumers.deployer.sql_inventory import SqlServerInventory
 from consumers.deployer.sql_records import SqlDeploymentRecords
 from consumers.deployer.vault_secrets import VaultSecretSource
 from contracts.envelope import Event
-from contracts.events import DeployRequested
+from contracts.events import DeployRequested, DeployStopRequested
 from infra.db.migrate import upgrade
 from infra.db.models import Deployment, Server
 from infra.db.session import make_engine, make_sessionmaker
@@ -390,6 +390,17 @@ class Deployer:
             )
             events = await service.deploy(deploy_request, heartbeat=self._heartbeat)
         return events, time.monotonic() - started
+
+    async def stop(self, stop_request: DeployStopRequested) -> list[Event]:
+        async with self.sessions.begin() as session:
+            service = DeployerService(
+                self.runner,
+                VaultSecretSource(self.vault_setup.deployer),
+                SqlServerInventory(session),
+                SqlDeploymentRecords(session),
+                config=self.config,
+            )
+            return await service.stop(stop_request, heartbeat=self._heartbeat)
 
     async def record(self, commit: str) -> Deployment:
         async with self.sessions() as session:

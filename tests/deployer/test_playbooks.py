@@ -17,7 +17,10 @@ from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
 from .conftest import read_env_file
 
 
-@pytest.mark.parametrize("playbook", ["deploy_process.yml", "deploy_compose.yml"])
+@pytest.mark.parametrize(
+    "playbook",
+    ["deploy_process.yml", "deploy_compose.yml", "stop_project.yml", "prepare_server.yml"],
+)
 def test_playbook_passes_syntax_check(playbook: str) -> None:
     ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run(

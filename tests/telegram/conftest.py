@@ -14,20 +14,39 @@ from aiogram import Bot
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.bus.publisher import JetStreamPublisher, Publisher
+from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
 from infra.db.models import Project, ProjectState
 from infra.db.session import make_engine, make_sessionmaker
+from infra.logging import configure_logging
 from infra.stack.nats_server import NatsServer
-from producers.telegram_bot.app import build_dispatcher, make_bot, run_bot
-from producers.telegram_bot.read_model import SqlProjectReadModel
+from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.vault import VaultClient
+from producers.access import operator
+from producers.telegram_bot.app import (
+    build_dispatcher,
+    build_services,
+    make_bot,
+    run_bot,
+    seed_admins,
+)
+from producers.telegram_bot.router import BotServices
 from producers.telegram_bot.settings import BotSettings
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.project_seed import seed_project as seed_project_row
 
 BOT_TOKEN = "123456:TEST-token"
 _chat_ids = itertools.count(10_000)
+#: The admin the running bot's configuration names (ORCH_TELEGRAM__ADMIN_IDS).
+ADMIN_ID = 777_000
+
+
+@pytest.fixture(autouse=True)
+def process_logging() -> None:
+    """Log like the bot process does (JSON lines, secret redaction): the test-time default,
+    a rich console traceback with every local, takes seconds to render per error."""
+    configure_logging("telegram_bot")
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +89,38 @@ async def bot(telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
         await bot.session.close()
 
 
-def start_bot(
-    bot: Bot, publisher: Publisher, sessionmaker: async_sessionmaker[AsyncSession]
+@pytest.fixture
+async def bot_vault(openbao: BootstrappedOpenBao) -> VaultClient:
+    """Vault as the bot process sees it: its own AppRole, its real policy."""
+    credentials = openbao.credentials["telegram_bot"]
+    vault = VaultClient(openbao.addr, role_id=credentials.role_id, secret_id=credentials.secret_id)
+    await vault.login()
+    return vault
+
+
+@pytest.fixture
+def root_vault(openbao: BootstrappedOpenBao) -> VaultClient:
+    """An operator's view of Vault, to read back what the bot (which cannot read) stored."""
+    return VaultClient(openbao.addr, token=openbao.root_token)
+
+
+@pytest.fixture
+def services(
+    nc: Client, sessionmaker: async_sessionmaker[AsyncSession], bot_vault: VaultClient
+) -> BotServices:
+    return build_services(
+        JetStreamPublisher.from_client(nc), sessionmaker, bot_vault, nc, BotSettings()
+    )
+
+
+async def start_bot(
+    bot: Bot, services: BotServices, settings: BotSettings | None = None
 ) -> Callable[[], Awaitable[None]]:
-    """Start polling in the background; returns the coroutine function that stops it."""
-    dispatcher = build_dispatcher(publisher, SqlProjectReadModel(sessionmaker))
-    settings = BotSettings(polling_timeout=1)
+    """Seed the configured admins and start polling in the background; returns the stopper."""
+    settings = settings or BotSettings()
+    settings = settings.model_copy(update={"polling_timeout": 1})
+    await seed_admins(services.directory, settings)
+    dispatcher = build_dispatcher(services, settings)
     task = asyncio.create_task(run_bot(bot, dispatcher, settings, handle_signals=False))
 
     async def stop() -> None:
@@ -104,12 +149,12 @@ class ChatUser:
         )
 
     async def send_update(self, enqueue: Callable[[], object]) -> str:
-        before = len(self._replies())
+        before = len(self.replies())
         enqueue()
-        await self.telegram.wait_for(lambda _: len(self._replies()) > before)
-        return self._replies()[before]
+        await self.telegram.wait_for(lambda _: len(self.replies()) > before)
+        return self.replies()[before]
 
-    def _replies(self) -> list[str]:
+    def replies(self) -> list[str]:
         return [
             str(call.params["text"])
             for call in self.telegram.calls_of("sendMessage")
@@ -117,19 +162,37 @@ class ChatUser:
         ]
 
 
+def new_chat_user(telegram: FakeTelegramAPI) -> ChatUser:
+    return ChatUser(telegram, next(_chat_ids))
+
+
 @pytest.fixture
-async def chat(
-    telegram: FakeTelegramAPI,
-    bot: Bot,
-    nc: Client,
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[ChatUser]:
-    """A running bot (real long polling) and a fresh user to talk to it."""
-    stop = start_bot(bot, JetStreamPublisher.from_client(nc), sessionmaker)
+async def running_bot(
+    telegram: FakeTelegramAPI, bot: Bot, services: BotServices
+) -> AsyncIterator[BotSettings]:
+    """A running bot (real long polling) with one configured admin; yields its settings."""
+    settings = BotSettings(admin_ids=[ADMIN_ID])
+    stop = await start_bot(bot, services, settings)
     try:
-        yield ChatUser(telegram, next(_chat_ids))
+        yield settings
     finally:
         await stop()
+
+
+@pytest.fixture
+async def chat(
+    running_bot: BotSettings, telegram: FakeTelegramAPI, services: BotServices
+) -> ChatUser:
+    """A fresh member (added by the host operator) talking to the running bot."""
+    user = new_chat_user(telegram)
+    await services.directory.allow(operator("tests"), user.user_id)
+    return user
+
+
+@pytest.fixture
+def admin(running_bot: BotSettings, telegram: FakeTelegramAPI) -> ChatUser:
+    """The admin named in the bot's configuration."""
+    return ChatUser(telegram, ADMIN_ID)
 
 
 SeedProject = Callable[..., Awaitable[Project]]

@@ -17,6 +17,10 @@ from contracts.events import ClarificationAnswered, ProjectRequested
 from contracts.topology import H_MSG_ID, INTENTS
 from infra.bus.publisher import JetStreamPublisher
 from infra.db.models import ProjectState
+from infra.vault import VaultClient
+from producers.access import operator
+from producers.telegram_bot.app import build_services
+from producers.telegram_bot.settings import BotSettings
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.telegram.conftest import ChatUser, SeedProject, start_bot
 
@@ -191,13 +195,20 @@ async def test_the_user_hears_back_when_the_bus_is_down(
     telegram: FakeTelegramAPI,
     bot: Bot,
     bus_url: str,
+    nc: Client,
     sessionmaker: async_sessionmaker[AsyncSession],
+    bot_vault: VaultClient,
 ) -> None:
     closed = await nats.connect(bus_url)
     await closed.close()
-    stop = start_bot(bot, JetStreamPublisher.from_client(closed), sessionmaker)
+    services = build_services(
+        JetStreamPublisher.from_client(closed), sessionmaker, bot_vault, nc, BotSettings()
+    )
+    user = ChatUser(telegram, 4242)
+    await services.directory.allow(operator("tests"), user.user_id)
+    stop = await start_bot(bot, services)
     try:
-        reply = await ChatUser(telegram, 4242).say("a todo app")
+        reply = await user.say("a todo app")
     finally:
         await stop()
 

@@ -7,13 +7,10 @@ import contextlib
 
 import aiohttp
 from aiogram import Bot
-from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.stack.ports import free_port
-from producers.telegram_bot.app import build_dispatcher, run_bot
-from producers.telegram_bot.read_model import SqlProjectReadModel
+from producers.telegram_bot.app import build_dispatcher, run_bot, seed_admins
+from producers.telegram_bot.router import BotServices
 from producers.telegram_bot.settings import BotSettings
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -23,18 +20,17 @@ CHAT = 5150
 async def test_webhook_updates_are_answered_only_with_the_secret(
     telegram: FakeTelegramAPI,
     bot: Bot,
-    nc: Client,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    services: BotServices,
 ) -> None:
     port = free_port()
     settings = BotSettings(
         mode="webhook",
         webhook_url="https://bot.example.org/telegram/webhook",
         webhook_port=port,
+        admin_ids=[CHAT],
     )
-    dispatcher = build_dispatcher(
-        JetStreamPublisher.from_client(nc), SqlProjectReadModel(sessionmaker)
-    )
+    await seed_admins(services.directory, settings)
+    dispatcher = build_dispatcher(services, settings)
     serving = asyncio.create_task(run_bot(bot, dispatcher, settings, handle_signals=False))
     try:
         (registered,) = await telegram.wait_for_call("setWebhook")

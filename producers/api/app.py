@@ -225,4 +225,7 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
 
 def main() -> None:
     configure_logging(PROCESS)
-    raise SystemExit(asyncio.run(serve(get_settings(), ApiSettings())))
+    # The process is `api` whatever the environment says: its Vault AppRole and its NATS
+    # user (read from Vault by that name) are the API's.
+    settings = get_settings().model_copy(update={"process_name": PROCESS})
+    raise SystemExit(asyncio.run(serve(settings, ApiSettings())))

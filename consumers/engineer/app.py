@@ -26,6 +26,7 @@ from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWork
 from infra.bus.runtime import ConsumerApp
 from infra.llm import LLMConfigurationError, build_chat_model
 from infra.settings import Settings, get_settings
+from infra.stack.git_daemon import local_forge_push_environment
 from infra.vault import SecretNotFound, VaultClient
 
 SecretSource = Callable[[], Awaitable[str]]
@@ -89,6 +90,14 @@ class _Engineer:
             git_env = github_git_env(
                 vault_value(settings, engineer.github_token_path, "token", "pushing to GitHub")
             )
+        if git_env is None and engineer.git_host == "local":
+            # The embedded forge's daemon serves reads only; pushes go to the bare repository.
+            push_env = local_forge_push_environment(settings.state_dir)
+
+            async def push_by_path() -> Mapping[str, str]:
+                return push_env
+
+            git_env = push_by_path
         self._service = EngineerService(
             await self._agent(),
             GitWorkspaces(root=engineer.workspace_root, git_env=git_env),

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
+from infra.stack.git_daemon import push_by_path
+
 from .git_cli import Git
 from .ports import HostedRepo
 
@@ -60,11 +62,3 @@ class LocalForge:
     async def git_auth_config(self) -> Mapping[str, str]:
         """Push to the bare repositories' paths: the daemon serves reads only."""
         return push_by_path(self.base_dir, self.daemon_url)
-
-
-def push_by_path(base_dir: Path, daemon_url: str) -> dict[str, str]:
-    """Git configuration rewriting pushes to `<daemon_url>/<name>.git` into `<base_dir>/<name>.git`.
-
-    Fetches still go through the daemon, exactly as a clone by the engineer or deployer does.
-    """
-    return {f"url.{base_dir.resolve()}/.pushInsteadOf": f"{daemon_url.rstrip('/')}/"}

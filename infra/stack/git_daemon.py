@@ -10,7 +10,9 @@ instead, which the base directory's mode (0700) reserves to the stack's user.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from infra.stack.ports import free_port, tcp_accepts
@@ -56,6 +58,40 @@ class GitDaemon(ManagedProcess):
 
     def _is_ready(self) -> bool:
         return tcp_accepts(self.port)
+
+
+def push_by_path(base_dir: Path, daemon_url: str) -> dict[str, str]:
+    """Git configuration that sends pushes to `<daemon_url>/<name>.git` to `<base_dir>/<name>.git`.
+
+    Fetches and clones still go through the daemon; only a process that knows the base
+    directory and may write it (the stack's user) can push.
+    """
+    return {f"url.{base_dir.resolve()}/.pushInsteadOf": f"{daemon_url.rstrip('/')}/"}
+
+
+def config_environment(config: Mapping[str, str]) -> dict[str, str]:
+    """`config` as `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n` variables for one git child."""
+    env = {"GIT_CONFIG_COUNT": str(len(config))}
+    for index, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+def local_forge_push_environment(
+    state_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """`GIT_CONFIG_*` variables that make a git child push to the embedded forge by path.
+
+    For a process of the local stack that has a git environment of its own (the engineer's
+    workspaces): the forge's directory and URL come from `ORCH_REPO_LOCAL_BASE` and
+    `ORCH_REPO_DAEMON_URL`, which the launcher sets for every process, with the repo step's
+    defaults (`<state_dir>/git`, `git://127.0.0.1:9418`).
+    """
+    env = os.environ if environ is None else environ
+    base_dir = Path(env.get("ORCH_REPO_LOCAL_BASE") or state_dir / "git")
+    daemon_url = env.get("ORCH_REPO_DAEMON_URL") or "git://127.0.0.1:9418"
+    return config_environment(push_by_path(base_dir, daemon_url))
 
 
 @functools.cache

@@ -338,10 +338,7 @@ def run_up(
     thread that spawns them.
     """
     state_dir = state_dir.resolve()
-    # Everything the stack writes (logs, stack.json, the console chat, credentials) is its
-    # user's alone; children inherit the umask.
-    os.umask(0o077)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     state_dir.chmod(_STATE_DIR_MODE)
     running = read_stack_info(state_dir)
     if running is not None:
@@ -357,6 +354,9 @@ def run_up(
             print(f"orchestrator up: {error}", file=sys.stderr)
             return 1
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # Everything the stack writes (logs, stack.json, the console chat, credentials) is its
+        # user's alone; children inherit the umask.
+        previous_umask = os.umask(0o077)
         try:
             with LocalStack(state_dir) as stack:
                 return asyncio.run(_serve(stack, processes, on_ready))
@@ -366,6 +366,7 @@ def run_up(
         except KeyboardInterrupt:
             return 0
         finally:
+            os.umask(previous_umask)
             signal.signal(signal.SIGTERM, previous)
             (state_dir / STACK_FILE).unlink(missing_ok=True)
 

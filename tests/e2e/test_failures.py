@@ -149,7 +149,9 @@ def test_release_that_does_not_start_is_rolled_back_and_the_old_one_keeps_servin
         manifest["start"] = ["python", "-c", "raise SystemExit('this release cannot start')"]
         (workdir / "deploy.json").write_text(json.dumps(manifest, indent=2) + "\n")
         broken_commit = commit_all(workdir, "Start command that exits")
-        git(workdir, "push", "--quiet", "origin", "HEAD:main")
+        # The stack's git daemon serves reads only; a push goes to the bare repository's path.
+        bare = Path(stack.info.git_base_dir) / Path(clone_url).name
+        git(workdir, "push", "--quiet", str(bare), "HEAD:main")
 
     publish(stack, DeployRequested(
         correlation_id=uuid.UUID(flow_id), actor="e2e:redeploy", project_id=uuid.UUID(project_id),

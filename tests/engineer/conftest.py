@@ -74,7 +74,11 @@ def git(*args: str, cwd: Path) -> str:
 
 @pytest.fixture
 def make_repo(git_daemon: GitDaemon, tmp_path: Path) -> RepoFactory:
-    """Create a bare repo on the git daemon with one scaffold commit; return (url, sha)."""
+    """Create a bare repo in the git daemon's directory with one scaffold commit; return (url, sha).
+
+    The URL is the repository's `file://` path: the daemon serves reads only, and the engineer
+    must push its commit.
+    """
 
     def create(files: Mapping[str, str]) -> tuple[str, str]:
         name = f"engineer-{uuid.uuid4().hex[:10]}"
@@ -89,8 +93,8 @@ def make_repo(git_daemon: GitDaemon, tmp_path: Path) -> RepoFactory:
         git("init", "--quiet", "--initial-branch=main", cwd=work)
         git("add", "--all", cwd=work)
         git("commit", "--quiet", "-m", "scaffold", cwd=work)
-        git("push", "--quiet", git_daemon.url_for(name), "main", cwd=work)
-        return git_daemon.url_for(name), git("rev-parse", "HEAD", cwd=work)
+        git("push", "--quiet", str(bare), "main", cwd=work)
+        return bare.as_uri(), git("rev-parse", "HEAD", cwd=work)
 
     return create
 

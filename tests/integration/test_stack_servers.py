@@ -26,7 +26,7 @@ import pytest
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
 from infra.stack.git_daemon import GitDaemon
-from infra.stack.launcher import read_stack_info, run_up
+from infra.stack.launcher import LocalStack, read_stack_info, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
     AppRoleCredentials,
@@ -219,6 +219,18 @@ def _all_command_lines() -> list[bytes]:
     return lines
 
 
+def _pid_of_command(fragment: str) -> int:
+    """The process whose command line contains `fragment` (there must be exactly one)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if fragment.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    assert len(pids) == 1, f"{len(pids)} processes run with {fragment!r}"
+    return pids[0]
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
@@ -278,6 +290,54 @@ def test_openbao_bootstrap_is_idempotent(openbao: BootstrappedOpenBao) -> None:
     again = bootstrap_openbao(openbao.addr, openbao.root_token, ["deployer"])
     assert again["deployer"].role_id == openbao.credentials["deployer"].role_id
     assert approle_login(openbao.addr, again["deployer"])
+
+
+def test_each_start_gets_a_fresh_secret_id_and_replaced_ones_stop_working(
+    tmp_path: Path,
+) -> None:
+    """The launcher's credential delivery: one live secret id per child, plus one in rotation."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    stack = LocalStack(state_dir)
+    stack.openbao = OpenBaoDev(tmp_path / "openbao")
+    with stack.openbao:
+        addr = stack.openbao.addr
+        stack.credentials = bootstrap_openbao(addr, stack.openbao.root_token, ["repo"])
+        role_id = stack.credentials["repo"].role_id
+        private = state_dir / "credentials" / "repo"
+
+        def issued() -> AppRoleCredentials:
+            return AppRoleCredentials(role_id, (private / "vault-secret-id").read_text().strip())
+
+        def works(credentials: AppRoleCredentials) -> bool:
+            try:
+                approle_login(addr, credentials)
+            except hvac.exceptions.InvalidRequest:
+                return False
+            return True
+
+        stack.issue_credentials("repo")  # the first start
+        first = issued()
+        assert works(first)
+        assert not works(stack.credentials["repo"])  # the bootstrap's, never handed out
+        assert (private / "database-url").read_text().strip() == stack.postgres.url
+        for path in (private / "vault-secret-id", private / "database-url"):
+            assert path.stat().st_mode & 0o777 == 0o600
+        assert private.stat().st_mode & 0o777 == 0o700
+
+        stack.issue_credentials("repo")  # a restart: the dead process's secret id goes
+        second = issued()
+        assert second.secret_id != first.secret_id
+        assert not works(first)
+        assert works(second)
+
+        stack.rotate_credentials()  # the running process may have read the file just before
+        third = issued()
+        assert works(second)
+        assert works(third)
+        stack.rotate_credentials()
+        assert not works(second)
+        assert works(issued())
 
 
 def test_sshd_accepts_the_client_key_with_a_pinned_host_key(
@@ -404,8 +464,11 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
         credentials = AppRoleCredentials(role_id=env["ORCH_VAULT__ROLE_ID"], secret_id=secret_id)
         assert approle_login(vault_addr, credentials)
         assert (state_dir / "logs" / f"{name}.log").stat().st_mode & 0o777 == 0o600
-    bao = [line for line in command_lines if b"bao" in line and b"-dev" in line]
-    assert bao and not any(b"root-token" in line for line in bao)
+    root_token = _environ(_pid_of_command(f"127.0.0.1:{vault_addr.rsplit(':', 1)[1]}"))[
+        "BAO_DEV_ROOT_TOKEN_ID"
+    ]
+    assert len(root_token) >= 16
+    assert not any(root_token.encode() in line for line in command_lines)
     assert state_dir.stat().st_mode & 0o777 == (0o711 if os.geteuid() == 0 else 0o700)
     for directory in ("logs", "git"):
         assert (state_dir / directory).stat().st_mode & 0o777 == 0o700, directory
@@ -560,7 +623,7 @@ def test_run_up_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
     try:
         assert _wait_until(
             lambda: read_stack_info(state_dir) is not None or launcher.poll() is not None,
-            timeout=60,
+            timeout=180,  # initdb alone takes 20 s on a loaded 2-core machine
         )
         info = read_stack_info(state_dir)
         assert info is not None

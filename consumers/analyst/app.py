@@ -84,7 +84,7 @@ def build_app(
     analyst = _Analyst(settings, api_key_source or vault_api_key_source(settings))
     app.on_startup.append(analyst.start)
     app.on_shutdown.append(analyst.stop)
-    register(app, analyst.service)
+    register(app, analyst.service, settings.quotas)
     return app
 
 

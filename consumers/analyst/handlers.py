@@ -7,6 +7,8 @@ from collections.abc import Callable
 from contracts.envelope import Event
 from contracts.events import ClarificationAsked, SpecFailed, SpecReady, SpecRequested
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
+from infra.llm_budget import LLMBudgetExhausted, ensure_budget_left
+from infra.settings import QuotaSettings
 
 from .service import (
     AnalystService,
@@ -17,17 +19,29 @@ from .service import (
 from .usage_ledger import record_usage
 
 
-def register(app: ConsumerApp, analyst: Callable[[], AnalystService]) -> None:
+def register(
+    app: ConsumerApp, analyst: Callable[[], AnalystService], quotas: QuotaSettings
+) -> None:
     @app.handles(SpecRequested)
     async def on_spec_requested(ctx: StepContext, event: SpecRequested) -> Event:
         """Write the spec, or ask the next question, for a project's description and answers.
 
         The coordinator sends it for a new project and again with every answer. An LLM
         provider that does not answer is retried by redelivery with backoff (then
-        dead-lettered); a model that keeps answering nonsense is the project's `SpecFailed`.
+        dead-lettered); a model that keeps answering nonsense is the project's `SpecFailed`,
+        and so is a spent LLM budget (project or owner), checked before the model is called.
         """
+        service = analyst()
+        if not service.offline:
+            try:
+                await ensure_budget_left(ctx.session, event.project_id, quotas)
+            except LLMBudgetExhausted as exc:
+                ctx.log.warning("analyst.budget_spent", reason=str(exc))
+                return event.derive(
+                    SpecFailed, actor=ctx.consumer, project_id=event.project_id, reason=str(exc)
+                )
         try:
-            outcome = await analyst().analyse(
+            outcome = await service.analyse(
                 event.project_id, event.correlation_id, event.description, event.answers
             )
         except ProviderUnavailable as exc:

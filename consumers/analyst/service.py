@@ -83,6 +83,11 @@ class AnalystService:
         # Without prices (local models) tokens are still counted; they cost nothing.
         self._pricing = pricing or LLMSettings()
 
+    @property
+    def offline(self) -> bool:
+        """True when no LLM is configured: the rules cost nothing and need no budget."""
+        return self._offline
+
     async def analyse(
         self,
         project_id: uuid.UUID,

@@ -22,7 +22,7 @@ from infra.bus.publisher import JetStreamPublisher
 from infra.db.migrate import upgrade
 from infra.db.models import LlmUsage
 from infra.db.session import make_engine, make_sessionmaker
-from infra.settings import LLMSettings, Settings
+from infra.settings import LLMSettings, QuotaSettings, Settings
 from infra.stack.nats_server import NatsServer
 from tests.analyst.conftest import PROVIDER_KEY
 from tests.analyst.test_llm_service import expense_spec
@@ -39,7 +39,7 @@ def migrated_url(database_url: str) -> str:
 
 @asynccontextmanager
 async def analyst_process(
-    tmp_path: Path, database_url: str, llm: LLMSettings
+    tmp_path: Path, database_url: str, llm: LLMSettings, quotas: QuotaSettings | None = None
 ) -> AsyncIterator[Running]:
     """An analyst serving on its own nats-server; yields a publisher and the next outcome."""
     with NatsServer(tmp_path / "nats") as server:
@@ -48,6 +48,7 @@ async def analyst_process(
             database={"url": database_url, "pool_size": 5},
             consumer={"backoff_seconds": [0.2]},
             llm=llm,
+            quotas=quotas or QuotaSettings(),
         )
 
         async def provider_key() -> str:
@@ -154,3 +155,28 @@ async def test_llm_spec_over_the_bus_records_usage(tmp_path: Path, migrated_url:
     )
     assert (row.prompt_tokens, row.completion_tokens) == (2000, 500)
     assert row.cost_usd == Decimal("1.000000")
+
+
+async def test_a_spent_project_budget_fails_the_next_round_before_the_model_is_called(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    project = uuid.uuid4()
+    with ScriptedOpenAI() as provider:
+        provider.replies(
+            Reply.tool_call("ProjectSpec", expense_spec(), prompt_tokens=2000,
+                            completion_tokens=500)
+        )
+        llm = LLMSettings(provider="openai", base_url=provider.base_url,
+                          prompt_cost_per_1k=0.25, completion_cost_per_1k=1.0)
+        quotas = QuotaSettings(llm_usd_per_project=1.0)
+        async with analyst_process(tmp_path, migrated_url, llm, quotas) as (publish, outcome):
+            await publish.publish(spec_requested(uuid.uuid4(), project, "Family expenses bot"))
+            assert isinstance(await outcome(), ev.SpecReady)  # this round spent $1.00
+            await publish.publish(spec_requested(uuid.uuid4(), project, "Family expenses bot"))
+            failed = await outcome()
+    assert isinstance(failed, ev.SpecFailed)
+    assert failed.reason == (
+        "LLM budget of $1.00 for this project is spent ($1.00 used); an admin can raise it "
+        f"with `orchestrator users set-project-budget {project} USD`"
+    )
+    assert len(provider.requests) == 1

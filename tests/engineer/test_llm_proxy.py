@@ -8,7 +8,7 @@ call while the run is still going, and the refusal once a budget or the time lim
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -49,7 +49,7 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
 
 
 @pytest.fixture
-def provider() -> AsyncIterator[ScriptedOpenAI]:
+def provider() -> Iterator[ScriptedOpenAI]:
     with ScriptedOpenAI() as server:
         yield server
 
@@ -74,18 +74,18 @@ async def add_project(
 
 
 def ledger(
-    sessions: async_sessionmaker[AsyncSession], project_id: uuid.UUID, **quotas: float
+    sessions: async_sessionmaker[AsyncSession], project_id: uuid.UUID
 ) -> DatabaseLedger:
     return DatabaseLedger(
         sessions, project_id=project_id, event_id=uuid.uuid4(), stage="engineer",
-        quotas=QuotaSettings(**quotas),  # type: ignore[arg-type]
+        quotas=QuotaSettings(),
     )
 
 
 def chat(base_url: str, token: str, **options: object) -> ChatOpenAI:
     return ChatOpenAI(
         model="coder-model", base_url=f"{base_url}/v1", api_key=SecretStr(token),
-        max_retries=0, **options,  # type: ignore[arg-type]
+        max_retries=0, **options,
     )
 
 

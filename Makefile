@@ -8,11 +8,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := git openssh-server openssh-client postgresql-15 prometheus docker-compose \
-	docker.io busybox-static sudo acl bubblewrap
+	docker.io busybox-static sudo acl bubblewrap debootstrap
 STAMP_APT := $(VENV)/.apt-$(shell echo $(DEBIAN_PACKAGES) | md5sum | cut -c1-8)
 STAMP_PIP := $(VENV)/.pip-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-8)
 
-.PHONY: setup demo up test lint bench
+.PHONY: setup demo up test lint bench coder-image
 
 $(STAMP_APT):
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
@@ -44,3 +44,8 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/runtime_throughput.py
+
+# The coding agent's image for ORCH_ENGINEER_MODE=container, built against DOCKER_HOST (default
+# the local engine) from a debootstrap base and pinned wheels; cached in ~/.cache, no registry.
+coder-image: setup
+	$(BIN)/python -m consumers.engineer.coder_image

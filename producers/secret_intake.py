@@ -15,6 +15,7 @@ from typing import Protocol
 from contracts.events import SecretStored
 from infra.bus.publisher import Publisher
 from infra.vault import project_secret_path
+from producers.intents import secret_stored
 
 #: Environment-variable names: what the deploy writes into the service's `.env`.
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -45,23 +46,11 @@ async def store_project_secret(
     flow_id: uuid.UUID,
     name: str,
     value: str,
-    actor: str,
+    user_id: str,
 ) -> SecretStored:
-    """Write `value` to Vault, then publish its name (never the value).
-
-    `actor` is the person's user id: the coordinator records the notice only for the project's
-    owner or an admin.
-    """
+    """Write `value` to Vault, then publish its name (never the value) as `user_id`'s act."""
     path = project_secret_path(str(project_id), check_secret_name(name))
     await vault.write_secret(path, {"value": value})
-    event = SecretStored(
-        correlation_id=flow_id,
-        actor=actor,
-        project_id=project_id,
-        name=name,
-        vault_path=path,
-        event_id=uuid.uuid4(),
-        user_id=actor,
-    )
+    event = secret_stored(project_id, flow_id, name, path, user_id=user_id)
     await publisher.publish(event)
     return event

@@ -17,15 +17,16 @@ from infra.bus.codec import event_type_of
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
 from infra.db.models import User
-from infra.vault import SecretNotFound, VaultClient, project_secret_path
+from infra.vault import SecretNotFound, VaultClient
 from producers.access import operator
+from producers.credential_scan import refuse_credentials
 from producers.intents import (
     archive_request,
     clarification_answer,
     project_request,
-    secret_stored,
 )
 from producers.read_model import find_project, project_view
+from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
 
 from .connection import Endpoints, database, nats_client
 
@@ -49,7 +50,12 @@ async def as_operator(endpoints: Endpoints, login: str) -> str:
     return person.id
 
 
+#: Where the credential refusal points: the secret command reads the value from stdin.
+HOW_TO_STORE = 'printf %s "$VALUE" | orchestrator secrets set <project> NAME'
+
+
 async def request(endpoints: Endpoints, description: str, user: str, out: Out) -> int:
+    refuse_credentials(description, how_to_store=HOW_TO_STORE)
     event = project_request(description, user_id=await as_operator(endpoints, user), source="cli")
     async with nats_client(endpoints) as nc:
         await JetStreamPublisher.from_client(nc).publish(event)
@@ -60,6 +66,7 @@ async def request(endpoints: Endpoints, description: str, user: str, out: Out) -
 
 
 async def answer(endpoints: Endpoints, ref: str, text: str, user: str, out: Out) -> int:
+    refuse_credentials(text, how_to_store=HOW_TO_STORE)
     async with database(endpoints) as sessions, sessions() as session:
         project = await find_project(session, ref)
     event = clarification_answer(
@@ -252,27 +259,46 @@ async def secret_set(
     user: str | None = None,
 ) -> int:
     """Store a project secret in Vault; only its name travels on the bus."""
-    value = value_source.readline().rstrip("\n")
+    value = read_value(value_source)
     if not value:
         out(
             'no value given: pipe it on standard input, e.g. `printf %s "$TOKEN" | orchestrator '
-            "secrets set <project> NAME`"
+            "secrets set <project> NAME` (or `< key.pem` for a multi-line key)"
         )
         return 2
     if not endpoints.vault_token:
         out("no Vault token: set ORCH_VAULT__TOKEN or run against a local stack")
         return 2
+    try:
+        check_secret_name(name)
+    except InvalidSecretName as exc:
+        out(str(exc))
+        return 2
     async with database(endpoints) as sessions, sessions() as session:
         project = await find_project(session, ref)
-    path = project_secret_path(str(project.id), name)
     vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
-    await vault.write_secret(path, {"value": value})
     user_id = await as_operator(endpoints, user or getpass.getuser())
-    event = secret_stored(project.id, project.flow_id, name, path, user_id=user_id)
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
-    out(f"stored {name} for project {project.id} (secret/{path})")
+        event = await store_project_secret(
+            vault,
+            JetStreamPublisher.from_client(nc),
+            project_id=project.id,
+            flow_id=project.flow_id,
+            name=name,
+            value=value,
+            user_id=user_id,
+        )
+    out(f"stored {name} for project {project.id} (secret/{event.vault_path})")
     return 0
+
+
+def read_value(source: TextIO) -> str:
+    """All of stdin: a multi-line value (a PEM key) keeps every line and its final newline;
+    a one-line value loses the newline `echo` adds."""
+    raw = source.read()
+    if raw.count("\n") == 1 and raw.endswith("\n"):
+        return raw.rstrip("\r\n")
+    return raw
 
 
 #: Platform secrets the system reads, and the field each process expects.
@@ -291,7 +317,7 @@ async def platform_secret_set(
     if field not in PLATFORM_SECRETS[name]:
         out(f"platform/{name} has the fields {', '.join(PLATFORM_SECRETS[name])}, not {field!r}")
         return 2
-    value = value_source.readline().rstrip("\n")
+    value = read_value(value_source)
     if not value:
         out(
             f'no value given: pipe it on standard input, e.g. `printf %s "$VALUE" | '

@@ -12,9 +12,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from producers.credential_scan import CredentialInText
 from producers.read_model import ProjectNotFound
 
-from . import chat_command, commands, demo, servers, tokens
+from . import chat_command, commands, demo, servers, tokens, users
 from .connection import Endpoints, NoStack, resolve
 
 
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("secrets", help="project secrets (values go to Vault only)")
     secrets_sub = p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
-    s = secrets_sub.add_parser("set", help="store a secret; the value is read from stdin")
+    s = secrets_sub.add_parser(
+        "set", help="store a secret; the whole of stdin is the value (multi-line keys too)"
+    )
     s.add_argument("project")
     s.add_argument("name", help="variable name, e.g. TELEGRAM_BOT_TOKEN")
     s = secrets_sub.add_parser(
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_modules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Sub-commands that live in their own modules; each sets `handler` on its parser."""
-    for module in (servers, tokens, chat_command, demo):
+    for module in (servers, tokens, users, chat_command, demo):
         module.register(sub)
 
 
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = dispatch(args)
-    except (NoStack, ProjectNotFound) as exc:
+    except (NoStack, ProjectNotFound, CredentialInText) as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         code = 1
     raise SystemExit(code)

@@ -320,7 +320,7 @@ class _Conversation:
                 flow_id=project.flow_id,
                 name=awaited.name,
                 value=value,
-                actor=person.id,
+                user_id=person.id,
             )
         except VaultError as exc:
             log.error("bot.secret_write_failed", name=awaited.name, error=str(exc))

@@ -1,0 +1,171 @@
+"""`orchestrator users ...`: who may use the system, with which role and budget.
+
+The host operator is an admin by construction (they hold the database credentials), so the
+commands act as `producers.access.operator(<login>)` and go through the same rules as the bot's
+`/allow`, `/block` and `/invite`. A user is named by a Telegram id (digits) or a full id such as
+`telegram:123`, `api:ci` or `cli:alice`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.models import UserRole, UserStatus
+from producers.access import AccessError, Directory, Person, normalise_user_id, operator
+from producers.cli.connection import Endpoints, database, resolve
+from producers.read_model import ProjectNotFound
+
+Out = Callable[[str], None]
+
+_ROLES = [role.value for role in UserRole]
+
+
+def _budget(text: str) -> Decimal | None:
+    """`12.50` dollars, or `none` to fall back to the configured default."""
+    if text.strip().lower() in {"none", "default"}:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD (or `none`)") from exc
+    if value < 0 or not value.is_finite():
+        raise argparse.ArgumentTypeError("a budget is zero or more USD")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Mount `users add|list|block|unblock|set-role|invite|set-budget|set-project-budget`."""
+    parser = subparsers.add_parser(
+        "users", help="people: add, list, block, unblock, roles, invites, budgets"
+    )
+    actions = parser.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+
+    p = actions.add_parser("add", help="let someone in (or re-activate them)")
+    p.add_argument("user", help="Telegram id, or telegram:<id> / api:<name> / cli:<login>")
+    p.add_argument("--role", choices=_ROLES, default=UserRole.MEMBER.value)
+    p = actions.add_parser("list", help="everyone with role, status and who added them")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, text in (("block", "refuse someone from now on"), ("unblock", "let them back in")):
+        p = actions.add_parser(action, help=text)
+        p.add_argument("user")
+    p = actions.add_parser("set-role", help="make someone admin or member")
+    p.add_argument("user")
+    p.add_argument("role", choices=_ROLES)
+    p = actions.add_parser("invite", help="a one-time invite code for the bot (shown once)")
+    p.add_argument("--role", choices=_ROLES, default=UserRole.MEMBER.value)
+    p.add_argument("--hours", type=int, default=48, help="how long it stays valid")
+    p.add_argument("--bot", default="", help="the bot's username, to print the t.me link")
+    p = actions.add_parser("set-budget", help="a person's monthly LLM budget in USD")
+    p.add_argument("user")
+    p.add_argument("usd", type=_budget, help="amount in USD, or `none` for the default")
+    p = actions.add_parser("set-project-budget", help="one project's LLM budget in USD")
+    p.add_argument("project", help="project id, id prefix or slug")
+    p.add_argument("usd", type=_budget, help="amount in USD, or `none` for the default")
+    for action_parser in actions.choices.values():
+        action_parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
+    try:
+        return asyncio.run(run(args, resolve(args.state_dir), print))
+    except (AccessError, ProjectNotFound) as exc:
+        print(f"orchestrator users {args.users_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def run(args: argparse.Namespace, endpoints: Endpoints, out: Out) -> int:
+    async with database(endpoints) as sessionmaker:
+        return await act(args, sessionmaker, operator(getpass.getuser()), out)
+
+
+async def act(
+    args: argparse.Namespace,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    by: Person,
+    out: Out,
+) -> int:
+    """Run one action as `by`."""
+    directory = Directory(sessionmaker)
+    command = args.users_command
+    if command == "list":
+        return _show(await directory.people(), args.json, out)
+    if command == "invite":
+        code = await directory.create_invite(
+            by, role=UserRole(args.role), ttl=timedelta(hours=args.hours)
+        )
+        out(code)
+        if args.bot:
+            out(f"https://t.me/{args.bot}?start={code}")
+        out(f"one-time {args.role} invite, valid for {args.hours} hours; shown only now")
+        return 0
+    if command == "set-project-budget":
+        project_id = await directory.set_project_budget(by, args.project, args.usd)
+        out(f"project {project_id}: LLM budget {_usd(args.usd)}")
+        return 0
+    user_id = normalise_user_id(args.user)
+    if command == "add":
+        person = await directory.allow(by, user_id, role=UserRole(args.role))
+    elif command == "block":
+        person = await directory.set_status(by, user_id, UserStatus.BLOCKED)
+    elif command == "unblock":
+        person = await directory.set_status(by, user_id, UserStatus.ACTIVE)
+    elif command == "set-role":
+        person = await directory.set_role(by, user_id, UserRole(args.role))
+    elif command == "set-budget":
+        person = await directory.set_user_budget(by, user_id, args.usd)
+        out(f"{person.id}: monthly LLM budget {_usd(person.llm_budget_usd_month)}")
+        return 0
+    else:
+        raise AssertionError(f"unhandled users command {command}")
+    out(f"{person.id}: {person.role}, {person.status}")
+    return 0
+
+
+def _show(people: list[Person], as_json: bool, out: Out) -> int:
+    if as_json:
+        out(
+            json.dumps(
+                [
+                    {
+                        "id": p.id,
+                        "role": p.role,
+                        "status": p.status,
+                        "added_by": p.added_by,
+                        "display_name": p.display_name,
+                        "llm_budget_usd_month": (
+                            str(p.llm_budget_usd_month)
+                            if p.llm_budget_usd_month is not None
+                            else None
+                        ),
+                    }
+                    for p in people
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not people:
+        out("no users yet: add one with `orchestrator users add <telegram id> --role admin`")
+        return 0
+    header = ("USER", "ROLE", "STATUS", "ADDED BY", "BUDGET/MONTH")
+    rows = [header] + [
+        (p.id, p.role, p.status, p.added_by or "-", _usd(p.llm_budget_usd_month)) for p in people
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _usd(value: Decimal | None) -> str:
+    return "default" if value is None else f"${value:.2f}"

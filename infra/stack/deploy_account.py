@@ -104,7 +104,12 @@ def prepare_deploy_root(root: Path) -> Path:
     """Make `root` a deploy root: root-owned, mode 0755, marked; its ancestors must let
     project users through (each project user reaches only its own 0750 directory below)."""
     root = Path(os.path.normpath(root))
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # Created one level at a time with an explicit mode: the stack runs with umask 077.
+    for level in [*reversed(root.parents), root]:
+        if not level.exists():
+            level.mkdir(exist_ok=True)
+            os.chown(level, 0, 0)
+            os.chmod(level, 0o755)  # noqa: S103 -- project users pass through to their own dir
     os.chown(root, 0, 0)
     os.chmod(root, 0o755)  # noqa: S103 -- project users must traverse it to reach their own dir
     for ancestor in root.parents:

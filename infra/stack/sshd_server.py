@@ -56,7 +56,7 @@ class Sshd(ManagedProcess):
         if not running_as_root():
             return self.data_dir.parent / "deployments"
         digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
-        return SHARED_DEPLOY_BASE / f"stack-{digest}"
+        return SHARED_DEPLOY_BASE / f"stack-{digest}" / "deployments"
 
     @property
     def host_key_path(self) -> Path:
@@ -103,6 +103,10 @@ class Sshd(ManagedProcess):
         if running_as_root():
             ensure_deploy_account()
             prepare_deploy_root(self.deploy_root)
+            # The state dir's `deployments` still leads to the releases (operators, tests).
+            alias = self.data_dir.parent / "deployments"
+            if not alias.exists() and not alias.is_symlink():
+                alias.symlink_to(self.deploy_root, target_is_directory=True)
             # sshd reads an AuthorizedKeysFile as the logging-in user, who cannot reach a data
             # dir under root's private temp dir; root reads it for sshd instead (a fixed file).
             keys = [

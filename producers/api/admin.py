@@ -10,6 +10,7 @@ No `from __future__ import annotations` here: FastAPI reads the `Annotated` depe
 definition time.
 """
 
+import re
 import uuid
 from collections.abc import Awaitable
 from typing import Annotated
@@ -52,6 +53,9 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     413: {"description": "The request body is larger than the API accepts"},
     429: {"description": "Too many requests for this token; wait `Retry-After` seconds"},
 }
+
+#: The durable consumers' names, as the only values `?consumer=` accepts.
+_DURABLES = "^(" + "|".join(re.escape(spec.durable) for spec in CONSUMERS) + ")$"
 
 UserRef = Annotated[
     str, Path(description="User id: telegram:<id>, api:<name> or cli:<login>", max_length=200)
@@ -163,7 +167,7 @@ def build_admin_router(
     @router.get("/dead-letters", summary="Messages the consumers gave up on (list only)")
     async def dead_letters(
         consumer: Annotated[
-            str | None, Query(max_length=100, description="Only this durable's")
+            str | None, Query(pattern=_DURABLES, description="Only this durable's")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="At most this many")] = 100,
     ) -> DeadLetterList:

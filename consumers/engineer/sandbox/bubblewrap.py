@@ -102,7 +102,8 @@ class BubblewrapSandbox:
 
     async def _ready(self) -> str:
         """Find bwrap and prove once that it can build a sandbox on this host."""
-        bwrap = self._bwrap or shutil.which("bwrap")
+        # The engineer's PATH is an allowlist too; Debian installs bwrap in /usr/bin.
+        bwrap = self._bwrap or shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin")
         if bwrap is None:
             raise SandboxUnavailable(
                 "bubblewrap (bwrap) is not installed: install the Debian package `bubblewrap` "

@@ -96,6 +96,16 @@ def build_chat_model(settings: LLMSettings, api_key: str) -> BaseChatModel | Non
     )
 
 
+def proxy_base_url(settings: LLMSettings, proxy_url: str) -> str:
+    """The base URL a client of `settings.provider` needs to reach the metering proxy.
+
+    OpenAI clients expect the `/v1` prefix in the base URL; the Anthropic client adds
+    `/v1/messages` itself.
+    """
+    root = proxy_url.rstrip("/")
+    return root if settings.provider.strip().lower() == "anthropic" else f"{root}/v1"
+
+
 def usage_from(message: BaseMessage) -> TokenUsage:
     """Token counts of one model response (LangChain's normalised `usage_metadata`).
 

@@ -8,6 +8,7 @@ in-process `LangGraphCoder` and the `ContainerCoder` (the same loop inside a con
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,6 +32,14 @@ class CodingTask:
     spec: ProjectSpec
     workspace: Path
     max_iterations: int
+    #: The event that asked for the work: the LLM calls of the run are recorded against it.
+    request_id: uuid.UUID | None = None
+
+
+class TestRunner(Protocol):
+    """Runs a workspace's own tests somewhere model-written code may run, and counts them."""
+
+    async def run(self, workspace: Path) -> TestReport: ...
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """The files a containerised coding agent reads and writes: the task in, the result out.
 
-The container gets no connection to our bus, database or Vault; two JSON files in a mounted
-directory beside the workspace are its whole interface. Neither file ever holds a secret: the
-model key reaches the container as an environment variable only.
+The container gets no connection to our bus, database or Vault, and no network: two JSON
+files in a mounted directory beside the workspace, and the metering proxy's socket, are its
+whole interface. Neither file ever holds a secret: the model key stays in the proxy on the
+host, and the container holds only the run's one-time proxy token (a file beside the socket).
+
+The test container writes a `TestReport` as JSON (`REPORT_FILE`); the host reads it with a
+size cap and never parses anything richer than JSON written by model-controlled code.
 """
 
 from __future__ import annotations
@@ -11,12 +15,24 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from consumers.engineer.agent import LLMUsage
+from consumers.engineer.test_runner import FailedTest, TestReport
 from contracts.spec import ProjectSpec
 
 TASK_FILE = "task.json"
 RESULT_FILE = "result.json"
+REPORT_FILE = "report.json"
+#: The proxy token's file name in the socket directory mounted at `PROXY_DIR`.
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+PROXY_DIR = "/run/llm-proxy"
+#: The proxy socket's file name in that directory.
+SOCKET_NAME = "llm.sock"
+#: The host route (on the proxy socket) that runs the tests in a second container.
+TESTS_ROUTE = "/agent/tests"
+#: A report larger than this is not read: it did not come from our test runner.
+MAX_REPORT_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -92,3 +108,45 @@ def read_result(io_dir: Path) -> ContainerResult | None:
             for item in payload.get("usage", [])
         ),
     )
+
+
+def report_to_json(report: TestReport) -> dict[str, Any]:
+    return {
+        "passed": report.passed,
+        "failed": report.failed,
+        "errors": report.errors,
+        "skipped": report.skipped,
+        "failures": [{"name": f.name, "detail": f.detail} for f in report.failures],
+        "output": report.output,
+    }
+
+
+def report_from_json(payload: Any) -> TestReport:
+    """A `TestReport` from untrusted JSON; ValueError when it has not the expected shape."""
+    if not isinstance(payload, dict):
+        raise ValueError("a test report must be a JSON object")
+    try:
+        return TestReport(
+            passed=int(payload["passed"]),
+            failed=int(payload["failed"]),
+            errors=int(payload.get("errors", 0)),
+            skipped=int(payload.get("skipped", 0)),
+            failures=tuple(
+                FailedTest(str(item["name"]), str(item["detail"]))
+                for item in payload.get("failures", [])
+            ),
+            output=str(payload.get("output", "")),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"a test report lacks a field: {exc}") from exc
+
+
+def read_report(directory: Path) -> TestReport | None:
+    """The report the test container wrote, or None when it wrote none (or garbage)."""
+    path = directory / REPORT_FILE
+    if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
+        return None
+    try:
+        return report_from_json(json.loads(path.read_text(errors="replace")))
+    except ValueError:
+        return None

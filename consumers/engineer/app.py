@@ -1,30 +1,37 @@
 """Composition root of the engineer process: the coding agent chosen by configuration.
 
 `ORCH_ENGINEER_MODE` picks the agent (see `settings.py`): the offline template engineer, the
-in-process LangGraph coder (LLM key read from Vault once at startup) or the container coder
-(key read from Vault just before each run and handed to the container only). Pushing to
-GitHub authenticates with a token read from Vault at each push.
+in-process LangGraph coder or the container coder. Both LLM modes reach the provider only
+through a per-run metering proxy (`llm_proxy/`), which reads the key from Vault at the start
+of each run, records every call in `llm_usage` and enforces the LLM budget; the model-facing
+client holds a one-time token only. Pushing to GitHub authenticates with a token read from
+Vault at each push.
 """
 
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 import docker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consumers.engineer.agent import CodingAgent
-from consumers.engineer.container_coder import ContainerCoder
+from consumers.engineer.agent import CodingAgent, CodingTask
+from consumers.engineer.container_coder import ContainerCoder, ContainerLimits
 from consumers.engineer.handlers import register
-from consumers.engineer.langgraph_coder import LangGraphCoder
+from consumers.engineer.llm_proxy.ledger import DatabaseLedger
+from consumers.engineer.llm_proxy.run import ProxyLauncher
+from consumers.engineer.metered_coder import MeteredCoder
 from consumers.engineer.sandbox import build_sandbox, cache_dir_from, limits_from
 from consumers.engineer.service import EngineerService
 from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.template_engineer import TemplateEngineer
 from consumers.engineer.test_runner import PytestRunner
+from consumers.engineer.usage_ledger import STAGE
 from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWorkspaces
 from infra.bus.runtime import ConsumerApp
-from infra.llm import LLMConfigurationError, build_chat_model
+from infra.llm import LLMConfigurationError
 from infra.settings import Settings, get_settings
 from infra.stack.git_daemon import local_forge_push_environment
 from infra.vault import SecretNotFound, VaultClient
@@ -68,7 +75,7 @@ def github_git_env(token: SecretSource) -> GitEnvProvider:
 
 
 class _Engineer:
-    """The service, built on startup: in-process mode needs the LLM key from Vault first."""
+    """The service, built on startup, when the process's database sessions exist."""
 
     def __init__(
         self,
@@ -76,11 +83,13 @@ class _Engineer:
         engineer: EngineerSettings,
         api_key_source: SecretSource,
         git_env: GitEnvProvider | None,
+        sessions: Callable[[], async_sessionmaker[AsyncSession] | None],
     ) -> None:
         self._settings = settings
         self._engineer = engineer
         self._api_key_source = api_key_source
         self._git_env = git_env
+        self._sessions = sessions
         self._service: EngineerService | None = None
 
     async def start(self) -> None:
@@ -117,25 +126,42 @@ class _Engineer:
         mode = engineer.resolved_mode(settings.llm)
         if mode == "offline":
             return TemplateEngineer(runner)
+        proxy = ProxyLauncher(
+            settings.llm, self._api_key_source,
+            time_limit_seconds=engineer.llm_time_limit_seconds,
+        )
         if mode == "container":
             url = engineer.docker_url
             return ContainerCoder(
                 docker_client=lambda: docker.DockerClient(base_url=url),
                 image=engineer.image,
-                api_key=self._api_key_source,
+                proxy=proxy,
+                ledger=self._ledger,
                 settings=settings.llm,
-                runner=runner,
-                network_mode=engineer.network_mode,
+                limits=ContainerLimits(
+                    memory=engineer.container_memory, cpus=engineer.container_cpus,
+                    pids=engineer.container_pids,
+                ),
                 timeout_seconds=engineer.container_timeout_seconds,
+                test_timeout_seconds=engineer.test_timeout_seconds,
                 heartbeat_seconds=settings.consumer.heartbeat_seconds,
             )
-        llm = build_chat_model(settings.llm, await self._api_key_source())
-        if llm is None:
+        if settings.llm.provider.strip().lower() == "offline":
             raise LLMConfigurationError(
                 "ORCH_ENGINEER_MODE=inprocess needs an LLM provider; set ORCH_LLM__PROVIDER "
                 "or use ORCH_ENGINEER_MODE=offline"
             )
-        return LangGraphCoder(llm, runner, settings.llm)
+        return MeteredCoder(proxy, self._ledger, runner, settings.llm)
+
+    def _ledger(self, task: CodingTask) -> DatabaseLedger:
+        """Each run's calls go to `llm_usage` under the request's event id, as they happen."""
+        sessionmaker = self._sessions()
+        if sessionmaker is None or task.request_id is None:
+            raise RuntimeError("the engineer runs a coding task before its database is ready")
+        return DatabaseLedger(
+            sessionmaker, project_id=uuid.UUID(task.project_id), event_id=task.request_id,
+            stage=STAGE, quotas=self._settings.quotas,
+        )
 
     def service(self) -> EngineerService:
         if self._service is None:
@@ -159,6 +185,7 @@ def build_app(
         api_key_source
         or vault_value(settings, settings.llm.api_key_secret, "api_key", "the LLM provider"),
         git_env,
+        lambda: app.sessionmaker,
     )
     app.on_startup.append(engineer.start)
     register(app, engineer.service)

@@ -1,14 +1,23 @@
-"""The coding agent in a container (Docker SDK): isolation for model-written code.
+"""The coding agent in a container (Docker SDK): model-written code never runs on the host.
 
-The workspace is bind-mounted at /workspace and a small I/O directory (task in, result out)
-at /agent-io. The model key is read from Vault just before the run and given to the container
-as an environment variable through the engine API: it never appears in this process's argv,
-logs or events, and the container's log output is scrubbed of it before anything quotes it.
-While the container runs, the broker gets `in_progress` heartbeats; after a deadline the
-container is killed. It is always removed, whatever happened.
+Per run the host starts the metering proxy (`llm_proxy/`) on a UNIX socket in a private
+directory, writes the run's one-time token beside it, and starts the coding container with:
 
-The container's claim that tests pass is not trusted: the host re-runs the tests on the
-workspace before the step may commit.
+- `network_mode="none"`: the socket, bind-mounted at /run/llm-proxy, is its only way out;
+- no capabilities (`cap_drop=ALL`), `no-new-privileges`, an unprivileged uid, a read-only
+  root file system with a tmpfs /tmp, and memory, CPU and process-count limits;
+- the checkout at /workspace (rw) and a task/result directory at /agent-io (rw);
+- no secret in its environment or configuration: only the LLM settings without the key
+  (`docker inspect` shows nothing the provider would accept).
+
+The model's `run_tests` tool calls back over the socket; the host runs the suite in a second
+container with the same limits, the workspace read-only and also no network, and hands back
+the counts. When the agent is done, the host verifies the result the same way (a fresh test
+container): the agent's own claim is never trusted, and the host never runs the model's code.
+
+While the containers run, the broker gets `in_progress` heartbeats; past a deadline a
+container is killed. Containers are always removed. A refusal by the proxy (budget or time
+spent) fails the task with the proxy's reason.
 """
 
 from __future__ import annotations
@@ -16,8 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +38,50 @@ import docker.errors
 import structlog
 
 from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat
-from consumers.engineer.agent_io import ContainerResult, ContainerTask, read_result, write_task
-from consumers.engineer.test_runner import PytestRunner, TestReport
+from consumers.engineer.agent_io import (
+    PROXY_DIR,
+    TESTS_ROUTE,
+    TOKEN_FILE,
+    ContainerResult,
+    ContainerTask,
+    read_report,
+    read_result,
+    report_to_json,
+    write_task,
+)
+from consumers.engineer.llm_proxy.ledger import Ledger
+from consumers.engineer.llm_proxy.run import ProxyLauncher
+from consumers.engineer.test_runner import FailedTest, TestReport
 from infra.settings import LLMSettings
 
-#: The container's environment variable holding the model key.
-API_KEY_ENV = "ORCH_CODER_API_KEY"
 DEFAULT_COMMAND = ("python", "-m", "consumers.engineer.container_entry", "/workspace", "/agent-io")
+DEFAULT_TEST_COMMAND = ("python", "-m", "consumers.engineer.container_tests", "/workspace",
+                        "/results")
+#: The uid:gid containers run as when the engineer itself runs as root (`nobody`).
+UNPRIVILEGED_USER = (65534, 65534)
 _LOG_TAIL_CHARS = 2000
 _log = structlog.get_logger(__name__)
 
-ApiKeyProvider = Callable[[], Awaitable[str]]
 DockerFactory = Callable[[], docker.DockerClient]
+LedgerFactory = Callable[[CodingTask], Ledger]
 
 
 class ContainerEngineError(RuntimeError):
     """The container engine failed (unreachable, image missing): retry later, not a code failure."""
 
 
+@dataclass(frozen=True)
+class ContainerLimits:
+    """Resource bounds of every coding and test container."""
+
+    memory: str = "2g"
+    cpus: float = 1.0
+    pids: int = 256
+    tmp_size: str = "512m"
+
+
 class ContainerCoder:
-    """`CodingAgent` that runs the coding loop in a short-lived container."""
+    """`CodingAgent` that runs the coding loop, and every test run, in short-lived containers."""
 
     mode: AgentMode = "container"
 
@@ -54,103 +90,197 @@ class ContainerCoder:
         *,
         docker_client: DockerFactory,
         image: str,
-        api_key: ApiKeyProvider,
+        proxy: ProxyLauncher,
+        ledger: LedgerFactory,
         settings: LLMSettings,
-        runner: PytestRunner,
         command: Sequence[str] = DEFAULT_COMMAND,
-        network_mode: str = "bridge",
+        test_command: Sequence[str] = DEFAULT_TEST_COMMAND,
+        limits: ContainerLimits | None = None,
         timeout_seconds: float = 1800.0,
+        test_timeout_seconds: float = 600.0,
         heartbeat_seconds: float = 10.0,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self._docker = docker_client
         self._image = image
-        self._api_key = api_key
+        self._proxy = proxy
+        self._ledger = ledger
         self._settings = settings
-        self._runner = runner
         self._command = list(command)
-        self._network_mode = network_mode
+        self._test_command = list(test_command)
+        self._limits = limits or ContainerLimits()
         self._timeout = timeout_seconds
+        self._test_timeout = test_timeout_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._extra_env = dict(extra_env or {})
-        #: The last run's scrubbed log output, for the step's log and for tests.
+        uid = os.getuid()
+        self._user = UNPRIVILEGED_USER if uid == 0 else (uid, os.getgid())
+        #: The last run's log output (coding container), for the step's log and for tests.
         self.last_logs = ""
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         io_dir = task.workspace.parent / "agent-io"
         io_dir.mkdir(exist_ok=True)
         write_task(io_dir, ContainerTask(task.project_id, task.spec, task.max_iterations))
-        key = await self._api_key()
-        container = await asyncio.to_thread(self._start, task, io_dir, key)
+        # Short, private path: a UNIX socket path must stay under 108 bytes.
+        proxy_dir = Path(tempfile.mkdtemp(prefix="llm-proxy-"))
+
+        async def tests_route() -> Mapping[str, Any]:
+            return report_to_json(await self.test_in_container(task.workspace, heartbeat))
+
         try:
-            exit_code = await self._wait(container, heartbeat)
+            async with self._proxy.on_socket(
+                proxy_dir, self._ledger(task), {TESTS_ROUTE: tests_route}
+            ) as proxied:
+                (proxy_dir / TOKEN_FILE).write_text(proxied.token)
+                await asyncio.to_thread(
+                    self._hand_over, task.workspace, io_dir, proxy_dir
+                )
+                exit_code, self.last_logs = await self._run_container(
+                    self._command, self._coder_mounts(task.workspace, io_dir, proxy_dir),
+                    heartbeat, self._timeout, task.project_id, "coder",
+                )
+                refused = proxied.proxy.refused
         finally:
-            logs = await asyncio.to_thread(self._finish, container)
-        self.last_logs = logs.replace(key, "***") if key else logs
+            await asyncio.to_thread(self._take_back, task.workspace, io_dir)
+            shutil.rmtree(proxy_dir, ignore_errors=True)
         result = read_result(io_dir)
+        if refused is not None:
+            return _failure(result, refused)
         if exit_code is None:
-            return _failure(
-                result, f"the coding container timed out after {self._timeout:.0f} s"
-            )
+            return _failure(result, f"the coding container timed out after {self._timeout:.0f} s")
         if result is None:
             return _failure(
                 None,
                 f"the coding container exited with status {exit_code} without a result: "
                 f"{_tail(self.last_logs)}",
             )
-        report = await self._runner.run(task.workspace)
+        report = await self.test_in_container(task.workspace, heartbeat)
         if report.ok:
             return AgentOutcome(
                 passed=True, iterations=result.iterations, report=report,
-                summary=result.summary or f"Implemented {task.spec.name}", usage=result.usage,
+                summary=result.summary or f"Implemented {task.spec.name}",
             )
         return AgentOutcome(
             passed=False, iterations=result.iterations, report=report, summary="",
-            usage=result.usage,
             reason=result.reason
             or f"gave up after {result.iterations} iterations: {report.summary()}",
         )
 
-    def _start(self, task: CodingTask, io_dir: Path, key: str) -> Any:
+    async def test_in_container(self, workspace: Path, heartbeat: Heartbeat) -> TestReport:
+        """Run the workspace's tests in a fresh container (no network, workspace read-only)."""
+        results = Path(tempfile.mkdtemp(prefix="test-results-"))
+        try:
+            await asyncio.to_thread(_chown_tree, results, self._user)
+            mounts = {
+                str(workspace): {"bind": "/workspace", "mode": "ro"},
+                str(results): {"bind": "/results", "mode": "rw"},
+            }
+            exit_code, logs = await self._run_container(
+                self._test_command, mounts, heartbeat, self._test_timeout, "", "tests"
+            )
+            report = read_report(results)
+        finally:
+            shutil.rmtree(results, ignore_errors=True)
+        if report is not None:
+            return report
+        detail = (
+            f"timed out after {self._test_timeout:.0f} s" if exit_code is None
+            else f"the test container exited with status {exit_code} without a report"
+        )
+        return TestReport(passed=0, failed=0, errors=1,
+                          failures=(FailedTest("pytest", detail),), output=_tail(logs))
+
+    def _coder_mounts(
+        self, workspace: Path, io_dir: Path, proxy_dir: Path
+    ) -> dict[str, dict[str, str]]:
+        return {
+            str(workspace): {"bind": "/workspace", "mode": "rw"},
+            str(io_dir): {"bind": "/agent-io", "mode": "rw"},
+            str(proxy_dir): {"bind": PROXY_DIR, "mode": "ro"},
+        }
+
+    def _hand_over(self, workspace: Path, io_dir: Path, proxy_dir: Path) -> None:
+        """Let the container's uid write the checkout and read the token (only it and us)."""
+        for path in (workspace, io_dir):
+            _chown_tree(path, self._user)
+        token = proxy_dir / TOKEN_FILE
+        _chown_tree(token, self._user)
+        token.chmod(0o400)
+        proxy_dir.chmod(0o755)
+
+    def _take_back(self, workspace: Path, io_dir: Path) -> None:
+        """Give the checkout back to the engineer's uid so it can commit and remove it."""
+        if os.getuid() == 0:
+            for path in (workspace, io_dir):
+                _chown_tree(path, (0, 0))
+
+    async def _run_container(
+        self,
+        command: Sequence[str],
+        mounts: Mapping[str, Mapping[str, str]],
+        heartbeat: Heartbeat,
+        limit_seconds: float,
+        project_id: str,
+        role: str,
+    ) -> tuple[int | None, str]:
+        container = await asyncio.to_thread(self._start, command, mounts, project_id, role)
+        try:
+            exit_code = await self._wait(container, heartbeat, limit_seconds)
+        finally:
+            logs = await asyncio.to_thread(self._finish, container)
+        return exit_code, logs
+
+    def _start(
+        self,
+        command: Sequence[str],
+        mounts: Mapping[str, Mapping[str, str]],
+        project_id: str,
+        role: str,
+    ) -> Any:
         client = self._docker()
         environment = {
             "ORCH_LLM__PROVIDER": self._settings.provider,
-            "ORCH_LLM__BASE_URL": self._settings.base_url,
             "ORCH_LLM__MODEL": self._settings.model,
             "ORCH_LLM__PROMPT_COST_PER_1K": str(self._settings.prompt_cost_per_1k),
             "ORCH_LLM__COMPLETION_COST_PER_1K": str(self._settings.completion_cost_per_1k),
             **self._extra_env,
-            API_KEY_ENV: key,
         }
+        limits = self._limits
         try:
             container = client.containers.create(
                 self._image,
-                self._command,
+                list(command),
                 environment=environment,
-                volumes={
-                    str(task.workspace): {"bind": "/workspace", "mode": "rw"},
-                    str(io_dir): {"bind": "/agent-io", "mode": "rw"},
-                },
+                volumes={path: dict(bind) for path, bind in mounts.items()},
                 working_dir="/workspace",
-                network_mode=self._network_mode,
-                # Files the agent writes stay owned by us, so the checkout can be committed
-                # and removed without root.
-                user=f"{os.getuid()}:{os.getgid()}",
-                labels={"orchestrator.project": task.project_id, "orchestrator.role": "coder"},
+                network_mode="none",
+                user=f"{self._user[0]}:{self._user[1]}",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"},  # noqa: S108
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                labels={"orchestrator.project": project_id, "orchestrator.role": role},
             )
         except docker.errors.DockerException as exc:
-            raise ContainerEngineError(f"cannot create the coding container: {exc}") from exc
+            raise ContainerEngineError(f"cannot create the {role} container: {exc}") from exc
         try:
             container.start()
         except docker.errors.DockerException as exc:
             container.remove(force=True)
-            raise ContainerEngineError(f"cannot start the coding container: {exc}") from exc
+            raise ContainerEngineError(f"cannot start the {role} container: {exc}") from exc
         return container
 
-    async def _wait(self, container: Any, heartbeat: Heartbeat) -> int | None:
+    async def _wait(
+        self, container: Any, heartbeat: Heartbeat, limit_seconds: float
+    ) -> int | None:
         """The exit code, or None when the deadline passed and the container was killed."""
         waiting = asyncio.ensure_future(asyncio.to_thread(container.wait))
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + limit_seconds
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -178,14 +308,23 @@ class ContainerCoder:
             container.remove(force=True)
 
 
+def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
+    """Hand a tree to `owner` (only possible, and only needed, when we are root)."""
+    if os.getuid() != 0:
+        return
+    os.chown(root, *owner)
+    for directory, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(directory, name), *owner, follow_symlinks=False)
+
+
 def _failure(result: ContainerResult | None, reason: str) -> AgentOutcome:
-    """An outcome for a container that produced no usable result; its tokens still count."""
+    """An outcome for a container that produced no usable result."""
     return AgentOutcome(
         passed=False,
         iterations=result.iterations if result else 0,
         report=TestReport(passed=0, failed=0),
         summary="",
-        usage=result.usage if result else (),
         reason=reason,
     )
 
@@ -199,3 +338,4 @@ def _kill_quietly(container: Any) -> None:
 def _tail(text: str) -> str:
     text = text.strip()
     return text if len(text) <= _LOG_TAIL_CHARS else "..." + text[-_LOG_TAIL_CHARS:]
+

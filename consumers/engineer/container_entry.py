@@ -1,9 +1,12 @@
 """Entry point inside the coding container: run the LangGraph loop on /workspace.
 
 Usage (the image's command): `python -m consumers.engineer.container_entry /workspace /agent-io`.
-The LLM settings arrive as `ORCH_LLM__*` variables and the key as `ORCH_CODER_API_KEY`, which
-is removed from the environment before any generated code runs. The result goes to
-`/agent-io/result.json`; the host re-runs the tests before it believes it.
+The container has no network. The LLM settings arrive as `ORCH_LLM__*` variables (no key);
+the model is reached through the host's metering proxy, whose socket and the run's one-time
+token are mounted at /run/llm-proxy. The `run_tests` tool asks the host, over that socket, to
+run the suite in a second container: model-written code never runs in this one. The result
+goes to `/agent-io/result.json`; its token counts are empty because the proxy recorded every
+call as it happened.
 """
 
 from __future__ import annotations
@@ -11,38 +14,74 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
+import traceback
 from pathlib import Path
 
+import httpx
+
 from consumers.engineer.agent import CodingTask
-from consumers.engineer.agent_io import ContainerResult, read_task, write_result
-from consumers.engineer.container_coder import API_KEY_ENV
+from consumers.engineer.agent_io import (
+    PROXY_DIR,
+    SOCKET_NAME,
+    TESTS_ROUTE,
+    TOKEN_FILE,
+    ContainerResult,
+    read_task,
+    report_from_json,
+    write_result,
+)
 from consumers.engineer.langgraph_coder import LangGraphCoder
-from consumers.engineer.test_runner import PytestRunner
-from infra.llm import build_chat_model
+from consumers.engineer.llm_proxy.forwarder import loopback_to_unix
+from consumers.engineer.test_runner import TestReport
+from infra.llm import build_chat_model, proxy_base_url
 from infra.settings import LLMSettings, Settings
+
+
+class HostTestRunner:
+    """Runs the tests through the host (which starts the test container), over the socket."""
+
+    __test__ = False
+
+    def __init__(self, socket_path: Path, token: str) -> None:
+        self._socket_path = socket_path
+        self._token = token
+
+    async def run(self, workspace: Path) -> TestReport:
+        transport = httpx.AsyncHTTPTransport(uds=str(self._socket_path))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://host", timeout=900.0
+        ) as client:
+            answer = await client.post(
+                TESTS_ROUTE, headers={"Authorization": f"Bearer {self._token}"}
+            )
+        answer.raise_for_status()
+        return report_from_json(answer.json())
+
+
+async def run(workspace: Path, io_dir: Path, settings: LLMSettings, proxy_dir: Path) -> int:
+    task = read_task(io_dir)
+    token = (proxy_dir / TOKEN_FILE).read_text().strip()
+    socket_path = proxy_dir / SOCKET_NAME
+    async with loopback_to_unix(socket_path) as port:
+        proxied = settings.model_copy(
+            update={"base_url": proxy_base_url(settings, f"http://127.0.0.1:{port}")}
+        )
+        llm = build_chat_model(proxied, token)
+        if llm is None:
+            write_result(
+                io_dir, ContainerResult(0, "", (), "the coding container has no LLM provider")
+            )
+            return 2
+        coder = LangGraphCoder(llm, HostTestRunner(socket_path, token), settings)
+        outcome = await coder.run(
+            CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
+        )
+    write_result(io_dir, ContainerResult(outcome.iterations, outcome.summary, (), outcome.reason))
+    return 0
 
 
 async def _no_heartbeat() -> None:
     """Inside the container there is no broker; the host sends the heartbeats."""
-
-
-async def run(workspace: Path, io_dir: Path, settings: LLMSettings, api_key: str) -> int:
-    task = read_task(io_dir)
-    llm = build_chat_model(settings, api_key)
-    if llm is None:
-        write_result(io_dir, ContainerResult(0, "", (), "the coding container has no LLM provider"))
-        return 2
-    # The venv goes to the container's own /tmp: the workspace's parent is `/` here.
-    with tempfile.TemporaryDirectory(prefix="coder-") as scratch:
-        coder = LangGraphCoder(llm, PytestRunner(scratch=Path(scratch)), settings)
-        outcome = await coder.run(
-            CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
-        )
-    write_result(
-        io_dir, ContainerResult(outcome.iterations, outcome.summary, outcome.usage, outcome.reason)
-    )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m consumers.engineer.container_entry WORKSPACE IO_DIR",
               file=sys.stderr)
         return 64
-    api_key = os.environ.pop(API_KEY_ENV, "")
-    return asyncio.run(run(Path(args[0]), Path(args[1]), Settings().llm, api_key))
+    try:
+        return asyncio.run(run(Path(args[0]), Path(args[1]), Settings().llm, Path(PROXY_DIR)))
+    except Exception as exc:
+        # The host reads the reason (a proxy refusal wins over it); the traceback goes to logs.
+        traceback.print_exc()
+        write_result(Path(args[1]), ContainerResult(0, "", (), f"{type(exc).__name__}: {exc}"))
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: a client library's leftover non-daemon thread must not keep the container
+    # (and the host's wait for it) alive after the work is done.
+    os._exit(code)

@@ -1,4 +1,8 @@
-"""The in-process LLM coding agent: the LangGraph loop on the workspace, priced per model.
+"""The LLM coding agent: the LangGraph loop on a workspace, priced per model.
+
+It runs with a given chat model and test runner: in this process behind the metering proxy
+(`metered_coder.py`), or inside the coding container (`container_entry.py`), which imports it
+and nothing of the host side.
 
 No LangGraph checkpointer is used on purpose: the workspace is a temporary checkout that
 does not survive the process, so resuming a conversation whose file edits are gone would
@@ -15,12 +19,24 @@ from typing import cast
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 
-from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat, LLMUsage
+from consumers.engineer.agent import (
+    AgentMode,
+    AgentOutcome,
+    CodingTask,
+    Heartbeat,
+    LLMUsage,
+    TestRunner,
+)
 from consumers.engineer.coder.graph import build_coder_graph, recursion_limit
 from consumers.engineer.coder.state import CoderState
 from consumers.engineer.coder.tools import make_workspace_tools
-from consumers.engineer.test_runner import PytestRunner, TestReport
-from infra.llm import TokenUsage, cost_usd, model_name_of, usage_from
+from consumers.engineer.test_runner import TestReport
+from infra.llm import (
+    TokenUsage,
+    cost_usd,
+    model_name_of,
+    usage_from,
+)
 from infra.settings import LLMSettings
 
 
@@ -29,7 +45,7 @@ class LangGraphCoder:
 
     mode: AgentMode = "llm"
 
-    def __init__(self, llm: BaseChatModel, runner: PytestRunner, settings: LLMSettings) -> None:
+    def __init__(self, llm: BaseChatModel, runner: TestRunner, settings: LLMSettings) -> None:
         self._llm = llm
         self._runner = runner
         self._settings = settings

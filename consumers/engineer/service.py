@@ -79,6 +79,7 @@ class EngineerService:
             spec=request.spec,
             workspace=workspace.path,
             max_iterations=self._max_iterations,
+            request_id=request.event_id,
         )
         async with keep_alive(heartbeat, self._heartbeat_seconds):
             outcome = await self._agent.run(task, heartbeat)

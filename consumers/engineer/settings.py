@@ -34,11 +34,14 @@ class EngineerSettings(BaseSettings):
         "codegen-orchestrator/coder:latest",
         description="Coding agent image, built from infra/docker/coder.Dockerfile",
     )
-    network_mode: str = Field(
-        "bridge", description="Container network; the agent must reach the LLM provider"
-    )
     container_timeout_seconds: float = Field(
         1800.0, description="A coding container running longer is killed; the task fails"
+    )
+    container_memory: str = Field("2g", description="Memory (and swap) limit of each container")
+    container_cpus: float = Field(1.0, description="CPUs each coding or test container may use")
+    container_pids: int = Field(256, description="Process limit of each container")
+    llm_time_limit_seconds: float = Field(
+        1800.0, description="After this long the metering proxy refuses a run's LLM calls"
     )
     git_host: Literal["local", "github"] = Field(
         "local", description="local: the embedded git daemon (no auth); github: token auth"

@@ -1,32 +1,19 @@
-# The engineer's coding agent, run per task by consumers/engineer/container_coder.py.
+# The engineer's coding agent and test runner, run per task by consumers/engineer/container_coder.py.
 #
-# Build from the repository root (BuildKit reads coder.Dockerfile.dockerignore beside it):
-#   docker build -f infra/docker/coder.Dockerfile -t codegen-orchestrator/coder:latest .
+# Built by `make coder-image` (consumers/engineer/coder_image.py), never by hand: it builds
+# the dependencies image first (coder-deps.Dockerfile, cached per machine) and then this thin
+# layer with the Python packages the agent imports, with no network.
 #
-# At run time the engineer bind-mounts the task's checkout at /workspace and an I/O directory
-# at /agent-io, runs the container as the engineer's own uid:gid (so no files end up owned by
-# root), and passes the LLM settings as ORCH_LLM__* and the key (read from Vault just before
-# the run) as ORCH_CODER_API_KEY. Nothing secret is baked into the image.
-FROM python:3.11-slim-bookworm
+# At run time the engineer mounts the checkout at /workspace, an I/O directory at /agent-io and
+# the metering proxy's socket directory at /run/llm-proxy; the container has no network, a
+# read-only root, no capabilities and an unprivileged uid. Nothing secret is baked in or passed.
+ARG DEPS
+FROM ${DEPS}
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends git \
-    && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /opt/orchestrator
-COPY pyproject.toml README.md ./
-COPY contracts ./contracts
-COPY infra ./infra
-COPY consumers ./consumers
-COPY producers ./producers
-RUN pip install --no-compile .
-
-# Any uid works (the engineer passes its own); HOME must be writable for pip's cache.
-ENV HOME=/tmp
+COPY src /opt/orchestrator
+ENV PATH=/opt/venv/bin:/usr/bin:/bin \
+    PYTHONPATH=/opt/orchestrator \
+    HOME=/tmp
+USER 65534:65534
 WORKDIR /workspace
 CMD ["python", "-m", "consumers.engineer.container_entry", "/workspace", "/agent-io"]

@@ -128,12 +128,15 @@ async def test_llm_mode_pushes_the_fix_and_records_usage(
     assert generated.commit != base
     assert PROVIDER_KEY not in provider.raw_bodies()
 
-    [row] = await usage_rows(migrated_url)
-    assert (row.project_id, row.stage, row.model, row.event_id) == (
-        request.project_id, "engineer", "scripted-model", request.event_id,
+    # One row per call, written by the metering proxy as each call returned.
+    rows = await usage_rows(migrated_url)
+    assert {(r.project_id, r.stage, r.model, r.event_id) for r in rows} == {
+        (request.project_id, "engineer", "scripted-model", request.event_id)
+    }
+    assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(2000, 100), (2100, 10)]
+    assert float(sum(r.cost_usd for r in rows)) == pytest.approx(
+        4100 * 0.25 / 1000 + 110 * 1.0 / 1000
     )
-    assert (row.prompt_tokens, row.completion_tokens) == (4100, 110)
-    assert float(row.cost_usd) == pytest.approx(4100 * 0.25 / 1000 + 110 * 1.0 / 1000)
 
 
 async def test_a_broken_scaffold_is_code_failed_not_a_dead_letter(

@@ -1,15 +1,30 @@
-"""The container adapter against a real dockerd: create, mount, env, wait, logs, cleanup."""
+"""The container adapter against a real dockerd and the real coder image.
+
+The image is built from infra/docker/coder.Dockerfile for real (`build_coder_image`, cached
+per machine). The model is the scripted OpenAI-compatible server on the host; the container
+reaches it only through the metering proxy's socket. What these tests hold the adapter to:
+no network, no key or token in `docker inspect`, capabilities dropped, limits set, every test
+run in a second container, and the host never running model-written code.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
-from decimal import Decimal
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from consumers.engineer.coder_image import build_coder_image
 from consumers.engineer.container_coder import ContainerCoder, ContainerEngineError
+from consumers.engineer.llm_proxy.ledger import MeteredCall
+from consumers.engineer.llm_proxy.run import ProxyLauncher
 from consumers.engineer.service import EngineerService
-from consumers.engineer.test_runner import PytestRunner
 from consumers.engineer.workspace import GitWorkspaces
 from contracts.events import CodeFailed, CodeGenerated
 from infra.settings import LLMSettings
@@ -18,31 +33,96 @@ from tests.engineer.conftest import (
     TEST_IMAGE,
     RepoFactory,
     code_requested,
+    git,
     no_heartbeat,
 )
 from tests.engineer.docker_engine import DockerEngine
+from tests.engineer.test_langgraph_coder import RIGHT_CALC
+from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
-API_KEY = "sk-container-secret-123"
+PROVIDER_KEY = "sk-container-provider-key-123"
+CODER_IMAGE = "orchestrator-test/coder:latest"
 
 
 async def vault_key() -> str:
-    return API_KEY
+    return PROVIDER_KEY
+
+
+@dataclass
+class MemoryLedger:
+    """The proxy's ledger kept in memory: refuses once `budget_calls` calls were recorded."""
+
+    budget_calls: int = 100
+    calls: list[MeteredCall] = field(default_factory=list)
+
+    async def refusal(self) -> str | None:
+        if len(self.calls) >= self.budget_calls:
+            return "LLM budget of $0.01 for this project is spent"
+        return None
+
+    async def record(self, call: MeteredCall) -> None:
+        self.calls.append(call)
+
+
+@pytest.fixture(scope="session")
+def coder_image(docker_engine: DockerEngine) -> str:
+    """The real coder image, built once per session against the test dockerd."""
+    seconds = build_coder_image(docker_engine.url, CODER_IMAGE)
+    print(f"coder image built in {seconds:.1f} s")
+    return CODER_IMAGE
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> RepoFactory:
+    """A bare repository on disk with one scaffold commit; returns (its path, the commit).
+
+    A path, not the git daemon: the daemon is read-only, and these tests are about the
+    containers, not the git host.
+    """
+
+    def create(files: Mapping[str, str]) -> tuple[str, str]:
+        name = f"engineer-{uuid.uuid4().hex[:10]}"
+        bare, work = tmp_path / f"{name}.git", tmp_path / name
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
+        work.mkdir()
+        for path, content in files.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text(content)
+        git("init", "--quiet", "--initial-branch=main", cwd=work)
+        git("add", "--all", cwd=work)
+        git("commit", "--quiet", "-m", "scaffold", cwd=work)
+        git("push", "--quiet", str(bare), "main", cwd=work)
+        return bare.as_uri(), git("rev-parse", "HEAD", cwd=work)
+
+    return create
+
+
+@pytest.fixture
+def provider() -> Iterator[ScriptedOpenAI]:
+    with ScriptedOpenAI() as server:
+        yield server
 
 
 def container_coder(
-    engine: DockerEngine, *, image: str = TEST_IMAGE, timeout: float = 60.0, **env: str
+    engine: DockerEngine,
+    provider: ScriptedOpenAI,
+    ledger: MemoryLedger,
+    *,
+    image: str,
+    timeout: float = 240.0,
+    **options: Any,
 ) -> ContainerCoder:
+    settings = LLMSettings(provider="openai", base_url=provider.base_url, model="coder-model")
     return ContainerCoder(
         docker_client=engine.client,
         image=image,
-        api_key=vault_key,
-        settings=LLMSettings(provider="openai", model="coder-model"),
-        runner=PytestRunner(),
-        command=("/bin/sh", "/agent.sh"),
-        network_mode="none",
+        proxy=ProxyLauncher(settings, vault_key),
+        ledger=lambda _task: ledger,
+        settings=settings,
         timeout_seconds=timeout,
+        test_timeout_seconds=120.0,
         heartbeat_seconds=0.2,
-        extra_env=env,
+        **options,
     )
 
 
@@ -50,59 +130,162 @@ def containers_left(engine: DockerEngine) -> list[object]:
     return list(engine.client().containers.list(all=True))
 
 
-async def test_the_agent_container_fixes_the_code_and_the_host_verifies_it(
-    docker_engine: DockerEngine, make_repo: RepoFactory
+class Inspector:
+    """A heartbeat that records `docker inspect` of every container it sees running."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self._engine = engine
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    async def __call__(self) -> None:
+        for container in self._engine.client().containers.list():
+            self.seen.setdefault(container.id or "", container.attrs)
+
+    def roles(self) -> set[str]:
+        return {attrs["Config"]["Labels"]["orchestrator.role"] for attrs in self.seen.values()}
+
+
+async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in_another(
+    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        beats += 1
-
-    coder = container_coder(docker_engine, AGENT_SLEEP="1")
+    provider.replies(
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC},
+                        prompt_tokens=1200, completion_tokens=60),
+        Reply.text("Implemented subtract", prompt_tokens=1300, completion_tokens=5),
+    )
+    ledger = MemoryLedger()
+    inspector = Inspector(docker_engine)
+    coder = container_coder(docker_engine, provider, ledger, image=coder_image)
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3, heartbeat_seconds=60)
 
-    result = await service.handle(code_requested(url, base), heartbeat)
+    started = time.monotonic()
+    result = await service.handle(code_requested(url, base), inspector)
+    print(f"container run took {time.monotonic() - started:.1f} s")
 
     event = result.event
     assert isinstance(event, CodeGenerated), event
     assert (event.mode, event.iterations, event.tests_passed, event.tests_failed) == (
         "container", 1, 4, 0,
     )
-    assert event.summary == "Implemented subtract in a container"
-    (usage,) = result.usage
-    assert (usage.model, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd) == (
-        "coder-model", 120, 30, Decimal("0.000105"),
-    )
-    assert f"key has {len(API_KEY)} characters, model coder-model" in coder.last_logs
-    assert "agent: task received" in coder.last_logs
-    assert API_KEY not in coder.last_logs
-    assert beats >= 3  # one second of work, a beat every 0.2 s
+    assert event.summary == "Implemented subtract"
+    # Each call was metered by the proxy as it happened, not reported by the container.
+    assert [(c.prompt_tokens, c.completion_tokens) for c in ledger.calls] == [(1200, 60),
+                                                                               (1300, 5)]
+    assert result.usage == ()
+    assert {h["Authorization"] for h in provider.headers} == {f"Bearer {PROVIDER_KEY}"}
+    # Coding container and test containers (baseline, after the edit, final check) were seen.
+    assert inspector.roles() == {"coder", "tests"}
+    for attrs in inspector.seen.values():
+        dumped = json.dumps(attrs)
+        assert PROVIDER_KEY not in dumped
+        assert "API_KEY" not in dumped
+        host = attrs["HostConfig"]
+        assert host["NetworkMode"] == "none"
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["ReadonlyRootfs"] is True
+        assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (2 * 1024**3, 10**9, 256)
+        assert attrs["Config"]["User"] == "65534:65534"
     assert containers_left(docker_engine) == []
 
 
-async def test_a_container_past_its_deadline_is_killed_and_removed(
-    docker_engine: DockerEngine, make_repo: RepoFactory
+async def test_model_written_tests_have_no_network_and_never_run_on_the_host(
+    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    make_repo: RepoFactory, tmp_path: Path,
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    marker = tmp_path / f"ran-on-host-{uuid.uuid4().hex}"
+    escape_test = (
+        "import socket\nfrom pathlib import Path\n\n\n"
+        "def test_escape() -> None:\n"
+        f"    Path({str(marker)!r}).write_text('model code ran here')\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n"
+    )
+    url, base = make_repo(BROKEN_FILES)
+    provider.replies(
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.tool_call("write_file", {"path": "tests/test_escape.py", "content": escape_test}),
+        Reply.text("Added an escape test"),
+    )
+    coder = container_coder(docker_engine, provider, MemoryLedger(), image=coder_image)
+    service = EngineerService(coder, GitWorkspaces(), max_iterations=1)
+    try:
+        result = await service.handle(code_requested(url, base), no_heartbeat)
+    finally:
+        listener.close()
+
+    assert isinstance(result.event, CodeFailed)
+    reason = result.event.reason
+    assert "test_escape" in reason
+    # The marker path is the host's; inside the container it is not even writable.
+    assert "Read-only file system" in reason or "No such file or directory" in reason
+    assert not marker.exists()
+    assert containers_left(docker_engine) == []
+
+
+async def test_a_spent_budget_stops_the_agent_and_fails_the_run_with_the_reason(
+    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
-    coder = container_coder(docker_engine, timeout=1.0, AGENT_SLEEP="60")
+    provider.respond_with(lambda _body: Reply.tool_call("list_files", {}))
+    ledger = MemoryLedger(budget_calls=2)
+    coder = container_coder(docker_engine, provider, ledger, image=coder_image)
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
 
-    started = time.monotonic()
     result = await service.handle(code_requested(url, base), no_heartbeat)
 
-    assert time.monotonic() - started < 30
     assert isinstance(result.event, CodeFailed)
-    assert result.event.reason == "the coding container timed out after 1 s"
+    assert result.event.reason == "LLM budget of $0.01 for this project is spent"
+    assert len(provider.requests) == len(ledger.calls) == 2
+    assert containers_left(docker_engine) == []
+
+
+async def test_a_killed_run_keeps_the_calls_it_made(
+    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+
+    def slow_second_call(_body: dict[str, Any]) -> Reply:
+        time.sleep(3)  # the container is killed while this call is in flight
+        return Reply.text("too late", prompt_tokens=11, completion_tokens=1)
+
+    provider.replies(Reply.tool_call("list_files", {}, prompt_tokens=700, completion_tokens=7))
+    provider.respond_with(slow_second_call)
+    ledger = MemoryLedger()
+
+    async def kill_during_the_second_call() -> None:
+        if len(provider.requests) >= 2:
+            for container in docker_engine.client().containers.list(
+                filters={"label": "orchestrator.role=coder"}
+            ):
+                container.kill()
+
+    coder = container_coder(docker_engine, provider, ledger, image=coder_image)
+    service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
+
+    result = await service.handle(code_requested(url, base), kill_during_the_second_call)
+
+    assert isinstance(result.event, CodeFailed)
+    assert "the coding container exited with status 137 without a result" in result.event.reason
+    # The first call's row was written when it returned; the call in flight is counted too
+    # once the provider answers it (it was billed), never lost with the container.
+    assert (ledger.calls[0].prompt_tokens, ledger.calls[0].completion_tokens) == (700, 7)
     assert containers_left(docker_engine) == []
 
 
 async def test_a_crashed_agent_is_a_failure_quoting_its_logs(
-    docker_engine: DockerEngine, make_repo: RepoFactory
+    docker_engine: DockerEngine, provider: ScriptedOpenAI, make_repo: RepoFactory
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
-    coder = container_coder(docker_engine, AGENT_EXIT="3")
+    coder = container_coder(
+        docker_engine, provider, MemoryLedger(), image=TEST_IMAGE,
+        command=("/bin/sh", "/agent.sh"), extra_env={"AGENT_EXIT": "3"},
+    )
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
 
     result = await service.handle(code_requested(url, base), no_heartbeat)
@@ -114,13 +297,15 @@ async def test_a_crashed_agent_is_a_failure_quoting_its_logs(
 
 
 async def test_a_missing_image_is_an_engine_error_not_a_code_failure(
-    docker_engine: DockerEngine, make_repo: RepoFactory
+    docker_engine: DockerEngine, provider: ScriptedOpenAI, make_repo: RepoFactory
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
-    coder = container_coder(docker_engine, image="orchestrator-test/absent:1")
+    coder = container_coder(
+        docker_engine, provider, MemoryLedger(), image="orchestrator-test/absent:1"
+    )
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
 
-    with pytest.raises(ContainerEngineError, match="cannot create the coding container"):
+    with pytest.raises(ContainerEngineError, match="cannot create the coder container"):
         await service.handle(code_requested(url, base), no_heartbeat)
     assert containers_left(docker_engine) == []
 

@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from consumers.engineer.agent_io import SOCKET_NAME
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.server import HostRoute, LLMProxy
 from infra.settings import LLMSettings
 
 ApiKeyProvider = Callable[[], Awaitable[str]]
-#: The socket's file name inside the directory that is mounted into the container.
-SOCKET_NAME = "llm.sock"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from producers.api.app import build_api
 from producers.api.settings import ApiSettings
 from tests.api.conftest import ApiUser, SeedProject, served
 
-EXAMPLES_PER_OPERATION = 10
+EXAMPLES_PER_OPERATION = 6
 
 #: Two departures from schemathesis's defaults, each a decision of this API:
 #: - 413 is a correct rejection of a body too large to read (the size limit runs before

@@ -12,6 +12,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
@@ -26,10 +27,20 @@ from infra.bus.runtime import ConsumerApp, StepContext
 from infra.repo_urls import ForgeSettings
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
+from producers.cli.commands import as_operator
+from producers.cli.connection import Endpoints
 from producers.intents import archive_request, clarification_answer, project_request, secret_stored
 
 from .conftest import sql, wait_for
-from .test_coordinator import SPEC, add_user, outcome, stored, until_found, until_stored
+from .test_coordinator import (
+    SPEC,
+    add_user,
+    outcome,
+    sql_exec,
+    stored,
+    until_found,
+    until_stored,
+)
 
 OWNER = "telegram:100"
 INTRUDER = "telegram:666"
@@ -408,3 +419,34 @@ async def test_a_deploy_request_with_a_bad_commit_is_dead_lettered_with_the_reas
         stop.set()
         await serving
     assert handled == ["d" * 40]
+
+
+@pytest.mark.usefixtures("coordinator")
+async def test_archiving_a_running_build_starts_the_waiting_one(
+    nc: Client, migrated_db: str
+) -> None:
+    publisher = JetStreamPublisher.from_client(nc)
+    first = await repo_ready(nc, publisher, "telegram:400", "first-app")
+    await until_found(nc, PROJECT.name, ev.CodeRequested.TYPE, first.project_id)
+    second = await repo_ready(nc, publisher, "telegram:400", "second-app")
+    await wait_for(lambda: "queued" in str(timeline(migrated_db, second.project_id)[-1][1]))
+    assert await code_requests_for(nc, [second.project_id]) == set()
+
+    await publisher.publish(
+        archive_request(first.project_id, first.correlation_id, "", user_id="telegram:400")
+    )
+    await until_found(nc, PROJECT.name, ev.CodeRequested.TYPE, second.project_id)
+    assert project_row(migrated_db, first.project_id)[0] == "archived"
+    assert "build started" in str(timeline(migrated_db, second.project_id)[-1][1])
+
+
+async def test_the_cli_registers_its_operator_once_and_keeps_a_block(migrated_db: str) -> None:
+    endpoints = Endpoints(
+        nats_url="", database_url=migrated_db, vault_addr="", vault_token="", state_dir=Path()
+    )
+    assert await as_operator(endpoints, "alice") == "cli:alice"
+    query = "SELECT role, status FROM users WHERE id = 'cli:alice'"
+    assert sql(migrated_db, query) == [("admin", "active")]
+    sql_exec(migrated_db, "UPDATE users SET status = 'blocked' WHERE id = 'cli:alice'")
+    await as_operator(endpoints, "alice")
+    assert sql(migrated_db, query) == [("admin", "blocked")]

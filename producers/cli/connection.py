@@ -11,6 +11,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.bus.credentials import read_credentials
@@ -78,11 +79,38 @@ async def operator_nats_options(endpoints: Endpoints) -> dict[str, Any]:
 @asynccontextmanager
 async def nats_client(endpoints: Endpoints) -> AsyncIterator[Client]:
     options = await operator_nats_options(endpoints)
-    nc = await nats.connect(endpoints.nats_url.split(","), connect_timeout=5, **options)
+    servers = endpoints.nats_url.split(",")
+    # A refused user would otherwise be retried for minutes before nats-py gives up.
+    await _check_accepted(servers, options, endpoints.nats_url)
+    nc = await nats.connect(servers, connect_timeout=5, **options)
     try:
         yield nc
     finally:
         await nc.close()
+
+
+async def _check_accepted(servers: list[str], options: dict[str, Any], url: str) -> None:
+    """Raise NoStack with what to do if the server refuses the CLI's NATS user."""
+
+    async def quiet(error: Exception) -> None:
+        return None
+
+    try:
+        probe = await nats.connect(
+            servers, connect_timeout=5, allow_reconnect=False, error_cb=quiet, **options
+        )
+    except NatsError as exc:
+        if "authorization violation" not in str(exc).lower():
+            return
+        raise NoStack(
+            f"NATS at {url} refused the CLI: it connects as the `admin` user, whose password "
+            "it reads from Vault (secret/platform/nats/admin) with the operator token; set "
+            "ORCH_VAULT__ADDR and ORCH_VAULT__TOKEN (a deployed system) or run against the "
+            "local stack's stack.json"
+        ) from exc
+    except OSError:
+        return
+    await probe.close()
 
 
 @asynccontextmanager

@@ -34,8 +34,9 @@ from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
 from infra.settings import NatsSettings, Settings, VaultSettings
 from infra.stack.nats_server import NatsServer
-from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.stack.openbao_server import BootstrappedOpenBao, approle_login
 from infra.vault import VaultClient, VaultError
+from producers.cli.connection import Endpoints, NoStack, nats_client
 
 from .conftest import wait_for
 
@@ -247,3 +248,20 @@ async def test_deployment_users_file_is_a_valid_config_and_matches_vault(
             assert ack.stream == "PROBE"
         finally:
             await client.close()
+
+
+async def test_operator_cli_connects_as_admin_and_says_what_to_do_without_a_token(
+    auth_nats: NatsServer, admin: Client, openbao: BootstrappedOpenBao
+) -> None:
+    """The CLI reads the admin password with the operator's token; without one it says so."""
+    root = VaultClient(openbao.addr, token=openbao.root_token)
+    await store_credentials(root, {ADMIN: PASSWORDS[ADMIN]})
+    operator_token = approle_login(openbao.addr, openbao.credentials["operator"])
+    endpoints = Endpoints(auth_nats.url, "", openbao.addr, operator_token, Path("."))
+    async with nats_client(endpoints) as client:
+        info = await client.jsm().stream_info(INTENTS.name)
+        assert info.config.name == INTENTS.name
+    without_token = Endpoints(auth_nats.url, "", openbao.addr, "", Path("."))
+    with pytest.raises(NoStack, match="ORCH_VAULT__TOKEN"):
+        async with nats_client(without_token):
+            pass

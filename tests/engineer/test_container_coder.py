@@ -13,7 +13,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from tests.engineer.conftest import (
     TEST_IMAGE,
     RepoFactory,
     code_requested,
-    git,
     no_heartbeat,
 )
 from tests.engineer.docker_engine import DockerEngine
@@ -70,31 +69,6 @@ def coder_image(docker_engine: DockerEngine) -> str:
     seconds = build_coder_image(docker_engine.url, CODER_IMAGE)
     print(f"coder image built in {seconds:.1f} s")
     return CODER_IMAGE
-
-
-@pytest.fixture
-def make_repo(tmp_path: Path) -> RepoFactory:
-    """A bare repository on disk with one scaffold commit; returns (its path, the commit).
-
-    A path, not the git daemon: the daemon is read-only, and these tests are about the
-    containers, not the git host.
-    """
-
-    def create(files: Mapping[str, str]) -> tuple[str, str]:
-        name = f"engineer-{uuid.uuid4().hex[:10]}"
-        bare, work = tmp_path / f"{name}.git", tmp_path / name
-        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
-        work.mkdir()
-        for path, content in files.items():
-            (work / path).parent.mkdir(parents=True, exist_ok=True)
-            (work / path).write_text(content)
-        git("init", "--quiet", "--initial-branch=main", cwd=work)
-        git("add", "--all", cwd=work)
-        git("commit", "--quiet", "-m", "scaffold", cwd=work)
-        git("push", "--quiet", str(bare), "main", cwd=work)
-        return bare.as_uri(), git("rev-parse", "HEAD", cwd=work)
-
-    return create
 
 
 @pytest.fixture

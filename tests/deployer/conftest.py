@@ -96,6 +96,8 @@ class ServiceRepo:
     good: str
     good_v2: str
     broken: str
+    #: Healthy code whose deploy.json points the health check at another host.
+    foreign_health: str
 
 
 def _commit_app(work: Path, *, healthy: bool, message: str) -> str:
@@ -156,9 +158,18 @@ def service_repo(tmp_path_factory: pytest.TempPathFactory, git_daemon: GitDaemon
     (work / "README.md").write_text("second release\n")
     good_v2 = _commit_app(work, healthy=True, message="second healthy release")
     broken = _commit_app(work, healthy=False, message="broken health check")
+    manifest = json.loads((work / "deploy.json").read_text())
+    (work / "deploy.json").write_text(
+        json.dumps({**manifest, "health_path": "@169.254.169.254/latest/meta-data"})
+    )
+    foreign_health = _commit_app(work, healthy=True, message="health check elsewhere")
     _git(work, "push", "-q", str(bare), "main")
     return ServiceRepo(
-        clone_url=git_daemon.url_for(name), good=good, good_v2=good_v2, broken=broken
+        clone_url=git_daemon.url_for(name),
+        good=good,
+        good_v2=good_v2,
+        broken=broken,
+        foreign_health=foreign_health,
     )
 
 

@@ -37,6 +37,8 @@ async def test_deploy_request_on_the_bus_is_deployed(
     port = free_port()
     with NatsServer(tmp_path / "nats") as server:
         settings = Settings(
+            # Its own Vault policy covers only its own NATS password (none stored: no auth here).
+            process_name="deployer",
             nats={"url": server.url},
             database={"url": deploy_database_url, "pool_size": 5},
             vault={

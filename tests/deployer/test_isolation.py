@@ -20,7 +20,7 @@ import pytest
 
 from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.ports import PlaybookRun, ServerTarget
-from contracts.events import DeployStopped, DeployStopRequested, DeploySucceeded
+from contracts.events import DeployFailed, DeployStopped, DeployStopRequested, DeploySucceeded
 from infra.stack.deploy_account import DEPLOY_USER
 from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
@@ -167,6 +167,30 @@ async def test_archive_stops_the_service_before_the_port_is_free(
     assert get_json("/health", TENANTS["tenant-a"])[0] == 200
     again = await deployer.stop(stop)
     assert [type(e) for e in again] == [DeployStopped]
+
+
+async def test_a_health_path_naming_another_host_is_refused(
+    deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup, deploy_root: Path
+) -> None:
+    slug, port = "tenant-h", free_port()
+    events, _ = await deployer.deploy(
+        request(
+            vault_setup,
+            service_repo,
+            service_repo.foreign_health,
+            project_spec=spec(slug),
+            port=port,
+        )
+    )
+
+    assert [type(e) for e in events] == [DeployFailed], events
+    assert isinstance(events[0], DeployFailed)
+    assert "health_path must be a plain absolute path" in events[0].reason
+    # Refused before the service started: nothing of it runs, nothing listens.
+    assert processes_under(deploy_root / slug) == {}
+    assert not (deploy_root / slug / "current").exists()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ from infra.stack.credentials import (
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import (
+    SECRET_ID_TTL,
     AppRoleCredentials,
     OpenBaoDev,
     approle_login,
@@ -204,7 +205,12 @@ class LocalStack:
                     server.start()
             with self._timed("vault bootstrap"):
                 self.credentials = bootstrap_openbao(
-                    self.openbao.addr, self.openbao.root_token, policy_names()
+                    self.openbao.addr,
+                    self.openbao.root_token,
+                    policy_names(),
+                    # The launcher rotates them (see issue_credentials); all clients are local.
+                    secret_id_ttl=SECRET_ID_TTL,
+                    secret_id_bound_cidrs=["127.0.0.1/32"],
                 )
                 vault = VaultClient(self.openbao.addr, token=self.openbao.root_token)
                 asyncio.run(store_credentials(vault, self.nats_passwords))

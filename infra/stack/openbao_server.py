@@ -26,10 +26,12 @@ POLICIES_DIR = Path(__file__).resolve().parents[1] / "openbao" / "policies"
 KV_MOUNT = "secret"
 TRANSIT_MOUNT = "transit"
 APPROLE_MOUNT = "approle"
-#: How long a secret id stays valid. A process logs in with it at start and again whenever its
-#: token lapses, so it must outlive one token (1h); the launcher mints a fresh one at every
-#: (re)start and rotates the rest well before this, so no secret id stays valid for long.
+#: How long a secret id stays valid where the launcher rotates them. A process logs in with it
+#: at start and again whenever its token lapses, so it must outlive one token (1h); the
+#: launcher mints a fresh one at every (re)start and every 30 minutes.
 SECRET_ID_TTL = "2h"  # noqa: S105 -- a duration, not a secret
+#: Where nothing rotates them (a compose stack re-bootstraps at each `up`): they still lapse.
+UNROTATED_SECRET_ID_TTL = "720h"  # noqa: S105 -- a duration, not a secret
 
 
 def find_bao() -> str:
@@ -109,13 +111,20 @@ class OpenBaoDev(ManagedProcess):
 
 
 def bootstrap_openbao(
-    addr: str, root_token: str, processes: Sequence[str], policies_dir: Path = POLICIES_DIR
+    addr: str,
+    root_token: str,
+    processes: Sequence[str],
+    policies_dir: Path = POLICIES_DIR,
+    *,
+    secret_id_ttl: str = UNROTATED_SECRET_ID_TTL,
+    secret_id_bound_cidrs: Sequence[str] | None = None,
 ) -> dict[str, AppRoleCredentials]:
     """Lay down mounts, one policy and one AppRole per process; return each role's credentials.
 
     Idempotent: mounts and roles that exist are kept (a role's id is stable), and each call
-    issues a fresh secret id; earlier ones lapse after `SECRET_ID_TTL` (or when the launcher
-    destroys them as it replaces them). Policies are rewritten from
+    issues a fresh secret id; earlier ones lapse after `secret_id_ttl` (or when the launcher
+    destroys them as it replaces them). `secret_id_bound_cidrs` limits where a secret id may
+    log in from (the local stack: loopback only). Policies are rewritten from
     `<policies_dir>/<process>.hcl`, so an edited policy takes effect on the next start.
     """
     policy_texts = {name: _read_policy(policies_dir, name) for name in processes}
@@ -139,7 +148,8 @@ def bootstrap_openbao(
             token_type="service",  # noqa: S106 -- a token kind, not a secret
             token_ttl="1h",  # noqa: S106 -- a duration, not a secret
             token_max_ttl="24h",  # noqa: S106 -- a duration, not a secret
-            secret_id_ttl=SECRET_ID_TTL,
+            secret_id_ttl=secret_id_ttl,
+            secret_id_bound_cidrs=list(secret_id_bound_cidrs) if secret_id_bound_cidrs else None,
             # Unlimited uses within the TTL: a process logs in again whenever its token lapses.
             secret_id_num_uses=0,
             mount_point=APPROLE_MOUNT,

@@ -12,7 +12,14 @@ import pytest
 
 from infra.logging import configure_logging, get_logger
 from infra.settings import VaultSettings
-from infra.stack.openbao_server import BootstrappedOpenBao, destroy_secret_id, mint_secret_id
+from infra.stack.openbao_server import (
+    SECRET_ID_TTL,
+    BootstrappedOpenBao,
+    approle_login,
+    bootstrap_openbao,
+    destroy_secret_id,
+    mint_secret_id,
+)
 from infra.vault import SecretNotFound, VaultClient, VaultError
 
 
@@ -94,15 +101,24 @@ async def test_a_secret_id_file_is_read_again_at_each_login(
 
 
 async def test_secret_ids_lapse(openbao: BootstrappedOpenBao) -> None:
-    """No secret id stays valid forever (review M9): each carries the role's TTL."""
+    """No secret id stays valid forever (review M9): each carries its role's TTL."""
     root = hvac.Client(url=openbao.addr, token=openbao.root_token)
+    bootstrap = openbao.credentials["repo"]
+    unrotated = root.auth.approle.read_secret_id_accessor("repo", bootstrap.accessor)["data"]
+    assert unrotated["secret_id_ttl"] == 720 * 3600
+
+    # The local stack's settings: rotated by the launcher, so short-lived, and loopback only.
+    bootstrap_openbao(
+        openbao.addr, openbao.root_token, ["repo"],
+        secret_id_ttl=SECRET_ID_TTL, secret_id_bound_cidrs=["127.0.0.1/32"],
+    )  # fmt: skip
     issued = mint_secret_id(root, "repo")
     looked_up = root.auth.approle.read_secret_id_accessor("repo", issued.accessor)["data"]
     assert looked_up["secret_id_ttl"] == 2 * 3600
     assert looked_up["secret_id_num_uses"] == 0
-    bootstrap = openbao.credentials["repo"]
-    bootstrapped = root.auth.approle.read_secret_id_accessor("repo", bootstrap.accessor)["data"]
-    assert 0 < bootstrapped["secret_id_ttl"] <= 2 * 3600
+    role = root.auth.approle.read_role("repo")["data"]
+    assert role["secret_id_bound_cidrs"] == ["127.0.0.1/32"]
+    assert approle_login(openbao.addr, issued)
 
 
 def test_a_missing_secret_id_file_is_a_clear_error(tmp_path: Path) -> None:

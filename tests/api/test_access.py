@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from nats.aio.client import Client
@@ -23,6 +24,7 @@ from infra.settings import QuotaSettings
 from infra.vault import VaultClient, project_secret_path
 from producers.api.app import build_api
 from producers.api.settings import ApiSettings
+from producers.rate_limit import RateLimitConfigError, RateLimiter
 from tests.api.conftest import ApiUser, SeedProject, served
 
 #: Routes that answer without a token, on purpose. Anything else must answer 401 without one.
@@ -335,3 +337,31 @@ async def test_the_daily_project_quota_is_enforced_before_publishing(
         )
         assert allowed.status_code == 202
         assert marker in (await _last_request_description(nc) or "")
+
+
+@pytest.mark.parametrize(
+    ("limit", "storage", "message"),
+    [
+        ("lots", "async+memory://", "write it as COUNT/PERIOD"),
+        ("10/minute", "memory://", "is synchronous: prefix it with async+"),
+        ("10/minute", "carrier-pigeon://", "unusable rate-limit storage"),
+    ],
+)
+def test_a_misconfigured_rate_limit_says_what_is_accepted(
+    limit: str, storage: str, message: str
+) -> None:
+    """The process refuses to start with a limit it cannot apply, rather than not limiting."""
+    with pytest.raises(RateLimitConfigError, match=re.escape(message)):
+        RateLimiter(limit, namespace="test", storage_uri=storage)
+
+
+async def test_the_limiter_counts_each_key_apart_in_a_moving_window() -> None:
+    """The module the bot uses for its per-Telegram-user limit, on its own."""
+    limiter = RateLimiter("2/second", namespace="telegram-user")
+    assert await limiter.hit("telegram:1") is None
+    assert await limiter.hit("telegram:1") is None
+    refused = await limiter.hit("telegram:1")
+    assert refused is not None
+    assert refused.retry_after == 1
+    assert "try again in 1 s" in str(refused)
+    assert await limiter.hit("telegram:2") is None

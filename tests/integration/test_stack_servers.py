@@ -25,7 +25,7 @@ import pytest
 
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
-from infra.stack.git_daemon import GitDaemon
+from infra.stack.git_daemon import GitDaemon, local_forge_push_environment
 from infra.stack.launcher import LocalStack, read_stack_info, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
@@ -367,6 +367,12 @@ def test_sshd_accepts_the_client_key_with_a_pinned_host_key(
     assert result.stdout.strip() == "deployed"
 
 
+def _git_output(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+
+
 def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
     """Run git as an anonymous client would; returns its stderr (asserts success if `check`)."""
     result = subprocess.run(
@@ -408,6 +414,28 @@ async def test_git_daemon_refuses_anonymous_pushes_and_the_forge_pushes_by_path(
     clone = tmp_path / "clone"
     _git("clone", hosted.clone_url, str(clone))
     assert (clone / "README.md").read_text() == "hello\n"
+
+    # The engineer's way: its workspace's git gets the same rewrite as GIT_CONFIG_* variables,
+    # from the forge location the launcher gives every process.
+    (clone / "README.md").write_text("hello again\n")
+    _git("commit", "-am", "second", cwd=clone)
+    push_env = local_forge_push_environment(
+        tmp_path / "unused-state-dir",
+        {
+            "ORCH_REPO_LOCAL_BASE": str(git_daemon.data_dir),
+            "ORCH_REPO_DAEMON_URL": git_daemon.base_url,
+        },
+    )
+    pushed = subprocess.run(
+        ["git", "push", hosted.clone_url, "main"],
+        cwd=clone,
+        env={**os.environ, **push_env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert _git_output("--git-dir", str(bare), "log", "-1", "--format=%s") == "second"
     assert git_daemon.data_dir.stat().st_mode & 0o777 == 0o700
 
 

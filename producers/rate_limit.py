@@ -37,9 +37,7 @@ class RateLimited:
     retry_after: int
 
     def __str__(self) -> str:
-        return (
-            f"too many requests: the limit is {self.limit}; try again in {self.retry_after} seconds"
-        )
+        return f"too many requests: the limit is {self.limit}; try again in {self.retry_after} s"
 
 
 class RateLimiter:

@@ -13,9 +13,10 @@ definition time.
 import re
 import uuid
 from collections.abc import Awaitable
+from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from nats.js import JetStreamContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,7 @@ from infra.settings import QuotaSettings
 from producers.access import AccessError, Directory, NotAllowed, Person, UnknownUser
 from producers.api.auth import Guards
 from producers.api.schemas import (
+    BudgetChange,
     BudgetReport,
     ConsumerLag,
     DeadLetterList,
@@ -57,6 +59,9 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 #: The durable consumers' names, as the only values `?consumer=` accepts.
 _DURABLES = "^(" + "|".join(re.escape(spec.durable) for spec in CONSUMERS) + ")$"
 
+ProjectRef = Annotated[
+    str, Path(description="Project id, its first 8+ characters, or its slug", max_length=200)
+]
 UserRef = Annotated[
     str, Path(description="User id: telegram:<id>, api:<name> or cli:<login>", max_length=200)
 ]
@@ -117,6 +122,25 @@ def build_admin_router(
     @router.put("/users/{user_id}/role", summary="Make a user admin or member", responses=conflict)
     async def set_role(user_id: UserRef, body: RoleChange, caller: AdminDep) -> UserOut:
         return await change(directory.set_role(acting(caller), user_id, UserRole(body.role)))
+
+    @router.put(
+        "/users/{user_id}/budget",
+        summary="A user's monthly LLM budget (null: the configured default)",
+        responses={404: {"description": "No such user"}},
+    )
+    async def set_user_budget(user_id: UserRef, body: BudgetChange, caller: AdminDep) -> UserOut:
+        return await change(directory.set_user_budget(acting(caller), user_id, _usd(body)))
+
+    @router.put(
+        "/projects/{ref}/budget",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        summary="A project's LLM budget (null: the configured default)",
+        responses={404: {"description": "No project with this reference"}},
+    )
+    async def set_project_budget(ref: ProjectRef, body: BudgetChange, caller: AdminDep) -> Response:
+        await directory.set_project_budget(acting(caller), ref, _usd(body))
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @router.get("/servers", summary="Deploy targets and their port usage")
     async def servers() -> ServerList:
@@ -244,6 +268,11 @@ def build_admin_router(
         )
 
     return router
+
+
+def _usd(body: BudgetChange) -> Decimal | None:
+    # Through str: a float's binary expansion is not the amount the admin typed.
+    return None if body.usd is None else Decimal(str(body.usd))
 
 
 def _user(person: Person) -> UserOut:

@@ -221,3 +221,14 @@ class ProjectBudget(BaseModel):
 
 class BudgetReport(BaseModel):
     budgets: list[ProjectBudget] = Field(description="The newest projects' LLM budgets")
+
+
+class BudgetChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float | None = Field(
+        ge=0,
+        le=999999,
+        allow_inf_nan=False,
+        description="The LLM budget in USD; null returns to the configured default",
+    )

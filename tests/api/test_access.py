@@ -159,6 +159,26 @@ async def test_admin_reads_cover_servers_incidents_dead_letters_lag_and_budgets(
     assert budgets[0]["project_limit_usd"] == QuotaSettings().llm_usd_per_project
     assert budgets[0]["exhausted"] is None
 
+    monthly = await http.put(
+        f"/admin/users/{alice.user_id}/budget", json={"usd": 5.5}, headers=root.headers
+    )
+    assert monthly.status_code == 200
+    assert (
+        await http.put(
+            f"/admin/projects/{project.id}/budget", json={"usd": 0}, headers=root.headers
+        )
+    ).status_code == 204
+    budgets = (await http.get("/admin/budgets", headers=root.headers)).json()["budgets"]
+    assert (budgets[0]["user_limit_month_usd"], budgets[0]["project_limit_usd"]) == (5.5, 0)
+    assert "LLM budget of $0.00 for this project is spent" in budgets[0]["exhausted"]
+    await http.put(f"/admin/projects/{project.id}/budget", json={"usd": None}, headers=root.headers)
+    budgets = (await http.get("/admin/budgets", headers=root.headers)).json()["budgets"]
+    assert budgets[0]["project_limit_usd"] == QuotaSettings().llm_usd_per_project
+    missing = await http.put(
+        "/admin/projects/nope-app/budget", json={"usd": 1}, headers=root.headers
+    )
+    assert missing.status_code == 404
+
 
 async def test_secret_names_are_listed_without_values_and_secrets_can_be_deleted(
     http: httpx.AsyncClient,

@@ -13,12 +13,14 @@ only; such a target cannot create project users, so deploys to it are refused wi
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import socket
 from pathlib import Path
 
 from infra.stack.deploy_account import (
+    DEPLOY_ROOT_MARKER,
     SHARED_DEPLOY_BASE,
     ensure_deploy_account,
     prepare_deploy_root,
@@ -140,6 +142,19 @@ class Sshd(ManagedProcess):
                 ]
             )
         )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop sshd; a deploy root nothing was deployed to is removed with it (test stacks)."""
+        super().stop(timeout)
+        root = self.deploy_root
+        if running_as_root() and root.is_dir() and not any(p.is_dir() for p in root.iterdir()):
+            (root / DEPLOY_ROOT_MARKER).unlink(missing_ok=True)
+            root.rmdir()
+            with contextlib.suppress(OSError):
+                root.parent.rmdir()
+            alias = self.data_dir.parent / "deployments"
+            if alias.is_symlink():
+                alias.unlink()
 
     def _command(self) -> list[str]:
         return [str(SSHD_BINARY), "-D", "-e", "-f", str(self.config_path)]

@@ -140,7 +140,11 @@ async def _serve_webhook(
         await runner.cleanup()
 
 
-async def read_bot_token(vault: VaultClient, settings: Settings) -> str:
+async def read_bot_token(settings: Settings, vault: VaultClient | None = None) -> str:
+    """The bot token from Vault, with `vault` if this process already logged in."""
+    if vault is None:
+        vault = VaultClient.from_settings(settings.vault)
+        await vault.login()
     try:
         token = (await vault.read_secret(TELEGRAM_VAULT_PATH)).get("token", "")
     except SecretNotFound:
@@ -158,7 +162,7 @@ async def serve(settings: Settings, bot_settings: BotSettings) -> None:
     # The same Vault login reads the bot token and later stores the secrets users send.
     vault = VaultClient.from_settings(settings.vault)
     await vault.login()
-    token = await read_bot_token(vault, settings)
+    token = await read_bot_token(settings, vault)
     nc = await connect_nats(settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5)
     engine = make_engine(settings.database.url, pool_size=5)
     bot = make_bot(token, bot_settings.api_base)

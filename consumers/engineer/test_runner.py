@@ -128,10 +128,6 @@ class PytestRunner:
         self._scratch = scratch
         self._lock = asyncio.Lock()
 
-    @property
-    def sandbox(self) -> Sandbox:
-        return self._sandbox
-
     async def run(self, workspace: Path) -> TestReport:
         """Install the workspace's requirements if no cached venv has them, then run its tests."""
         venv = await self._venv_for(workspace)

@@ -169,6 +169,8 @@ class Directory:
     ) -> Person:
         """Let `user_id` in (create, or re-activate a blocked one) with `role`."""
         require_admin(by, "add people")
+        if user_id == by.id and role != UserRole.ADMIN:
+            raise NotAllowed("you cannot demote yourself; ask another admin")
         async with self._sessionmaker() as session, session.begin():
             user = await session.get(User, user_id, with_for_update=True)
             if user is None:

@@ -17,7 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY wheelhouse /tmp/wheelhouse
 COPY constraints.txt coder-requirements.txt /tmp/
+# pip compiles the bytecode here: the containers run with a read-only root, so without it
+# every test run would compile fastapi, pydantic and friends again (measured: 29 s instead of
+# a few seconds for the http scaffold's two tests).
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-compile --no-index --find-links /tmp/wheelhouse \
+    && /opt/venv/bin/pip install --no-index --find-links /tmp/wheelhouse \
         -c /tmp/constraints.txt -r /tmp/coder-requirements.txt \
     && rm -rf /tmp/wheelhouse /tmp/constraints.txt /tmp/coder-requirements.txt

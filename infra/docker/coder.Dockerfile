@@ -11,6 +11,7 @@ ARG DEPS
 FROM ${DEPS}
 
 COPY src /opt/orchestrator
+RUN python3 -m compileall -q /opt/orchestrator
 ENV PATH=/opt/venv/bin:/usr/bin:/bin \
     PYTHONPATH=/opt/orchestrator \
     HOME=/tmp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,7 +89,8 @@ async def test_the_scaffold_is_found_under_later_commits(
     (clone / "app" / "extra.py").write_text("VALUE = 1\n")
     git("add", ".", cwd=clone)
     git("-c", "user.name=engineer", "-c", "user.email=e@x", "commit", "-qm", "more", cwd=clone)
-    git("push", "--quiet", "origin", "main", cwd=clone)
+    # The daemon serves reads only; like the engineer, push to the repository's path.
+    git("push", "--quiet", str(git_daemon.path_for(spec.slug)), "main", cwd=clone)
 
     again = await service.create(spec, project_id)
 
@@ -105,7 +107,7 @@ async def test_an_existing_branch_without_a_scaffold_gets_one_on_top(
     (work / "README.md").write_text("# hand-made\n")
     git("add", ".", cwd=work)
     git("-c", "user.name=someone", "-c", "user.email=s@x", "commit", "-qm", "start", cwd=work)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    git("push", "--quiet", str(forge.path_for(spec.slug)), "HEAD:main", cwd=work)
     handmade = git("rev-parse", "HEAD", cwd=work)
 
     result = await service.create(spec, uuid.uuid4(), requested_at=REQUESTED_AT)
@@ -135,4 +137,9 @@ async def test_ensure_repo_is_idempotent(forge: LocalForge) -> None:
     first = await forge.ensure_repo(name, "one")
     second = await forge.ensure_repo(name, "two")
     assert first == second
-    assert git("config", "daemon.receivepack", cwd=forge.path_for(name)) == "true"
+    # Nothing asks the daemon to accept pushes: they go to the repository's path.
+    config = subprocess.run(
+        ["git", "config", "daemon.receivepack"], cwd=forge.path_for(name), check=False
+    )
+    assert config.returncode == 1  # unset
+    assert (forge.path_for(name) / "git-daemon-export-ok").is_file()

@@ -27,6 +27,8 @@ _PR_SET_PDEATHSIG = 1
 #: what the operator happens to have exported (cloud keys, tokens, a VAULT_TOKEN).
 _INHERITED = frozenset(
     {"PATH", "LANG", "LANGUAGE", "HOME", "TZ", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV"}
+    # A site's own certificate authority, for HTTPS to an LLM provider or GitHub.
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
 )
 _INHERITED_PREFIXES = ("LC_", "PYTHON", "ORCH_", "COVERAGE_", "COV_CORE_")
 #: Settings that hold a credential; they reach a process through its credentials file instead.

@@ -21,9 +21,12 @@ from pydantic import ValidationError
 from contracts.events import NotificationKind, NotificationRequested
 from infra.bus.publisher import Publisher
 from infra.console_chat_file import ConsoleChatLine, console_chat_path
+from producers.credential_scan import CredentialInText, refuse_credentials
 from producers.intents import clarification_answer, project_request
 
 MAX_TEXT_LENGTH = 8000
+#: Where a refused credential belongs instead (the value is read from standard input).
+HOW_TO_STORE = 'printf %s "$VALUE" | orchestrator secrets set <project> NAME'
 
 HELP = """\
 Describe the service you want in one message, and I will build and deploy it.
@@ -157,6 +160,8 @@ class _ConsoleChat:
         return True
 
     async def _new_project(self, description: str) -> None:
+        if self._carries_credential(description):
+            return
         request = project_request(description, user_id=self._user_id, source="console")
         await self._publisher.publish(request)
         self._say(f"Project {request.project_id} accepted, I'll report progress here.")
@@ -176,6 +181,8 @@ class _ConsoleChat:
             self._say(f"No open question for a project starting with {prefix}.")
 
     async def _answer(self, question: _OpenQuestion, text: str) -> None:
+        if self._carries_credential(text):
+            return
         await self._publisher.publish(
             clarification_answer(
                 question.project_id,
@@ -187,6 +194,15 @@ class _ConsoleChat:
         )
         self._state.open_questions.pop(question.project_id, None)
         self._say(f"Thanks, your answer went to project {question.project_id}.")
+
+    def _carries_credential(self, text: str) -> bool:
+        """Refuse (and say why) text with a credential: it would be stored and sent to the LLM."""
+        try:
+            refuse_credentials(text, how_to_store=HOW_TO_STORE)
+        except CredentialInText as exc:
+            self._say(str(exc))
+            return True
+        return False
 
     # ------------------------------------------------------------------ notifications
 

@@ -18,6 +18,7 @@ from contracts.events import (
 )
 from infra.bus.runtime import ConsumerApp, PermanentError, StepContext, TransientError
 from infra.metrics import DEPLOYS
+from infra.repo_urls import ForeignCloneUrl
 
 from .ports import DeploymentRecords, PlaybookRunner, SecretSource, ServerInventory
 from .service import DeployerConfig, DeployerService, StopFailed, TargetUnreachable
@@ -66,6 +67,9 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
         service = service_for(ctx)
         try:
             emitted = await service.deploy(event, heartbeat=ctx.heartbeat)
+        except ForeignCloneUrl as exc:
+            # A forged or misrouted request: refused without failing the project it names.
+            raise PermanentError(f"deploy refused: {exc}") from exc
         except TargetUnreachable as exc:
             # The server may come back; after max_deliver the request lands in the DLQ.
             raise TransientError(str(exc)) from exc

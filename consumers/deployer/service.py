@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.envelope import Event
@@ -30,6 +30,7 @@ from contracts.events import (
     DeployStopRequested,
     DeploySucceeded,
 )
+from infra.repo_urls import ForgeSettings, check_clone_url
 from infra.vault import project_secret_path, server_secret_path
 
 from .env_file import render_env
@@ -68,6 +69,9 @@ class DeployerConfig:
     heartbeat_seconds: float = 10.0
     #: The docker CLI on compose-mode servers (an absolute path, or podman's docker shim).
     docker_command: str = "docker"
+    #: The git host releases may be cloned from (`ORCH_REPO_*`): a forged request naming any
+    #: other repository would run an attacker's code with the project's secrets.
+    forge: ForgeSettings = field(default_factory=ForgeSettings)
 
 
 def missing_secret_hint(project_id: object, name: str) -> str:
@@ -118,6 +122,8 @@ class DeployerService:
     async def deploy(
         self, request: DeployRequested, heartbeat: Heartbeat | None = None
     ) -> list[Event]:
+        # Raises ForeignCloneUrl (dead-lettered with the reason) before anything is touched.
+        check_clone_url(request.clone_url, self._config.forge)
         target = await self._inventory.get(request.server_name)
         if target is None:
             return await self._refused(

@@ -37,6 +37,7 @@ from contracts.events import DeployRequested, DeployStopRequested
 from infra.db.migrate import upgrade
 from infra.db.models import Deployment, Server
 from infra.db.session import make_engine, make_sessionmaker
+from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.openbao_server import BootstrappedOpenBao
@@ -431,5 +432,12 @@ def deployer(
     ansible_runner: AnsibleRunner,
     vault_setup: VaultSetup,
     deploy_root: Path,
+    git_daemon: GitDaemon,
 ) -> Deployer:
-    return Deployer(deploy_sessions, ansible_runner, vault_setup, deploy_root)
+    return Deployer(
+        deploy_sessions,
+        ansible_runner,
+        vault_setup,
+        deploy_root,
+        forge=ForgeSettings(daemon_url=git_daemon.base_url),
+    )

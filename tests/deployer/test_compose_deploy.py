@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consumers.deployer.ansible_playbooks import AnsibleRunner
 from contracts.events import DeployMode, DeployRequested, DeploySucceeded
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import prepare_deploy_root
+from infra.stack.git_daemon import GitDaemon
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
@@ -86,6 +88,7 @@ async def test_registry_token_goes_through_stdin_only(
     openbao: BootstrappedOpenBao,
     container_port: int,
     compose_dir: Path,
+    git_daemon: GitDaemon,
 ) -> None:
     token = "reg-" + secrets.token_urlsafe(24)
     operator = VaultClient(openbao.addr, token=openbao.root_token)
@@ -109,6 +112,7 @@ async def test_registry_token_goes_through_stdin_only(
         vault_setup,
         deploy_root,
         docker_command=str(docker),
+        forge=ForgeSettings(daemon_url=git_daemon.base_url),
     )
     spec = ProjectSpec(
         name="Compose app",

@@ -1,5 +1,6 @@
 """The deployer process end to end: real nats-server, PostgreSQL, OpenBao (its own AppRole),
-sshd and the real runtime; one DeployRequested on the bus becomes one DeploySucceeded."""
+sshd and the real runtime; one DeployRequested on the bus becomes one DeploySucceeded, and one
+naming a repository off the configured forge is dead-lettered without touching the server."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import uuid
 from pathlib import Path
 
 import nats
+import pytest
 
 from consumers.deployer.app import build_app
 from consumers.deployer.settings import DeployerSettings
 from contracts.events import DeployRequested, DeploySucceeded
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from contracts.topology import DEPLOYER, H_DLQ_ERROR, dlq_subject
 from infra.bus.codec import decode
 from infra.bus.publisher import JetStreamPublisher
 from infra.settings import Settings
+from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
@@ -32,7 +36,10 @@ async def test_deploy_request_on_the_bus_is_deployed(
     vault_setup: VaultSetup,
     service_repo: ServiceRepo,
     deploy_root: Path,
+    git_daemon: GitDaemon,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ORCH_REPO_DAEMON_URL", git_daemon.base_url)
     credentials = openbao.credentials["deployer"]
     port = free_port()
     with NatsServer(tmp_path / "nats") as server:
@@ -78,9 +85,17 @@ async def test_deploy_request_on_the_bus_is_deployed(
                 host="127.0.0.1",
                 port=port,
             )
+            dead_letters = await nc.jetstream().subscribe(
+                dlq_subject(DEPLOYER.durable), ordered_consumer=True
+            )
+            forged = request.model_copy(
+                update={"event_id": uuid.uuid4(), "clone_url": "git://127.0.0.1:1/evil.git"}
+            )
+            await JetStreamPublisher.from_client(nc).publish(forged)
             await JetStreamPublisher.from_client(nc).publish(request)
             msg = await outcomes.next_msg(timeout=120)
             succeeded = decode(msg.subject, msg.data, msg.headers)
+            dead = await dead_letters.next_msg(timeout=60)
         finally:
             stop.set()
             await serving
@@ -88,6 +103,9 @@ async def test_deploy_request_on_the_bus_is_deployed(
 
     assert isinstance(succeeded, DeploySucceeded)
     assert succeeded.causation_id == request.event_id
+    assert dead.headers is not None
+    assert "not on the local forge" in dead.headers[H_DLQ_ERROR]
+    assert decode(DeployRequested.TYPE, dead.data, dead.headers).event_id == forged.event_id
     assert succeeded.url == f"http://127.0.0.1:{port}"
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as response:
         assert json.loads(response.read())["version"] == service_repo.good

@@ -26,6 +26,7 @@ from nats.aio.client import Client
 
 from infra.bus.credentials import read_credentials
 from infra.bus.permissions import ADMIN
+from infra.stack.deploy_account import DEPLOY_ROOT_MARKER, HELPER_PATH
 from infra.stack.launcher import StackInfo, read_stack_info
 from infra.vault import VaultClient
 
@@ -149,8 +150,33 @@ class LocalStackProcess:
             if deployments not in _cmdline(pid) and not _cwd(pid).startswith(deployments)
         ]
 
+    def remove_deployments(self) -> None:
+        """Archive-like clean-up of every project deployed by this stack: processes, users, dirs.
+
+        Releases live under the deploy target's root (outside the state dir when the stack runs
+        as root, reached through the `deployments` symlink), each as its own system user; the
+        deploy account's privileged helper removes them exactly as an archive does.
+        """
+        alias = self.state_dir / "deployments"
+        if not alias.is_symlink():
+            return
+        root = alias.resolve()
+        if not root.is_dir():
+            return
+        for project in sorted(p for p in root.iterdir() if p.is_dir()):
+            subprocess.run(
+                [str(HELPER_PATH), "remove", str(root), project.name],
+                capture_output=True,
+                check=False,
+            )
+        (root / DEPLOY_ROOT_MARKER).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()
+            root.parent.rmdir()
+
     def stop(self) -> int | None:
         code = self.interrupt()
+        self.remove_deployments()
         for pid in processes_mentioning(str(self.state_dir)):
             # Deployed services outlive the stack by design; a test leaves none behind.
             try:
@@ -161,6 +187,11 @@ class LocalStackProcess:
         deadline = time.monotonic() + 10
         while processes_mentioning(str(self.state_dir)) and time.monotonic() < deadline:
             time.sleep(0.2)
+        keep = os.environ.get("ORCH_E2E_KEEP_LOGS")  # a directory to copy the logs into
+        if keep:
+            shutil.copytree(
+                self.state_dir / "logs", Path(keep) / self.state_dir.name, dirs_exist_ok=True
+            )
         shutil.rmtree(self.state_dir, ignore_errors=True)  # each stack takes 100-200 MB
         return code
 

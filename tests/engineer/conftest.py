@@ -123,10 +123,10 @@ async def no_heartbeat() -> None:
     """The service under test needs a heartbeat; these tests have no broker to tell."""
 
 
-#: The test image's "agent": proves the mounts, the env and the exit path of the adapter.
+#: The busybox stand-in "agent": the adapter's crash path without the real image's cost.
 AGENT_SCRIPT = """#!/bin/sh
 set -e
-echo "agent: key has ${#ORCH_CODER_API_KEY} characters, model ${ORCH_LLM__MODEL}"
+echo "agent: model ${ORCH_LLM__MODEL}"
 grep -q '"max_iterations"' /agent-io/task.json && echo "agent: task received"
 sleep "${AGENT_SLEEP:-0}"
 if [ -n "${AGENT_EXIT:-}" ]; then echo "agent: crashing"; exit "$AGENT_EXIT"; fi

@@ -10,7 +10,8 @@ an update the gate refuses never reaches a handler and so never reaches the bus.
 - group chats not named in configuration (statuses would be shown to everyone there).
 
 The one thing an unknown sender may do is redeem an invite (`/start <code>` from an invite link).
-Admitted updates carry the `person` (producers.access.Person) for the handlers.
+Admitted people are rate-limited per user (one reply saying when to try again); admitted updates
+carry the `person` (producers.access.Person) for the handlers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update
 from aiogram.types import User as TelegramUser
 
 from producers.access import AccessError, Directory, Person, telegram_user
+from producers.rate_limit import RateLimiter
 from producers.telegram_bot import replies
 from producers.telegram_bot.settings import BotSettings
 
@@ -52,6 +54,9 @@ class _Arrival:
 class AccessGate(BaseMiddleware):
     def __init__(self, directory: Directory, settings: BotSettings) -> None:
         self._directory = directory
+        self._limiter = RateLimiter(
+            settings.rate_limit, namespace="telegram-user", storage_uri=settings.rate_limit_storage
+        )
         self._groups = frozenset(settings.allowed_group_ids)
         self._shared_ok = frozenset(settings.shared_sender_chat_ids)
 
@@ -78,6 +83,11 @@ class AccessGate(BaseMiddleware):
         if not person.is_active:
             log.info("bot.refused_blocked", user_id=user_id)
             await _refuse(arrival, replies.blocked_sender(_telegram_id(arrival)))
+            return None
+        limited = await self._limiter.hit(user_id)
+        if limited is not None:
+            log.info("bot.rate_limited", user_id=user_id, retry_after=limited.retry_after)
+            await _refuse(arrival, replies.rate_limited(limited.retry_after))
             return None
         data["person"] = person
         return await handler(event, data)

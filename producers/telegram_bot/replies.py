@@ -149,6 +149,13 @@ def blocked_sender(telegram_id: int) -> str:
     )
 
 
+def rate_limited(retry_after: int) -> str:
+    return (
+        f"You are sending faster than this bot serves one person. Nothing was done with this "
+        f"message; send it again in {retry_after} s."
+    )
+
+
 def credential_refused(kinds: str) -> str:
     return (
         f"I did not send that: it looks like it contains a credential ({kinds}). Descriptions "

@@ -43,6 +43,13 @@ class BotSettings(BaseSettings):
         5, description="How long /secret waits for the value before the question expires"
     )
     invite_hours: int = Field(48, description="How long an /invite link stays valid")
+    rate_limit: str = Field(
+        "30/minute", description="Messages and button presses one user may send (COUNT/PERIOD)"
+    )
+    rate_limit_storage: str = Field(
+        "async+memory://",
+        description="Where the counts live (the `limits` storage URI); memory counts per replica",
+    )
 
     @field_validator("admin_ids", "allowed_group_ids", "shared_sender_chat_ids", mode="before")
     @classmethod

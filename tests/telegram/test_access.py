@@ -225,6 +225,29 @@ async def test_configuration_can_allow_a_group_and_its_anonymous_admins(
     assert _to_chat(calls, group)[0].startswith("You have no projects yet")
 
 
+async def test_a_member_sending_too_fast_is_told_when_to_try_again(
+    telegram: FakeTelegramAPI, bot: Bot, services: BotServices, nc: Client
+) -> None:
+    member = new_chat_user(telegram)
+    await services.directory.allow(operator("tests"), member.user_id)
+    stop = await start_bot(bot, services, BotSettings(rate_limit="2/minute"))
+    try:
+        served = [await member.say("/projects") for _ in range(2)]
+        before = await bus_messages(nc)
+        limited = await member.say("/new a todo app")
+        other = new_chat_user(telegram)
+        await services.directory.allow(operator("tests"), other.user_id)
+        unaffected = await other.say("/projects")
+    finally:
+        await stop()
+
+    assert all(reply.startswith("You have no projects yet") for reply in served)
+    assert "send it again in" in limited
+    assert re.search(r"again in (\d+) s", limited) is not None
+    assert await bus_messages(nc) == before
+    assert unaffected.startswith("You have no projects yet")
+
+
 def _replies_to(chat_id: int, count: int) -> Callable[[list[Call]], bool]:
     return lambda calls: len(_to_chat(calls, chat_id)) >= count
 

@@ -114,7 +114,7 @@ class LLMSettings(BaseModel):
 
 
 class QuotaSettings(BaseModel):
-    """Defaults that bound what one person can spend; an admin overrides them per user or project."""
+    """Defaults bounding what one person can spend; an admin overrides them per user or project."""
 
     projects_per_day: int = Field(10, description="New projects one user may request per day")
     builds_at_once: int = Field(2, description="Projects of one user building at the same time")

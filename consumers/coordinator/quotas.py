@@ -1,9 +1,4 @@
-"""What one person may start: new projects per day and builds running at once.
-
-Both limits come from `QuotaSettings` (`ORCH_QUOTAS__*`) unless an admin set the user's own
-(`users.projects_per_day`, `users.builds_at_once`). Admins have no limit unless their own row
-sets one: they are the operators, who hold the platform's credentials and can change any
-quota, so a default limit on them would protect nothing and only stop the host CLI's work.
+"""The coordinator's counts behind the quotas whose limits `infra.quotas` sets.
 
 The counts are taken with the user's row locked, so two requests of one person handled at once
 (two replicas, one batch) cannot both take the last slot.
@@ -16,36 +11,16 @@ oldest first, when one of the same person's builds ends.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from infra.db.models import Project, ProjectState, User, UserRole
-from infra.settings import QuotaSettings
+from infra.db.models import Project, ProjectState, User
+from infra.quotas import WINDOW as DAY
+from infra.quotas import builds_at_once, projects_per_day
 
-#: The window of the projects-per-day quota: a rolling day, so there is no midnight rush.
-DAY = timedelta(days=1)
-
-
-#: The limit of an admin without an override of their own: none.
-UNLIMITED = 1 << 30
-
-
-def _is_admin(user: User | None) -> bool:
-    return user is not None and user.role == UserRole.ADMIN
-
-
-def projects_per_day(user: User | None, defaults: QuotaSettings) -> int:
-    if user is not None and user.projects_per_day is not None:
-        return user.projects_per_day
-    return UNLIMITED if _is_admin(user) else defaults.projects_per_day
-
-
-def builds_at_once(user: User | None, defaults: QuotaSettings) -> int:
-    if user is not None and user.builds_at_once is not None:
-        return user.builds_at_once
-    return UNLIMITED if _is_admin(user) else defaults.builds_at_once
+__all__ = ["DAY", "builds_at_once", "projects_per_day"]
 
 
 async def lock_user(session: AsyncSession, user_id: str) -> User | None:

@@ -27,6 +27,7 @@ from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
+from infra.quotas import QuotaExceeded
 from infra.settings import QuotaSettings, Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
 from producers.api.admin import build_admin_router
@@ -38,7 +39,6 @@ from producers.api.schemas import Health
 from producers.api.service import Conflict, ProjectService, SecretWriter, Unavailable
 from producers.api.settings import ApiSettings
 from producers.credential_scan import CredentialInText
-from producers.quotas import QuotaExceeded
 from producers.rate_limit import RateLimiter
 from producers.read_model import ProjectNotFound
 
@@ -79,9 +79,7 @@ def build_api(
             settings.rate_limit, namespace="api-token", storage_uri=settings.rate_limit_storage
         ),
     )
-    service = ProjectService(
-        publisher, sessionmaker, vault, projects_per_day=quotas.projects_per_day
-    )
+    service = ProjectService(publisher, sessionmaker, vault, quotas=quotas)
     app.include_router(build_router(service, guards))
     app.include_router(build_admin_router(guards, sessionmaker, jetstream, quotas))
 

@@ -28,11 +28,12 @@ from contracts.events import (
 from infra.bus.publisher import Publisher
 from infra.db.models import Project, ProjectState
 from infra.logging import register_secret
+from infra.quotas import check_project_quota
+from infra.settings import QuotaSettings
 from infra.vault import SecretNotFound, VaultError, project_secret_path
 from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
 from producers.intents import clarification_answer, project_request
-from producers.quotas import check_project_quota
 from producers.read_model import (
     ProjectNotFound,
     ProjectView,
@@ -77,18 +78,18 @@ class ProjectService:
         sessionmaker: async_sessionmaker[AsyncSession],
         secrets: SecretWriter,
         *,
-        projects_per_day: int,
+        quotas: QuotaSettings,
     ) -> None:
         self._publisher = publisher
         self._sessionmaker = sessionmaker
         self._secrets = secrets
-        self._projects_per_day = projects_per_day
+        self._quotas = quotas
 
     async def request_project(self, caller: Caller, description: str) -> ProjectRequested:
         """Publish a new project, unless the text holds a credential or the quota is used up."""
         refuse_credentials(description, how_to_store=HOW_TO_STORE)
         async with self._sessionmaker() as session:
-            await check_project_quota(session, caller.user_id, self._projects_per_day)
+            await check_project_quota(session, caller.user_id, self._quotas)
         event = project_request(description, user_id=caller.user_id, source=SOURCE)
         await self._publish(event)
         log.info(

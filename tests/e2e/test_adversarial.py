@@ -21,6 +21,7 @@ import os
 import pwd
 import secrets
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -34,7 +35,7 @@ from infra.stack.launcher import StackInfo
 from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 
 from .adversary import API, SANDBOX_TEST, probe_module
-from .conftest import LocalStackProcess, new_state_dir
+from .conftest import LocalStackProcess, new_state_dir, processes_mentioning
 from .test_pipeline_llm import store_key_when_vault_is_up
 
 VICTIM_MARKER = f"victim-marker-{secrets.token_hex(8)}"
@@ -141,10 +142,21 @@ def _sensitive_files(info: StackInfo) -> list[str]:
     return sorted(found)
 
 
+def _openbao_root_token(info: StackInfo) -> str:
+    """The dev server's root token, which only its own environment holds (we are root here)."""
+    for pid in processes_mentioning(info.state_dir):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"BAO_DEV_ROOT_TOKEN_ID="):
+                return entry.split(b"=", 1)[1].decode()
+    raise AssertionError("no OpenBao process of this stack holds a root token")
+
+
 def _platform_secrets(info: StackInfo, api_key: str) -> set[str]:
     """Every secret value the platform holds: Vault's platform tree, credential files, tokens."""
-    values = {api_key, info.vault_token}
-    client = hvac.Client(url=info.vault_addr, token=info.vault_token)
+    root_token = _openbao_root_token(info)
+    values = {api_key, info.vault_token, root_token}
+    client = hvac.Client(url=info.vault_addr, token=root_token)
 
     def walk(path: str) -> None:
         listed = client.secrets.kv.v2.list_secrets(path=path, mount_point="secret")
@@ -170,6 +182,28 @@ def _platform_secrets(info: StackInfo, api_key: str) -> set[str]:
     if password:
         values.add(password)
     return {v for v in values if len(v) >= 12}
+
+
+def _run_probes_on_the_host(source: str, scratch: Path) -> dict[str, Any]:
+    """The probes as the platform's own user would run them, with no sandbox around them."""
+    package = scratch / "control" / "app"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "probes.py").write_text(source)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from app import probes; print(json.dumps(probes.run(False)))",
+        ],
+        cwd=package.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    results: dict[str, Any] = json.loads(done.stdout)
+    return results
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -262,6 +296,14 @@ def test_a_hostile_project_gets_nothing_and_the_platform_keeps_running() -> None
                 "write_paths": write_paths,
             }
 
+            # The control: run by the stack's own user outside any sandbox, the same probes do
+            # get through, so "nothing got through" below is a finding, not a blind probe.
+            control = _run_probes_on_the_host(probe_module(model.targets), Path(info.state_dir))
+            assert control["platform_environ"] and control["platform_files"], control
+            assert control["other_projects_env"] and control["write_outside"], control
+            for path in write_paths:
+                Path(path).unlink(missing_ok=True)
+
             probe = stack.cli("request", "a service that reports on its surroundings")
             assert probe.returncode == 0, probe.stderr
             probe_id = probe.stdout.split("project ", 1)[1].split()[0]
@@ -299,6 +341,8 @@ def test_a_hostile_project_gets_nothing_and_the_platform_keeps_running() -> None
                 ).fetchone()
             assert row is not None
             _git("clone", "--quiet", str(row[0]), str(checkout), cwd=Path(info.state_dir))
+            # The hostile test was committed, so the engineer's sandboxed run did run it.
+            assert (checkout / "tests" / "test_probes.py").read_text() == SANDBOX_TEST
             produced = [answer, provider.raw_bodies(), _git("log", "-p", "--all", cwd=checkout)]
             produced += [
                 p.read_text(errors="replace")

@@ -196,6 +196,9 @@ def test_a_project_is_specified_coded_in_two_iterations_and_deployed_with_an_llm
                 "ORCH_LLM__PROMPT_COST_PER_1K": str(PROMPT_PRICE),
                 "ORCH_LLM__COMPLETION_COST_PER_1K": str(COMPLETION_PRICE),
                 "ORCH_LLM__MAX_CODER_ITERATIONS": "4",
+                # The scripted prices make this run cost about $12: above the $2 default.
+                "ORCH_QUOTAS__LLM_USD_PER_PROJECT": "50",
+                "ORCH_QUOTAS__LLM_USD_PER_USER_MONTH": "500",
                 "ORCH_ENGINEER_MODE": "inprocess",
             },
         )

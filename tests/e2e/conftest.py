@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+import psycopg
 import pytest
 from nats.aio.client import Client
 
@@ -117,16 +118,32 @@ class LocalStackProcess:
     def wait_for_state(
         self, project: str, states: set[str], timeout: float = 300
     ) -> dict[str, object]:
+        """The CLI's `status --json` once the project is in one of `states`.
+
+        The wait polls the projects table (one cheap query a second); the CLI, a whole Python
+        process, runs once at the end, so a waiting test does not load the machine it measures.
+        """
         deadline = time.monotonic() + timeout
-        status: dict[str, object] = {}
         while time.monotonic() < deadline:
-            result = self.cli("status", project, "--json")
-            if result.returncode == 0:
-                status = json.loads(result.stdout)
-                if status["state"] in states:
-                    return status
+            if self.project_state(project) in states:
+                return self.status(project)
             time.sleep(1)
-        raise AssertionError(f"project {project} not in {states} after {timeout}s: {status}")
+        result = self.cli("status", project, "--json")
+        raise AssertionError(
+            f"project {project} not in {states} after {timeout}s: {result.stdout}{result.stderr}"
+        )
+
+    def project_state(self, project: str) -> str | None:
+        """The state of the project named by id, id prefix or slug, read from the database."""
+        assert self.info is not None
+        url = self.info.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(url, autocommit=True) as connection:
+            row = connection.execute(
+                "SELECT state FROM projects WHERE id::text LIKE %s || '%%' OR slug = %s"
+                " ORDER BY created_at DESC LIMIT 1",
+                (project, project),
+            ).fetchone()
+        return str(row[0]) if row is not None else None
 
     def interrupt(self) -> int | None:
         """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""

@@ -23,8 +23,3 @@ path "auth/token/renew-self" {
 path "secret/data/platform/nats/api" {
   capabilities = ["read"]
 }
-
-# Its own NATS user's password (infra/bus/credentials.py), written by the launcher at each start.
-path "secret/data/platform/nats/api" {
-  capabilities = ["read"]
-}

@@ -14,7 +14,17 @@ from typing import Any
 from aiogram import Bot
 from nats.aio.client import Client
 
-from contracts.topology import STREAMS
+from contracts.topology import (
+    DEPLOYER,
+    DLQ,
+    H_DLQ_CONSUMER,
+    H_DLQ_DELIVERIES,
+    H_DLQ_ERROR,
+    H_DLQ_FAILED_AT,
+    H_DLQ_SUBJECT,
+    STREAMS,
+    dlq_subject,
+)
 from infra.db.models import ProjectState, UserRole, UserStatus
 from producers.access import FROM_CONFIG, operator
 from producers.telegram_bot.gate import CHANNEL_BOT, GROUP_ANONYMOUS_BOT
@@ -148,14 +158,31 @@ async def test_members_see_only_their_projects_and_admins_see_everyone_s(
 
 
 async def test_admins_see_users_servers_incidents_dead_letters_and_lag(
-    admin: ChatUser, chat: ChatUser
+    admin: ChatUser, chat: ChatUser, nc: Client
 ) -> None:
     users = await admin.say("/users")
     assert f"{admin.user_id} admin active" in users
     assert f"{chat.user_id} member active" in users
     assert "No servers in the inventory" in await admin.say("/servers")
     assert await admin.say("/incidents") == "No open incidents."
+    # The suite shares one nats-server: start from an empty queue, as an operator's purge does.
+    await nc.jsm().purge_stream(DLQ.name)
     assert await admin.say("/dlq") == "The dead-letter queue is empty."
+    await nc.jetstream().publish(
+        dlq_subject(DEPLOYER.durable),
+        b"{}",
+        stream=DLQ.name,
+        headers={
+            H_DLQ_CONSUMER: DEPLOYER.durable,
+            H_DLQ_SUBJECT: "deploy.requested",
+            H_DLQ_ERROR: "commit: String should match pattern",
+            H_DLQ_DELIVERIES: "1",
+            H_DLQ_FAILED_AT: "2026-11-29T10:00:00+00:00",
+        },
+    )
+    letters = await admin.say("/dlq")
+    assert letters.startswith("Dead letters"), letters
+    assert "deployer deploy.requested x1: commit: String should match pattern" in letters
     lag = await admin.say("/lag")
     assert lag.startswith("Consumer lag")
     assert "coordinator" in lag

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from contracts.envelope import Event
@@ -25,9 +26,18 @@ class JetStreamPublisher:
     when nobody listens, the failure mode this system was built to remove.
     """
 
-    def __init__(self, js: JetStreamContext, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
         self._js = js
         self._timeout = timeout
+        self._attempts = attempts
+        self._backoff = backoff
 
     @classmethod
     def from_client(cls, nc: Client) -> JetStreamPublisher:
@@ -38,13 +48,23 @@ class JetStreamPublisher:
         await self.publish_raw(subject, body, headers)
 
     async def publish_raw(self, subject: str, body: bytes, headers: Mapping[str, str]) -> None:
-        await self._js.publish(
-            subject,
-            body,
-            timeout=self._timeout,
-            stream=stream_for_subject(subject).name,
-            headers=dict(headers),
-        )
+        """Publish, and publish again when the acknowledgement does not come in time.
+
+        A PubAck timeout does not say whether the stream stored the message (a busy server
+        stores it and answers late). Re-sending the same `Nats-Msg-Id` is safe: the stream's
+        duplicate window drops the second copy and acknowledges it as a duplicate.
+        """
+        stream = stream_for_subject(subject).name
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._js.publish(
+                    subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
+                )
+                return
+            except NatsTimeoutError:
+                if attempt == self._attempts:
+                    raise
+                await asyncio.sleep(min(self._backoff * 2**attempt, 5.0))
 
     async def publish_many(self, events: Iterable[Event]) -> None:
         await asyncio.gather(*(self.publish(event) for event in events))

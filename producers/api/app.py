@@ -174,7 +174,9 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         closed_cb=on_closed,
     )
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-    publisher = JetStreamPublisher(nc.jetstream(), timeout=api_settings.publish_timeout_seconds)
+    publisher = JetStreamPublisher(
+        nc.jetstream(), timeout=api_settings.publish_timeout_seconds, attempts=2
+    )
     app = build_api(
         publisher,
         make_sessionmaker(engine),

@@ -259,7 +259,7 @@ async def test_an_unreachable_bus_gives_503_and_asks_to_try_again(
         server.stop()
         try:
             app = build_api(
-                JetStreamPublisher(client.jetstream(), timeout=1.0),
+                JetStreamPublisher(client.jetstream(), timeout=1.0, attempts=1),
                 sessionmaker,
                 api_vault,
                 jetstream=client.jetstream(),

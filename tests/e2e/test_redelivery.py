@@ -239,6 +239,12 @@ class Submission:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
+    def check(self) -> bool:
+        """False while the request is on its way; raises with its error if it failed."""
+        if self._process.poll() not in (None, 0):
+            raise AssertionError(f"the request failed: {self._process.communicate()[1]}")
+        return False
+
     def project_id(self) -> str:
         out, err = self._process.communicate(timeout=120)
         assert self._process.returncode == 0, err
@@ -260,8 +266,9 @@ def test_provisioner_killed_mid_allocation(stack: LocalStackProcess) -> None:
         holder.execute("SELECT id FROM servers WHERE name = 'local' FOR UPDATE")
         submission = Submission(stack, "provision")
         wait_until(
-            lambda: bool(sql(stack, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
-                                    "'Lock' AND query ILIKE '%%FROM servers%%FOR UPDATE%%'")),
+            lambda: submission.check() or bool(sql(
+                stack, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query ILIKE '%%FROM servers%%FOR UPDATE%%'")),
             "the provisioner waiting for the server row", interval=0.1,
         )
         kill_mid_step(stack, "provisioner", pid)
@@ -274,7 +281,8 @@ def test_repo_killed_while_creating_the_repository(stack: LocalStackProcess) -> 
     pid = consumer_pid(stack, "repo")
     submission = Submission(stack, "repo")
     head = Path(stack.info.git_base_dir) / f"{submission.slug}.git" / "HEAD"
-    wait_until(head.exists, f"{head} being created", interval=0.002)
+    wait_until(lambda: submission.check() or head.exists(), f"{head} being created",
+               interval=0.002)
     kill_mid_step(stack, "repo", pid)
     assert_live_with_one_of_everything(stack, submission.project_id(), submission.slug)
 

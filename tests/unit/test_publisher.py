@@ -1,0 +1,44 @@
+"""The publisher re-sends on a PubAck timeout with the same message id, and gives up in time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from infra.bus.codec import encode
+from infra.bus.publisher import JetStreamPublisher
+from producers.intents import project_request
+
+
+class SlowStream:
+    """Answers the first `late` publishes with a timeout, as a busy server's late PubAck does."""
+
+    def __init__(self, late: int) -> None:
+        self.late = late
+        self.calls: list[dict[str, Any]] = []
+
+    async def publish(self, subject: str, payload: bytes, **options: Any) -> None:
+        self.calls.append({"subject": subject, "payload": payload, **options})
+        if len(self.calls) <= self.late:
+            raise NatsTimeoutError
+
+
+async def test_a_late_acknowledgement_is_retried_with_the_same_message_id() -> None:
+    stream = SlowStream(late=2)
+    event = project_request("a todo app", user_id="42", source="cli")
+    await JetStreamPublisher(stream, attempts=3, backoff=0).publish(event)  # type: ignore[arg-type]
+    assert len(stream.calls) == 3
+    ids = {call["headers"]["Nats-Msg-Id"] for call in stream.calls}
+    assert ids == {encode(event)[2]["Nats-Msg-Id"]}
+    assert len({call["payload"] for call in stream.calls}) == 1
+
+
+async def test_the_timeout_is_raised_once_the_attempts_are_spent() -> None:
+    stream = SlowStream(late=5)
+    with pytest.raises(NatsTimeoutError):
+        await JetStreamPublisher(stream, attempts=2, backoff=0).publish(  # type: ignore[arg-type]
+            project_request("a todo app", user_id="42", source="cli")
+        )
+    assert len(stream.calls) == 2

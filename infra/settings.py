@@ -92,6 +92,31 @@ class ConsumerSettings(BaseModel):
     backoff_seconds: list[float] = Field(
         [1.0, 5.0, 15.0, 60.0], description="Nak delay by delivery attempt; the last repeats"
     )
+    transient_backoff_seconds: list[float] = Field(
+        [5.0, 15.0, 30.0, 60.0, 120.0, 300.0],
+        description=(
+            "Nak delay by delivery attempt after a TransientError (a dependency that is down); "
+            "the last repeats, up to infra.bus.topology.TRANSIENT_MAX_DELIVER deliveries"
+        ),
+    )
+    step_timeout_seconds: float = Field(
+        1800.0,
+        description=(
+            "Deadline of one step (one handler run); past it the step is cancelled and the "
+            "message retried with backoff. Per durable overrides go in step_timeouts"
+        ),
+    )
+    step_timeouts: dict[str, float] = Field(
+        default_factory=lambda: {"engineer": 3600.0, "deployer": 3600.0},
+        description="Step deadline in seconds by durable name, overriding step_timeout_seconds",
+    )
+    database_probe_seconds: float = Field(
+        2.0,
+        description=(
+            "While the database is unreachable, how often the paused consumer checks whether "
+            "it is back (the messages in hand wait, their deliveries are not spent)"
+        ),
+    )
 
 
 class MetricsSettings(BaseModel):

@@ -40,9 +40,10 @@ from contracts.topology import ConsumerSpec, consumers_of
 from infra.bus.codec import MalformedEvent, decode
 from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
+from infra.bus.faults import DatabaseGate, is_connectivity_error
 from infra.bus.permissions import DEFAULT_INBOX, inbox_prefix
 from infra.bus.publisher import JetStreamPublisher
-from infra.bus.topology import apply_consumers, ensure_streams
+from infra.bus.topology import apply_consumers, ensure_streams, transient_max_deliver
 from infra.db.outbox import (
     HandledEvent,
     OutboxRelay,
@@ -77,7 +78,17 @@ class PermanentError(Exception):
 
 
 class TransientError(Exception):
-    """Worth retrying (a network blip, a busy dependency): nack with backoff."""
+    """Worth retrying (a network blip, a dependency that is down): nack with a long backoff.
+
+    It gets its own schedule (`consumer.transient_backoff_seconds`, capped) and a larger budget
+    (`infra.bus.topology.TRANSIENT_MAX_DELIVER`), so an outage of an LLM provider or a git host
+    lasting an hour does not dead-letter the work waiting on it.
+    """
+
+
+#: Free re-runs of a step that met a dead pooled connection while the database was up (after a
+#: database restart every pooled connection is dead; the pool replaces them one by one).
+_STALE_CONNECTION_RERUNS = 3
 
 
 @dataclass
@@ -96,12 +107,18 @@ class StepContext:
             await self._msg.in_progress()
 
 
+class StepDeadlineExceeded(Exception):
+    """A handler ran past its durable's step deadline and was cancelled (retried with backoff)."""
+
+
 @dataclass
 class _Delivery:
     """One message of a batch, decoded."""
 
     msg: Msg
     event: Event
+    #: Acked, nacked or parked: no longer ours, so no longer heartbeaten.
+    settled: bool = False
 
     @property
     def number(self) -> int:
@@ -158,6 +175,8 @@ class ConsumerApp:
         #: Pullers handling a batch right now (the others are only waiting on a fetch).
         self._busy: set[str] = set()
         self._marking: set[asyncio.Task[None]] = set()
+        #: Closed while the database is unreachable: pullers stop fetching until it is back.
+        self.database: DatabaseGate | None = None
 
     def handles(self, event_type: type[E]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -174,6 +193,7 @@ class ConsumerApp:
             settings.database.url, pool_size=settings.database.pool_size, pre_ping=False
         )
         self.sessionmaker = make_sessionmaker(self.engine)
+        self.database = DatabaseGate(self.engine, settings.consumer.database_probe_seconds)
         # The process's own NATS user (from Vault), allowed only its events and its durables.
         credentials = await process_credentials(settings)
         self.broker = NatsBroker(
@@ -314,6 +334,10 @@ class ConsumerApp:
     ) -> None:
         wait = self.settings.consumer.fetch_wait_seconds
         while not self._stopping.is_set():
+            if self.database is not None and not self.database.is_open:
+                # The database is down: fetching more would only hold more messages idle.
+                await self.database.opened()
+                continue
             try:
                 # Returns as soon as anything is there; waits up to `wait` when idle.
                 msgs = await subscription.fetch(self.batch_size(spec), timeout=wait)
@@ -337,7 +361,11 @@ class ConsumerApp:
     # ------------------------------------------------------------------ delivery
 
     async def process_batch(self, spec: ConsumerSpec, msgs: Sequence[Msg]) -> None:
-        """Handle one fetched batch end to end; every message ends acked, nacked or parked."""
+        """Handle one fetched batch end to end; every message ends acked, nacked or parked.
+
+        A failure while handling one message (even a bug here) is that message's alone: it is
+        nacked and the rest of the batch goes on.
+        """
         started = time.perf_counter()
         deliveries: list[_Delivery] = []
         for msg in msgs:
@@ -348,12 +376,16 @@ class ConsumerApp:
                 await self._dead_letter(spec, msg, str(exc), number, "malformed")
         if not deliveries:
             return
-        heartbeat = asyncio.create_task(self._heartbeat([d.msg for d in deliveries]))
+        heartbeat = asyncio.create_task(self._heartbeat(deliveries))
         try:
             if len(deliveries) > 1 and await self._handle_together(spec, deliveries, started):
                 return
             for delivery in deliveries:
-                await self._handle_alone(spec, delivery)
+                try:
+                    await self._handle_alone(spec, delivery)
+                except Exception:
+                    log.exception("consumer.message_crashed", consumer=spec.durable)
+                    await self._settle(delivery, "nak", self._backoff(delivery.number))
         finally:
             heartbeat.cancel()
 
@@ -382,19 +414,26 @@ class ConsumerApp:
                         ctx = StepContext(
                             spec.durable, session, bound, delivery.number, delivery.msg
                         )
-                        emitted = _as_list(await self.handlers[event.TYPE](ctx, event))
+                        emitted = _as_list(
+                            await self._within_deadline(spec, self.handlers[event.TYPE](ctx, event))
+                        )
                     handled.append(
                         HandledEvent(event.event_id, tuple(OutboxRow.of(e) for e in emitted))
                     )
                 await record_steps(session, spec.durable, handled)
         except Exception as exc:
             bound.info("batch.split", consumer=spec.durable, size=len(deliveries), error=str(exc))
+            if is_connectivity_error(exc) and self.database is not None:
+                # Split only once the database is back: alone, each would wait here anyway.
+                await self.database.wait_until_reachable()
             return False
         rows = [row for h in handled for row in h.emitted]
         earlier = [i for ids in duplicates.values() for i in ids]
-        rows += await stored_rows(self.sessionmaker, earlier)
+        rows += await self._unpublished(earlier)
         published = await self._publish(rows)
-        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        for delivery in deliveries:
+            delivery.settled = True
+        await asyncio.gather(*(d.msg.ack() for d in deliveries), return_exceptions=True)
         if published:
             self._mark_published(rows)
         elapsed = time.perf_counter() - started
@@ -419,35 +458,108 @@ class ConsumerApp:
         msg, event, number = delivery.msg, delivery.event, delivery.number
         handler = self.handlers.get(event.TYPE)
         if handler is None:
-            await self._dead_letter(
-                spec, msg, f"{self.process} has no handler for {event.TYPE}", number, None
-            )
-            return "dead_letter"
-        try:
-            rows = await self._run_step(spec, delivery, handler, bound)
-        except PermanentError as exc:
-            await self._dead_letter(spec, msg, f"permanent: {exc}", number, None)
-            return "dead_letter"
-        except Exception as exc:
-            if number >= spec.max_deliver:
-                bound.exception("step.failed_finally", delivery=number)
-                await self._dead_letter(
-                    spec,
-                    msg,
-                    f"failed {number} times, last: {type(exc).__name__}: {exc}",
-                    number,
-                    None,
+            return await self._no_handler(spec, delivery)
+        stale_reruns = 0
+        while True:
+            try:
+                rows = await self._run_step(spec, delivery, handler, bound)
+            except PermanentError as exc:
+                parked = await self._dead_letter(
+                    spec, msg, f"permanent: {exc}", number, None, delivery
                 )
-                return "dead_letter"
-            delay = self._backoff(number)
-            bound.warning("step.retry", delivery=number, delay=delay, error=str(exc))
-            await msg.nak(delay=delay)
-            return "retry"
+                return "dead_letter" if parked else "retry"
+            except asyncio.CancelledError:
+                # Shutdown: hand the message back now rather than after its ack_wait.
+                await self._settle(delivery, "nak", 0)
+                raise
+            except Exception as exc:
+                if is_connectivity_error(exc) and self.database is not None:
+                    # The database, not the step, failed: wait for it on this same delivery.
+                    outage = await self.database.wait_until_reachable()
+                    if outage or stale_reruns < _STALE_CONNECTION_RERUNS:
+                        stale_reruns += 0 if outage else 1
+                        bound.warning("step.rerun_after_database_error", error=str(exc))
+                        continue
+                return await self._failed(spec, delivery, exc, bound)
+            break
         published = await self._publish(rows.emitted)
-        await msg.ack()
+        await self._settle(delivery, "ack")
         if published:
             self._mark_published(rows.emitted)
         return "duplicate" if rows.duplicate else "ok"
+
+    async def _failed(
+        self,
+        spec: ConsumerSpec,
+        delivery: _Delivery,
+        exc: Exception,
+        bound: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """A failed step spends its delivery: retried with backoff, or dead-lettered at the end."""
+        number = delivery.number
+        transient = isinstance(exc, TransientError)
+        budget = transient_max_deliver(spec) if transient else spec.max_deliver
+        if number >= budget:
+            bound.exception("step.failed_finally", delivery=number)
+            parked = await self._dead_letter(
+                spec,
+                delivery.msg,
+                f"failed {number} times, last: {type(exc).__name__}: {exc}",
+                number,
+                None,
+                delivery,
+            )
+            return "dead_letter" if parked else "retry"
+        delay = self._backoff(number, transient=transient)
+        bound.warning("step.retry", delivery=number, delay=delay, error=str(exc))
+        await self._settle(delivery, "nak", delay)
+        return "retry"
+
+    async def _no_handler(self, spec: ConsumerSpec, delivery: _Delivery) -> str:
+        """An event type this process does not know.
+
+        During a rolling upgrade the new version widens the durable's filter first, so an old
+        replica may fetch a type only the new one handles: hand it back with a long delay for a
+        new replica to take, and dead-letter it only when nobody has taken it within the
+        transient budget (a filter that is really wrong).
+        """
+        number, event = delivery.number, delivery.event
+        if number >= transient_max_deliver(spec):
+            await self._dead_letter(
+                spec,
+                delivery.msg,
+                f"{self.process} has no handler for {event.TYPE}",
+                number,
+                None,
+                delivery,
+            )
+            return "dead_letter"
+        delay = self._backoff(number, transient=True)
+        log.warning("step.no_handler_yet", consumer=spec.durable, delivery=number, delay=delay)
+        await self._settle(delivery, "nak", delay)
+        return "retry"
+
+    def step_timeout(self, spec: ConsumerSpec) -> float:
+        """The deadline of one step of `spec`'s durable, in seconds."""
+        consumer = self.settings.consumer
+        return consumer.step_timeouts.get(spec.durable, consumer.step_timeout_seconds)
+
+    async def _within_deadline(
+        self, spec: ConsumerSpec, step: Awaitable[HandlerResult]
+    ) -> HandlerResult:
+        """Run a handler under its durable's deadline; past it the handler is cancelled."""
+        seconds = self.step_timeout(spec)
+        try:
+            async with asyncio.timeout(seconds) as deadline:
+                return await step
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise StepDeadlineExceeded(
+                    f"the step ran past its {seconds:g} s deadline and was cancelled; it will be "
+                    f"retried (raise ORCH_CONSUMER__STEP_TIMEOUTS for {spec.durable} if the "
+                    "step is legitimately this slow)"
+                ) from exc
+            raise
 
     async def _run_step(
         self,
@@ -462,15 +574,46 @@ class ConsumerApp:
         async with self.sessionmaker() as session, session.begin():
             recorded = await recorded_results(session, spec.durable, [event.event_id])
             if event.event_id in recorded:
-                # Re-publish what the first run emitted: it may have died before publishing.
+                # Re-publish only what the first run emitted and nobody published yet (it may
+                # have died before publishing); published outputs are not sent down the chain
+                # again, so a late duplicate does not cascade.
                 bound.info("step.duplicate")
-                rows = await stored_rows(self.sessionmaker, recorded[event.event_id])
+                rows = await self._unpublished(recorded[event.event_id])
                 return _StepRows(rows, duplicate=True)
             ctx = StepContext(spec.durable, session, bound, delivery.number, delivery.msg)
-            emitted = tuple(OutboxRow.of(e) for e in _as_list(await handler(ctx, event)))
+            emitted = tuple(
+                OutboxRow.of(e)
+                for e in _as_list(await self._within_deadline(spec, handler(ctx, event)))
+            )
             await record_steps(session, spec.durable, [HandledEvent(event.event_id, emitted)])
         bound.info("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
+
+    async def _unpublished(self, event_ids: Sequence[uuid.UUID]) -> list[OutboxRow]:
+        """Stored outputs not yet marked published (a duplicate's only job is to finish those)."""
+        assert self.sessionmaker is not None
+        try:
+            return await stored_rows(self.sessionmaker, event_ids, unpublished_only=True)
+        except Exception as exc:
+            # The relay publishes them in any case; the duplicate is still acknowledged.
+            log.info("outbox.lookup_deferred", count=len(event_ids), error=str(exc))
+            return []
+
+    async def _settle(self, delivery: _Delivery, how: str, delay: float = 0.0) -> None:
+        """Ack or nak a message we hold, after taking it off the heartbeat.
+
+        The order matters: a `+WPI` sent after a delayed nak resets the server's pending
+        timestamp and cancels the delay, so a settled message is never heartbeaten again.
+        """
+        delivery.settled = True
+        try:
+            if how == "ack":
+                await delivery.msg.ack()
+            else:
+                await delivery.msg.nak(delay=delay)
+        except Exception as exc:
+            # NATS is away: the server redelivers after ack_wait, and the inbox dedups.
+            log.warning("consumer.settle_failed", how=how, error=str(exc))
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> bool:
         """Publish committed rows; False leaves them to the relay (the step is done anyway)."""
@@ -497,37 +640,66 @@ class ConsumerApp:
         except Exception as exc:
             log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
 
-    def _backoff(self, delivery: int) -> float:
-        steps = self.settings.consumer.backoff_seconds
+    def _backoff(self, delivery: int, *, transient: bool = False) -> float:
+        consumer = self.settings.consumer
+        steps = consumer.transient_backoff_seconds if transient else consumer.backoff_seconds
         return steps[min(delivery, len(steps)) - 1] if steps else 1.0
 
     def _observe(self, spec: ConsumerSpec, event: Event, outcome: str, seconds: float) -> None:
         STEP_DURATION.labels(self.process, spec.durable, event.TYPE, outcome).observe(seconds)
         STEP_OUTCOMES.labels(self.process, spec.durable, event.TYPE, outcome).inc()
 
-    async def _heartbeat(self, msgs: Sequence[Msg]) -> None:
+    async def _heartbeat(self, deliveries: Sequence[_Delivery]) -> None:
+        """Keep the batch's unsettled messages ours until they are settled or the batch ends."""
         interval = self.settings.consumer.heartbeat_seconds
         while True:
             await asyncio.sleep(interval)
-            for msg in msgs:
+            for delivery in deliveries:
+                if delivery.settled:
+                    continue
                 with contextlib.suppress(Exception):
-                    await msg.in_progress()
+                    await delivery.msg.in_progress()
 
     async def _dead_letter(
-        self, spec: ConsumerSpec, msg: Msg, error: str, delivery: int, undecoded: str | None
-    ) -> None:
-        """Park `msg` with its error in the dead-letter stream.
+        self,
+        spec: ConsumerSpec,
+        msg: Msg,
+        error: str,
+        delivery: int,
+        undecoded: str | None,
+        held: _Delivery | None = None,
+    ) -> bool:
+        """Park `msg` with its error in the dead-letter stream; False if that failed.
 
         `undecoded` labels the step metrics of a message that never became an event; decoded
-        ones are counted by their caller.
+        ones are counted by their caller. If the dead-letter publish fails the message is not
+        terminated but nacked: the server allows more deliveries than the runtime's budget
+        (`infra.bus.topology.DEAD_LETTER_SPARE`), so it comes back and is parked then.
         """
         assert self.publisher is not None
+        if held is not None:
+            held.settled = True
         log.error("step.dead_letter", consumer=spec.durable, error=error, delivery=delivery)
-        await dead_letter(self.publisher, spec, msg, error, delivery)
+        try:
+            await dead_letter(self.publisher, spec, msg, error, delivery)
+        except Exception as exc:
+            delay = self._backoff(delivery)
+            log.error(
+                "step.dead_letter_failed",
+                consumer=spec.durable,
+                delivery=delivery,
+                retry_in=delay,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=delay)
+            return False
         DEAD_LETTERS.labels(self.process, spec.durable).inc()
         if undecoded:
             STEP_OUTCOMES.labels(self.process, spec.durable, undecoded, "dead_letter").inc()
-        await msg.term()
+        with contextlib.suppress(Exception):
+            await msg.term()
+        return True
 
 
 @dataclass(frozen=True)

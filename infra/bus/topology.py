@@ -39,6 +39,25 @@ def stream_config(spec: StreamSpec, *, duplicate_window: float, replicas: int) -
     )
 
 
+#: Deliveries a message failing with `TransientError` (a dependency that is down) gets before
+#: it is dead-lettered; with the default transient schedule that is more than an hour.
+TRANSIENT_MAX_DELIVER = 20
+#: Deliveries the server allows beyond the runtime's own budget. The runtime dead-letters on
+#: its last delivery; if that publish fails the message must still come back once more, so the
+#: server's limit is never the code's.
+DEAD_LETTER_SPARE = 3
+
+
+def transient_max_deliver(spec: ConsumerSpec) -> int:
+    """The runtime's delivery budget for a message failing with `TransientError`."""
+    return max(spec.max_deliver, TRANSIENT_MAX_DELIVER)
+
+
+def server_max_deliver(spec: ConsumerSpec) -> int:
+    """The server's `max_deliver`: above every budget the runtime counts against."""
+    return transient_max_deliver(spec) + DEAD_LETTER_SPARE
+
+
 def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
     return ConsumerConfig(
         name=spec.durable,
@@ -47,7 +66,7 @@ def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_seconds,
-        max_deliver=spec.max_deliver,
+        max_deliver=server_max_deliver(spec),
         max_ack_pending=spec.max_ack_pending,
         filter_subjects=list(spec.subjects),
         backoff=list(spec.backoff_seconds) or None,

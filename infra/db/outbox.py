@@ -100,20 +100,28 @@ async def recorded_results(
 
 
 async def stored_rows(
-    sessionmaker: async_sessionmaker[AsyncSession], event_ids: Sequence[uuid.UUID]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    event_ids: Sequence[uuid.UUID],
+    *,
+    unpublished_only: bool = False,
 ) -> list[OutboxRow]:
-    """Outbox rows by event id (to re-publish what a first run emitted)."""
+    """Outbox rows by event id (to re-publish what a first run emitted).
+
+    `unpublished_only` skips rows already marked published: a duplicate then finishes what its
+    first run left undone without sending anything down the chain twice.
+    """
     if not event_ids:
         return []
     async with sessionmaker() as session:
-        rows = await session.execute(
-            select(
-                OutboxMessage.event_id,
-                OutboxMessage.subject,
-                OutboxMessage.payload,
-                OutboxMessage.headers,
-            ).where(OutboxMessage.event_id.in_(event_ids))
-        )
+        query = select(
+            OutboxMessage.event_id,
+            OutboxMessage.subject,
+            OutboxMessage.payload,
+            OutboxMessage.headers,
+        ).where(OutboxMessage.event_id.in_(event_ids))
+        if unpublished_only:
+            query = query.where(OutboxMessage.published_at.is_(None))
+        rows = await session.execute(query)
         return [OutboxRow(r.event_id, r.subject, r.payload, dict(r.headers)) for r in rows]
 
 

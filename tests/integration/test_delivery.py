@@ -13,7 +13,7 @@ from contracts.topology import DLQ, INTENTS, NOTIFY, ConsumerSpec
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.runtime import ConsumerApp
-from infra.bus.topology import apply_consumers, apply_streams
+from infra.bus.topology import apply_consumers, apply_streams, server_max_deliver
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
 from producers.intents import project_request
@@ -243,7 +243,8 @@ async def test_changed_consumer_settings_are_applied_at_next_start(nc: Client) -
     await apply_consumers(jsm, (after,))
     info = await jsm.consumer_info(INTENTS.name, "drift")
     assert info.config.ack_wait == 45
-    assert info.config.max_deliver == 9
+    # The server allows more than the code's budget (a failed dead-letter publish retries).
+    assert info.config.max_deliver == server_max_deliver(after) > 9
 
 
 async def test_nats_restart_mid_stream_loses_nothing(

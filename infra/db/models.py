@@ -206,6 +206,9 @@ class InboxEntry(Base):
     result_event_ids: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    #: The relay prunes rows older than any stream keeps a message (by `processed_at`).
+    __table_args__ = (Index("ix_inbox_processed_at", "processed_at"),)
+
 
 class OutboxMessage(Base):
     """An event to publish, written with the state change that caused it."""
@@ -219,6 +222,13 @@ class OutboxMessage(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Failed publishes of this row (an outage of NATS is not counted).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Why the last publish failed, for the operator who finds the row parked.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: Set when the relay gave up on the row (it always fails, e.g. over `max_payload`), so the
+    #: rows behind it flow; an operator fixes the cause and clears it to publish it again.
+    parked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index(
@@ -226,6 +236,7 @@ class OutboxMessage(Base):
             "id",
             postgresql_where=text("published_at IS NULL"),
         ),
+        Index("ix_outbox_published_at", "published_at"),
     )
 
 

@@ -9,6 +9,7 @@ consumer's inbox drops a repeated event id.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
+from nats import errors as nats_errors
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
+from contracts.topology import STREAMS
 from infra.bus.codec import encode
 from infra.db.models import InboxEntry, OutboxMessage
 from infra.metrics import OUTBOX_PENDING
@@ -152,11 +155,38 @@ async def mark_published(
         )
 
 
+#: Errors that say NATS is away, not that the row is bad: they are not counted against a row.
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    nats_errors.TimeoutError,
+    nats_errors.NoRespondersError,
+    nats_errors.ConnectionClosedError,
+    nats_errors.StaleConnectionError,
+    nats_errors.NoServersError,
+    nats_errors.OutboundBufferLimitError,
+    nats_errors.FlushTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+#: Lets one process at a time (across replicas) run the relay's retention and pruning.
+_HOUSEKEEPING_LOCK = 0x6F7574626F78  # "outbox"
+#: Inbox rows are kept longer than any stream keeps a message (the DLQ's 30 days), so a
+#: redelivery or a replay from the DLQ still finds the row and is dropped as a duplicate.
+INBOX_RETENTION = timedelta(seconds=max(s.max_age_seconds for s in STREAMS)) + timedelta(days=1)
+
+
 class OutboxRelay:
     """Publishes rows that were committed but not published (a crash after commit).
 
     Rows younger than `grace` are left to the step that wrote them, which publishes right
-    after its commit; `FOR UPDATE SKIP LOCKED` lets every replica run a relay safely.
+    after its commit; `FOR UPDATE SKIP LOCKED` lets every replica run a relay safely. Each row
+    is published on its own: a row that fails is counted (`attempts`, `last_error`) and after
+    `max_attempts` parked (`parked_at`), so one row that can never be published (over the
+    server's `max_payload`) does not hold back the rows behind it, and the rows published in
+    the same round are marked, never published again. A NATS outage is not counted.
+
+    Retention (published rows older than `retention`, inbox rows older than `inbox_retention`)
+    runs every `housekeeping_interval` in one process at a time (an advisory lock), on the
+    `published_at` and `processed_at` indexes.
     """
 
     def __init__(
@@ -167,6 +197,9 @@ class OutboxRelay:
         interval: float = 1.0,
         grace: timedelta = timedelta(seconds=2),
         retention: timedelta = timedelta(days=1),
+        inbox_retention: timedelta = INBOX_RETENTION,
+        housekeeping_interval: float = 60.0,
+        max_attempts: int = 5,
         batch: int = 200,
         process: str = "orchestrator",
     ) -> None:
@@ -175,17 +208,24 @@ class OutboxRelay:
         self._interval = interval
         self._grace = grace
         self._retention = retention
+        self._inbox_retention = inbox_retention
+        self._housekeeping_interval = housekeeping_interval
+        self._max_attempts = max_attempts
         self._batch = batch
         self._process = process
+        self._last_housekeeping: float | None = None
 
     async def relay_once(self) -> int:
+        """Publish what is due; the number of rows published in this round."""
         now = datetime.now(UTC)
+        published = 0
         async with self._sessionmaker.begin() as session:
             rows = (
                 (
                     await session.execute(
                         select(OutboxMessage)
                         .where(OutboxMessage.published_at.is_(None))
+                        .where(OutboxMessage.parked_at.is_(None))
                         .where(OutboxMessage.created_at < now - self._grace)
                         .order_by(OutboxMessage.id)
                         .limit(self._batch)
@@ -195,22 +235,74 @@ class OutboxRelay:
                 .scalars()
                 .all()
             )
-            for row in rows:
-                await self._publisher.publish_raw(row.subject, row.payload, dict(row.headers))
-                row.published_at = now
-            # Published rows are kept for re-publishing on duplicates, then purged.
+            results = await asyncio.gather(
+                *(
+                    self._publisher.publish_raw(row.subject, row.payload, dict(row.headers))
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            for row, result in zip(rows, results, strict=True):
+                if not isinstance(result, BaseException):
+                    row.published_at = now
+                    published += 1
+                elif not isinstance(result, _OUTAGE_ERRORS):
+                    self._failed(row, result, now)
+        if published:
+            log.info("outbox.relayed", count=published)
+        if self._housekeeping_due():
+            await self.housekeeping()
+        return published
+
+    def _failed(self, row: OutboxMessage, error: BaseException, now: datetime) -> None:
+        row.attempts = (row.attempts or 0) + 1
+        row.last_error = f"{type(error).__name__}: {error}"[:2000]
+        if row.attempts < self._max_attempts:
+            log.warning("outbox.publish_failed", event_id=str(row.event_id), error=row.last_error)
+            return
+        row.parked_at = now
+        log.error(
+            "outbox.row_parked",
+            event_id=str(row.event_id),
+            subject=row.subject,
+            attempts=row.attempts,
+            error=row.last_error,
+        )
+
+    def _housekeeping_due(self) -> bool:
+        clock = time.monotonic()
+        if (
+            self._last_housekeeping is not None
+            and clock - self._last_housekeeping < self._housekeeping_interval
+        ):
+            return False
+        self._last_housekeeping = clock
+        return True
+
+    async def housekeeping(self) -> bool:
+        """Retention and the pending gauge; False if another process holds the lock."""
+        now = datetime.now(UTC)
+        async with self._sessionmaker.begin() as session:
+            locked = await session.scalar(
+                select(func.pg_try_advisory_xact_lock(_HOUSEKEEPING_LOCK))
+            )
+            if not locked:
+                return False
+            # Published rows are kept for a duplicate whose first run died unpublished, then purged.
             await session.execute(
                 delete(OutboxMessage).where(OutboxMessage.published_at < now - self._retention)
+            )
+            await session.execute(
+                delete(InboxEntry).where(InboxEntry.processed_at < now - self._inbox_retention)
             )
             pending = await session.scalar(
                 select(func.count())
                 .select_from(OutboxMessage)
                 .where(OutboxMessage.published_at.is_(None))
+                .where(OutboxMessage.parked_at.is_(None))
             )
-        OUTBOX_PENDING.labels(self._process).set(max((pending or 0) - len(rows), 0))
-        if rows:
-            log.info("outbox.relayed", count=len(rows))
-        return len(rows)
+        OUTBOX_PENDING.labels(self._process).set(pending or 0)
+        return True
 
     async def run(self) -> None:
         while True:

@@ -125,6 +125,20 @@ class _Delivery:
         return self.msg.metadata.num_delivered if self.msg.metadata else 1
 
 
+def lock_order(deliveries: list[_Delivery]) -> list[_Delivery]:
+    """The batch sorted by project id, stably (one project's events keep their order).
+
+    A batch is one transaction; handlers lock their project's row. Replicas that take their
+    batches' locks in the same order cannot deadlock each other.
+    """
+
+    def project(delivery: _Delivery) -> str:
+        project_id = getattr(delivery.event, "project_id", None)
+        return str(project_id) if project_id is not None else ""
+
+    return sorted(deliveries, key=project)
+
+
 def _as_list(result: HandlerResult) -> list[Event]:
     if result is None:
         return []
@@ -377,10 +391,15 @@ class ConsumerApp:
         if not deliveries:
             return
         heartbeat = asyncio.create_task(self._heartbeat(deliveries))
+        # A redelivered message has failed before (or its replica died): it goes alone, so a
+        # poison message does not make every batch it lands in fail and re-run one by one.
+        fresh = lock_order([d for d in deliveries if d.number == 1])
+        alone = [d for d in deliveries if d.number > 1]
         try:
-            if len(deliveries) > 1 and await self._handle_together(spec, deliveries, started):
-                return
-            for delivery in deliveries:
+            together = len(fresh) > 1 and await self._handle_together(spec, fresh, started)
+            if not together:
+                alone = fresh + alone
+            for delivery in alone:
                 try:
                     await self._handle_alone(spec, delivery)
                 except Exception:

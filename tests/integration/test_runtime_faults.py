@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from sqlalchemy import text
 
 from contracts import events as ev
@@ -288,3 +289,81 @@ async def test_a_heartbeat_does_not_cancel_the_delay_of_a_nak(
     finally:
         stop.set()
         await task
+
+
+async def fetched(nc: Client, durable: str, count: int) -> list[Msg]:
+    """Pull `count` messages of `durable` by hand, so a test decides what one batch holds."""
+    subscription = await nc.jetstream().pull_subscribe_bind(durable=durable, stream=INTENTS.name)
+    msgs: list[Msg] = []
+    while len(msgs) < count:
+        msgs += await subscription.fetch(count - len(msgs), timeout=10)
+    await subscription.unsubscribe()
+    return msgs
+
+
+async def test_a_redelivered_poison_message_does_not_split_the_fresh_batch_it_lands_in(
+    fresh_nats: NatsServer, migrated_db: str, nc: Client
+) -> None:
+    """A message that failed before is handled alone; the fresh ones keep their one transaction.
+
+    Before, the poison (redeliveries come first) failed the batch's transaction and the twenty
+    healthy messages were re-run one by one, twenty transactions instead of one.
+    """
+    spec = worker_spec(max_deliver=5)
+    await apply_consumers(nc.jsm(), (spec,))
+    app = build_workload(
+        fault_settings(fresh_nats.url, migrated_db), "batch", max_deliver=5, fail_poison=True
+    )
+    publisher = JetStreamPublisher.from_client(nc)
+    await publisher.publish(request("poison pill"))
+    app.specs = ()  # no pull loops: the test hands the runtime its batches
+    stop, task = await serving_without_pullers(app)
+    try:
+        [first] = await fetched(nc, spec.durable, 1)
+        await first.nak()
+        await publisher.publish_many([request(f"healthy {i}") for i in range(20)])
+        batch = await fetched(nc, spec.durable, 21)
+        assert batch[0].metadata.num_delivered == 2
+        await app.process_batch(spec, batch)
+        assert effects(migrated_db) == (20, 20)
+        # One transaction wrote all twenty effects.
+        assert sql(migrated_db, "SELECT count(DISTINCT xmin::text) FROM effects") == [(1,)]
+        info = await nc.jsm().consumer_info(INTENTS.name, spec.durable)
+        assert info.num_ack_pending == 1  # the poison, nacked for a retry
+    finally:
+        stop.set()
+        await task
+
+
+async def test_an_unknown_event_type_is_handed_back_not_dead_lettered(
+    fresh_nats: NatsServer, migrated_db: str, nc: Client
+) -> None:
+    """An old replica in a rolling upgrade fetches a type only the new version handles.
+
+    It must not dead-letter it: it naks it with a delay so a new replica takes it.
+    """
+    spec = worker_spec()
+    await apply_consumers(nc.jsm(), (spec,))
+    app = ConsumerApp(
+        "test-worker",
+        settings=fault_settings(fresh_nats.url, migrated_db, transient_backoff_seconds=[0.5]),
+        specs=(),
+    )
+    stop, task = await serving_without_pullers(app)
+    try:
+        await JetStreamPublisher.from_client(nc).publish(request("only the new version knows"))
+        batch = await fetched(nc, spec.durable, 1)
+        await app.process_batch(spec, batch)
+        assert await dead_letters(nc) == 0
+        [again] = await fetched(nc, spec.durable, 1)
+        assert again.metadata.num_delivered == 2
+    finally:
+        stop.set()
+        await task
+
+
+async def serving_without_pullers(app: ConsumerApp) -> tuple[asyncio.Event, asyncio.Task[int]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.serve(stop))
+    await wait_for(lambda: app.publisher is not None, 30)
+    return stop, task

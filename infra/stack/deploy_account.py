@@ -105,10 +105,11 @@ def ensure_deploy_account() -> str:
 
 
 def ensure_venv_cache(user: str, path: Path = VENV_CACHE_DIR) -> Path:
-    """The shared venv directory: owned by `user` (the deploy account), 0755, parents root's.
+    """The shared venv directory: owned by `user` (the deploy account), 0711, parents root's.
 
-    Project users run their releases from venvs in it and cannot write there; the deploy
-    account builds one venv per requirements hash (roles/release_venv/files/venv_cache.py).
+    Project users run their releases from venvs in it and cannot write there, nor list it (what
+    other projects install is theirs to know); the deploy account builds one venv per
+    requirements hash (roles/release_venv/files/venv_cache.py).
     """
     entry = pwd.getpwnam(user)
     for level in [*reversed(path.parents), path]:
@@ -116,7 +117,7 @@ def ensure_venv_cache(user: str, path: Path = VENV_CACHE_DIR) -> Path:
             level.mkdir(exist_ok=True)
             os.chmod(level, 0o755)  # noqa: S103 -- project users pass through to the venvs
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    os.chmod(path, 0o755)  # noqa: S103 -- readable by project users, writable by the deploy account
+    os.chmod(path, 0o711)  # noqa: S103 -- project users traverse it; only its owner writes
     return path
 
 

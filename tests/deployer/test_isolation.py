@@ -129,6 +129,8 @@ async def test_projects_share_a_venv_neither_can_change(
         planted = run_as(user_of("tenant-a"), "touch", str(directory / "planted.py"))
         assert planted.returncode != 0, directory
         assert "Permission denied" in planted.stderr
+    listing = run_as(user_of("tenant-a"), "ls", str(VENV_CACHE_DIR))
+    assert listing.returncode != 0 and "Permission denied" in listing.stderr
     runs = run_as(user_of("tenant-b"), str(links[1] / "bin" / "python"), "-c", "print('ok')")
     assert (runs.returncode, runs.stdout.strip()) == (0, "ok"), runs.stderr
 

@@ -8,6 +8,8 @@ runs from it but cannot change it for another project.
 
 - The key is the SHA-256 of the Python version and the requirement lines (stripped, comments
   dropped, sorted), so a reordered or re-commented file hits the same venv.
+- A cache directory that is missing or not the deploy account's to write (a server prepared
+  before it existed) prints an empty line: the release builds its own venv.
 - Only plain requirements are cached (a name, extras, version specifiers, markers); a line
   with a pip option, a URL or a path prints an empty line and the release builds its own venv.
 - pip installs wheels only (`--only-binary=:all:`): no package code runs as the deploy
@@ -50,7 +52,8 @@ def requirement_lines(text: str) -> list[str]:
 
 def main(cache_dir: str, text: str) -> int:
     lines = requirement_lines(text)
-    if any(not PLAIN.match(line) for line in lines):
+    usable = os.path.isdir(cache_dir) and os.access(cache_dir, os.W_OK | os.X_OK)
+    if not usable or any(not PLAIN.match(line) for line in lines):
         print("")
         return 0
     os.umask(0o022)

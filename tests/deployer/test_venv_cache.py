@@ -74,3 +74,9 @@ def test_a_build_that_died_halfway_is_redone(cache: Path) -> None:
     assert venv_for(cache, "") == str(venv)
     assert (venv / ".complete").is_file()
     assert not (venv / "planted").exists()
+
+
+def test_a_server_without_the_cache_directory_gets_no_shared_venv(tmp_path: Path) -> None:
+    """A server prepared before the cache existed: the release builds its own venv, as before."""
+    assert venv_for(tmp_path / "absent", "pip\n") == ""
+    assert not (tmp_path / "absent").exists()

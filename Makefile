@@ -40,7 +40,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30
 
 bench: setup
 	$(BIN)/python bench/runtime_throughput.py

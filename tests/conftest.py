@@ -7,6 +7,7 @@ Tests are tiered by the infrastructure they need, and the tier is the directory:
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import uuid
@@ -85,6 +86,12 @@ def database_url(postgres_server: PostgresServer) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex}"
     url = postgres_server.create_database(name)
     yield url
+    # A connection attempt cancelled mid-authentication (a task stopped while its pool was
+    # connecting: psycopg's connect generator leaves the socket to the PGconn's finalizer) keeps
+    # a backend in "authentication"; DROP DATABASE waits for every backend to absorb its
+    # barrier, which one still authenticating does only at `authentication_timeout` (60 s).
+    # Collecting the garbage closes such sockets first.
+    gc.collect()
     postgres_server.drop_database(name)
 
 

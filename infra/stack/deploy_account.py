@@ -28,6 +28,9 @@ SUDOERS_PATH = Path("/etc/sudoers.d/orch-deploy")
 DEPLOY_ROOT_MARKER = ".orchestrator-deploy-root"
 #: Where the embedded stack deploys when it runs as root (every ancestor must be traversable).
 SHARED_DEPLOY_BASE = Path("/srv/orchestrator")
+#: One venv per requirements hash, built by the deploy account and read-only to project users
+#: (infra/ansible/roles/release_venv; the role's default `venv_cache_dir`).
+VENV_CACHE_DIR = Path("/var/cache/orch-deploy/venvs")
 
 
 class DeployAccountError(RuntimeError):
@@ -97,7 +100,25 @@ def ensure_deploy_account() -> str:
     sudoers = (ANSIBLE_FILES / "sudoers-orch-deploy").read_bytes()
     _check_sudoers(sudoers)
     _install(SUDOERS_PATH, sudoers, 0o440)
+    ensure_venv_cache(DEPLOY_USER)
     return DEPLOY_USER
+
+
+def ensure_venv_cache(user: str, path: Path = VENV_CACHE_DIR) -> Path:
+    """The shared venv directory: owned by `user` (the deploy account), 0711, parents root's.
+
+    Project users run their releases from venvs in it and cannot write there, nor list it (what
+    other projects install is theirs to know); the deploy account builds one venv per
+    requirements hash (roles/release_venv/files/venv_cache.py).
+    """
+    entry = pwd.getpwnam(user)
+    for level in [*reversed(path.parents), path]:
+        if not level.exists():
+            level.mkdir(exist_ok=True)
+            os.chmod(level, 0o755)  # noqa: S103 -- project users pass through to the venvs
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(path, 0o711)  # noqa: S103 -- project users traverse it; only its owner writes
+    return path
 
 
 def prepare_deploy_root(root: Path) -> Path:

@@ -21,7 +21,7 @@ import pytest
 from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.ports import PlaybookRun, ServerTarget
 from contracts.events import DeployFailed, DeployStopped, DeployStopRequested, DeploySucceeded
-from infra.stack.deploy_account import DEPLOY_USER
+from infra.stack.deploy_account import DEPLOY_USER, VENV_CACHE_DIR
 from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
 
@@ -109,6 +109,30 @@ async def test_each_project_runs_as_its_own_user(
     assert other.returncode != 0
     assert "Permission denied" in other.stderr
     assert vault_setup.api_token not in other.stdout
+
+
+async def test_projects_share_a_venv_neither_can_change(
+    service_repo: ServiceRepo, deploy_root: Path
+) -> None:
+    """Both tenants (same requirements) run from one venv the deploy account built; a project's
+    user can run it but cannot plant code in it for the other project."""
+    links = [
+        deploy_root / slug / "releases" / service_repo.good[:12] / ".venv" for slug in TENANTS
+    ]
+    assert all(link.is_symlink() for link in links), links
+    (shared,) = {link.resolve() for link in links}
+    assert shared.parent == VENV_CACHE_DIR
+    assert shared.owner() == DEPLOY_USER
+    assert (shared / ".complete").is_file()
+    site_packages = next(shared.glob("lib/python3*/site-packages"))
+    for directory in (shared, shared / "bin", site_packages):
+        planted = run_as(user_of("tenant-a"), "touch", str(directory / "planted.py"))
+        assert planted.returncode != 0, directory
+        assert "Permission denied" in planted.stderr
+    listing = run_as(user_of("tenant-a"), "ls", str(VENV_CACHE_DIR))
+    assert listing.returncode != 0 and "Permission denied" in listing.stderr
+    runs = run_as(user_of("tenant-b"), str(links[1] / "bin" / "python"), "-c", "print('ok')")
+    assert (runs.returncode, runs.stdout.strip()) == (0, "ok"), runs.stderr
 
 
 async def test_the_ssh_login_is_the_dedicated_deploy_account(

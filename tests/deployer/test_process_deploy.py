@@ -149,6 +149,8 @@ async def test_same_commit_again_is_a_noop(
 async def test_upgrade_switches_to_the_new_release(
     deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup, deploy_root: Path
 ) -> None:
+    first_venv = (deploy_root / SLUG / "releases" / service_repo.good[:12] / ".venv").resolve()
+    built_at = (first_venv / ".complete").stat().st_mtime_ns
     events, seconds = await deployer.deploy(
         request(vault_setup, service_repo, service_repo.good_v2)
     )
@@ -158,6 +160,10 @@ async def test_upgrade_switches_to_the_new_release(
     assert get_json("/health") == (200, {"status": "ok", "version": service_repo.good_v2})
     current = (deploy_root / SLUG / "current").resolve()
     assert current.name == service_repo.good_v2[:12]
+    # Same requirements: the new release runs from the venv the first one got, not rebuilt.
+    assert (current / ".venv").is_symlink()
+    assert (current / ".venv").resolve() == first_venv
+    assert (first_venv / ".complete").stat().st_mtime_ns == built_at
 
 
 async def test_broken_release_is_rolled_back(

@@ -234,9 +234,31 @@ def new_state_dir(prefix: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules sharing `offline_stack` last among the e2e tests, so it stops at once.
+
+    The shared stack lives until its package ends; had its modules run first, it would idle
+    (ten processes, the deployed services, the health sweeps) on the two cores while every
+    later module's stack boots and deploys. Module order is kept otherwise, and each module
+    stays in one piece (its module-scoped fixtures are set up once).
+    """
+    here = Path(__file__).parent
+    positions = [i for i, item in enumerate(items) if here in item.path.parents]
+    if not positions:
+        return
+    e2e = [items[i] for i in positions]
+    sharing = {item.path for item in e2e if "offline_stack" in getattr(item, "fixturenames", ())}
+    ordered = sorted(e2e, key=lambda item: item.path in sharing)  # stable
+    for position, item in zip(positions, ordered, strict=True):
+        items[position] = item
+
+
+@pytest.fixture(scope="package")
 def offline_stack() -> Iterator[LocalStackProcess]:
-    """One embedded stack in offline mode for the e2e tests that only need a running system."""
+    """One embedded stack in offline mode for the e2e tests that only need a running system.
+
+    Package-scoped: it stops with the last e2e test (its deployed services with it) instead of
+    idling through the rest of the session."""
     stack = LocalStackProcess(new_state_dir("e2e"), env={"ORCH_LLM__PROVIDER": "offline"})
     stack.start()
     yield stack

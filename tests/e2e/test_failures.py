@@ -93,13 +93,22 @@ def publish(stack: LocalStackProcess, event: DeployRequested) -> None:
 
 def wait_for_timeline(stack: LocalStackProcess, project_id: str, event_type: str,
                       timeout: float = 300) -> dict[str, Any]:
+    """The CLI's `status --json` once the project's timeline holds `event_type`.
+
+    The wait polls the timeline table (one cheap query a second) and the CLI, a whole Python
+    process, runs once the event is there: spawning it every second loaded the two cores the
+    deploy being waited for runs on. The answer still comes from the CLI, as a user sees it.
+    """
     deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = dict(stack.status(project_id))
-        if any(entry["type"] == event_type for entry in status["timeline"]):
+        if sql(stack, "SELECT 1 FROM project_events WHERE project_id = %s AND event_type = %s",
+               project_id, event_type):
+            status = dict(stack.status(project_id))
+            timeline: list[dict[str, Any]] = status["timeline"]  # type: ignore[assignment]
+            assert any(entry["type"] == event_type for entry in timeline), status
             return status
         time.sleep(1)
+    status = dict(stack.status(project_id))
     raise AssertionError(f"no {event_type} in the timeline after {timeout}s: {status}")
 
 
@@ -150,6 +159,7 @@ def test_release_that_does_not_start_is_rolled_back_and_the_old_one_keeps_servin
         (workdir / "deploy.json").write_text(json.dumps(manifest, indent=2) + "\n")
         broken_commit = commit_all(workdir, "Start command that exits")
         # The stack's git daemon serves reads only; a push goes to the bare repository's path.
+        assert stack.info is not None
         bare = Path(stack.info.git_base_dir) / Path(clone_url).name
         git(workdir, "push", "--quiet", str(bare), "HEAD:main")
 

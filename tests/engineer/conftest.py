@@ -148,7 +148,7 @@ echo "agent: done"
 TEST_IMAGE = "orchestrator-test/busybox-agent:1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def docker_engine() -> Iterator[DockerEngine]:
     """A real dockerd (see tests/engineer/docker_engine.py for the flags) with the test image."""
     # Short path: the unix socket path must stay under 108 bytes.

@@ -63,9 +63,9 @@ class MemoryLedger:
         self.calls.append(call)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def coder_image(docker_engine: DockerEngine) -> str:
-    """The real coder image, built once per session against the test dockerd."""
+    """The real coder image, built once per run of tests/engineer against its dockerd."""
     seconds = build_coder_image(docker_engine.url, CODER_IMAGE)
     print(f"coder image built in {seconds:.1f} s")
     return CODER_IMAGE

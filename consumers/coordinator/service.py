@@ -126,6 +126,7 @@ class Coordinator:
             ev.NotificationRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             user_id=project.user_id,
             chat_id=project.chat_id,
@@ -212,6 +213,7 @@ class Coordinator:
             event.derive(
                 ev.SpecRequested,
                 actor=ACTOR,
+                flow_id=project.flow_id,
                 project_id=project.id,
                 description=project.description,
                 answers=tuple(project.answers),
@@ -244,13 +246,16 @@ class Coordinator:
             return event.derive(
                 ev.DeployStopRequested,
                 actor=ACTOR,
+                flow_id=project.flow_id,
                 project_id=project.id,
                 slug=project.slug,
                 server_name=project.server_name,
                 host=project.host,
                 port=project.port,
             )
-        return event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)
+        return event.derive(
+            ev.ProjectArchived, actor=ACTOR, flow_id=project.flow_id, project_id=project.id
+        )
 
     async def deploy_stopped(self, event: ev.DeployStopped) -> list[Event]:
         """The archived project's processes, releases and user are gone: release its port now."""
@@ -260,7 +265,11 @@ class Coordinator:
         await self._timeline(
             project, event, f"service stopped on {event.server_name}, port {event.port} free"
         )
-        return [event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)]
+        return [
+            event.derive(
+                ev.ProjectArchived, actor=ACTOR, flow_id=project.flow_id, project_id=project.id
+            )
+        ]
 
     async def secret_stored(self, event: ev.SecretStored) -> list[Event]:
         """A secret's name was announced: on the timeline for the owner or an admin only."""
@@ -314,7 +323,13 @@ class Coordinator:
         return [
             self._progress(event, project, f"Spec ready: {spec.name}. {spec.summary}"),
             self._provision_request(event, project),
-            event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
+            event.derive(
+                ev.RepoRequested,
+                actor=ACTOR,
+                flow_id=project.flow_id,
+                project_id=project.id,
+                spec=spec,
+            ),
         ]
 
     async def _unique_slug(self, project: Project, spec: ProjectSpec) -> ProjectSpec:
@@ -441,6 +456,7 @@ class Coordinator:
             ev.ProvisionRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             slug=self._spec(project).slug,
         )
@@ -451,6 +467,7 @@ class Coordinator:
             ev.CodeRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             spec=self._spec(project),
             clone_url=project.repo_clone_url,
@@ -497,6 +514,7 @@ class Coordinator:
             ev.DeployRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             spec=self._spec(project),
             clone_url=project.repo_clone_url,
@@ -612,6 +630,7 @@ class Coordinator:
                     ev.SpecRequested,
                     actor=ACTOR,
                     index=index,
+                    flow_id=project.flow_id,
                     project_id=project.id,
                     description=project.description,
                     answers=tuple(project.answers),
@@ -623,7 +642,12 @@ class Coordinator:
                 commands.append(self._provision_request(tick, project, index))
             commands.append(
                 tick.derive(
-                    ev.RepoRequested, actor=ACTOR, index=index, project_id=project.id, spec=spec
+                    ev.RepoRequested,
+                    actor=ACTOR,
+                    index=index,
+                    flow_id=project.flow_id,
+                    project_id=project.id,
+                    spec=spec,
                 )
             )
         elif state == S.BUILDING and project.code_commit is None:

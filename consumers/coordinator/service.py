@@ -26,7 +26,7 @@ from infra.db.models import Project, ProjectEvent, ProjectState, User
 from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
 from infra.settings import QuotaSettings
 
-from . import quotas
+from . import quotas, secrets_wait
 from .access import Refusal, check_active, check_may_act
 from .lifecycle import (
     MAX_STEP_RETRIES,
@@ -262,8 +262,11 @@ class Coordinator:
         project = await self._lock(event.project_id)
         if project is None or project.state != S.ARCHIVED:
             return []
+        detail = f" ({event.detail})" if event.detail else ""
         await self._timeline(
-            project, event, f"service stopped on {event.server_name}, port {event.port} free"
+            project,
+            event,
+            f"service stopped on {event.server_name}, port {event.port} free{detail}",
         )
         return [
             event.derive(
@@ -282,7 +285,77 @@ class Coordinator:
         if refusal is not None:
             return await self._refuse(event, project.id, project.state, refusal)
         await self._timeline(project, event, f"secret {event.name} stored by {event.user_id}")
-        return []
+        return await self._secret_arrived(event, project)
+
+    async def _secret_arrived(self, event: ev.SecretStored, project: Project) -> list[Event]:
+        """A waiting deploy loses one missing name; the last one resumes the deploy."""
+        if project.state != S.AWAITING_SECRETS or event.name not in project.missing_secrets:
+            return []
+        project.missing_secrets = [n for n in project.missing_secrets if n != event.name]
+        if not project.missing_secrets:
+            return await self._resume_deploy(event, project, "every missing secret is stored")
+        project.version += 1
+        text = secrets_wait.still_waiting_message(project, event.name, project.missing_secrets)
+        return [self._notify(event, project, ev.NotificationKind.INFO, text)]
+
+    async def _resume_deploy(self, cause: Event, project: Project, why: str) -> list[Event]:
+        self._move(project, S.DEPLOYING)
+        project.missing_secrets = []
+        command = self._deploy_request(cause, project)
+        await self._record(project.id, project.state, command, f"deploy resumed: {why}")
+        return [self._progress(cause, project, f"Deploying again: {why}…"), command]
+
+    async def deploy_awaiting_secrets(self, event: ev.DeployAwaitingSecrets) -> list[Event]:
+        """The deploy lacks secrets: the project waits for them instead of failing.
+
+        A secret stored while the deployer was reading Vault (its notice recorded at or after
+        `checked_at`) may fill a gap this event names; then the deploy is asked for again at
+        once, and the deployer reads Vault afresh. Each round's `checked_at` is later than the
+        notices before it, so this repeats at most once per stored secret.
+        """
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        missing = list(dict.fromkeys(event.missing))
+        if project.state == S.ACTIVE:
+            reason = secrets_wait.live_release_needs_secrets(missing)
+            project.error = reason
+            project.version += 1
+            await self._timeline(project, event, secrets_wait.waiting_summary(missing))
+            text = "\n".join(
+                [reason, *(secrets_wait.how_to_store(project, name) for name in missing)]
+            )
+            return [self._notify(event, project, ev.NotificationKind.FAILURE, text)]
+        if project.state != S.DEPLOYING:
+            return []
+        self._move(project, S.AWAITING_SECRETS)
+        project.missing_secrets = missing
+        await self._timeline(project, event, secrets_wait.waiting_summary(missing))
+        if await self._secret_stored_since(project.id, event.checked_at):
+            return await self._resume_deploy(
+                event, project, "a secret was stored while the deployer checked Vault"
+            )
+        name = project.name or "Project"
+        return [
+            self._progress(event, project, f"{name}: waiting for secrets ({', '.join(missing)})"),
+            self._notify(
+                event,
+                project,
+                ev.NotificationKind.INFO,
+                secrets_wait.waiting_message(project, missing),
+                index=1,
+            ),
+        ]
+
+    async def _secret_stored_since(self, project_id: uuid.UUID, since: datetime) -> bool:
+        found = await self.session.scalar(
+            select(ProjectEvent.id)
+            .where(ProjectEvent.project_id == project_id)
+            .where(ProjectEvent.event_type == ev.SecretStored.TYPE)
+            .where(ProjectEvent.occurred_at >= since)
+            .limit(1)
+        )
+        return found is not None
 
     async def _over_daily_quota(self, user_id: str, user: User | None) -> Refusal | None:
         limit = quotas.projects_per_day(user, self.quota_defaults)

@@ -475,7 +475,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 class DeployAwaitingSecrets(Event):
-    """Deployer: the release needs secrets Vault does not hold; nothing on the server changed.
+    """Deployer: the release needs secrets Vault does not hold; the running release is untouched.
 
     Only the names travel. The project waits (state `awaiting_secrets`) until the last of them
     is stored (`project.secret.stored`), then the coordinator asks for the same deploy again.

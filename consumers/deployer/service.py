@@ -349,20 +349,15 @@ class DeployerService:
         missing: Sequence[str],
         checked_at: datetime,
     ) -> list[Event]:
-        """Required secrets are missing: nothing on the server changed, the project waits.
+        """Required secrets are missing: the running release was not touched; the project waits.
 
         The names come from the playbook (which knows the release's optional secrets) and
         are kept only if this run reported them missing: names, never values, leave here.
+        No release was made, so the deployments ledger is left as it was (a live release of
+        the same commit keeps its record).
         """
         reported = (result.stats.get("deploy") or {}).get("missing_secrets") or []
         names = tuple(name for name in missing if name in reported) or tuple(missing)
-        await self._save(
-            request,
-            request.commit[:12],
-            "awaiting_secrets",
-            None,
-            f"waiting for secrets: {', '.join(names)}",
-        )
         return [
             request.derive(
                 DeployAwaitingSecrets,

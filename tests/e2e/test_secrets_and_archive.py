@@ -114,11 +114,13 @@ def bot(offline_stack: LocalStackProcess) -> dict[str, str]:
     return {"id": project_id, "flow": flow_id, "slug": name}
 
 
+# A whole pipeline and a deploy on a shared machine: slow under load, not stuck.
+@pytest.mark.timeout(1800)
 def test_a_bot_waits_for_its_token_and_goes_live_when_it_is_stored(
     offline_stack: LocalStackProcess, bot: dict[str, str]
 ) -> None:
     stack, project_id, slug = offline_stack, bot["id"], bot["slug"]
-    status = stack.wait_for_state(project_id, {"awaiting_secrets", "active", "failed"}, 400)
+    status = stack.wait_for_state(project_id, {"awaiting_secrets", "active", "failed"}, 600)
     assert status["state"] == "awaiting_secrets", status
     assert status["missing_secrets"] == [TOKEN_NAME]
     assert status["error"] is None
@@ -150,7 +152,7 @@ def test_a_bot_waits_for_its_token_and_goes_live_when_it_is_stored(
     assert stored.returncode == 0, stored.stdout + stored.stderr
     assert token not in stored.stdout + stored.stderr
 
-    status = stack.wait_for_state(project_id, {"active", "failed"}, 300)
+    status = stack.wait_for_state(project_id, {"active", "failed"}, 900)
     assert status["state"] == "active", status
     assert status["missing_secrets"] == []
     assert get_json(f"{status['url']}/health")["status"] == "ok"
@@ -173,6 +175,8 @@ def test_a_bot_waits_for_its_token_and_goes_live_when_it_is_stored(
     assert leaks == [], leaks
 
 
+# An archive and a second project's whole pipeline on a shared machine: slow, not stuck.
+@pytest.mark.timeout(1800)
 def test_archive_removes_the_service_its_releases_and_secrets_and_frees_the_port(
     offline_stack: LocalStackProcess, bot: dict[str, str]
 ) -> None:
@@ -230,7 +234,7 @@ def test_archive_removes_the_service_its_releases_and_secrets_and_frees_the_port
         next_id, _ = request_project(
             stack, f"An HTTP API that keeps my notes: add, list and delete notes. Name it {name}."
         )
-        status = stack.wait_for_state(next_id, {"active", "failed"}, 400)
+        status = stack.wait_for_state(next_id, {"active", "failed"}, 900)
         assert status["state"] == "active", status
         assert str(status["url"]).endswith(f":{port}")
         assert get_json(f"{status['url']}/health")["status"] == "ok"

@@ -67,11 +67,25 @@ class Event(BaseModel):
             object.__setattr__(self, "event_type", self.TYPE)
         object.__setattr__(self, "schema_version", self.SCHEMA_VERSION)
 
-    def derive(self, cls: type[E], *, actor: str, index: int = 0, **payload: Any) -> E:
-        """Build the event `cls` caused by this one, with a deterministic id."""
+    def derive(
+        self,
+        cls: type[E],
+        *,
+        actor: str,
+        index: int = 0,
+        flow_id: uuid.UUID | None = None,
+        **payload: Any,
+    ) -> E:
+        """Build the event `cls` caused by this one, with a deterministic id.
+
+        The derived event joins this one's flow unless `flow_id` names another: a command
+        derived for a project from a cause outside its flow (a scheduler tick, another
+        project's outcome) must carry that project's own flow id, which the analyst uses as
+        its conversation thread.
+        """
         return cls(
             event_id=derived_event_id(actor, self.event_id, cls.TYPE, index),
-            correlation_id=self.correlation_id,
+            correlation_id=flow_id or self.correlation_id,
             causation_id=self.event_id,
             actor=actor,
             **payload,

@@ -8,6 +8,7 @@ a description: this module is the event catalogue (see docs/asyncapi.yaml).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
@@ -471,3 +472,28 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IncidentResolved,
     )
 }
+
+
+class DeployAwaitingSecrets(Event):
+    """Deployer: the release needs secrets Vault does not hold; the running release is untouched.
+
+    Only the names travel. The project waits (state `awaiting_secrets`) until the last of them
+    is stored (`project.secret.stored`), then the coordinator asks for the same deploy again.
+    """
+
+    TYPE: ClassVar[str] = "deploy.awaiting_secrets"
+
+    project_id: uuid.UUID = Field(description="The project")
+    commit: CommitSha = Field(description="Commit whose deploy waits (full 40-hex id)")
+    missing: tuple[VarName, ...] = Field(
+        description="Names of the required secrets Vault does not hold (never values)",
+        min_length=1,
+        max_length=MAX_ITEMS,
+    )
+    checked_at: datetime = Field(
+        description="When the deployer read Vault: a secret stored after this may already "
+        "fill a gap this event names"
+    )
+
+
+EVENT_TYPES[DeployAwaitingSecrets.TYPE] = DeployAwaitingSecrets

@@ -78,7 +78,7 @@ PROJECTS_BY_STATE = Gauge(
 )
 DEPLOYS = Counter(
     "orchestrator_deploys",
-    "Deploys finished, by outcome (succeeded | failed | rolled_back)",
+    "Deploys finished, by outcome (succeeded | failed | rolled_back | awaiting_secrets)",
     ("outcome",),
 )
 CONSUMER_PENDING = Gauge(

@@ -34,6 +34,8 @@ class ProjectView:
     offline: bool
     created_at: datetime
     timeline: tuple[TimelineEntry, ...]
+    #: Names of the secrets a deploy in `awaiting_secrets` waits for (never values).
+    missing_secrets: tuple[str, ...] = ()
 
 
 class ProjectNotFound(LookupError):
@@ -85,6 +87,7 @@ async def project_view(session: AsyncSession, ref: str) -> ProjectView:
         timeline=tuple(
             TimelineEntry(r.occurred_at, r.event_type, r.actor, r.state, r.summary) for r in rows
         ),
+        missing_secrets=tuple(project.missing_secrets or ()),
     )
 
 

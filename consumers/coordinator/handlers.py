@@ -35,6 +35,7 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.DeployRolledBack: Coordinator.deploy_rolled_back,
     ev.DeployStopped: Coordinator.deploy_stopped,
     ev.SchedulerTick: Coordinator.check_timeouts,
+    ev.DeployAwaitingSecrets: Coordinator.deploy_awaiting_secrets,
 }
 
 

@@ -17,10 +17,12 @@ TRANSITIONS: dict[ProjectState, frozenset[ProjectState]] = {
     S.SPECIFIED: frozenset({S.PROVISIONING, S.FAILED, S.ARCHIVED}),
     S.PROVISIONING: frozenset({S.BUILDING, S.FAILED, S.ARCHIVED}),
     S.BUILDING: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
-    S.DEPLOYING: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED}),
+    S.DEPLOYING: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED, S.AWAITING_SECRETS}),
     S.ACTIVE: frozenset({S.DEPLOYING, S.ARCHIVED}),
     S.FAILED: frozenset({S.ARCHIVED}),
     S.ARCHIVED: frozenset(),
+    # No time budget: the deploy waits for its owner to store the missing secrets.
+    S.AWAITING_SECRETS: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
 }
 
 #: How long a state may last before the coordinator retries its step.

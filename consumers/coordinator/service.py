@@ -26,7 +26,7 @@ from infra.db.models import Project, ProjectEvent, ProjectState, User
 from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
 from infra.settings import QuotaSettings
 
-from . import quotas
+from . import quotas, secrets_wait
 from .access import Refusal, check_active, check_may_act
 from .lifecycle import (
     MAX_STEP_RETRIES,
@@ -126,6 +126,7 @@ class Coordinator:
             ev.NotificationRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             user_id=project.user_id,
             chat_id=project.chat_id,
@@ -212,6 +213,7 @@ class Coordinator:
             event.derive(
                 ev.SpecRequested,
                 actor=ACTOR,
+                flow_id=project.flow_id,
                 project_id=project.id,
                 description=project.description,
                 answers=tuple(project.answers),
@@ -244,23 +246,33 @@ class Coordinator:
             return event.derive(
                 ev.DeployStopRequested,
                 actor=ACTOR,
+                flow_id=project.flow_id,
                 project_id=project.id,
                 slug=project.slug,
                 server_name=project.server_name,
                 host=project.host,
                 port=project.port,
             )
-        return event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)
+        return event.derive(
+            ev.ProjectArchived, actor=ACTOR, flow_id=project.flow_id, project_id=project.id
+        )
 
     async def deploy_stopped(self, event: ev.DeployStopped) -> list[Event]:
         """The archived project's processes, releases and user are gone: release its port now."""
         project = await self._lock(event.project_id)
         if project is None or project.state != S.ARCHIVED:
             return []
+        detail = f" ({event.detail})" if event.detail else ""
         await self._timeline(
-            project, event, f"service stopped on {event.server_name}, port {event.port} free"
+            project,
+            event,
+            f"service stopped on {event.server_name}, port {event.port} free{detail}",
         )
-        return [event.derive(ev.ProjectArchived, actor=ACTOR, project_id=project.id)]
+        return [
+            event.derive(
+                ev.ProjectArchived, actor=ACTOR, flow_id=project.flow_id, project_id=project.id
+            )
+        ]
 
     async def secret_stored(self, event: ev.SecretStored) -> list[Event]:
         """A secret's name was announced: on the timeline for the owner or an admin only."""
@@ -273,7 +285,77 @@ class Coordinator:
         if refusal is not None:
             return await self._refuse(event, project.id, project.state, refusal)
         await self._timeline(project, event, f"secret {event.name} stored by {event.user_id}")
-        return []
+        return await self._secret_arrived(event, project)
+
+    async def _secret_arrived(self, event: ev.SecretStored, project: Project) -> list[Event]:
+        """A waiting deploy loses one missing name; the last one resumes the deploy."""
+        if project.state != S.AWAITING_SECRETS or event.name not in project.missing_secrets:
+            return []
+        project.missing_secrets = [n for n in project.missing_secrets if n != event.name]
+        if not project.missing_secrets:
+            return await self._resume_deploy(event, project, "every missing secret is stored")
+        project.version += 1
+        text = secrets_wait.still_waiting_message(project, event.name, project.missing_secrets)
+        return [self._notify(event, project, ev.NotificationKind.INFO, text)]
+
+    async def _resume_deploy(self, cause: Event, project: Project, why: str) -> list[Event]:
+        self._move(project, S.DEPLOYING)
+        project.missing_secrets = []
+        command = self._deploy_request(cause, project)
+        await self._record(project.id, project.state, command, f"deploy resumed: {why}")
+        return [self._progress(cause, project, f"Deploying again: {why}…"), command]
+
+    async def deploy_awaiting_secrets(self, event: ev.DeployAwaitingSecrets) -> list[Event]:
+        """The deploy lacks secrets: the project waits for them instead of failing.
+
+        A secret stored while the deployer was reading Vault (its notice recorded at or after
+        `checked_at`) may fill a gap this event names; then the deploy is asked for again at
+        once, and the deployer reads Vault afresh. Each round's `checked_at` is later than the
+        notices before it, so this repeats at most once per stored secret.
+        """
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        missing = list(dict.fromkeys(event.missing))
+        if project.state == S.ACTIVE:
+            reason = secrets_wait.live_release_needs_secrets(missing)
+            project.error = reason
+            project.version += 1
+            await self._timeline(project, event, secrets_wait.waiting_summary(missing))
+            text = "\n".join(
+                [reason, *(secrets_wait.how_to_store(project, name) for name in missing)]
+            )
+            return [self._notify(event, project, ev.NotificationKind.FAILURE, text)]
+        if project.state != S.DEPLOYING:
+            return []
+        self._move(project, S.AWAITING_SECRETS)
+        project.missing_secrets = missing
+        await self._timeline(project, event, secrets_wait.waiting_summary(missing))
+        if await self._secret_stored_since(project.id, event.checked_at):
+            return await self._resume_deploy(
+                event, project, "a secret was stored while the deployer checked Vault"
+            )
+        name = project.name or "Project"
+        return [
+            self._progress(event, project, f"{name}: waiting for secrets ({', '.join(missing)})"),
+            self._notify(
+                event,
+                project,
+                ev.NotificationKind.INFO,
+                secrets_wait.waiting_message(project, missing),
+                index=1,
+            ),
+        ]
+
+    async def _secret_stored_since(self, project_id: uuid.UUID, since: datetime) -> bool:
+        found = await self.session.scalar(
+            select(ProjectEvent.id)
+            .where(ProjectEvent.project_id == project_id)
+            .where(ProjectEvent.event_type == ev.SecretStored.TYPE)
+            .where(ProjectEvent.occurred_at >= since)
+            .limit(1)
+        )
+        return found is not None
 
     async def _over_daily_quota(self, user_id: str, user: User | None) -> Refusal | None:
         limit = quotas.projects_per_day(user, self.quota_defaults)
@@ -314,7 +396,13 @@ class Coordinator:
         return [
             self._progress(event, project, f"Spec ready: {spec.name}. {spec.summary}"),
             self._provision_request(event, project),
-            event.derive(ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=spec),
+            event.derive(
+                ev.RepoRequested,
+                actor=ACTOR,
+                flow_id=project.flow_id,
+                project_id=project.id,
+                spec=spec,
+            ),
         ]
 
     async def _unique_slug(self, project: Project, spec: ProjectSpec) -> ProjectSpec:
@@ -441,6 +529,7 @@ class Coordinator:
             ev.ProvisionRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             slug=self._spec(project).slug,
         )
@@ -451,6 +540,7 @@ class Coordinator:
             ev.CodeRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             spec=self._spec(project),
             clone_url=project.repo_clone_url,
@@ -497,6 +587,7 @@ class Coordinator:
             ev.DeployRequested,
             actor=ACTOR,
             index=index,
+            flow_id=project.flow_id,
             project_id=project.id,
             spec=self._spec(project),
             clone_url=project.repo_clone_url,
@@ -612,6 +703,7 @@ class Coordinator:
                     ev.SpecRequested,
                     actor=ACTOR,
                     index=index,
+                    flow_id=project.flow_id,
                     project_id=project.id,
                     description=project.description,
                     answers=tuple(project.answers),
@@ -623,7 +715,12 @@ class Coordinator:
                 commands.append(self._provision_request(tick, project, index))
             commands.append(
                 tick.derive(
-                    ev.RepoRequested, actor=ACTOR, index=index, project_id=project.id, spec=spec
+                    ev.RepoRequested,
+                    actor=ACTOR,
+                    index=index,
+                    flow_id=project.flow_id,
+                    project_id=project.id,
+                    spec=spec,
                 )
             )
         elif state == S.BUILDING and project.code_commit is None:

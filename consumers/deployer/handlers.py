@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.envelope import Event
 from contracts.events import (
+    DeployAwaitingSecrets,
     DeployFailed,
     DeployRequested,
     DeployRolledBack,
@@ -27,6 +28,7 @@ DEPLOY_OUTCOMES: dict[type[Event], str] = {
     DeploySucceeded: "succeeded",
     DeployFailed: "failed",
     DeployRolledBack: "rolled_back",
+    DeployAwaitingSecrets: "awaiting_secrets",
 }
 
 
@@ -74,6 +76,6 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             # The server may come back; after max_deliver the request lands in the DLQ.
             raise TransientError(str(exc)) from exc
         for outcome in emitted:
-            if isinstance(outcome, DeploySucceeded | DeployFailed | DeployRolledBack):
+            if type(outcome) in DEPLOY_OUTCOMES:
                 DEPLOYS.labels(DEPLOY_OUTCOMES[type(outcome)]).inc()
         return emitted

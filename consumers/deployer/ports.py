@@ -60,6 +60,10 @@ class SecretSource(Protocol):
         """The KV secret at `path`, or None when nothing is stored there."""
         ...
 
+    async def delete_project_secrets(self, project_id: uuid.UUID) -> list[str]:
+        """Delete every version of every secret of an archived project; their names."""
+        ...
+
 
 class ServerInventory(Protocol):
     async def get(self, name: str) -> ServerTarget | None:

@@ -7,9 +7,13 @@ the inventory, turns its outcome into events, and records the release under its 
 (project, commit) so a redelivered request converges on the same row and the same release.
 
 Triggered by `DeployStopRequested` when a project is archived, `stop` removes the project from
-its server (every process of its user, its releases, the user) and answers `DeployStopped`;
-only then does the coordinator let the provisioner hand the port to another project. A stop that
-cannot finish raises, so the port stays allocated while the old service might still listen.
+its server (every process of its user, its releases, the user), then deletes the project's
+secrets from Vault, and answers `DeployStopped`; only then does the coordinator let the
+provisioner hand the port to another project. A stop that cannot finish raises, so the port
+stays allocated (and the secrets stay) while the old service might still listen.
+
+A deploy whose release needs secrets Vault does not hold stops before the running release is
+touched and answers `DeployAwaitingSecrets` with their names: the project waits for them.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import Event
 from contracts.events import (
+    DeployAwaitingSecrets,
     DeployFailed,
     DeployMode,
     DeployRequested,
@@ -79,7 +85,8 @@ def missing_secret_hint(project_id: object, name: str) -> str:
     return (
         f"Secret {name} is not stored (Vault secret/{project_secret_path(str(project_id), name)}). "
         f'Store it with `printf %s "$VALUE" | orchestrator secrets set {project_id} {name}` '
-        f"(or PUT /projects/{project_id}/secrets/{name} on the API) and deploy again."
+        f"(or PUT /projects/{project_id}/secrets/{name} on the API, or /secret {name} in the "
+        "chat); the deploy resumes by itself when the last missing secret is stored."
     )
 
 
@@ -140,6 +147,7 @@ class DeployerService:
                 f"secret/servers/{target.name} under `private_key`; nothing was deployed",
             )
 
+        checked_at = datetime.now(UTC)
         values, missing = await self._project_secrets(request)
         run_secrets = {
             "env_file": render_env(
@@ -180,6 +188,8 @@ class DeployerService:
         )
         result = await self._run_with_heartbeat(run, heartbeat)
         known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
+        if str((result.stats.get("deploy") or {}).get("outcome")) == "awaiting_secrets":
+            return await self._awaiting_secrets(request, result, missing, checked_at)
         return await self._outcome(request, target, result, known_values)
 
     async def stop(
@@ -192,7 +202,7 @@ class DeployerService:
                 self._stopped(
                     request,
                     f"server {request.server_name!r} is not in the inventory (or is disabled); "
-                    "nothing could be stopped there",
+                    "nothing could be stopped there" + await self._delete_secrets(request),
                 )
             ]
         server_secret = await self._secrets.read(server_secret_path(target.name))
@@ -227,7 +237,13 @@ class DeployerService:
                 f"stopping {request.slug} on {target.name!r} failed ({failure}); port "
                 f"{request.port} stays allocated until a replay of this message succeeds"
             )
-        return [self._stopped(request, f"{request.slug} stopped and removed from {target.name}")]
+        removed = f"{request.slug} stopped and removed from {target.name}"
+        return [self._stopped(request, removed + await self._delete_secrets(request))]
+
+    async def _delete_secrets(self, request: DeployStopRequested) -> str:
+        """An archived project's secrets go once nothing of it runs; the detail names them."""
+        names = await self._secrets.delete_project_secrets(request.project_id)
+        return f"; secrets deleted from Vault: {', '.join(names)}" if names else ""
 
     def _stopped(self, request: DeployStopRequested, detail: str) -> DeployStopped:
         return request.derive(
@@ -325,6 +341,33 @@ class DeployerService:
                 )
             )
         return events
+
+    async def _awaiting_secrets(
+        self,
+        request: DeployRequested,
+        result: PlaybookResult,
+        missing: Sequence[str],
+        checked_at: datetime,
+    ) -> list[Event]:
+        """Required secrets are missing: the running release was not touched; the project waits.
+
+        The names come from the playbook (which knows the release's optional secrets) and
+        are kept only if this run reported them missing: names, never values, leave here.
+        No release was made, so the deployments ledger is left as it was (a live release of
+        the same commit keeps its record).
+        """
+        reported = (result.stats.get("deploy") or {}).get("missing_secrets") or []
+        names = tuple(name for name in missing if name in reported) or tuple(missing)
+        return [
+            request.derive(
+                DeployAwaitingSecrets,
+                actor=self._actor,
+                project_id=request.project_id,
+                commit=request.commit,
+                missing=names,
+                checked_at=checked_at,
+            )
+        ]
 
     async def _refused(self, request: DeployRequested, reason: str) -> list[Event]:
         await self._save(request, request.commit[:12], "failed", None, reason)

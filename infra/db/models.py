@@ -65,6 +65,8 @@ class ProjectState(StrEnum):
     ACTIVE = "active"
     FAILED = "failed"
     ARCHIVED = "archived"
+    #: The deploy needs secrets Vault does not hold; it resumes when the last one is stored.
+    AWAITING_SECRETS = "awaiting_secrets"
 
 
 class UserRole(StrEnum):
@@ -168,6 +170,10 @@ class Project(Base):
     #: Set while the build waits for one of the owner's running builds to finish (the
     #: builds-at-once quota); the oldest waiting build starts first.
     build_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Names (never values) of the secrets an `awaiting_secrets` deploy still waits for.
+    missing_secrets: Mapped[list[Any]] = mapped_column(
+        JsonType, default=list, server_default=text("'[]'")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

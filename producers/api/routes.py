@@ -187,4 +187,5 @@ def _detail(view: ProjectView) -> ProjectDetail:
             )
             for t in view.timeline
         ],
+        missing_secrets=list(view.missing_secrets),
     )

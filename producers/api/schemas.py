@@ -118,6 +118,11 @@ class ProjectSummary(BaseModel):
 class ProjectDetail(ProjectSummary):
     error: str | None = Field(description="Why the project failed, if it did")
     timeline: list[TimelineItem] = Field(description="Every recorded step, oldest first")
+    missing_secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of the secrets the deploy waits for (state awaiting_secrets); store "
+        "each with PUT /projects/{ref}/secrets/{name} and the deploy resumes by itself",
+    )
 
 
 class ProjectList(BaseModel):

@@ -106,6 +106,7 @@ async def status(endpoints: Endpoints, ref: str, as_json: bool, out: Out) -> int
                     "url": view.url,
                     "error": view.error,
                     "offline": view.offline,
+                    "missing_secrets": list(view.missing_secrets),
                     "timeline": [
                         {
                             "at": t.occurred_at.isoformat(),
@@ -127,6 +128,9 @@ async def status(endpoints: Endpoints, ref: str, as_json: bool, out: Out) -> int
         out(f"url      {view.url}")
     if view.error:
         out(f"error    {view.error}")
+    for name in view.missing_secrets:
+        project_ref = view.slug or str(view.id)
+        out(f'waits    {name}: printf %s "$VALUE" | orchestrator secrets set {project_ref} {name}')
     out("timeline")
     for t in view.timeline:
         out(f"  {t.occurred_at:%Y-%m-%d %H:%M:%S}  {t.actor:<16} {t.event_type:<32} {t.summary}")

@@ -31,7 +31,7 @@ SAMPLE = (
     "An HTTP service that tracks my expenses: each expense has an amount, a category and a date; "
     "I want to add, list and delete expenses over a REST API."
 )
-FINAL_STATES = {"active", "failed", "awaiting_answer", "archived"}
+FINAL_STATES = {"active", "failed", "awaiting_answer", "archived", "awaiting_secrets"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -152,6 +152,14 @@ async def _run_demo(
         print(
             f'the analyst needs an answer: orchestrator answer {project_id} "..."', file=sys.stderr
         )
+        return 2
+    if view is not None and state == "awaiting_secrets":
+        for name in view.missing_secrets:
+            print(
+                f'the deploy waits for {name}: printf %s "$VALUE" | '
+                f"orchestrator secrets set {project_id} {name}",
+                file=sys.stderr,
+            )
         return 2
     if view is None or state != "active" or not view.url:
         reason = (view.error if view else None) or f"still {state} after {wait_seconds:.0f}s"

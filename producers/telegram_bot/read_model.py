@@ -93,4 +93,5 @@ def _summary(project: Project) -> ProjectView:
         offline=project.offline,
         created_at=project.created_at,
         timeline=(),
+        missing_secrets=tuple(project.missing_secrets or ()),
     )

@@ -100,6 +100,8 @@ def status(project: ProjectView) -> str:
         lines.append(f"URL: {project.url}")
     if project.error:
         lines.append(f"Error: {project.error}")
+    if project.missing_secrets:
+        lines.append(awaiting_secrets(project.missing_secrets))
     if project.offline:
         lines.append("Mode: offline (no LLM provider configured)")
     if project.timeline:
@@ -220,6 +222,14 @@ def project_list_all(projects: Sequence[ProjectView]) -> str:
         for p in projects
     )
     return _fit("\n".join(lines))
+
+
+def awaiting_secrets(names: Sequence[str]) -> str:
+    """The status line of a deploy waiting in `awaiting_secrets`."""
+    return (
+        "The deploy waits for: " + ", ".join(names) + ". Send each with /secret NAME; "
+        "it resumes by itself when the last one is stored."
+    )
 
 
 def missing_secrets(names: Sequence[str]) -> str:

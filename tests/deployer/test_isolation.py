@@ -22,8 +22,10 @@ from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.ports import PlaybookRun, ServerTarget
 from contracts.events import DeployFailed, DeployStopped, DeployStopRequested, DeploySucceeded
 from infra.stack.deploy_account import DEPLOY_USER, VENV_CACHE_DIR
+from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
+from infra.vault import SecretNotFound, VaultClient
 
 from .conftest import Deployer, ServiceRepo, VaultSetup, project_processes
 from .test_process_deploy import get_json, request, spec
@@ -161,12 +163,18 @@ async def test_the_ssh_login_is_the_dedicated_deploy_account(
 
 
 async def test_archive_stops_the_service_before_the_port_is_free(
-    deployer: Deployer, vault_setup: VaultSetup, deploy_root: Path
+    deployer: Deployer, vault_setup: VaultSetup, deploy_root: Path, openbao: BootstrappedOpenBao
 ) -> None:
     slug, port = "tenant-b", TENANTS["tenant-b"]
     assert project_processes(user_of(slug))
+    assert list((deploy_root / slug / "releases").iterdir())
+    # The archived project's own secrets (the module's shared project keeps its own).
+    archived_id = uuid.uuid4()
+    operator = VaultClient(openbao.addr, token=openbao.root_token)
+    for name in ("TELEGRAM_BOT_TOKEN", "API_TOKEN"):
+        await operator.write_secret(f"projects/{archived_id}/{name}", {"value": "v-" + name})
     stop = DeployStopRequested(
-        correlation_id=uuid.uuid4(), actor="coordinator", project_id=vault_setup.project_id,
+        correlation_id=uuid.uuid4(), actor="coordinator", project_id=archived_id,
         slug=slug, server_name="local", host="127.0.0.1", port=port,
     )  # fmt: skip
 
@@ -175,6 +183,12 @@ async def test_archive_stops_the_service_before_the_port_is_free(
     assert [type(e) for e in events] == [DeployStopped], events
     assert isinstance(events[0], DeployStopped)
     assert events[0].port == port
+    assert "secrets deleted from Vault: API_TOKEN, TELEGRAM_BOT_TOKEN" in events[0].detail
+    # Every version is gone, not only the latest: nothing is listed, nothing can be read back.
+    assert await operator.list_secrets(f"projects/{archived_id}") == []
+    with pytest.raises(SecretNotFound):
+        await operator.read_secret(f"projects/{archived_id}/API_TOKEN")
+    assert await operator.list_secrets(f"projects/{vault_setup.project_id}") == ["API_TOKEN"]
     with pytest.raises(KeyError):
         pwd.getpwnam(user_of(slug))
     assert processes_under(deploy_root / slug) == {}

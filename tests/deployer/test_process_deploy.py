@@ -18,7 +18,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.events import DeployFailed, DeployRequested, DeployRolledBack, DeploySucceeded
+from contracts.events import (
+    DeployAwaitingSecrets,
+    DeployFailed,
+    DeployRequested,
+    DeployRolledBack,
+    DeploySucceeded,
+)
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
 from infra.db.models import Server
 from infra.stack.openbao_server import BootstrappedOpenBao
@@ -193,7 +199,7 @@ async def test_broken_release_is_rolled_back(
     assert_no_leaks(secret_audit)
 
 
-async def test_missing_secret_fails_with_the_command_to_store_it(
+async def test_a_missing_secret_makes_the_deploy_wait_for_it(
     deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup, deploy_root: Path
 ) -> None:
     slug = "needs-a-key"
@@ -207,13 +213,12 @@ async def test_missing_secret_fails_with_the_command_to_store_it(
         )
     )
 
-    assert [type(e) for e in events] == [DeployFailed]
-    failed = events[0]
-    assert isinstance(failed, DeployFailed)
-    assert failed.rolled_back is False
-    assert "STRIPE_API_KEY" in failed.reason
-    assert f"orchestrator secrets set {vault_setup.project_id} STRIPE_API_KEY" in failed.reason
-    assert "TELEGRAM_BOT_TOKEN" not in failed.reason  # optional in the template's deploy.json
+    assert [type(e) for e in events] == [DeployAwaitingSecrets]
+    waiting = events[0]
+    assert isinstance(waiting, DeployAwaitingSecrets)
+    # Only required names: the release's deploy.json declares TELEGRAM_BOT_TOKEN optional.
+    assert waiting.missing == ("STRIPE_API_KEY",)
+    assert waiting.commit == service_repo.good
     assert not (deploy_root / slug / "current").exists()
     assert not (deploy_root / slug / "run" / "supervisor.pid").exists()
 

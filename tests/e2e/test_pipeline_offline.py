@@ -64,9 +64,12 @@ def request_project(stack: LocalStackProcess, description: str) -> tuple[str, st
 
 def wait_for_project(stack: LocalStackProcess, project_id: str, timeout: float = 300
                      ) -> dict[str, Any]:
-    """The project's status once it is in a final state (active, failed, awaiting_answer)."""
+    """The project's status once it is in a final state (active, failed, awaiting_answer) or
+    waits for a person (awaiting_secrets)."""
     return stack.wait_for_state(
-        project_id, {"active", "failed", "awaiting_answer", "archived"}, timeout=timeout
+        project_id,
+        {"active", "failed", "awaiting_answer", "archived", "awaiting_secrets"},
+        timeout=timeout,
     )
 
 
@@ -186,6 +189,17 @@ def test_description_becomes_a_running_service(
     kind = KINDS[case][0]
     project_id, flow_id, name = submitted[case]
     status = wait_for_project(offline_stack, project_id, timeout=400)
+    stored: dict[str, str] = {}
+    if kind == "telegram_bot":
+        # A bot needs its token: the deploy waits for it and resumes once it is stored.
+        assert status["state"] == "awaiting_secrets", status
+        stored["TELEGRAM_BOT_TOKEN"] = f"{random.randrange(10**9, 10**10)}:AA{uuid.uuid4().hex}"
+        result = offline_stack.cli(
+            "secrets", "set", project_id, "TELEGRAM_BOT_TOKEN",
+            stdin=stored["TELEGRAM_BOT_TOKEN"],
+        )
+        assert result.returncode == 0, result.stderr
+        status = wait_for_project(offline_stack, project_id, timeout=300)
     assert status["state"] == "active", status
     assert status["flow_id"] == flow_id
     assert status["offline"] is True
@@ -209,7 +223,7 @@ def test_description_becomes_a_running_service(
     missing = set(variables) - set(env)
     assert not missing, f"{missing} of the spec are not in {env_path}"
     for var_name, var in variables.items():
-        expected = "" if var["secret"] else (var.get("default") or "")
+        expected = stored.get(var_name, "") if var["secret"] else (var.get("default") or "")
         assert env[var_name] == expected, (var_name, env[var_name])
     assert env["PORT"] == str(port)
     # The service that answers is the one deployed: it reports the pipeline's commit.

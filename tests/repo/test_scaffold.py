@@ -67,8 +67,8 @@ def test_deploy_json_tells_the_deployer_how_to_start_test_and_check() -> None:
         "version_env": "APP_VERSION",
         "optional_secrets": [],
     }
-    # A bot runs idle without its token, so the deployer must not refuse a deploy over it.
-    assert json.loads(render(BOT)["deploy.json"])["optional_secrets"] == ["TELEGRAM_BOT_TOKEN"]
+    # A bot is useless without its token: its deploy waits for it (state awaiting_secrets).
+    assert json.loads(render(BOT)["deploy.json"])["optional_secrets"] == []
 
 
 def test_env_example_lists_every_variable_and_leaves_secrets_empty() -> None:

@@ -1,12 +1,14 @@
 # deployer: renders a service's complete .env from its project secrets, reaches the target
-# server with its SSH key and logs in to the image registry. It only reads.
+# server with its SSH key and logs in to the image registry. It never writes a secret; it
+# deletes an archived project's secrets once the project's service is gone from its server.
 path "secret/data/projects/*" {
   capabilities = ["read"]
 }
 
-# Listing names (never values) lets the deployer check that the .env it renders is complete.
+# Listing names (never values) lets the deployer check that the .env it renders is complete;
+# deleting the metadata removes every version of an archived project's secret.
 path "secret/metadata/projects/*" {
-  capabilities = ["list"]
+  capabilities = ["list", "delete"]
 }
 
 path "secret/data/servers/*" {

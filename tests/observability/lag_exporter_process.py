@@ -12,19 +12,32 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
 
-from infra.bus.credentials import store_credentials
-from infra.bus.permissions import LAG_EXPORTER
+from contracts import events as ev
+from infra.bus.credentials import NatsCredentials, store_credentials
+from infra.bus.permissions import ADMIN, LAG_EXPORTER, render_authorization
+from infra.bus.topology import apply_topology
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def authenticated_nats(directory: Path, passwords: dict[str, str]) -> Iterator[NatsServer]:
+    """A nats-server that requires a user (every platform user, as generated), topology applied."""
+    with NatsServer(directory, authorization=render_authorization(passwords)) as server:
+        admin = NatsCredentials(ADMIN, passwords[ADMIN])
+        asyncio.run(apply_topology(server.url, connect_options=admin.connect_options()))
+        yield server
 
 
 @contextlib.contextmanager
@@ -85,3 +98,17 @@ def _wait_for_lag(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the lag exporter never exported lag:\n{log.read_text()}")
+
+
+async def publish_backlog(server: NatsServer, passwords: dict[str, str], count: int) -> None:
+    """`count` code requests for the engineer, whose process does not run in these tests."""
+    admin = NatsCredentials(ADMIN, passwords[ADMIN])
+    nc = await nats.connect(server.url, **admin.connect_options())
+    try:
+        js = nc.jetstream()
+        for _ in range(count):
+            await js.publish(
+                ev.CodeRequested.TYPE, b"{}", headers={"Nats-Msg-Id": str(uuid.uuid4())}
+            )
+    finally:
+        await nc.close()

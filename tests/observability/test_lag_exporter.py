@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import yaml
 
-from contracts import events as ev
 from contracts.topology import ENGINEER, NOTIFIER, PROJECT
-from infra.bus.credentials import NatsCredentials
-from infra.bus.permissions import ADMIN, LAG_EXPORTER, all_permissions, new_passwords
-from infra.bus.permissions import render_authorization as render
-from infra.bus.topology import apply_topology
+from infra.bus.permissions import LAG_EXPORTER, all_permissions, new_passwords
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao
 
 from .conftest import RULES, Prometheus
-from .lag_exporter_process import lag_exporter
+from .lag_exporter_process import authenticated_nats, lag_exporter, publish_backlog
 
 PASSWORDS = new_passwords(all_permissions())
 BACKLOG = 120
@@ -45,30 +39,8 @@ def lag_rule() -> dict[str, Any]:
 
 @pytest.fixture
 def auth_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    """A nats-server of its own that requires a user: every platform user, as generated."""
-    with NatsServer(tmp_path / "nats", authorization=render(PASSWORDS)) as server:
-        asyncio.run(
-            apply_topology(
-                server.url,
-                connect_options=NatsCredentials(ADMIN, PASSWORDS[ADMIN]).connect_options(),
-            )
-        )
+    with authenticated_nats(tmp_path / "nats", PASSWORDS) as server:
         yield server
-
-
-async def publish_backlog(server: NatsServer, count: int) -> None:
-    """`count` code requests for the engineer, whose process is not running."""
-    nc = await nats.connect(
-        server.url, **NatsCredentials(ADMIN, PASSWORDS[ADMIN]).connect_options()
-    )
-    try:
-        js = nc.jetstream()
-        for _ in range(count):
-            await js.publish(
-                ev.CodeRequested.TYPE, b"{}", headers={"Nats-Msg-Id": str(uuid.uuid4())}
-            )
-    finally:
-        await nc.close()
 
 
 def wait_for(prometheus: Prometheus, expr: str, timeout: float = 60) -> list[dict[str, Any]]:
@@ -94,7 +66,7 @@ def test_lag_of_a_stopped_consumer_fires_the_lag_alert_expression(
         wait_for(prometheus, 'orchestrator_jetstream_consumer_pending{consumer="engineer"} == 0')
         assert prometheus.query(rule["expr"]) == []
 
-        asyncio.run(publish_backlog(auth_nats, BACKLOG))
+        asyncio.run(publish_backlog(auth_nats, PASSWORDS, BACKLOG))
 
         firing = wait_for(prometheus, rule["expr"])
         assert [(s["metric"]["consumer"], s["metric"]["stream"]) for s in firing] == [

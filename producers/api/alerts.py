@@ -127,6 +127,7 @@ def build_alerts_router(
         tags=["admin"],
         dependencies=[Depends(guards.admin)],
         responses={
+            400: {"description": "The body is not JSON (e.g. not UTF-8)"},
             401: {"description": "Missing, unknown, expired or revoked token"},
             403: {"description": "The token is a member token; the webhook needs an admin token"},
             413: {"description": "The request body is larger than the API accepts"},

@@ -239,10 +239,12 @@ def stream_for_subject(subject: str) -> StreamSpec:
 #: Subjects each process publishes, besides the dead letters of its own durables. NATS
 #: permissions are generated from this table (`infra.bus.permissions`), so a process that
 #: starts emitting a new event must be listed here or the server refuses the publish.
-#: Producers publish intents only (the API and CLI also record stored secret names); the
-#: scheduler publishes its ticks. `notify.requested` is open to every consumer for progress.
+#: Producers publish intents only (the API and CLI also record stored secret names, and the
+#: API relays alerts as notifications); the scheduler publishes its ticks.
+#: `notify.requested` is open to every consumer for progress.
 PRODUCER_EMITS: dict[str, tuple[str, ...]] = {
-    "api": ("intents.>", ev.SecretStored.TYPE),
+    # The API also relays Alertmanager's alerts to the admins' chats (`POST /admin/alerts`).
+    "api": ("intents.>", ev.SecretStored.TYPE, ev.NotificationRequested.TYPE),
     "telegram_bot": ("intents.>",),
     "scheduler": (f"{ev.SchedulerTick.TYPE}.>",),
 }

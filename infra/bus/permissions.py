@@ -39,6 +39,8 @@ EXTERNAL = "external"
 #: Producers that show admins the bus read-only (lag, dead letters): the HTTP API and the bot.
 #: Replaying a dead letter republishes any subject, so it stays with the CLI's `admin` user.
 MONITORS = frozenset({"api", "telegram_bot"})
+#: The lag exporter (`infra.lag_exporter`): reads every stream's and durable's info, nothing else.
+LAG_EXPORTER = "lag_exporter"
 #: nats-py's default inbox prefix; only clients outside the platform (the `external` user) use it.
 DEFAULT_INBOX = "_INBOX"
 #: bcrypt cost: nats-server checks the hash at every connect, and 10 keeps that near 60 ms.
@@ -122,10 +124,20 @@ def _monitoring_api() -> list[str]:
     ]
 
 
+def lag_exporter_permissions() -> Permissions:
+    """Stream and durable info of the whole topology: it can neither pull, ack nor publish."""
+    publish = [
+        *(f"$JS.API.STREAM.INFO.{stream.name}" for stream in STREAMS),
+        *(f"$JS.API.CONSUMER.INFO.{spec.stream.name}.{spec.durable}" for spec in CONSUMERS),
+    ]
+    return Permissions(_unique(publish), (f"{inbox_prefix(LAG_EXPORTER)}.>",))
+
+
 def all_permissions() -> dict[str, Permissions]:
     """Every NATS user of the platform: one per process, plus `admin` and `external`."""
     users = {name: consumer_permissions(name) for name in CONSUMER_EMITS}
     users |= {name: producer_permissions(name) for name in PRODUCER_EMITS}
+    users[LAG_EXPORTER] = lag_exporter_permissions()
     users[ADMIN] = Permissions((">",), (">",))
     users[EXTERNAL] = Permissions(EXTERNAL_PUBLISH, (f"{DEFAULT_INBOX}.>",))
     return users

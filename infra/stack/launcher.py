@@ -61,6 +61,8 @@ OPERATOR_ROLE = "operator"
 SCHEDULER = "scheduler"
 #: The HTTP API serves /metrics on its own port, so its metrics port is its API port.
 API = "api"
+#: Runs whichever consumers are selected: lag must stay visible while a consumer is down.
+LAG_EXPORTER = "lag_exporter"
 PROMETHEUS_TARGETS = "prometheus-targets.json"
 # Well-known ports are used when free, so a developer's tools find the stack where they expect.
 DEFAULT_PORTS = {
@@ -144,7 +146,7 @@ def read_stack_info(state_dir: Path) -> StackInfo | None:
 
 
 def discover_processes() -> dict[str, str]:
-    """Process name → module for every runnable consumer package, plus the scheduler.
+    """Process name → module for every runnable consumer package, producers, the lag exporter.
 
     A package counts when it has a `__main__.py`; packages are located on disk, never imported,
     so a consumer with a broken import fails in its own process, not in the launcher.
@@ -158,6 +160,7 @@ def discover_processes() -> dict[str, str]:
         for producer in (SCHEDULER, API):
             if (directory / producer / "__main__.py").is_file():
                 found[producer] = f"producers.{producer}"
+    found[LAG_EXPORTER] = "infra.lag_exporter"
     return found
 
 
@@ -336,9 +339,10 @@ def run_up(
 ) -> int:
     """Run the local stack in the foreground until SIGINT or SIGTERM; return the exit code.
 
-    `consumers` defaults to every consumer package with a `__main__`; the scheduler runs too
-    when it has one, whatever `consumers` says. `on_ready` is called once `stack.json` is
-    written and every process serves /metrics (or `METRICS_READY_TIMEOUT` passed). Returns 0
+    `consumers` defaults to every consumer package with a `__main__`; the scheduler, the API
+    and the lag exporter run too, whatever `consumers` says. `on_ready` is called once
+    `stack.json` is written and every process serves /metrics (or `METRICS_READY_TIMEOUT`
+    passed). Returns 0
     after a requested shutdown, 1 if a stack already runs here or the stack could not start.
     Must be called from the main thread: it handles signals, and children are tied to the
     thread that spawns them.
@@ -389,7 +393,7 @@ def _select_processes(consumers: Sequence[str] | None) -> dict[str, str]:
                 f"(runnable: {', '.join(sorted(available)) or 'none'})"
             )
         selected = {name: available[name] for name in consumers}
-        for producer in (SCHEDULER, API):
+        for producer in (SCHEDULER, API, LAG_EXPORTER):
             if producer in available:
                 selected[producer] = available[producer]
     missing_policy = sorted(set(selected) - set(policy_names()))
@@ -452,6 +456,11 @@ async def _serve(
                         "ORCH_DEPLOYER__DEPLOY_ROOT": str(stack.sshd.deploy_root),
                         "PYTHONUNBUFFERED": "1",
                         **({"ORCH_API__PORT": str(ports_by_process[name])} if name == API else {}),
+                        **(
+                            {"ORCH_LAG_EXPORTER__MONITOR_URLS": info.nats_monitor_url}
+                            if name == LAG_EXPORTER
+                            else {}
+                        ),
                     },
                     cwd=project_root,
                     before_start=functools.partial(stack.issue_credentials, name),

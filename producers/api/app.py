@@ -31,6 +31,7 @@ from infra.quotas import QuotaExceeded
 from infra.settings import QuotaSettings, Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
 from producers.api.admin import build_admin_router
+from producers.api.alerts import build_alerts_router
 from producers.api.auth import Guards
 from producers.api.body_limit import BodySizeLimit
 from producers.api.metrics import RequestMetrics
@@ -82,6 +83,7 @@ def build_api(
     service = ProjectService(publisher, sessionmaker, vault, quotas=quotas)
     app.include_router(build_router(service, guards))
     app.include_router(build_admin_router(guards, sessionmaker, jetstream, quotas))
+    app.include_router(build_alerts_router(guards, sessionmaker, publisher))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process serves requests")
     async def healthz() -> Health:

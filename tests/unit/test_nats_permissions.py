@@ -22,6 +22,7 @@ from contracts.topology import (
 from infra.bus.permissions import (
     ADMIN,
     EXTERNAL,
+    LAG_EXPORTER,
     Permissions,
     all_permissions,
     inbox_prefix,
@@ -73,7 +74,11 @@ def test_intents_come_from_producers_and_the_external_user_only() -> None:
     for producer, perms in PLATFORM.items():
         if producer in PRODUCER_EMITS:
             commands = [s for s in perms.publish if not s.startswith(("intents.", "$JS.API."))]
-            assert set(commands) <= {ev.SecretStored.TYPE, f"{ev.SchedulerTick.TYPE}.>"}
+            # Besides intents: stored secret names, ticks, and the API's alert notifications.
+            allowed = {ev.SecretStored.TYPE, f"{ev.SchedulerTick.TYPE}.>"}
+            if producer == "api":
+                allowed.add(ev.NotificationRequested.TYPE)
+            assert set(commands) <= allowed, producer
 
 
 def test_a_durable_is_pulled_and_acknowledged_by_its_own_process_only() -> None:
@@ -124,3 +129,16 @@ def test_rendered_config_holds_bcrypt_hashes_and_no_password() -> None:
     assert "clear-" not in text
     assert len(re.findall(r'password: "\$2a\$10\$[./A-Za-z0-9]{53}"', text)) == 2
     assert '"project.spec.ready"' in text
+
+
+def test_the_lag_exporter_reads_every_durable_and_nothing_else() -> None:
+    exporter = USERS[LAG_EXPORTER]
+    for spec in CONSUMERS:
+        stream, durable = spec.stream.name, spec.durable
+        assert exporter.may_publish(f"$JS.API.CONSUMER.INFO.{stream}.{durable}")
+        assert not exporter.may_publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
+        assert not exporter.may_publish(f"$JS.ACK.{stream}.{durable}.1.2.3.4.5")
+    assert all(exporter.may_publish(f"$JS.API.STREAM.INFO.{s.name}") for s in STREAMS)
+    assert all(
+        subject.startswith("$JS.API.") and ".INFO." in subject for subject in exporter.publish
+    )

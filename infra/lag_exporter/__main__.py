@@ -1,0 +1,3 @@
+from infra.lag_exporter.app import main
+
+main()

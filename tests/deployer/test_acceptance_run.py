@@ -138,7 +138,7 @@ def test_a_wrong_status_names_the_check_step_and_the_truncated_answer(
 ) -> None:
     missing = HttpCheck(name="totals exist", steps=(HttpStep(path="/totals"),))
     assert runner.run_checks(service, checks(CREATE_AND_READ, missing), timeout=5) == 1
-    error = capsys.readouterr().err
+    error = capsys.readouterr().out
     assert error.startswith("acceptance check 'totals exist' failed: step 1 (GET /totals)")
     assert "answered 404, expected 200" in error
     assert '"detail": "not found"' in error
@@ -157,7 +157,7 @@ def test_a_missing_field_in_the_answer_fails_with_what_was_expected(
         ),
     )  # fmt: skip
     assert runner.run_checks(service, checks(wrong), timeout=5) == 1
-    error = capsys.readouterr().err
+    error = capsys.readouterr().out
     assert "step 2 (GET /notes/1) answered" in error
     assert 'does not contain {"title": "hi"}' in error
 
@@ -169,7 +169,7 @@ def test_a_worker_effect_that_never_appears_fails_after_its_time(
         name="ran", path="/worker/status", expect_json={"last_ok": True}, within_seconds=1
     )
     assert runner.run_checks(service, checks(worker), timeout=5) == 1
-    assert 'last answer: 200 {"last_ok": false}' in capsys.readouterr().err
+    assert 'last answer: 200 {"last_ok": false}' in capsys.readouterr().out
 
 
 def test_a_service_that_does_not_answer_fails_clearly(capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,4 +178,4 @@ def test_a_service_that_does_not_answer_fails_clearly(capsys: pytest.CaptureFixt
     server.server_close()
     dead = HttpCheck(name="alive", steps=(HttpStep(path="/notes"),))
     assert runner.run_checks(f"http://127.0.0.1:{port}", checks(dead), timeout=2) == 1
-    assert "GET /notes got no answer" in capsys.readouterr().err
+    assert "GET /notes got no answer" in capsys.readouterr().out

@@ -81,7 +81,11 @@ def test_generated_service_installs_passes_its_tests_and_serves_health(
     python = venv_for(repo, venvs, tmp_path_factory.getbasetemp()) / "bin" / "python"
 
     deploy = json.loads((repo / "deploy.json").read_text())
-    run([str(python), "-m", "pip", "install", "-q", "-r", deploy["requirements"]], cwd=repo)
+    run(
+        [str(python), "-m", "pip", "install", "-q", "-r", deploy["requirements"]],
+        cwd=repo,
+        timeout=900,
+    )
     output = run([str(python), *deploy["test"][1:]], cwd=repo)
     assert " passed" in output
     assert "failed" not in output
@@ -178,7 +182,9 @@ def test_an_offline_spec_persists_its_records_and_passes_its_acceptance_checks(
     repo = tmp_path / "repo"
     write_project(spec, repo)
     python = venv_for(repo, venvs, tmp_path_factory.getbasetemp()) / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=repo)
+    run(
+        [str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=repo, timeout=900
+    )
     output = run([str(python), "-m", "pytest", "-v"], cwd=repo)
     assert "test_acceptance.py::test_http_check" in output
     assert "test_acceptance.py::test_bot_checks_in_order PASSED" in output

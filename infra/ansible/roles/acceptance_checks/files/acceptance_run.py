@@ -3,8 +3,8 @@
 
 Usage: acceptance_run.py <base URL> <checks JSON file> [<seconds per request>]. Exit 0 when every
 check passes; else 1, with the failing check, the request and what the service answered
-(truncated) on stderr: the deploy playbook's rescue rolls the release back and that text becomes
-the reason the user reads.
+(truncated) on stdout (over SSH a pty merges the streams, so the role reads stdout): the deploy
+playbook's rescue rolls the release back and that text becomes the reason the user reads.
 
 The checks are `ProjectSpec.checks` without the bot ones (a deploy cannot talk to Telegram on a
 user's behalf): "http" checks send their steps in order, capturing values from one answer for
@@ -172,7 +172,7 @@ def run_checks(base: str, checks: list[dict[str, Any]], timeout: float = 10.0) -
         try:
             runner(base, check, timeout)
         except CheckFailed as exc:
-            print(f"acceptance check {check.get('name', '')!r} failed: {exc}", file=sys.stderr)
+            print(f"acceptance check {check.get('name', '')!r} failed: {exc}")
             return 1
     print(f"{len(checks)} acceptance checks passed")
     return 0

@@ -104,6 +104,8 @@ class SpecReady(Event):
     """Analyst: the spec is complete."""
 
     TYPE: ClassVar[str] = "project.spec.ready"
+    #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -175,6 +177,8 @@ class RepoRequested(Event):
     """Coordinator → repo: create the repository and scaffold it."""
 
     TYPE: ClassVar[str] = "project.repo.requested"
+    #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification to scaffold")
@@ -213,6 +217,8 @@ class CodeRequested(Event):
     """Coordinator → engineer: make the code pass its tests and push it."""
 
     TYPE: ClassVar[str] = "project.code.requested"
+    #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -284,6 +290,8 @@ class DeployRequested(Event):
     """Coordinator → deployer: code and resources are both ready."""
 
     TYPE: ClassVar[str] = "deploy.requested"
+    #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification (variables for .env)")

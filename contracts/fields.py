@@ -61,10 +61,41 @@ def check_clone_url_shape(url: str) -> str:
     return url
 
 
+#: A name a check step captures a value under, used later as `{name}`.
+CAPTURE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+#: Where in a JSON answer a captured value sits: keys and list indexes joined by dots (`0.id`).
+JSON_PATH_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,15}$"
+MAX_CHECK_PATH = 2000
+_PLACEHOLDER = re.compile(r"\{[a-z_][a-z0-9_]{0,63}\}")
+
+
+def check_relative_path(path: str) -> str:
+    """`path` unchanged if it is a path on the project's own URL; else ValueError.
+
+    The deployer appends it to the release's `http://host:port`, so anything that could move
+    the request elsewhere is refused: a scheme or host (`//evil`, `@host`), a backslash,
+    whitespace, control characters, and braces other than `{capture}` placeholders.
+    """
+    if not path.startswith("/") or path.startswith("//"):
+        raise ValueError(
+            "a check path starts with a single '/' (e.g. /expenses); no scheme or host"
+        )
+    if _WHITESPACE.search(path) or any(ord(char) < 32 or ord(char) == 127 for char in path):
+        raise ValueError("a check path may not contain whitespace or control characters")
+    if "\\" in path or "@" in path.split("?", 1)[0]:
+        raise ValueError("a check path may not contain a backslash or '@'")
+    if "{" in _PLACEHOLDER.sub("", path) or "}" in _PLACEHOLDER.sub("", path):
+        raise ValueError("braces in a check path only name captured values, e.g. /items/{id}")
+    return path
+
+
 CommitSha = Annotated[str, Field(pattern=COMMIT_PATTERN, description="Full 40-hex git commit id")]
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
 VarName = Annotated[str, Field(pattern=VAR_NAME_PATTERN)]
 CloneUrl = Annotated[
     str, Field(min_length=1, max_length=MAX_CLONE_URL), AfterValidator(check_clone_url_shape)
+]
+CheckPath = Annotated[
+    str, Field(min_length=1, max_length=MAX_CHECK_PATH), AfterValidator(check_relative_path)
 ]
 UserId = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]

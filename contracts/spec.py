@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
 from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from contracts.fields import MAX_ITEMS, MAX_NAME, MAX_TEXT, SLUG_PATTERN, VAR_NAME_PATTERN
+from contracts.fields import (
+    CAPTURE_NAME_PATTERN,
+    JSON_PATH_PATTERN,
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_TEXT,
+    SLUG_PATTERN,
+    VAR_NAME_PATTERN,
+    CheckPath,
+)
 
 
 class ServiceKind(StrEnum):
@@ -73,6 +85,123 @@ class ConfigVar(BaseModel):
     )
 
 
+#: Bounds of the executable acceptance checks: a JSON body or expectation, steps, captures.
+MAX_CHECK_JSON = 8000
+MAX_CHECK_STEPS = 20
+MAX_CAPTURES = 20
+MAX_CHECKS = 50
+MAX_BOT_MESSAGE = 4096
+MAX_PATTERN = 1000
+
+
+def _bounded_json(value: JsonValue) -> JsonValue:
+    if len(json.dumps(value)) > MAX_CHECK_JSON:
+        raise ValueError(f"a check's JSON may be at most {MAX_CHECK_JSON} characters")
+    return value
+
+
+class HttpStep(BaseModel):
+    """One request of an HTTP check and what its answer must contain.
+
+    `{name}` in the path or in a string of the body or expectation stands for a value an
+    earlier step captured; a string that is exactly `{name}` takes the captured value's type.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
+        "GET", description="HTTP method"
+    )
+    path: CheckPath = Field(
+        description="Path on the service's own URL, e.g. /expenses/{id}; never a scheme or host"
+    )
+    body: JsonValue = Field(None, description="JSON request body (null for none)")
+    expect_status: int = Field(200, ge=100, le=599, description="Expected HTTP status")
+    expect_json: JsonValue = Field(
+        None,
+        description=(
+            "A subset the JSON answer must contain (objects: these keys with matching values; "
+            "lists: each item matches some item of the answer); null checks the status only"
+        ),
+    )
+    capture: dict[
+        Annotated[str, Field(pattern=CAPTURE_NAME_PATTERN)],
+        Annotated[str, Field(pattern=JSON_PATH_PATTERN)],
+    ] = Field(
+        default_factory=dict,
+        description="Values to remember for later steps: name -> dotted path in the answer "
+        '(e.g. {"id": "id"})',
+        max_length=MAX_CAPTURES,
+    )
+
+    _body = field_validator("body", "expect_json")(_bounded_json)
+
+
+class HttpCheck(BaseModel):
+    """Requests in order against the running service; every step must answer as expected."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["http"] = Field("http", description="Which kind of check this is")
+    name: str = Field(
+        description="What the check shows, e.g. 'POST /expenses stores one'", max_length=MAX_NAME
+    )
+    steps: tuple[HttpStep, ...] = Field(
+        description="Requests in order", min_length=1, max_length=MAX_CHECK_STEPS
+    )
+
+
+class BotCheck(BaseModel):
+    """A user's message to the bot and a pattern the bot's reply must match.
+
+    Telegram cannot be reached from a deploy, so these run in the project's own tests only.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["bot"] = Field("bot", description="Which kind of check this is")
+    name: str = Field(description="What the check shows", max_length=MAX_NAME)
+    message: str = Field(
+        description="What the user sends, e.g. '/add 12.5 food'",
+        min_length=1,
+        max_length=MAX_BOT_MESSAGE,
+    )
+    reply_pattern: str = Field(
+        description="Python regular expression searched in the bot's reply", max_length=MAX_PATTERN
+    )
+
+    @field_validator("reply_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"reply_pattern is not a valid regular expression: {exc}") from exc
+        return pattern
+
+
+class WorkerCheck(BaseModel):
+    """An effect of the background job that the service shows over HTTP (e.g. its last run).
+
+    The path is polled until its JSON answer contains `expect_json` or the time is up.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["worker"] = Field("worker", description="Which kind of check this is")
+    name: str = Field(description="What the check shows", max_length=MAX_NAME)
+    path: CheckPath = Field(description="Path showing the job's effect, e.g. /worker/status")
+    expect_json: JsonValue = Field(description="A subset the JSON answer must come to contain")
+    within_seconds: float = Field(
+        30, gt=0, le=600, description="How long the effect may take to appear"
+    )
+
+    _expect = field_validator("expect_json")(_bounded_json)
+
+
+AcceptanceCheck = Annotated[HttpCheck | BotCheck | WorkerCheck, Field(discriminator="kind")]
+
+
 class ProjectSpec(BaseModel):
     """Everything later steps need to scaffold, build, configure and deploy the service."""
 
@@ -107,6 +236,15 @@ class ProjectSpec(BaseModel):
     )
     acceptance_criteria: tuple[str, ...] = Field(
         (), description="Checks that say the service does what was asked", max_length=MAX_ITEMS
+    )
+    checks: tuple[AcceptanceCheck, ...] = Field(
+        (),
+        description=(
+            "Executable acceptance checks: HTTP requests with expected answers, bot messages "
+            "with expected replies, worker effects seen over HTTP; run by the project's tests "
+            "and, except bot checks, against every deployed release"
+        ),
+        max_length=MAX_CHECKS,
     )
 
     @property

@@ -25,7 +25,13 @@ the slash; always include "start");
   * config: environment variables the service reads. Secrets (tokens, API keys, passwords) \
 are listed by NAME only with secret=true and no default: e.g. TELEGRAM_BOT_TOKEN for every \
 bot. Add DATABASE_URL only if the service stores data;
-  * acceptance_criteria: concrete checks a test can make;
+  * acceptance_criteria: concrete checks a test can make, in words;
+  * checks: the same checks made executable. "http": ordered steps (method, path relative \
+to the service such as /expenses, JSON body, expect_status, expect_json = a subset the answer \
+must contain, capture = name -> dotted path in the answer, reused later as {name}), e.g. POST \
+/expenses -> 201 capturing id, then GET /expenses/{id} -> 200 containing the sent fields. \
+"bot": a message and a reply_pattern (regular expression). "worker": a path showing the \
+job's effect (e.g. /worker/status) and the expect_json it comes to contain;
   * summary: one paragraph in the user's language.
 - `AskClarification` only when the description is too thin to know what the service does \
 (e.g. "make me a bot"). Ask one short question in the user's language.

@@ -17,13 +17,18 @@ import re
 from dataclasses import dataclass
 
 from contracts.spec import (
+    AcceptanceCheck,
+    BotCheck,
     BotCommand,
     ConfigVar,
     Endpoint,
     Entity,
     EntityField,
+    HttpCheck,
+    HttpStep,
     ProjectSpec,
     ServiceKind,
+    WorkerCheck,
 )
 
 from .slugs import slugify
@@ -315,6 +320,52 @@ _KIND_PHRASE = {
 }
 
 
+#: A value of each field type that the generated service stores and returns unchanged.
+_EXAMPLES: dict[str, object] = {
+    "str": "example",
+    "int": 3,
+    "float": 12.5,
+    "bool": True,
+    "date": "2024-01-31",
+    "datetime": "2024-01-31T12:00:00",
+}
+
+
+def _http_checks(rule: EntityRule) -> HttpCheck:
+    """POST stores one entity, GET reads it back by the captured id and lists it."""
+    base = f"/{rule.plural}"
+    body = {name: _EXAMPLES[kind] for name, kind, _ in rule.fields}
+    return HttpCheck(
+        name=f"POST {base} stores one {rule.name} that GET {base}/{{id}} and GET {base} return",
+        steps=(
+            HttpStep(method="POST", path=base, body=body, expect_status=201,
+                     expect_json=body, capture={"id": "id"}),
+            HttpStep(path=f"{base}/{{id}}", expect_json={**body, "id": "{id}"}),
+            HttpStep(path=base, expect_json=[{"id": "{id}"}]),
+        ),
+    )  # fmt: skip
+
+
+def _bot_checks(rule: EntityRule, add: str, show: str) -> tuple[BotCheck, ...]:
+    """`/add` with the fields in order stores one; `/list` shows it (one chat, one store)."""
+    values = " ".join(
+        str(_EXAMPLES[kind]).lower() if kind == "bool" else str(_EXAMPLES[kind])
+        for _, kind, _ in rule.fields
+    )
+    return (
+        BotCheck(
+            name=f"/{add} stores one {rule.name}",
+            message=f"/{add} {values}",
+            reply_pattern=rf"^Saved {rule.name} #\d+",
+        ),
+        BotCheck(
+            name=f"/{show} answers with the stored {rule.plural} or says there are none",
+            message=f"/{show}",
+            reply_pattern=rf"(#\d+|No {rule.plural} yet)",
+        ),
+    )
+
+
 def _spec(
     original: str,
     language: str,
@@ -334,9 +385,16 @@ def _spec(
     endpoints: list[Endpoint] = []
     commands: list[BotCommand] = []
     criteria: list[str] = []
+    checks: list[AcceptanceCheck] = []
     if ServiceKind.HTTP in kinds:
         endpoints.append(Endpoint(method="GET", path="/health", summary="Liveness check"))
         criteria.append("GET /health answers 200")
+        checks.append(
+            HttpCheck(
+                name="GET /health answers ok",
+                steps=(HttpStep(path="/health", expect_json={"status": "ok"}),),
+            )
+        )
         for rule in rules:
             base = f"/{rule.plural}"
             endpoints += [
@@ -346,6 +404,7 @@ def _spec(
                 Endpoint(method="DELETE", path=f"{base}/{{id}}", summary=f"Delete a {rule.name}"),
             ]
             criteria.append(f"POST {base} creates a {rule.name} and GET {base} lists it")
+            checks.append(_http_checks(rule))
         if report:
             endpoints.append(Endpoint(method="GET", path="/report", summary="Totals and counts"))
             criteria.append("GET /report summarises the stored records")
@@ -355,6 +414,7 @@ def _spec(
             BotCommand(command="help", description="How to use the bot"),
         ]
         criteria.append("/start replies with a greeting that lists the commands")
+        checks.append(BotCheck(name="/start greets", message="/start", reply_pattern=r"^Hi!"))
         for rule in rules:
             add = "add" if single else f"add_{rule.name.lower()}"
             show = "list" if single else f"list_{rule.plural}"
@@ -363,18 +423,29 @@ def _spec(
                 BotCommand(command=show, description=f"Show {rule.plural}"),
             ]
             criteria.append(f"/{add} stores a {rule.name} and /{show} shows it")
+            checks += _bot_checks(rule, add, show)
         if report:
             commands.append(BotCommand(command="report", description="Totals and counts"))
             criteria.append("/report summarises the stored records")
     if ServiceKind.WORKER in kinds:
         criteria.append("The worker runs its job every WORKER_INTERVAL_SECONDS and logs each run")
+        checks.append(
+            WorkerCheck(
+                name="the background job has run and shows its last run at /worker/status",
+                path="/worker/status",
+                expect_json={"last_ok": True},
+            )
+        )
 
     config = [ConfigVar(name="LOG_LEVEL", description="Logging level", default="INFO")]
     config.append(
         ConfigVar(
             name="DATABASE_URL",
-            description="Where records are stored (SQLite file by default)",
-            default="sqlite:///./data/app.db",
+            description=(
+                "A PostgreSQL URL (postgresql://...) to store records in; empty: a SQLite "
+                "file in the service's DATA_DIR"
+            ),
+            default="",
         )
     )
     if ServiceKind.WORKER in kinds:
@@ -407,5 +478,6 @@ def _spec(
             commands=tuple(commands),
             config=tuple(config),
             acceptance_criteria=tuple(criteria),
+            checks=tuple(checks),
         )
     )

@@ -29,8 +29,13 @@ def render_env(
     bind_host: str,
     version: str,
     secrets: Mapping[str, str],
+    data_dir: str | None = None,
 ) -> str:
-    """The `.env` text. A secret absent from `secrets` is written empty (optional secrets)."""
+    """The `.env` text. A secret absent from `secrets` is written empty (optional secrets).
+
+    `data_dir` (process mode) is where the service keeps files across releases, outside the
+    release directory a new deploy replaces: generated services put their SQLite file there.
+    """
     values: dict[str, str] = {}
     for var in spec.config:
         if var.secret:
@@ -39,6 +44,8 @@ def render_env(
             values[var.name] = var.default or ""
     # The platform's variables win: the port is the one allocated, whatever the spec says.
     values.update({"PORT": str(port), "HOST": bind_host, "APP_VERSION": version})
+    if data_dir is not None:
+        values["DATA_DIR"] = data_dir
     for name in values:
         if not _NAME.match(name):
             raise ValueError(f"spec variable {name!r} is not a valid environment variable name")

@@ -36,6 +36,7 @@ from contracts.events import (
     DeployStopRequested,
     DeploySucceeded,
 )
+from contracts.spec import BotCheck
 from infra.repo_urls import ForgeSettings, check_clone_url
 from infra.vault import project_secret_path, server_secret_path
 
@@ -156,6 +157,7 @@ class DeployerService:
                 bind_host=bind_host_for(request.host),
                 version=request.commit,
                 secrets=values,
+                data_dir=self._data_dir(request),
             )
         }
         extravars: dict[str, Any] = {
@@ -167,6 +169,13 @@ class DeployerService:
             "health_host": request.host,
             "deploy_root": self._config.deploy_root,
             "health_timeout": self._config.health_timeout_seconds,
+            # Run on the server after the health check; a failure rolls the release back.
+            # Bot checks need Telegram, so they run only in the project's own tests.
+            "acceptance_checks": [
+                check.model_dump(mode="json")
+                for check in request.spec.checks
+                if not isinstance(check, BotCheck)
+            ],
             "missing_secrets": missing,
             "missing_secret_hints": {
                 name: missing_secret_hint(request.project_id, name) for name in missing
@@ -254,6 +263,13 @@ class DeployerService:
             port=request.port,
             detail=detail,
         )
+
+    def _data_dir(self, request: DeployRequested) -> str | None:
+        """Process mode keeps data beside the releases (the project user's own directory);
+        a compose service keeps its data in volumes its compose file declares."""
+        if request.mode is not DeployMode.PROCESS:
+            return None
+        return f"{self._config.deploy_root}/{request.spec.slug}/data"
 
     async def _project_secrets(self, request: DeployRequested) -> tuple[dict[str, str], list[str]]:
         values: dict[str, str] = {}

@@ -48,6 +48,9 @@ COMMON_FILES: Final = (
 #: Files rendered from `templates/common/` only when the spec has entities.
 ENTITY_FILES: Final = ("app/models.py", "app/store.py", "tests/test_store.py")
 
+#: Files rendered from `templates/common/` only when the spec carries executable checks.
+CHECK_FILES: Final = ("tests/test_acceptance.py",)
+
 #: Each kind's own files, rendered from `templates/<kind>/`; a `True` flag means the file is
 #: rendered only when the spec has entities (an API test file without entities has no tests).
 KIND_FILES: Final[dict[ServiceKind, tuple[tuple[str, bool], ...]]] = {
@@ -68,6 +71,8 @@ def planned_files(spec: ProjectSpec) -> list[tuple[str, str]]:
     files = [(template_name("common", path), path) for path in COMMON_FILES]
     if spec.entities:
         files += [(template_name("common", path), path) for path in ENTITY_FILES]
+    if spec.checks:
+        files += [(template_name("common", path), path) for path in CHECK_FILES]
     for kind in effective_kinds(spec):
         for path, needs_entities in KIND_FILES[kind]:
             if spec.entities or not needs_entities:

@@ -13,7 +13,15 @@ import keyword
 import re
 from dataclasses import dataclass
 
-from contracts.spec import ConfigVar, Entity, ProjectSpec, ServiceKind
+from contracts.spec import (
+    BotCheck,
+    ConfigVar,
+    Entity,
+    HttpCheck,
+    ProjectSpec,
+    ServiceKind,
+    WorkerCheck,
+)
 
 #: Python annotation and an example value (as Python source, JSON-compatible) per spec type.
 _FIELD_TYPES: dict[str, tuple[str, str]] = {
@@ -30,6 +38,9 @@ RESERVED_VARS = ("HOST", "PORT", "APP_VERSION")
 
 _BOT_VAR = "TELEGRAM_BOT_TOKEN"
 _WORKER_INTERVAL = "WORKER_INTERVAL_SECONDS"
+_DATABASE_URL = "DATABASE_URL"
+#: The worker's interval when the spec gives none (or one that is not a positive number).
+DEFAULT_WORKER_INTERVAL = "60"
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,15 @@ class VarView:
 
 @dataclass(frozen=True)
 class CommandView:
+    """A bot command; `action` (add, list, delete, report) names the CRUD case it performs on
+    `entity`, or is empty for a command the rules do not recognise (it answers its description).
+    """
+
     command: str
     function: str
     description: str
+    action: str = ""
+    entity: EntityView | None = None
 
 
 def _words(text: str) -> list[str]:
@@ -143,11 +160,37 @@ def _var(var: ConfigVar) -> VarView:
     return VarView(env, env.lower(), one_line(var.description), default, var.secret)
 
 
-def _variables(spec: ProjectSpec, kinds: tuple[ServiceKind, ...]) -> tuple[VarView, ...]:
+def _worker_interval(spec: ProjectSpec) -> str:
+    """The spec's WORKER_INTERVAL_SECONDS default when it is a positive number of seconds."""
+    for var in spec.config:
+        if var.name == _WORKER_INTERVAL and var.default is not None:
+            try:
+                seconds = float(var.default)
+            except ValueError:
+                break
+            if 0 < seconds < 10**7:
+                return var.default.strip()
+    return DEFAULT_WORKER_INTERVAL
+
+
+def _variables(
+    spec: ProjectSpec, kinds: tuple[ServiceKind, ...], has_entities: bool = False
+) -> tuple[VarView, ...]:
     variables: dict[str, VarView] = {}
     for var in map(_var, spec.config):
         if var.env not in RESERVED_VARS and var.env not in variables:
             variables[var.env] = var
+    if has_entities:
+        # Storage is always there: empty means a SQLite file in DATA_DIR, so the variable is
+        # optional whatever the spec said; a spec may still make it a secret (a password).
+        secret = variables[_DATABASE_URL].secret if _DATABASE_URL in variables else False
+        variables[_DATABASE_URL] = VarView(
+            _DATABASE_URL,
+            _DATABASE_URL.lower(),
+            "PostgreSQL URL (postgresql://...) to store records in; empty: SQLite in DATA_DIR",
+            "",
+            secret,
+        )
     if ServiceKind.TELEGRAM_BOT in kinds:
         # The bot starts polling only when the token is set, so it is optional; it is
         # always a secret whatever the spec says.
@@ -160,20 +203,52 @@ def _variables(spec: ProjectSpec, kinds: tuple[ServiceKind, ...]) -> tuple[VarVi
             _WORKER_INTERVAL,
             _WORKER_INTERVAL.lower(),
             "Seconds between two runs of the background job",
-            "60",
+            _worker_interval(spec),
             False,
             "float",
         )
     return tuple(variables.values())
 
 
-def _commands(spec: ProjectSpec) -> tuple[CommandView, ...]:
+#: Command verbs the bot template implements, by the CRUD case they perform.
+_ACTIONS: dict[str, str] = {
+    "add": "add", "new": "add", "create": "add", "save": "add", "record": "add",
+    "list": "list", "show": "list", "all": "list", "view": "list",
+    "delete": "delete", "remove": "delete", "del": "delete",
+    "report": "report", "stats": "report", "summary": "report", "total": "report",
+    "totals": "report",
+}  # fmt: skip
+
+
+def command_action(name: str, entities: list[EntityView]) -> tuple[str, EntityView | None]:
+    """What a command named `name` does: `add_expense` adds an Expense, `list` lists the first
+    entity, `report` counts every entity; ("", None) when it is none of those."""
+    verb, _, noun = name.partition("_")
+    action = _ACTIONS.get(verb, "")
+    if not action or not entities:
+        return "", None
+    if action == "report":
+        return ("report", None) if not noun else ("", None)
+    if not noun:
+        return action, entities[0]
+    for entity in entities:
+        if noun in (entity.snake, entity.plural):
+            return action, entity
+    return "", None
+
+
+def _commands(
+    spec: ProjectSpec, entities: list[EntityView] | None = None
+) -> tuple[CommandView, ...]:
     commands: dict[str, CommandView] = {}
     for cmd in spec.commands:
         name = snake_case(cmd.command.lstrip("/"), "command")[:32]
         if name in {"start", "help"} or name in commands:
             continue
-        commands[name] = CommandView(name, f"on_{name}", one_line(cmd.description) or name)
+        action, entity = command_action(name, entities or [])
+        commands[name] = CommandView(
+            name, f"on_{name}", one_line(cmd.description) or name, action, entity
+        )
     return tuple(commands.values())
 
 
@@ -188,7 +263,7 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
     for view in map(_entity, spec.entities):
         entities.setdefault(view.snake, view)
     kinds = effective_kinds(spec)
-    variables = _variables(spec, kinds)
+    variables = _variables(spec, kinds, has_entities=bool(entities))
     annotations = {f.annotation for e in entities.values() for f in e.fields}
     return {
         "datetime_imports": sorted(annotations & {"date", "datetime"}),
@@ -204,11 +279,23 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
             {"method": e.method.upper(), "path": one_line(e.path), "summary": one_line(e.summary)}
             for e in spec.endpoints
         ],
-        "commands": list(_commands(spec)),
+        "commands": list(_commands(spec, list(entities.values()))),
         "variables": list(variables),
         "required_vars": [v for v in variables if v.default is None and v.env != _BOT_VAR],
         "acceptance": [one_line(text) for text in spec.acceptance_criteria],
         "test_values": {v.env: _test_value(v) for v in variables if v.env != _BOT_VAR},
+        "worker_interval": float(_worker_interval(spec)),
+        "database_secret": any(v.env == _DATABASE_URL and v.secret for v in variables),
+        # The checks reach the generated tests as one JSON document inside a Python literal.
+        "checks_json": json.dumps(
+            [check.model_dump(mode="json") for check in spec.checks], ensure_ascii=False
+        ),
+        "has_http_checks": any(isinstance(c, HttpCheck) for c in spec.checks),
+        # Bot checks need the bot's handlers, which only a spec with the bot kind renders.
+        "has_bot_checks": ServiceKind.TELEGRAM_BOT in kinds
+        and any(isinstance(c, BotCheck) for c in spec.checks),
+        "has_worker_checks": ServiceKind.WORKER in kinds
+        and any(isinstance(c, WorkerCheck) for c in spec.checks),
     }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from consumers.analyst.rules import OFFLINE_PREFIX, Question, decide
 from consumers.analyst.slugs import SLUG_PATTERN, slugify
-from contracts.spec import ProjectSpec, ServiceKind
+from contracts.spec import BotCheck, HttpCheck, ProjectSpec, ServiceKind, WorkerCheck
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,31 @@ def test_after_two_unhelpful_answers_defaults_are_assumed_and_said() -> None:
     assert spec.kinds == (ServiceKind.TELEGRAM_BOT,)
     assert spec.entities[0].name == "Item"
     assert "defaults were assumed" in spec.summary
+
+
+def test_every_offline_spec_carries_executable_checks_for_what_it_generates() -> None:
+    """The offline analyst writes typed checks, not only prose: the repo step renders them into
+    the project's tests and the deployer runs the HTTP and worker ones on every release."""
+    spec = decide("An API and a Telegram bot for tasks, with a daily background job", [])
+    assert isinstance(spec, ProjectSpec)
+    http = [c for c in spec.checks if isinstance(c, HttpCheck)]
+    assert [c.steps[0].path for c in http] == ["/health", "/tasks"]
+    create, read, listed = http[1].steps
+    assert (create.method, create.expect_status, create.capture) == ("POST", 201, {"id": "id"})
+    assert isinstance(create.body, dict)
+    assert set(create.body) == {"title", "done", "due_on"}
+    assert read.path == "/tasks/{id}"
+    assert read.expect_json == {**create.body, "id": "{id}"}
+    assert listed.expect_json == [{"id": "{id}"}]
+    bot = [c for c in spec.checks if isinstance(c, BotCheck)]
+    assert [c.message.split()[0] for c in bot] == ["/start", "/add", "/list"]
+    assert bot[1].message == "/add example true 2024-01-31"
+    (worker,) = [c for c in spec.checks if isinstance(c, WorkerCheck)]
+    assert (worker.path, worker.expect_json) == ("/worker/status", {"last_ok": True})
+
+
+def test_a_bot_only_spec_has_no_http_checks() -> None:
+    spec = decide("A Telegram bot that keeps my notes", [])
+    assert isinstance(spec, ProjectSpec)
+    assert spec.checks
+    assert all(isinstance(c, BotCheck) for c in spec.checks)

@@ -131,6 +131,8 @@ async def test_first_deploy_serves_with_a_complete_env(
         "PORT": str(PORT),
         "HOST": "127.0.0.1",
         "APP_VERSION": service_repo.good,
+        # Outside the release directory, so a service's files outlive the next deploy.
+        "DATA_DIR": f"{deploy_root}/{SLUG}/data",
     }
     record = await deployer.record(service_repo.good)
     assert (record.status, record.url) == ("succeeded", succeeded.url)

@@ -8,8 +8,9 @@ import json
 import pytest
 import yaml
 
+from consumers.analyst.rules import decide
 from consumers.repo.scaffold import COMMON_FILES, JinjaScaffolder
-from consumers.repo.scaffold_context import plural, snake_case
+from consumers.repo.scaffold_context import build_context, command_action, plural, snake_case
 from contracts.spec import ConfigVar, Entity, EntityField, ProjectSpec, ServiceKind
 from tests.repo.conftest import make_spec
 
@@ -79,11 +80,13 @@ def test_env_example_lists_every_variable_and_leaves_secrets_empty() -> None:
         "PORT": "8000",
         "APP_VERSION": "dev",
         "LOG_LEVEL": "info",
+        "DATA_DIR": "data",
         "OPENAI_API_KEY": "",
         "CURRENCY": "EUR",
         "REPORT_CHAT_ID": "",
         "TELEGRAM_BOT_TOKEN": "",
         "WORKER_INTERVAL_SECONDS": "60",
+        "DATABASE_URL": "",
     }
     text = files[".env.example"]
     assert "# Categorises notes (secret, from Vault)\nOPENAI_API_KEY=\n" in text
@@ -112,7 +115,9 @@ def test_the_bot_answers_every_spec_command_and_polls_only_with_a_token() -> Non
     assert 'Command("report")' in bot
     assert "if not token:" in bot
     assert "aiogram==" in files["requirements.txt"]
-    assert "def test_report_answers" in files["tests/test_bot.py"]
+    # With entities, the spec's `add` and `report` commands store and count records.
+    assert "stores.expenses.create(data)" in bot
+    assert "def test_report_counts_every_entity" in files["tests/test_bot.py"]
     assert "app/api.py" not in files
 
 
@@ -176,3 +181,69 @@ def test_plural(word: str, expected: str) -> None:
 def test_snake_case() -> None:
     assert snake_case("SpentOn date", "f") == "spent_on_date"
     assert snake_case("!!!", "field") == "field"
+
+
+@pytest.mark.parametrize(
+    ("command", "action", "entity"),
+    [
+        ("add", "add", "expense"),
+        ("add_category", "add", "category"),
+        ("list_categories", "list", "category"),
+        ("show", "list", "expense"),
+        ("delete_expense", "delete", "expense"),
+        ("report", "report", None),
+        ("add_unicorn", "", None),
+        ("weather", "", None),
+    ],
+)
+def test_bot_commands_map_to_the_crud_case_their_name_says(
+    command: str, action: str, entity: str | None
+) -> None:
+    """The bot template implements a command only when its name says which CRUD case it is;
+    anything else answers with its description, as before."""
+    context = build_context(make_spec(BOT))
+    entities = context["entities"]
+    assert isinstance(entities, list)
+    found, view = command_action(command, entities)
+    assert (found, view.snake if view else None) == (action, entity)
+
+
+def test_the_worker_interval_comes_from_the_spec_and_a_bad_one_falls_back() -> None:
+    def settings_for(default: str) -> str:
+        spec = make_spec(WORKER).model_copy(
+            update={"config": (ConfigVar(name="WORKER_INTERVAL_SECONDS", default=default),)}
+        )
+        return " ".join(render(spec=spec)["app/settings.py"].split())
+
+    assert "worker_interval_seconds: float = Field( 3600.0," in settings_for("3600")
+    assert "worker_interval_seconds: float = Field( 60.0," in settings_for("hourly")
+    assert "worker_interval_seconds: float = Field( 60.0," in settings_for("-5")
+
+
+def test_the_spec_checks_become_the_projects_acceptance_tests() -> None:
+    spec = decide("An API and a Telegram bot for tasks, with a daily background job", [])
+    assert isinstance(spec, ProjectSpec)
+    files = render(spec=spec)
+    tests = files["tests/test_acceptance.py"]
+    ast.parse(tests)
+    literal = next(
+        node.args[0]
+        for node in ast.walk(ast.parse(tests))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "loads"
+    )
+    assert isinstance(literal, ast.Constant)
+    assert isinstance(literal.value, str)
+    assert json.loads(literal.value) == [c.model_dump(mode="json") for c in spec.checks]
+    for test in ("def test_http_check", "def test_bot_checks_in_order", "def test_worker_check"):
+        assert test in tests
+    assert "tests/test_acceptance.py" not in render(HTTP)  # make_spec carries no checks
+
+
+def test_a_secret_database_url_is_optional_and_read_as_a_secret() -> None:
+    spec = make_spec(HTTP).model_copy(
+        update={"config": (ConfigVar(name="DATABASE_URL", secret=True),)}
+    )
+    files = render(spec=spec)
+    assert json.loads(files["deploy.json"])["optional_secrets"] == ["DATABASE_URL"]
+    assert "settings.database_url.get_secret_value()" in files["app/main.py"]
+    assert "psycopg[binary]==" in files["requirements.txt"]

@@ -15,13 +15,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
+from consumers.analyst.rules import decide
 from consumers.repo.scaffold import JinjaScaffolder
-from contracts.spec import ServiceKind
+from contracts.spec import ProjectSpec, ServiceKind
 from infra.stack.ports import free_port
+from infra.stack.postgres_server import PostgresServer
 from tests.repo.conftest import make_spec
 
 HTTP, BOT, WORKER = ServiceKind.HTTP, ServiceKind.TELEGRAM_BOT, ServiceKind.WORKER
@@ -74,7 +81,11 @@ def test_generated_service_installs_passes_its_tests_and_serves_health(
     python = venv_for(repo, venvs, tmp_path_factory.getbasetemp()) / "bin" / "python"
 
     deploy = json.loads((repo / "deploy.json").read_text())
-    run([str(python), "-m", "pip", "install", "-q", "-r", deploy["requirements"]], cwd=repo)
+    run(
+        [str(python), "-m", "pip", "install", "-q", "-r", deploy["requirements"]],
+        cwd=repo,
+        timeout=900,
+    )
     output = run([str(python), *deploy["test"][1:]], cwd=repo)
     assert " passed" in output
     assert "failed" not in output
@@ -118,3 +129,92 @@ def wait_for_health(url: str, server: subprocess.Popen[str]) -> object:
         except OSError:
             time.sleep(0.1)
     pytest.fail(f"{url} did not answer within 20 s")
+
+
+def write_project(spec: ProjectSpec, repo: Path) -> None:
+    for path, content in JinjaScaffolder().render(spec).files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(content)
+
+
+@contextmanager
+def serving(python: Path, repo: Path, **env: str) -> Iterator[str]:
+    """The project's start command on a free port; yields its base URL once /health answers."""
+    deploy = json.loads((repo / "deploy.json").read_text())
+    port = free_port()
+    server = subprocess.Popen(
+        [str(python), *deploy["start"][1:]],
+        cwd=repo,
+        env=clean_env(PORT=str(port), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/health", server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+def call(method: str, url: str, body: object = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - a local http URL
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local URL
+        return response.status, json.load(response)
+
+
+def test_an_offline_spec_persists_its_records_and_passes_its_acceptance_checks(
+    postgres_server: PostgresServer,
+    venvs: dict[str, Path],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """What the offline analyst writes for "an API and a bot for expenses with a daily job"
+    installs and passes its own tests, acceptance checks included; its records outlive the
+    process in a SQLite file under DATA_DIR, and go to PostgreSQL when DATABASE_URL names it."""
+    spec = decide("An API and a Telegram bot for my expenses, with a daily background job", [])
+    assert isinstance(spec, ProjectSpec)
+    assert spec.checks
+    repo = tmp_path / "repo"
+    write_project(spec, repo)
+    python = venv_for(repo, venvs, tmp_path_factory.getbasetemp()) / "bin" / "python"
+    run(
+        [str(python), "-m", "pip", "install", "-q", "-r", "requirements.txt"], cwd=repo, timeout=900
+    )
+    output = run([str(python), "-m", "pytest", "-v"], cwd=repo)
+    assert "test_acceptance.py::test_http_check" in output
+    assert "test_acceptance.py::test_bot_checks_in_order PASSED" in output
+    assert "test_acceptance.py::test_worker_check" in output
+    assert "failed" not in output
+
+    expense = {"amount": 7.5, "category": "food", "spent_on": "2024-02-01", "note": "lunch"}
+    data_dir = tmp_path / "data"
+    with serving(python, repo, DATA_DIR=str(data_dir)) as url:
+        status, created = call("POST", f"{url}/expenses", expense)
+        assert status == 201
+        assert call("GET", f"{url}/worker/status")[1]["interval_seconds"] == 3600.0
+    with serving(python, repo, DATA_DIR=str(data_dir)) as url:
+        assert call("GET", f"{url}/expenses") == (200, [created])
+    assert (data_dir / "app.db").is_file()
+
+    name = f"generated_{uuid.uuid4().hex[:12]}"
+    database_url = postgres_server.create_database(name)
+    try:
+        with serving(
+            python, repo, DATA_DIR=str(tmp_path / "unused"), DATABASE_URL=database_url
+        ) as url:
+            status, stored = call("POST", f"{url}/expenses", expense)
+            assert status == 201
+        with serving(python, repo, DATABASE_URL=database_url) as url:
+            assert call("GET", f"{url}/expenses/{stored['id']}") == (200, stored)
+        plain_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain_url) as connection:
+            rows = connection.execute('SELECT id, data FROM "expenses"').fetchall()
+        assert [(row[0], json.loads(row[1])) for row in rows] == [(stored["id"], expense)]
+        assert not (tmp_path / "unused").exists()
+    finally:
+        postgres_server.drop_database(name)

@@ -18,7 +18,15 @@ from consumers.analyst.slugs import SLUG_PATTERN as ANALYST_SLUG_PATTERN
 from consumers.analyst.spec_policy import repair_arguments
 from contracts import events as ev
 from contracts.fields import SLUG_PATTERN, check_clone_url_shape
-from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from contracts.spec import (
+    BotCheck,
+    ConfigVar,
+    HttpCheck,
+    HttpStep,
+    ProjectSpec,
+    ServiceKind,
+    WorkerCheck,
+)
 from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
 
 SPEC = ProjectSpec(name="Notes", slug="notes-api", summary="Notes", kinds=(ServiceKind.HTTP,))
@@ -199,3 +207,74 @@ def test_the_forge_is_read_from_the_repo_consumers_variables(
     monkeypatch.setenv("ORCH_REPO_GITHUB_OWNER", "acme")
     forge = ForgeSettings()
     assert (forge.host, forge.github_owner) == ("github", "acme")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "expenses",  # relative to nothing: the deployer would glue it to the port
+        "//evil.example/x",
+        "http://evil.example/x",
+        "/@169.254.169.254/latest",
+        "/a\\b",
+        "/items /x",
+        "/items/\n",
+        "/items/{id",
+        "/items/{Id}",
+    ],
+)
+def test_a_check_path_that_could_leave_the_project_is_refused(path: str) -> None:
+    """Checks run against the project's own URL only: a path never names another host."""
+    with pytest.raises(ValidationError):
+        HttpStep(path=path)
+
+
+def test_a_check_path_with_placeholders_and_a_query_is_accepted() -> None:
+    assert HttpStep(path="/items/{id}?expand=all&by=a@b").path == "/items/{id}?expand=all&by=a@b"
+
+
+def test_checks_are_a_tagged_union_that_round_trips_through_json() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "checks": (
+                HttpCheck(
+                    name="create then read",
+                    steps=(
+                        HttpStep(method="POST", path="/notes", body={"t": "x"},
+                                 expect_status=201, capture={"id": "id"}),
+                        HttpStep(path="/notes/{id}", expect_json={"id": "{id}"}),
+                    ),
+                ),
+                BotCheck(name="greets", message="/start", reply_pattern=r"^Hi"),
+                WorkerCheck(name="ran", path="/worker/status", expect_json={"last_ok": True}),
+            )
+        }
+    )  # fmt: skip
+    again = ProjectSpec.model_validate_json(spec.model_dump_json())
+    assert again == spec
+    assert [type(check) for check in again.checks] == [HttpCheck, BotCheck, WorkerCheck]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"reply_pattern": "(unclosed"},
+        {"message": ""},
+        {"message": "x" * 5000},
+    ],
+)
+def test_a_bot_check_must_be_usable(change: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        BotCheck(**{"name": "n", "message": "/start", "reply_pattern": "Hi", **change})
+
+
+def test_check_sizes_are_bounded() -> None:
+    """A model cannot put megabytes on the bus through a check body or a hundred captures."""
+    with pytest.raises(ValidationError):
+        HttpStep(path="/x", body={"blob": "x" * 9000})
+    with pytest.raises(ValidationError):
+        HttpStep(path="/x", capture={f"c{i}": "id" for i in range(21)})
+    with pytest.raises(ValidationError):
+        HttpStep(path="/x", capture={"id": "../etc"})
+    with pytest.raises(ValidationError):
+        HttpCheck(name="too long", steps=tuple(HttpStep(path="/x") for _ in range(21)))

@@ -168,6 +168,12 @@ class Project(Base):
     #: Set while the build waits for one of the owner's running builds to finish (the
     #: builds-at-once quota); the oldest waiting build starts first.
     build_queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The commit that serves now, and the one that served before it (what a rollback restores).
+    live_commit: Mapped[str | None] = mapped_column(String(64))
+    previous_commit: Mapped[str | None] = mapped_column(String(64))
+    #: The redeploy, restart or rollback under way on a live project, and since when.
+    operation: Mapped[str | None] = mapped_column(String(32))
+    operation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

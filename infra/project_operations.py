@@ -36,15 +36,22 @@ _DONE = {
 
 
 class ProjectFacts(Protocol):
-    """The columns the rules read (a `Project` row has them all)."""
+    """The columns the rules read (a `Project` row and the doors' read model have them all)."""
 
-    id: uuid.UUID
-    state: str
-    code_commit: str | None
-    live_commit: str | None
-    previous_commit: str | None
-    operation: str | None
-    operation_started_at: datetime | None
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def code_commit(self) -> str | None: ...
+    @property
+    def live_commit(self) -> str | None: ...
+    @property
+    def previous_commit(self) -> str | None: ...
+    @property
+    def operation(self) -> str | None: ...
+    @property
+    def operation_started_at(self) -> datetime | None: ...
 
 
 def serving_commit(project: ProjectFacts) -> str | None:

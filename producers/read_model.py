@@ -34,6 +34,12 @@ class ProjectView:
     offline: bool
     created_at: datetime
     timeline: tuple[TimelineEntry, ...]
+    #: What `infra.project_operations` reads to allow a redeploy, restart, rollback or retry.
+    code_commit: str | None = None
+    live_commit: str | None = None
+    previous_commit: str | None = None
+    operation: str | None = None
+    operation_started_at: datetime | None = None
 
 
 class ProjectNotFound(LookupError):
@@ -85,6 +91,11 @@ async def project_view(session: AsyncSession, ref: str) -> ProjectView:
         timeline=tuple(
             TimelineEntry(r.occurred_at, r.event_type, r.actor, r.state, r.summary) for r in rows
         ),
+        code_commit=project.code_commit,
+        live_commit=project.live_commit,
+        previous_commit=project.previous_commit,
+        operation=project.operation,
+        operation_started_at=project.operation_started_at,
     )
 
 

@@ -43,7 +43,7 @@ def run_cli(stack: LocalStackProcess, *args: str) -> str:
 
 
 def wait_for_summary(stack: LocalStackProcess, project_id: str, text: str,
-                     timeout: float = 300) -> str:
+                     timeout: float = 600) -> str:
     """The first timeline entry whose summary contains `text`, once the coordinator wrote it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,7 +86,8 @@ def test_redeploy_is_a_noop_then_a_new_release_and_rollback_restores_the_previou
     project_id, _ = request_project(
         stack, f"An HTTP API that keeps my notes over REST, called {unique_name('ops')}"
     )
-    live = wait_for_project(stack, project_id)
+    # A loaded machine (five stacks deploying at once) can take minutes for a first deploy.
+    live = wait_for_project(stack, project_id, timeout=600)
     assert live["state"] == "active", live
     slug, url = str(live["slug"]), str(live["url"])
     ((clone_url, first),) = sql(
@@ -144,7 +145,7 @@ def test_a_failed_project_is_retried_from_the_failed_step_and_goes_live(
     out = run_cli(stack, "retry", project_id)
     assert out.startswith(f"retry requested for project {project_id}"), out
     assert "resources step" in wait_for_summary(stack, project_id, "retry from")
-    live = stack.wait_for_state(project_id, {"active"})
+    live = stack.wait_for_state(project_id, {"active"}, timeout=600)
     assert live["error"] is None, live
     assert get_json(f"{live['url']}/health")["status"] == "ok"
     # The spec written before the failure was kept: the analyst ran once.

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import LocalStackProcess
 from .test_pipeline_offline import (
     get_json,
@@ -78,6 +80,8 @@ def push_new_commit(stack: LocalStackProcess, clone_url: str) -> str:
         return git(workdir, "rev-parse", "HEAD")
 
 
+# Four deploys in a row; on a machine shared with other stacks one deploy takes minutes.
+@pytest.mark.timeout(1800)
 def test_redeploy_is_a_noop_then_a_new_release_and_rollback_restores_the_previous(
     offline_stack: LocalStackProcess,
 ) -> None:
@@ -126,6 +130,7 @@ def test_redeploy_is_a_noop_then_a_new_release_and_rollback_restores_the_previou
     assert (state, live_commit, previous) == ("active", first, second)
 
 
+@pytest.mark.timeout(1200)
 def test_a_failed_project_is_retried_from_the_failed_step_and_goes_live(
     offline_stack: LocalStackProcess,
 ) -> None:

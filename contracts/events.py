@@ -445,6 +445,77 @@ class IncidentResolved(Event):
     key: str = Field(description="Natural key", max_length=MAX_NAME)
 
 
+# ---------------------------------------------------------------- operations on a project
+
+
+class ProjectRedeployRequested(Event):
+    """A person asked to deploy a live project again (its current commit, or one they name)."""
+
+    TYPE: ClassVar[str] = "intents.project.redeploy"
+
+    project_id: uuid.UUID = Field(description="The project to redeploy")
+    user_id: UserId = Field(description="Who asked; the coordinator accepts the owner or an admin")
+    commit: CommitSha | None = Field(
+        None,
+        description="Commit of the project's repository to deploy; none deploys the project's "
+        "current commit again (a no-op when it already serves)",
+    )
+
+
+class ProjectRestartRequested(Event):
+    """A person asked to restart the running release of a live project, without a new deploy."""
+
+    TYPE: ClassVar[str] = "intents.project.restart"
+
+    project_id: uuid.UUID = Field(description="The project to restart")
+    user_id: UserId = Field(description="Who asked; the coordinator accepts the owner or an admin")
+
+
+class ProjectRollbackRequested(Event):
+    """A person asked to serve a live project's previous release again."""
+
+    TYPE: ClassVar[str] = "intents.project.rollback"
+
+    project_id: uuid.UUID = Field(description="The project to roll back")
+    user_id: UserId = Field(description="Who asked; the coordinator accepts the owner or an admin")
+
+
+class ProjectRetryRequested(Event):
+    """A person asked a failed project to resume from the step that failed."""
+
+    TYPE: ClassVar[str] = "intents.project.retry"
+
+    project_id: uuid.UUID = Field(description="The failed project")
+    user_id: UserId = Field(description="Who asked; the coordinator accepts the owner or an admin")
+
+
+class DeployRestartRequested(Event):
+    """Coordinator → deployer: restart the release that serves now; nothing is checked out."""
+
+    TYPE: ClassVar[str] = "deploy.restart.requested"
+
+    project_id: uuid.UUID = Field(description="The live project")
+    slug: str = Field(
+        description="The project's slug: its directory and system user on the server",
+        pattern=r"^[a-z][a-z0-9-]{1,48}[a-z0-9]$",
+    )
+    commit: CommitSha = Field(description="The commit that serves now (full 40-hex id)")
+    server_name: str = Field(description="Inventory server it runs on", max_length=MAX_NAME)
+    host: str = Field(description="Server address", max_length=255)
+    port: int = Field(description="Port it listens on", ge=1, le=65535)
+
+
+class DeployRestarted(Event):
+    """Deployer: the serving release was restarted and answers its health check again."""
+
+    TYPE: ClassVar[str] = "deploy.restarted"
+
+    project_id: uuid.UUID = Field(description="The project")
+    commit: CommitSha = Field(description="The commit that serves (full 40-hex id)")
+    release: str = Field(description="The release restarted", max_length=MAX_NAME)
+    url: str = Field(description="Where the service answers", max_length=2000)
+
+
 #: Every event type, by its type name; the bus decodes with it.
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
@@ -478,6 +549,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SchedulerTick,
         IncidentOpened,
         IncidentResolved,
+        ProjectRedeployRequested,
+        ProjectRestartRequested,
+        ProjectRollbackRequested,
+        ProjectRetryRequested,
+        DeployRestartRequested,
+        DeployRestarted,
     )
 }
 

@@ -12,11 +12,22 @@ from typing import Literal
 from contracts.events import (
     ClarificationAnswered,
     ProjectArchiveRequested,
+    ProjectRedeployRequested,
     ProjectRequested,
+    ProjectRestartRequested,
+    ProjectRetryRequested,
+    ProjectRollbackRequested,
     SecretStored,
 )
+from infra.project_operations import Operation
 
 Source = Literal["telegram", "api", "cli", "console"]
+OperationIntent = (
+    ProjectRedeployRequested
+    | ProjectRestartRequested
+    | ProjectRollbackRequested
+    | ProjectRetryRequested
+)
 
 
 def project_request(
@@ -75,3 +86,27 @@ def secret_stored(
         vault_path=vault_path,
         user_id=user_id,
     )
+
+
+def operation_request(
+    operation: Operation,
+    project_id: uuid.UUID,
+    flow_id: uuid.UUID,
+    *,
+    user_id: str,
+    commit: str | None = None,
+) -> OperationIntent:
+    """Redeploy (`commit`, or the project's current one), restart, roll back or retry a project;
+    the coordinator applies it for the owner or an admin, when `infra.project_operations` allows."""
+    envelope = {"correlation_id": flow_id, "actor": user_id}
+    if operation is Operation.REDEPLOY:
+        return ProjectRedeployRequested(
+            **envelope, project_id=project_id, user_id=user_id, commit=commit
+        )
+    if commit is not None:
+        raise ValueError(f"only a redeploy takes a commit, not a {operation}")
+    if operation is Operation.RESTART:
+        return ProjectRestartRequested(**envelope, project_id=project_id, user_id=user_id)
+    if operation is Operation.ROLLBACK:
+        return ProjectRollbackRequested(**envelope, project_id=project_id, user_id=user_id)
+    return ProjectRetryRequested(**envelope, project_id=project_id, user_id=user_id)

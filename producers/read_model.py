@@ -36,6 +36,12 @@ class ProjectView:
     timeline: tuple[TimelineEntry, ...]
     #: Names of the secrets a deploy in `awaiting_secrets` waits for (never values).
     missing_secrets: tuple[str, ...] = ()
+    #: What `infra.project_operations` reads to allow a redeploy, restart, rollback or retry.
+    code_commit: str | None = None
+    live_commit: str | None = None
+    previous_commit: str | None = None
+    operation: str | None = None
+    operation_started_at: datetime | None = None
 
 
 class ProjectNotFound(LookupError):
@@ -88,6 +94,11 @@ async def project_view(session: AsyncSession, ref: str) -> ProjectView:
             TimelineEntry(r.occurred_at, r.event_type, r.actor, r.state, r.summary) for r in rows
         ),
         missing_secrets=tuple(project.missing_secrets or ()),
+        code_commit=project.code_commit,
+        live_commit=project.live_commit,
+        previous_commit=project.previous_commit,
+        operation=project.operation,
+        operation_started_at=project.operation_started_at,
     )
 
 

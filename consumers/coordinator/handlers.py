@@ -36,6 +36,11 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.DeployStopped: Coordinator.deploy_stopped,
     ev.SchedulerTick: Coordinator.check_timeouts,
     ev.DeployAwaitingSecrets: Coordinator.deploy_awaiting_secrets,
+    ev.ProjectRedeployRequested: Coordinator.redeploy_requested,
+    ev.ProjectRestartRequested: Coordinator.restart_requested,
+    ev.ProjectRollbackRequested: Coordinator.rollback_requested,
+    ev.ProjectRetryRequested: Coordinator.retry_requested,
+    ev.DeployRestarted: Coordinator.deploy_restarted,
 }
 
 

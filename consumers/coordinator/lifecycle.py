@@ -19,7 +19,8 @@ TRANSITIONS: dict[ProjectState, frozenset[ProjectState]] = {
     S.BUILDING: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
     S.DEPLOYING: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED, S.AWAITING_SECRETS}),
     S.ACTIVE: frozenset({S.DEPLOYING, S.ARCHIVED}),
-    S.FAILED: frozenset({S.ARCHIVED}),
+    # A retry resumes a failed project at the step that failed (`retry_step`).
+    S.FAILED: frozenset({S.ARCHIVED, S.SPECIFYING, S.PROVISIONING, S.BUILDING, S.DEPLOYING}),
     S.ARCHIVED: frozenset(),
     # No time budget: the deploy waits for its owner to store the missing secrets.
     S.AWAITING_SECRETS: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
@@ -79,3 +80,10 @@ def checklist(project: Project) -> tuple[StepStatus, ...]:
             ),
         ),
     )
+
+
+def retry_step(project: Project) -> str:
+    """The step a retry of a failed project resumes from: the first one the checklist shows
+    failed (spec, resources, repo, code or deploy)."""
+    failed = [s.step for s in checklist(project) if s.state == StepState.FAILED]
+    return failed[0] if failed else "spec"

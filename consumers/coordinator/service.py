@@ -23,11 +23,13 @@ from contracts import events as ev
 from contracts.envelope import Event
 from contracts.spec import ProjectSpec
 from infra.db.models import Project, ProjectEvent, ProjectState, User
+from infra.project_operations import Operation, serving_commit
+from infra.project_operations import refusal as operation_refusal
 from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
 from infra.settings import QuotaSettings
 
 from . import quotas, secrets_wait
-from .access import Refusal, check_active, check_may_act
+from .access import Refusal, check_active, check_may_act, known_actor
 from .lifecycle import (
     MAX_STEP_RETRIES,
     STEP_BUDGET,
@@ -35,6 +37,7 @@ from .lifecycle import (
     WORKING_STATES,
     check_transition,
     checklist,
+    retry_step,
 )
 
 S = ProjectState
@@ -607,13 +610,13 @@ class Coordinator:
     async def deploy_succeeded(self, event: ev.DeploySucceeded) -> list[Event]:
         project = await self._lock(event.project_id)
         if project is not None and project.state == S.ACTIVE:
-            # A redeploy of a live project: record it; the user already has the URL.
+            # A redeploy, rollback or repeated deploy of a live project.
             project.url, project.error = event.url, None
-            await self._timeline(project, event, f"redeployed {event.commit[:8]} at {event.url}")
-            return []
+            return await self._live_release_deployed(event, project)
         if project is None or project.state != S.DEPLOYING:
             return []
         project.url = event.url
+        self._record_live(project, event.commit)
         self._move(project, S.ACTIVE)
         await self._timeline(project, event, f"live at {event.url} (release {event.release})")
         return [
@@ -636,6 +639,7 @@ class Coordinator:
             # again: the project stays live, with the error recorded and the user told.
             project.error = reason
             project.version += 1
+            self._end_operation(project)
             await self._timeline(project, event, reason)
             return [self._notify(event, project, ev.NotificationKind.FAILURE, reason)]
         return await self._step_failed(event, event.project_id, reason)
@@ -730,3 +734,182 @@ class Coordinator:
         elif state == S.DEPLOYING:
             commands.append(self._deploy_request(tick, project, index))
         return commands
+
+    # ------------------------------------------------------------------ redeploy, restart,
+    # rollback, retry: a person's operations on a project after its first deploy. The rules of
+    # when each is allowed live in `infra.project_operations`, shared with the doors.
+
+    async def _operation_target(
+        self, event: Event, project_id: uuid.UUID, user_id: str, operation: Operation
+    ) -> tuple[Project | None, list[Event]]:
+        """The locked project when `user_id` may apply `operation` to it now; else the refusal."""
+        project = await self._lock(project_id)
+        if project is None:
+            return None, []
+        refusal = await check_may_act(self.session, user_id, project, operation.value)
+        if refusal is None:
+            reason = operation_refusal(project, operation)
+            if reason is not None:
+                refusal = Refusal(f"refused: {reason}", await known_actor(self.session, user_id))
+        if refusal is not None:
+            return None, await self._refuse(event, project.id, project.state, refusal)
+        return project, []
+
+    def _start_operation(self, project: Project, operation: Operation) -> None:
+        project.operation = operation.value
+        project.operation_started_at = datetime.now(UTC)
+        project.version += 1
+
+    @staticmethod
+    def _end_operation(project: Project) -> None:
+        project.operation = None
+        project.operation_started_at = None
+
+    @staticmethod
+    def _record_live(project: Project, commit: str) -> None:
+        """`commit` serves now; the one it replaced becomes what a rollback restores."""
+        if commit != project.live_commit:
+            project.previous_commit = project.live_commit
+            project.live_commit = commit
+
+    async def redeploy_requested(self, event: ev.ProjectRedeployRequested) -> list[Event]:
+        """Deploy a live project again: its current commit (a no-op when it serves already) or
+        the commit the person named, with the deployer's usual rollback on failure."""
+        project, refused = await self._operation_target(
+            event, event.project_id, event.user_id, Operation.REDEPLOY
+        )
+        if project is None:
+            return refused
+        commit = event.commit or project.code_commit
+        assert commit is not None  # a live project has its code
+        self._start_operation(project, Operation.REDEPLOY)
+        await self._timeline(project, event, f"redeploy of {commit[:8]} asked by {event.user_id}")
+        return [
+            self._progress(event, project, f"Redeploying {commit[:8]}…"),
+            self._deploy_request(event, project).model_copy(update={"commit": commit}),
+        ]
+
+    async def rollback_requested(self, event: ev.ProjectRollbackRequested) -> list[Event]:
+        """Serve the previous release again: a deploy of its commit, whose checkout is still on
+        the server, so a release that does not come up leaves the current one serving."""
+        project, refused = await self._operation_target(
+            event, event.project_id, event.user_id, Operation.ROLLBACK
+        )
+        if project is None:
+            return refused
+        previous = project.previous_commit
+        assert previous is not None  # the rule refuses a rollback without one
+        self._start_operation(project, Operation.ROLLBACK)
+        await self._timeline(project, event, f"rollback to {previous[:8]} asked by {event.user_id}")
+        return [
+            self._progress(event, project, f"Rolling back to {previous[:8]}…"),
+            self._deploy_request(event, project).model_copy(update={"commit": previous}),
+        ]
+
+    async def restart_requested(self, event: ev.ProjectRestartRequested) -> list[Event]:
+        """Restart the serving release where it is: no checkout, no new `.env`."""
+        project, refused = await self._operation_target(
+            event, event.project_id, event.user_id, Operation.RESTART
+        )
+        if project is None:
+            return refused
+        commit = serving_commit(project)
+        assert commit and project.slug and project.server_name and project.host and project.port
+        self._start_operation(project, Operation.RESTART)
+        await self._timeline(project, event, f"restart asked by {event.user_id}")
+        return [
+            self._progress(event, project, "Restarting the service…"),
+            event.derive(
+                ev.DeployRestartRequested,
+                actor=ACTOR,
+                project_id=project.id,
+                slug=project.slug,
+                commit=commit,
+                server_name=project.server_name,
+                host=project.host,
+                port=project.port,
+            ),
+        ]
+
+    async def deploy_restarted(self, event: ev.DeployRestarted) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.ACTIVE:
+            return []
+        asked = project.operation == Operation.RESTART
+        self._end_operation(project)
+        project.url, project.error = event.url, None
+        await self._timeline(project, event, f"release {event.release} restarted at {event.url}")
+        if not asked:
+            return []
+        text = f"{project.name} restarted: {event.url}"
+        return [self._notify(event, project, ev.NotificationKind.DONE, text)]
+
+    async def _live_release_deployed(
+        self, event: ev.DeploySucceeded, project: Project
+    ) -> list[Event]:
+        """Record which release serves now and tell whoever asked for it."""
+        operation = project.operation
+        self._record_live(project, event.commit)
+        self._end_operation(project)
+        commit = event.commit[:8]
+        if event.noop:
+            summary = f"{commit} already live at {event.url}: nothing was restarted"
+        elif operation == Operation.ROLLBACK:
+            summary = f"rolled back to {commit} (release {event.release}) at {event.url}"
+        else:
+            summary = f"redeployed {commit} (release {event.release}) at {event.url}"
+        await self._timeline(project, event, summary)
+        if operation is None:
+            return []  # a repeated deploy nobody asked about: the user already has the URL
+        text = f"{project.name}: {summary}"
+        return [self._notify(event, project, ev.NotificationKind.DONE, text)]
+
+    async def retry_requested(self, event: ev.ProjectRetryRequested) -> list[Event]:
+        """Resume a failed project at the step that failed; every earlier result is kept."""
+        project, refused = await self._operation_target(
+            event, event.project_id, event.user_id, Operation.RETRY
+        )
+        if project is None:
+            return refused
+        step = retry_step(project)
+        project.error = None
+        project.attempts = {}
+        commands = await self._resume(event, project)
+        await self._timeline(project, event, f"retry from the {step} step asked by {event.user_id}")
+        return [self._progress(event, project, f"Retrying from the {step} step…"), *commands]
+
+    async def _resume(self, cause: Event, project: Project) -> list[Event]:
+        """Move a failed project back to the first step it has no result for and ask for it."""
+        if project.spec is None:
+            self._move(project, S.SPECIFYING)
+            return [
+                cause.derive(
+                    ev.SpecRequested,
+                    actor=ACTOR,
+                    project_id=project.id,
+                    description=project.description,
+                    answers=tuple(project.answers),
+                )
+            ]
+        provision: list[Event] = (
+            [self._provision_request(cause, project)] if project.port is None else []
+        )
+        if project.repo_commit is None:
+            self._move(project, S.PROVISIONING)
+            repo = cause.derive(
+                ev.RepoRequested, actor=ACTOR, project_id=project.id, spec=self._spec(project)
+            )
+            return [*provision, repo]
+        if project.code_commit is None:
+            self._move(project, S.BUILDING)
+            ahead = await self._builds_ahead(project)
+            if ahead:
+                project.build_queued_at = datetime.now(UTC)
+                project.step_deadline = None
+                return provision
+            return [*provision, self._code_request(cause, project)]
+        if project.port is None:
+            self._move(project, S.BUILDING)  # the allocation completes the join and deploys
+            return provision
+        self._move(project, S.DEPLOYING)
+        return [self._deploy_request(cause, project)]

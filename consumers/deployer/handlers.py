@@ -1,5 +1,6 @@
 """Thin handlers: `DeployRequested` becomes one run of the deploy step, `DeployStopRequested`
-(an archive) one removal of the project from its server; both come from the coordinator."""
+(an archive) one removal of the project from its server, `DeployRestartRequested` one restart
+of the serving release; all come from the coordinator."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contracts.events import (
     DeployAwaitingSecrets,
     DeployFailed,
     DeployRequested,
+    DeployRestartRequested,
     DeployRolledBack,
     DeployStopRequested,
     DeploySucceeded,
@@ -63,6 +65,13 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
         except StopFailed as exc:
             # The port stays allocated; an operator fixes the server and replays from the DLQ.
             raise PermanentError(str(exc)) from exc
+
+    @app.handles(DeployRestartRequested)
+    async def on_restart_requested(ctx: StepContext, event: DeployRestartRequested) -> list[Event]:
+        try:
+            return await service_for(ctx).restart(event, heartbeat=ctx.heartbeat)
+        except TargetUnreachable as exc:
+            raise TransientError(str(exc)) from exc
 
     @app.handles(DeployRequested)
     async def on_deploy_requested(ctx: StepContext, event: DeployRequested) -> list[Event]:

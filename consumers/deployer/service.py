@@ -14,6 +14,11 @@ stays allocated (and the secrets stay) while the old service might still listen.
 
 A deploy whose release needs secrets Vault does not hold stops before the running release is
 touched and answers `DeployAwaitingSecrets` with their names: the project waits for them.
+
+Triggered by `DeployRestartRequested` (a person's restart), `restart` stops and starts the release
+that serves, unchanged, and answers `DeployRestarted` once it is healthy again, or `DeployFailed`
+with what went wrong. A redeploy and a rollback are plain `DeployRequested`s of a chosen commit:
+the playbook's no-op, health check and rollback guarantees hold for them as for any deploy.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from contracts.events import (
     DeployFailed,
     DeployMode,
     DeployRequested,
+    DeployRestarted,
+    DeployRestartRequested,
     DeployRolledBack,
     DeployStopped,
     DeployStopRequested,
@@ -57,6 +64,7 @@ Heartbeat = Callable[[], Awaitable[None]]
 PLAYBOOKS = {DeployMode.PROCESS: "deploy_process.yml", DeployMode.COMPOSE: "deploy_compose.yml"}
 REGISTRY_SECRET_PATH = "platform/registry"  # noqa: S105 -- a Vault path, not a password
 STOP_PLAYBOOK = "stop_project.yml"
+RESTART_PLAYBOOK = "restart_process.yml"
 
 
 class TargetUnreachable(Exception):
@@ -416,4 +424,70 @@ class DeployerService:
                 url=url,
                 error=error,
             )
+        )
+
+    async def restart(
+        self, request: DeployRestartRequested, heartbeat: Heartbeat | None = None
+    ) -> list[Event]:
+        """Restart the serving release in place; `DeployRestarted` once it answers again."""
+        target = await self._inventory.get(request.server_name)
+        server_secret = (
+            None if target is None else await self._secrets.read(server_secret_path(target.name))
+        )
+        private_key = (server_secret or {}).get("private_key", "")
+        if target is None or not private_key:
+            why = (
+                f"server {request.server_name!r} is not in the inventory (or is disabled)"
+                if target is None
+                else f"no SSH key for server {target.name!r}: store it in Vault at "
+                f"secret/servers/{target.name} under `private_key`"
+            )
+            return [self._restart_failed(request, f"{why}; nothing was restarted")]
+        run = PlaybookRun(
+            playbook=RESTART_PLAYBOOK,
+            target=target,
+            extravars={
+                "slug": request.slug,
+                "commit": request.commit,
+                "port": request.port,
+                "bind_host": bind_host_for(request.host),
+                "health_host": request.host,
+                "deploy_root": self._config.deploy_root,
+                "health_timeout": self._config.health_timeout_seconds,
+            },
+            private_key=private_key,
+            secrets={},
+        )
+        result = await self._run_with_heartbeat(run, heartbeat)
+        if result.unreachable:
+            raise TargetUnreachable(
+                f"cannot reach server {target.name!r} ({target.host}:{target.ssh_port}) over "
+                f"SSH to restart {request.slug}: {redact(result.unreachable, [private_key])}"
+            )
+        deploy: Mapping[str, Any] = result.stats.get("deploy") or {}
+        release = str(deploy.get("release") or request.commit[:12])
+        if result.status == "successful" and deploy.get("outcome") == "restarted":
+            return [
+                request.derive(
+                    DeployRestarted,
+                    actor=self._actor,
+                    project_id=request.project_id,
+                    commit=request.commit,
+                    release=release,
+                    url=f"http://{request.host}:{request.port}",
+                )
+            ]
+        reason = str(
+            deploy.get("reason") or result.failure or f"the playbook ended {result.status}"
+        )
+        return [self._restart_failed(request, redact(reason, [private_key]))]
+
+    def _restart_failed(self, request: DeployRestartRequested, reason: str) -> DeployFailed:
+        return request.derive(
+            DeployFailed,
+            actor=self._actor,
+            project_id=request.project_id,
+            commit=request.commit,
+            reason=f"the restart failed: {reason}",
+            rolled_back=False,
         )

@@ -174,6 +174,12 @@ class Project(Base):
     missing_secrets: Mapped[list[Any]] = mapped_column(
         JsonType, default=list, server_default=text("'[]'")
     )
+    #: The commit that serves now, and the one that served before it (what a rollback restores).
+    live_commit: Mapped[str | None] = mapped_column(String(64))
+    previous_commit: Mapped[str | None] = mapped_column(String(64))
+    #: The redeploy, restart or rollback under way on a live project, and since when.
+    operation: Mapped[str | None] = mapped_column(String(32))
+    operation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

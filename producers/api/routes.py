@@ -13,22 +13,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from infra.db.models import Project
+from infra.project_operations import Operation
 from producers.api.auth import Guards
 from producers.api.schemas import (
     SECRET_NAME_PATTERN,
     Accepted,
     AnswerRequest,
     ArchiveRequest,
+    OperationAccepted,
     ProjectDetail,
     ProjectList,
     ProjectRequest,
     ProjectSummary,
+    RedeployRequest,
     SecretNames,
     SecretValue,
     TimelineItem,
 )
 from producers.api.service import ProjectService
 from producers.api.tokens import Caller
+from producers.intents import OperationIntent
 from producers.read_model import ProjectView
 
 _ERRORS: dict[int | str, dict[str, str]] = {
@@ -156,6 +160,72 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
     ) -> Accepted:
         event = await service.archive(caller, ref, body.reason if body else "")
         return accepted(request, response, event.project_id, event.correlation_id)
+
+    def operation_accepted(
+        request: Request, response: Response, event: OperationIntent
+    ) -> OperationAccepted:
+        done = accepted(request, response, event.project_id, event.correlation_id)
+        return OperationAccepted(**done.model_dump(), event_id=event.event_id)
+
+    @router.post(
+        "/projects/{ref}/redeploy",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Deploy a live project again: its current commit, or the one you name",
+        description="The deploy keeps its guarantees: a release that does not come up is rolled "
+        "back and the previous one keeps serving. The current commit again is a no-op when it "
+        "already serves (nothing is restarted).",
+        responses={409: {"description": "Not live, or another operation is under way"}},
+    )
+    async def redeploy(
+        ref: Ref,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        body: RedeployRequest | None = None,
+    ) -> OperationAccepted:
+        commit = body.commit if body else None
+        event = await service.operate(caller, ref, Operation.REDEPLOY, commit)
+        return operation_accepted(request, response, event)
+
+    @router.post(
+        "/projects/{ref}/restart",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Restart a live project's running release (no new deploy)",
+        responses={409: {"description": "Not live, or another operation is under way"}},
+    )
+    async def restart(
+        ref: Ref, caller: CallerDep, request: Request, response: Response
+    ) -> OperationAccepted:
+        event = await service.operate(caller, ref, Operation.RESTART)
+        return operation_accepted(request, response, event)
+
+    @router.post(
+        "/projects/{ref}/rollback",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Serve a live project's previous release again",
+        responses={
+            409: {"description": "Not live, no previous release, or another operation under way"}
+        },
+    )
+    async def rollback(
+        ref: Ref, caller: CallerDep, request: Request, response: Response
+    ) -> OperationAccepted:
+        event = await service.operate(caller, ref, Operation.ROLLBACK)
+        return operation_accepted(request, response, event)
+
+    @router.post(
+        "/projects/{ref}/retry",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Resume a failed project from the step that failed",
+        description="What was done before the failure (spec, resources, repository, code) is "
+        "kept; only the failed step and those after it run again.",
+        responses={409: {"description": "The project has not failed"}},
+    )
+    async def retry(
+        ref: Ref, caller: CallerDep, request: Request, response: Response
+    ) -> OperationAccepted:
+        event = await service.operate(caller, ref, Operation.RETRY)
+        return operation_accepted(request, response, event)
 
     return router
 

@@ -96,6 +96,23 @@ class Accepted(BaseModel):
     status_url: str = Field(description="Where to follow the project (GET)")
 
 
+class OperationAccepted(Accepted):
+    """A redeploy, restart, rollback or retry is on the bus; the outcome lands on the timeline."""
+
+    event_id: uuid.UUID = Field(description="Id of the intent published (its timeline entry)")
+
+
+class RedeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    commit: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{40}$",
+        description="A full 40-hex commit of the project's repository to deploy; without it "
+        "the project's current commit is deployed again (a no-op when it already serves)",
+    )
+
+
 class TimelineItem(BaseModel):
     at: datetime = Field(description="When it happened (UTC)")
     type: str = Field(description="Event type, e.g. project.spec.ready")

@@ -28,12 +28,18 @@ from contracts.events import (
 from infra.bus.publisher import Publisher
 from infra.db.models import Project, ProjectState
 from infra.logging import register_secret
+from infra.project_operations import Operation, refusal
 from infra.quotas import check_project_quota
 from infra.settings import QuotaSettings
 from infra.vault import SecretNotFound, VaultError, project_secret_path
 from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
-from producers.intents import clarification_answer, project_request
+from producers.intents import (
+    OperationIntent,
+    clarification_answer,
+    operation_request,
+    project_request,
+)
 from producers.read_model import (
     ProjectNotFound,
     ProjectView,
@@ -139,6 +145,22 @@ class ProjectService:
             user_id=caller.user_id,
         )
         await self._publish(event)
+        return event
+
+    async def operate(
+        self, caller: Caller, ref: str, operation: Operation, commit: str | None = None
+    ) -> OperationIntent:
+        """Publish a redeploy, restart, rollback or retry, unless the project's state rules it
+        out now (the coordinator checks the same rules again when it applies it)."""
+        project = await self._project(caller, ref)
+        reason = refusal(project, operation)
+        if reason is not None:
+            raise Conflict(reason)
+        event = operation_request(
+            operation, project.id, project.flow_id, user_id=caller.user_id, commit=commit
+        )
+        await self._publish(event)
+        log.info(f"api.{operation}_requested", project_id=str(project.id), by=caller.user_id)
         return event
 
     async def store_secret(self, caller: Caller, ref: str, name: str, value: str) -> SecretStored:

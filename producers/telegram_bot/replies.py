@@ -15,6 +15,10 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "State and timeline: /status [project]"),
     ("projects", "Your projects"),
     ("secret", "Store a secret your service needs: /secret NAME [project]"),
+    ("redeploy", "Deploy a live project again: /redeploy <project>"),
+    ("restart", "Restart a live project's service: /restart <project>"),
+    ("rollback", "Serve a live project's previous release again: /rollback <project>"),
+    ("retry", "Resume a failed project where it failed: /retry <project>"),
     ("cancel", "Stop waiting for a secret value"),
     ("help", "What I do"),
 )
@@ -88,6 +92,18 @@ def answered(project: ProjectView) -> str:
 
 def no_question(project: ProjectView) -> str:
     return f"Project {_label(project)} has no open question (it is {project.state})."
+
+
+def operation_usage(operation: str) -> str:
+    return f"Which project? /{operation} <project> (its name, slug or id; /projects lists them)."
+
+
+def operation_requested(operation: str, project: ProjectView) -> str:
+    return f"{operation.capitalize()} of project {_label(project)} requested; I'll report here."
+
+
+def operation_refused(reason: str) -> str:
+    return f"Not possible: {reason}."
 
 
 def unknown_project(ref: str) -> str:

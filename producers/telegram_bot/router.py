@@ -37,6 +37,7 @@ from aiogram.types import (
 
 from infra.bus.publisher import Publisher
 from infra.db.models import ProjectState, UserRole, UserStatus
+from infra.project_operations import Operation, refusal
 from infra.vault import VaultError
 from producers.access import (
     AccessError,
@@ -47,7 +48,7 @@ from producers.access import (
     require_admin,
 )
 from producers.credential_scan import find_credentials
-from producers.intents import clarification_answer, project_request
+from producers.intents import clarification_answer, operation_request, project_request
 from producers.read_model import ProjectView
 from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
 from producers.telegram_bot import replies
@@ -96,6 +97,7 @@ def build_router(services: BotServices) -> Router:
     router.message.register(conversation.projects, Command("projects"))
     router.message.register(conversation.secret, Command("secret"))
     router.message.register(conversation.cancel, Command("cancel"))
+    router.message.register(conversation.operation, Command(*(op.value for op in Operation)))
     router.message.register(admin.allow, Command("allow"))
     router.message.register(admin.block, Command("block"))
     router.message.register(admin.unblock, Command("unblock"))
@@ -209,6 +211,27 @@ class _Conversation:
             return
         await query.answer()
         await self._ask_secret(query.message, person, project, name)
+
+    async def operation(self, message: Message, command: CommandObject, person: Person) -> None:
+        """`/redeploy`, `/restart`, `/rollback` or `/retry <project>`: checked against the same
+        rules as the coordinator's, so the user hears a refusal at once; else published."""
+        operation = Operation(command.command.lower())
+        ref = (command.args or "").strip()
+        if not ref:
+            await message.answer(replies.operation_usage(operation.value))
+            return
+        project = await self._s.read_model.project(project_scope(person), ref)
+        if project is None:
+            await message.answer(replies.unknown_project(ref))
+            return
+        reason = refusal(project, operation)
+        if reason is not None:
+            await message.answer(replies.operation_refused(reason))
+            return
+        intent = operation_request(operation, project.id, project.flow_id, user_id=person.id)
+        await self._s.publisher.publish(intent)
+        log.info(f"bot.{operation}_requested", project_id=str(project.id))
+        await message.answer(replies.operation_requested(operation.value, project))
 
     async def cancel(self, message: Message, person: Person) -> None:
         awaited = await self._s.pending.take(person.id)

@@ -33,7 +33,7 @@ from consumers.deployer.sql_inventory import SqlServerInventory
 from consumers.deployer.sql_records import SqlDeploymentRecords
 from consumers.deployer.vault_secrets import VaultSecretSource
 from contracts.envelope import Event
-from contracts.events import DeployRequested, DeployStopRequested
+from contracts.events import DeployRequested, DeployRestartRequested, DeployStopRequested
 from infra.db.migrate import upgrade
 from infra.db.models import Deployment, Server
 from infra.db.session import make_engine, make_sessionmaker
@@ -413,6 +413,17 @@ class Deployer:
                 config=self.config,
             )
             return await service.stop(stop_request, heartbeat=self._heartbeat)
+
+    async def restart(self, restart_request: DeployRestartRequested) -> list[Event]:
+        async with self.sessions.begin() as session:
+            service = DeployerService(
+                self.runner,
+                VaultSecretSource(self.vault_setup.deployer),
+                SqlServerInventory(session),
+                SqlDeploymentRecords(session),
+                config=self.config,
+            )
+            return await service.restart(restart_request, heartbeat=self._heartbeat)
 
     async def record(self, commit: str) -> Deployment:
         async with self.sessions() as session:

@@ -35,6 +35,10 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.DeployRolledBack: Coordinator.deploy_rolled_back,
     ev.DeployStopped: Coordinator.deploy_stopped,
     ev.SchedulerTick: Coordinator.check_timeouts,
+    ev.ChangeRequested: Coordinator.change_requested,
+    ev.SpecRevised: Coordinator.spec_revised,
+    ev.SpecRevisionFailed: Coordinator.spec_revision_failed,
+    ev.RepoRevised: Coordinator.repo_revised,
 }
 
 

@@ -19,7 +19,8 @@ TRANSITIONS: dict[ProjectState, frozenset[ProjectState]] = {
     S.BUILDING: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
     S.DEPLOYING: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED}),
     S.ACTIVE: frozenset({S.DEPLOYING, S.ARCHIVED}),
-    S.FAILED: frozenset({S.ARCHIVED}),
+    # A failed-after-deploy project deploys again when a change request revises it.
+    S.FAILED: frozenset({S.ARCHIVED, S.DEPLOYING}),
     S.ARCHIVED: frozenset(),
 }
 

@@ -531,6 +531,16 @@ class RepoRevised(Event):
     )
 
 
+class RepoRevisionFailed(Event):
+    """Repo: the revision could not be rendered onto the current commit; nothing was pushed."""
+
+    TYPE: ClassVar[str] = "project.repo.revision.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    reason: str = Field(description="What the git host said", max_length=MAX_REPORT)
+
+
 #: Every event type, by its type name; the bus decodes with it.
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
@@ -570,5 +580,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SpecRevisionFailed,
         RepoRevisionRequested,
         RepoRevised,
+        RepoRevisionFailed,
     )
 }

@@ -123,6 +123,7 @@ COORDINATOR_OUTCOMES = ConsumerSpec(
         ev.SpecRevised.TYPE,
         ev.SpecRevisionFailed.TYPE,
         ev.RepoRevised.TYPE,
+        ev.RepoRevisionFailed.TYPE,
     ),
     "Moves the project state machine on step outcomes; records stored secrets' names",
     batch_size=100,
@@ -273,7 +274,12 @@ CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
         ev.ProvisioningFailed.TYPE,
         ev.ResourcesReleased.TYPE,
     ),
-    "repo": (ev.RepoCreated.TYPE, ev.RepoFailed.TYPE, ev.RepoRevised.TYPE),
+    "repo": (
+        ev.RepoCreated.TYPE,
+        ev.RepoFailed.TYPE,
+        ev.RepoRevised.TYPE,
+        ev.RepoRevisionFailed.TYPE,
+    ),
     "engineer": (ev.CodeGenerated.TYPE, ev.CodeFailed.TYPE),
     "deployer": (
         ev.DeploySucceeded.TYPE,

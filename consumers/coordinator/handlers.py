@@ -39,6 +39,7 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.SpecRevised: Coordinator.spec_revised,
     ev.SpecRevisionFailed: Coordinator.spec_revision_failed,
     ev.RepoRevised: Coordinator.repo_revised,
+    ev.RepoRevisionFailed: Coordinator.repo_revision_failed,
 }
 
 

@@ -834,6 +834,19 @@ class Coordinator:
         )
         return [self._revision_code_request(event, project, revision, event.commit)]
 
+    async def repo_revision_failed(self, event: ev.RepoRevisionFailed) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        revision = await revisions.open_at(
+            self.session, project.id, event.revision, RevisionStatus.RENDERING
+        )
+        if revision is None:
+            return []
+        return await self._end_revision(
+            event, project, revision, RevisionStatus.FAILED, f"Repository: {event.reason}"
+        )
+
     async def _revision_code_generated(
         self, event: ev.CodeGenerated, project: Project
     ) -> list[Event]:

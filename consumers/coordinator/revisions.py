@@ -20,32 +20,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from infra.change_rules import change_in_flight
 from infra.db.models import Project, ProjectRevision, ProjectState, RevisionStatus
 
 R = RevisionStatus
-OPEN: frozenset[str] = frozenset(
-    {R.SPECIFYING, R.AWAITING_ANSWER, R.RENDERING, R.BUILDING, R.DEPLOYING}
-)
 #: Longer than the spec, build and deploy budgets together (10 + 30 + 15 minutes).
 STALE_AFTER = timedelta(hours=1)
-
-
-def why_not_changeable(project: Project) -> str | None:
-    """None when `project` accepts a change; else what the user is told."""
-    if project.state == ProjectState.ACTIVE:
-        return None
-    deployed_once = (
-        project.spec is not None
-        and project.code_commit is not None
-        and project.repo_clone_url is not None
-        and project.port is not None
-    )
-    if project.state == ProjectState.FAILED and deployed_once:
-        return None  # failed at (or after) its deploy: a change is a way forward
-    return (
-        f"project {project.slug or project.id} is {project.state}: only a live project (or one "
-        "whose deploy failed) can be changed; wait until it is live"
-    )
 
 
 def is_stale(revision: ProjectRevision, now: datetime | None = None) -> bool:
@@ -54,13 +34,7 @@ def is_stale(revision: ProjectRevision, now: datetime | None = None) -> bool:
 
 async def open_revision(session: AsyncSession, project_id: uuid.UUID) -> ProjectRevision | None:
     """The project's change in flight, if any (locked with the project row already held)."""
-    return await session.scalar(
-        select(ProjectRevision)
-        .where(ProjectRevision.project_id == project_id, ProjectRevision.status.in_(OPEN))
-        .order_by(ProjectRevision.number.desc())
-        .limit(1)
-        .with_for_update()
-    )
+    return await change_in_flight(session, project_id, lock=True)
 
 
 async def open_at(

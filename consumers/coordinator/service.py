@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import events as ev
 from contracts.envelope import Event
 from contracts.spec import ProjectSpec
+from infra.change_rules import in_flight_message, why_not_changeable
 from infra.db.models import (
     Project,
     ProjectEvent,
@@ -688,7 +689,7 @@ class Coordinator:
     async def _change_refusal(self, project: Project, user_id: str) -> Refusal | None:
         """Why `project` cannot take a change now (its state, or another change in flight)."""
         actor = await known_actor(self.session, user_id)
-        reason = revisions.why_not_changeable(project)
+        reason = why_not_changeable(project)
         if reason is not None:
             return Refusal(f"refused: {reason}", actor)
         in_flight = await revisions.open_revision(self.session, project.id)
@@ -698,12 +699,7 @@ class Coordinator:
             in_flight.status = RevisionStatus.ABANDONED
             in_flight.reason = "abandoned: no outcome within the step budgets"
             return None
-        return Refusal(
-            f"refused: revision {in_flight.number} of project {project.slug or project.id} is "
-            f"still in progress ({in_flight.status}); send this change once it is live or has "
-            "failed",
-            actor,
-        )
+        return Refusal(f"refused: {in_flight_message(project, in_flight)}", actor)
 
     def _revision_request(
         self, cause: Event, project: Project, revision: ProjectRevision

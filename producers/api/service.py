@@ -20,12 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
 from contracts.events import (
+    ChangeRequested,
     ClarificationAnswered,
     ProjectArchiveRequested,
     ProjectRequested,
     SecretStored,
 )
 from infra.bus.publisher import Publisher
+from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
 from infra.db.models import Project, ProjectState
 from infra.logging import register_secret
 from infra.quotas import check_project_quota
@@ -33,7 +35,7 @@ from infra.settings import QuotaSettings
 from infra.vault import SecretNotFound, VaultError, project_secret_path
 from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
-from producers.intents import clarification_answer, project_request
+from producers.intents import change_request, clarification_answer, project_request
 from producers.read_model import (
     ProjectNotFound,
     ProjectView,
@@ -125,6 +127,25 @@ class ProjectService:
             project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
         )
         await self._publish(event)
+        return event
+
+    async def request_change(self, caller: Caller, ref: str, text: str) -> ChangeRequested:
+        """Publish a change to a live project, unless it cannot take one now (the coordinator
+        checks again) or the text holds a credential."""
+        async with self._sessionmaker() as session:
+            project = await _own_project(session, caller, ref)
+            reason = why_not_changeable(project)
+            in_flight = await change_in_flight(session, project.id)
+        if reason is not None:
+            raise Conflict(reason)
+        if in_flight is not None:
+            raise Conflict(in_flight_message(project, in_flight))
+        refuse_credentials(text, how_to_store=HOW_TO_STORE)
+        event = change_request(
+            project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
+        )
+        await self._publish(event)
+        log.info("api.change_requested", project_id=str(project.id), by=caller.user_id)
         return event
 
     async def archive(self, caller: Caller, ref: str, reason: str) -> ProjectArchiveRequested:

@@ -28,7 +28,7 @@ from contracts.events import (
 )
 from infra.bus.publisher import Publisher
 from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
-from infra.db.models import Project, ProjectState
+from infra.db.models import Project, ProjectState, RevisionStatus
 from infra.logging import register_secret
 from infra.quotas import check_project_quota
 from infra.settings import QuotaSettings
@@ -118,7 +118,7 @@ class ProjectService:
 
     async def answer(self, caller: Caller, ref: str, text: str) -> ClarificationAnswered:
         project = await self._project(caller, ref)
-        if project.state != ProjectState.AWAITING_ANSWER:
+        if project.state != ProjectState.AWAITING_ANSWER and not await self._revision_asks(project):
             raise Conflict(
                 f"project {project.id} is {project.state}: no question is waiting for an answer"
             )
@@ -211,6 +211,12 @@ class ProjectService:
         except VaultError as exc:
             raise Unavailable("the secret store did not answer; try again") from exc
         log.info("api.secret_deleted", project_id=str(project.id), name=name, by=caller.user_id)
+
+    async def _revision_asks(self, project: Project) -> bool:
+        """True while the analyst's question about a change request waits for an answer."""
+        async with self._sessionmaker() as session:
+            revision = await change_in_flight(session, project.id)
+        return revision is not None and revision.status == RevisionStatus.AWAITING_ANSWER
 
     async def _project(self, caller: Caller, ref: str) -> Project:
         async with self._sessionmaker() as session:

@@ -212,6 +212,7 @@ class CodeRequested(Event):
     """Coordinator → engineer: make the code pass its tests and push it."""
 
     TYPE: ClassVar[str] = "project.code.requested"
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -220,8 +221,8 @@ class CodeRequested(Event):
     default_branch: str = Field("main", description="Branch to push to", max_length=MAX_NAME)
     change: str = Field(
         "",
-        description="For a revision of a live project: the change the user asked for (the "
-        "base commit is then the project's current code, not the scaffold)",
+        description="For a revision of a live project (v2): the change the user asked for "
+        "(the base commit is then the project's current code, not the scaffold)",
         max_length=8000,
     )
 

@@ -51,7 +51,8 @@ _LOGIC = (
 
 _METHOD_PATH = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE)?\s*(/[a-z][a-z0-9_-]{1,40})\b", re.I)
 _COMMAND = re.compile(
-    r"(?:^|\s)/([a-z][a-z0-9_]{1,31})\b|\bcommand\s+[\"'«]?([a-z][a-z0-9_]{1,31})"
+    r"(?:^|\s)/([a-z][a-z0-9_]{1,31})\b"
+    r"|\bcommand\s+(?:called\s+|named\s+|[\"'«])[\"'«]?([a-z][a-z0-9_]{1,31})"
 )
 _VARIABLE = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\b")
 _VARIABLE_WORDS = (r"\bvariable", r"\bsetting", r"\benv\b", r"\bconfig", r"\bsecret",
@@ -209,7 +210,9 @@ def revise(
     original = " ".join([change, *answers]).strip()
     text = original.lower()
     builder = _Builder(spec)
-    if _matches(text, _LOGIC):
+    # Names (commands, paths, variables) are not wording: `/export` asks for no behaviour.
+    wording = _VARIABLE.sub(" ", re.sub(r"/[\w{}/-]+", " ", original)).lower()
+    if _matches(wording, _LOGIC):
         return NeedsLLM(NEEDS_LLM.format(what=f"“{' '.join(change.split())[:200]}”"))
 
     for named in _ENTITY_NAMED.finditer(original):

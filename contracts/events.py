@@ -225,6 +225,12 @@ class CodeRequested(Event):
     clone_url: CloneUrl = Field(description="Repository to work on")
     base_commit: CommitSha = Field(description="Commit to start from (full 40-hex id)")
     default_branch: str = Field("main", description="Branch to push to", max_length=MAX_NAME)
+    change: str = Field(
+        "",
+        description="For a revision of a live project (v2): the change the user asked for "
+        "(the base commit is then the project's current code, not the scaffold)",
+        max_length=8000,
+    )
 
 
 class CodeGenerated(Event):
@@ -514,6 +520,103 @@ class DeployRestarted(Event):
     commit: CommitSha = Field(description="The commit that serves (full 40-hex id)")
     release: str = Field(description="The release restarted", max_length=MAX_NAME)
     url: str = Field(description="Where the service answers", max_length=2000)
+# ---------------------------------------------------------------- change requests (revisions)
+
+
+class ChangeRequested(Event):
+    """The user asked for a change to a live project ("add an endpoint with totals per month")."""
+
+    TYPE: ClassVar[str] = "intents.project.change"
+
+    project_id: uuid.UUID = Field(description="The project to change")
+    change: str = Field(
+        description="The change, in the user's own words", min_length=1, max_length=8000
+    )
+    user_id: UserId = Field(description="Who asked; the coordinator accepts the owner or an admin")
+    source: Literal["telegram", "api", "cli", "console"] = Field(description="Which producer")
+
+
+class SpecRevisionRequested(Event):
+    """Coordinator → analyst: revise the current spec of a live project for one change."""
+
+    TYPE: ClassVar[str] = "project.spec.revision.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="Number of the revision being written (the first is 1)", ge=2)
+    spec: ProjectSpec = Field(description="The project's current spec, to be revised")
+    change: str = Field(description="The change the user asked for", max_length=8000)
+    answers: tuple[str, ...] = Field(
+        (),
+        description="Answers to the analyst's questions about this change, in order",
+        max_length=MAX_ITEMS,
+    )
+
+
+class SpecRevised(Event):
+    """Analyst: the spec revised for a change, with a short summary of what differs."""
+
+    TYPE: ClassVar[str] = "project.spec.revised"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    spec: ProjectSpec = Field(description="The full revised spec")
+    summary: str = Field(
+        description="What changed against the previous spec, for the timeline", max_length=MAX_TEXT
+    )
+    offline: bool = Field(description="True when revised by the deterministic offline analyst")
+
+
+class SpecRevisionFailed(Event):
+    """Analyst: the change cannot be turned into a revision; the project stays as it was."""
+
+    TYPE: ClassVar[str] = "project.spec.revision.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    reason: str = Field(description="Why, and what the user can do", max_length=MAX_REPORT)
+    needs_llm: bool = Field(
+        False, description="True when offline rules cannot express the change and an LLM could"
+    )
+
+
+class RepoRevisionRequested(Event):
+    """Coordinator → repo: render the revised spec onto the project's current commit (offline).
+
+    The repo step owns the templates; offline, a project's code is its rendered scaffold, so a
+    revision is the revised spec rendered over the current tree, committed on top of it.
+    """
+
+    TYPE: ClassVar[str] = "project.repo.revision.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    spec: ProjectSpec = Field(description="The revised spec to render")
+    clone_url: CloneUrl = Field(description="The project's repository")
+    base_commit: CommitSha = Field(description="The project's current commit (full 40-hex id)")
+    default_branch: str = Field("main", description="Branch to push to", max_length=MAX_NAME)
+
+
+class RepoRevised(Event):
+    """Repo: the revised spec is rendered and pushed on top of the project's current commit."""
+
+    TYPE: ClassVar[str] = "project.repo.revised"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    commit: CommitSha = Field(description="The rendered commit (full 40-hex id)")
+    files: tuple[str, ...] = Field(
+        (), description="Paths the revision added or changed", max_length=MAX_ITEMS
+    )
+
+
+class RepoRevisionFailed(Event):
+    """Repo: the revision could not be rendered onto the current commit; nothing was pushed."""
+
+    TYPE: ClassVar[str] = "project.repo.revision.failed"
+
+    project_id: uuid.UUID = Field(description="The project")
+    revision: int = Field(description="The revision's number", ge=2)
+    reason: str = Field(description="What the git host said", max_length=MAX_REPORT)
 
 
 #: Every event type, by its type name; the bus decodes with it.
@@ -555,6 +658,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ProjectRetryRequested,
         DeployRestartRequested,
         DeployRestarted,
+        ChangeRequested,
+        SpecRevisionRequested,
+        SpecRevised,
+        SpecRevisionFailed,
+        RepoRevisionRequested,
+        RepoRevised,
+        RepoRevisionFailed,
     )
 }
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Literal
 
 from contracts.events import (
+    ChangeRequested,
     ClarificationAnswered,
     ProjectArchiveRequested,
     ProjectRedeployRequested,
@@ -110,3 +111,15 @@ def operation_request(
     if operation is Operation.ROLLBACK:
         return ProjectRollbackRequested(**envelope, project_id=project_id, user_id=user_id)
     return ProjectRetryRequested(**envelope, project_id=project_id, user_id=user_id)
+def change_request(
+    project_id: uuid.UUID, flow_id: uuid.UUID, change: str, *, user_id: str, source: Source
+) -> ChangeRequested:
+    """Ask for a change to a live project; `user_id` must own it or be an admin."""
+    return ChangeRequested(
+        correlation_id=flow_id,
+        actor=user_id,
+        project_id=project_id,
+        change=change.strip(),
+        user_id=user_id,
+        source=source,
+    )

@@ -19,6 +19,8 @@ from infra.vault import SecretNotFound, VaultClient
 from .checkpointer import postgres_checkpointer
 from .graph import build_graph
 from .handlers import register
+from .revision import Reviser
+from .revision_handlers import register_revisions
 from .service import AnalystService
 
 ApiKeySource = Callable[[], Awaitable[str]]
@@ -54,6 +56,7 @@ class _Analyst:
         self._api_key_source = api_key_source
         self._resources = AsyncExitStack()
         self._service: AnalystService | None = None
+        self._reviser: Reviser | None = None
 
     async def start(self) -> None:
         llm_settings = self._settings.llm
@@ -65,6 +68,7 @@ class _Analyst:
         self._service = AnalystService(
             build_graph(model, saver), offline=model is None, pricing=llm_settings
         )
+        self._reviser = Reviser(model, llm_settings)
 
     async def stop(self) -> None:
         await self._resources.aclose()
@@ -73,6 +77,11 @@ class _Analyst:
         if self._service is None:
             raise RuntimeError("the analyst is used before the process started")
         return self._service
+
+    def reviser(self) -> Reviser:
+        if self._reviser is None:
+            raise RuntimeError("the analyst is used before the process started")
+        return self._reviser
 
 
 def build_app(
@@ -85,6 +94,7 @@ def build_app(
     app.on_startup.append(analyst.start)
     app.on_shutdown.append(analyst.stop)
     register(app, analyst.service, settings.quotas)
+    register_revisions(app, analyst.reviser, settings.quotas)
     return app
 
 

@@ -41,6 +41,11 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.ProjectRollbackRequested: Coordinator.rollback_requested,
     ev.ProjectRetryRequested: Coordinator.retry_requested,
     ev.DeployRestarted: Coordinator.deploy_restarted,
+    ev.ChangeRequested: Coordinator.change_requested,
+    ev.SpecRevised: Coordinator.spec_revised,
+    ev.SpecRevisionFailed: Coordinator.spec_revision_failed,
+    ev.RepoRevised: Coordinator.repo_revised,
+    ev.RepoRevisionFailed: Coordinator.repo_revision_failed,
 }
 
 

@@ -19,7 +19,8 @@ TRANSITIONS: dict[ProjectState, frozenset[ProjectState]] = {
     S.BUILDING: frozenset({S.DEPLOYING, S.FAILED, S.ARCHIVED}),
     S.DEPLOYING: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED, S.AWAITING_SECRETS}),
     S.ACTIVE: frozenset({S.DEPLOYING, S.ARCHIVED}),
-    # A retry resumes a failed project at the step that failed (`retry_step`).
+    # A retry resumes a failed project at the step that failed (`retry_step`); a
+    # failed-after-deploy project also deploys again when a change request revises it.
     S.FAILED: frozenset({S.ARCHIVED, S.SPECIFYING, S.PROVISIONING, S.BUILDING, S.DEPLOYING}),
     S.ARCHIVED: frozenset(),
     # No time budget: the deploy waits for its owner to store the missing secrets.

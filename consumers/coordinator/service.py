@@ -22,13 +22,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import events as ev
 from contracts.envelope import Event
 from contracts.spec import ProjectSpec
-from infra.db.models import Project, ProjectEvent, ProjectState, User
+from infra.change_rules import in_flight_message, why_not_changeable
+from infra.db.models import (
+    Project,
+    ProjectEvent,
+    ProjectRevision,
+    ProjectState,
+    RevisionStatus,
+    User,
+)
 from infra.project_operations import Operation, serving_commit
 from infra.project_operations import refusal as operation_refusal
 from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
 from infra.settings import QuotaSettings
 
-from . import quotas, secrets_wait
+from . import quotas, revisions, secrets_wait
 from .access import Refusal, check_active, check_may_act, known_actor
 from .lifecycle import (
     MAX_STEP_RETRIES,
@@ -199,6 +207,9 @@ class Coordinator:
         if refusal is not None:
             return await self._refuse(event, project.id, project.state, refusal)
         if project.state != S.AWAITING_ANSWER:
+            revision_answered = await self._revision_answer(event, project)
+            if revision_answered is not None:
+                return revision_answered
             await self._timeline(project, event, "answer ignored: no open question")
             return [
                 self._notify(
@@ -380,6 +391,8 @@ class Coordinator:
 
     async def clarification_asked(self, event: ev.ClarificationAsked) -> list[Event]:
         project = await self._lock(event.project_id)
+        if project is not None and project.state in (S.ACTIVE, S.FAILED):
+            return await self._revision_question(event, project)
         if project is None or project.state != S.SPECIFYING:
             return []
         self._move(project, S.AWAITING_ANSWER)
@@ -560,6 +573,8 @@ class Coordinator:
 
     async def code_generated(self, event: ev.CodeGenerated) -> list[Event]:
         project = await self._lock(event.project_id)
+        if project is not None and project.state in (S.ACTIVE, S.FAILED):
+            return await self._revision_code_generated(event, project)
         if project is None or project.state != S.BUILDING:
             return []
         project.code_commit = event.commit
@@ -601,6 +616,9 @@ class Coordinator:
         )
 
     async def code_failed(self, event: ev.CodeFailed) -> list[Event]:
+        changed = await self._lock(event.project_id)
+        if changed is not None and changed.state in (S.ACTIVE, S.FAILED):
+            return await self._revision_code_failed(event, changed)
         failed = await self._step_failed(event, event.project_id, f"Code failed: {event.reason}")
         project = await self.session.get(Project, event.project_id)
         if project is None:
@@ -612,7 +630,10 @@ class Coordinator:
         if project is not None and project.state == S.ACTIVE:
             # A redeploy, rollback or repeated deploy of a live project.
             project.url, project.error = event.url, None
-            return await self._live_release_deployed(event, project)
+            return [
+                *await self._live_release_deployed(event, project),
+                *await self._revision_released(event, project),
+            ]
         if project is None or project.state != S.DEPLOYING:
             return []
         project.url = event.url
@@ -620,6 +641,7 @@ class Coordinator:
         self._move(project, S.ACTIVE)
         await self._timeline(project, event, f"live at {event.url} (release {event.release})")
         return [
+            *await self._revision_released(event, project),
             self._progress(event, project, f"Deployed: {event.url}"),
             self._notify(
                 event,
@@ -634,6 +656,9 @@ class Coordinator:
         note = " The previous release is still serving." if event.rolled_back else ""
         reason = f"Deploy failed: {event.reason}.{note}"
         project = await self._lock(event.project_id)
+        revision_closed = (
+            [] if project is None else await self._revision_deploy_failed(event, project)
+        )
         if project is not None and project.state == S.ACTIVE:
             # A new release of a live project did not come up and the previous one serves
             # again: the project stays live, with the error recorded and the user told.
@@ -641,8 +666,11 @@ class Coordinator:
             project.version += 1
             self._end_operation(project)
             await self._timeline(project, event, reason)
-            return [self._notify(event, project, ev.NotificationKind.FAILURE, reason)]
-        return await self._step_failed(event, event.project_id, reason)
+            return [
+                *revision_closed,
+                self._notify(event, project, ev.NotificationKind.FAILURE, reason),
+            ]
+        return [*revision_closed, *await self._step_failed(event, event.project_id, reason)]
 
     async def deploy_rolled_back(self, event: ev.DeployRolledBack) -> list[Event]:
         project = await self._lock(event.project_id)
@@ -913,3 +941,339 @@ class Coordinator:
             return provision
         self._move(project, S.DEPLOYING)
         return [self._deploy_request(cause, project)]
+    # ------------------------------------------------------------------ change requests
+
+    async def change_requested(self, event: ev.ChangeRequested) -> list[Event]:
+        """Open the next spec revision of a live project and ask the analyst to write it."""
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        refusal = await check_may_act(self.session, event.user_id, project, "change")
+        if refusal is None:
+            refusal = await self._change_refusal(project, event.user_id)
+        if refusal is not None:
+            return await self._refuse(event, project.id, project.state, refusal)
+        revision = await revisions.start(self.session, project, event.change, event.user_id)
+        await self._revision_note(
+            project, event, revision.number, f"requested: {_clip(event.change)}"
+        )
+        return [
+            self._notify(
+                event,
+                project,
+                ev.NotificationKind.INFO,
+                f"Change accepted as revision {revision.number} of {project.name}. "
+                "Revising the spec…" + self._still_serving(project),
+            ),
+            self._revision_request(event, project, revision),
+        ]
+
+    async def _change_refusal(self, project: Project, user_id: str) -> Refusal | None:
+        """Why `project` cannot take a change now (its state, or another change in flight)."""
+        actor = await known_actor(self.session, user_id)
+        reason = why_not_changeable(project)
+        if reason is not None:
+            return Refusal(f"refused: {reason}", actor)
+        in_flight = await revisions.open_revision(self.session, project.id)
+        if in_flight is None:
+            return None
+        if revisions.is_stale(in_flight):
+            in_flight.status = RevisionStatus.ABANDONED
+            in_flight.reason = "abandoned: no outcome within the step budgets"
+            return None
+        return Refusal(f"refused: {in_flight_message(project, in_flight)}", actor)
+
+    def _revision_request(
+        self, cause: Event, project: Project, revision: ProjectRevision
+    ) -> ev.SpecRevisionRequested:
+        return cause.derive(
+            ev.SpecRevisionRequested,
+            actor=ACTOR,
+            project_id=project.id,
+            revision=revision.number,
+            spec=self._spec(project),
+            change=revision.change,
+            answers=tuple(revision.answers),
+        )
+
+    async def _revision_question(
+        self, event: ev.ClarificationAsked, project: Project
+    ) -> list[Event]:
+        """The analyst asks about a change: the revision waits; the project keeps serving."""
+        revision = await revisions.open_revision(self.session, project.id)
+        if revision is None or revision.status != RevisionStatus.SPECIFYING:
+            return []
+        revision.status = RevisionStatus.AWAITING_ANSWER
+        await self._revision_note(project, event, revision.number, f"question: {event.question}")
+        return [self._notify(event, project, ev.NotificationKind.QUESTION, event.question)]
+
+    async def _revision_answer(
+        self, event: ev.ClarificationAnswered, project: Project
+    ) -> list[Event] | None:
+        """An answer to a question about a change; None when no change waits for one."""
+        revision = await revisions.open_revision(self.session, project.id)
+        if revision is None or revision.status != RevisionStatus.AWAITING_ANSWER:
+            return None
+        revision.answers = [*revision.answers, event.answer]
+        revision.status = RevisionStatus.SPECIFYING
+        await self._revision_note(project, event, revision.number, "answer received")
+        return [
+            self._progress(event, project, f"Thanks! Continuing revision {revision.number}…"),
+            self._revision_request(event, project, revision),
+        ]
+
+    async def spec_revised(self, event: ev.SpecRevised) -> list[Event]:
+        """The revised spec is written: render it (offline) or code it from the current commit."""
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        revision = await revisions.open_at(
+            self.session, project.id, event.revision, RevisionStatus.SPECIFYING
+        )
+        if revision is None:
+            return []
+        # The slug names the repository, the deploy directory and the system user: it stays.
+        spec = event.spec.model_copy(update={"slug": self._spec(project).slug})
+        revision.spec = spec.model_dump(mode="json")
+        revision.summary = event.summary
+        await self._revision_note(project, event, revision.number, f"spec: {event.summary}")
+        assert project.repo_clone_url and project.code_commit
+        next_step: Event
+        if self.offline:
+            revision.status = RevisionStatus.RENDERING
+            next_step = event.derive(
+                ev.RepoRevisionRequested,
+                actor=ACTOR,
+                project_id=project.id,
+                revision=revision.number,
+                spec=spec,
+                clone_url=project.repo_clone_url,
+                base_commit=project.code_commit,
+                default_branch=project.repo_branch or "main",
+            )
+        else:
+            revision.status = RevisionStatus.BUILDING
+            next_step = self._revision_code_request(event, project, revision, project.code_commit)
+        return [
+            self._progress(
+                event, project, f"Revision {revision.number}: {event.summary} Writing the code…"
+            ),
+            next_step,
+        ]
+
+    def _revision_code_request(
+        self, cause: Event, project: Project, revision: ProjectRevision, base_commit: str
+    ) -> ev.CodeRequested:
+        assert project.repo_clone_url and revision.spec is not None
+        change = "\n".join([revision.change, *revision.answers])
+        return cause.derive(
+            ev.CodeRequested,
+            actor=ACTOR,
+            project_id=project.id,
+            spec=ProjectSpec.model_validate(revision.spec),
+            clone_url=project.repo_clone_url,
+            base_commit=base_commit,
+            default_branch=project.repo_branch or "main",
+            change=change[:8000],
+        )
+
+    async def spec_revision_failed(self, event: ev.SpecRevisionFailed) -> list[Event]:
+        """The change cannot be expressed: the revision ends; the project stays as it was."""
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        revision = await revisions.open_at(
+            self.session, project.id, event.revision, RevisionStatus.SPECIFYING
+        )
+        if revision is None:
+            return []
+        return await self._end_revision(
+            event,
+            project,
+            revision,
+            RevisionStatus.REFUSED if event.needs_llm else RevisionStatus.FAILED,
+            event.reason,
+        )
+
+    async def repo_revised(self, event: ev.RepoRevised) -> list[Event]:
+        """The revised spec is rendered onto the current commit: the engineer verifies it."""
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        revision = await revisions.open_at(
+            self.session, project.id, event.revision, RevisionStatus.RENDERING
+        )
+        if revision is None:
+            return []
+        revision.status = RevisionStatus.BUILDING
+        changed = ", ".join(event.files) or "no files"
+        await self._revision_note(
+            project, event, revision.number, f"rendered {event.commit[:8]} ({_clip(changed)})"
+        )
+        return [self._revision_code_request(event, project, revision, event.commit)]
+
+    async def repo_revision_failed(self, event: ev.RepoRevisionFailed) -> list[Event]:
+        project = await self._lock(event.project_id)
+        if project is None:
+            return []
+        revision = await revisions.open_at(
+            self.session, project.id, event.revision, RevisionStatus.RENDERING
+        )
+        if revision is None:
+            return []
+        return await self._end_revision(
+            event, project, revision, RevisionStatus.FAILED, f"Repository: {event.reason}"
+        )
+
+    async def _revision_code_generated(
+        self, event: ev.CodeGenerated, project: Project
+    ) -> list[Event]:
+        """The revision's code passes its tests: deploy it (the deployer rolls back on failure)."""
+        revision = await revisions.open_revision(self.session, project.id)
+        if revision is None or revision.status != RevisionStatus.BUILDING:
+            return []
+        assert revision.spec is not None
+        revision.status = RevisionStatus.DEPLOYING
+        revision.commit = event.commit
+        await self._revision_note(
+            project,
+            event,
+            revision.number,
+            f"code {event.commit[:8]}: {event.tests_passed} tests passed ({event.mode})",
+        )
+        if project.state == S.FAILED:
+            # Nothing serves to protect: the revision becomes the project's build and the
+            # ordinary deploy outcome moves the project (to active, or failed again).
+            project.spec = revision.spec
+            project.code_commit = event.commit
+            self._move(project, S.DEPLOYING)
+            project.error = None
+            deploy = self._deploy_request(event, project)
+        else:
+            assert project.repo_clone_url and project.server_name and project.host
+            assert project.port is not None
+            deploy = event.derive(
+                ev.DeployRequested,
+                actor=ACTOR,
+                project_id=project.id,
+                spec=ProjectSpec.model_validate(revision.spec),
+                clone_url=project.repo_clone_url,
+                commit=event.commit,
+                server_name=project.server_name,
+                host=project.host,
+                port=project.port,
+            )
+        return [
+            self._progress(
+                event,
+                project,
+                f"Revision {revision.number}: {event.tests_passed} tests pass. Deploying…",
+            ),
+            deploy,
+        ]
+
+    async def _revision_code_failed(self, event: ev.CodeFailed, project: Project) -> list[Event]:
+        revision = await revisions.open_revision(self.session, project.id)
+        if revision is None or revision.status not in (
+            RevisionStatus.BUILDING,
+            RevisionStatus.RENDERING,
+        ):
+            return []
+        return await self._end_revision(
+            event, project, revision, RevisionStatus.FAILED, f"Code failed: {event.reason}"
+        )
+
+    async def _revision_released(self, event: ev.DeploySucceeded, project: Project) -> list[Event]:
+        """The revision's release is live: its spec and commit become the project's."""
+        revision = await revisions.open_revision(self.session, project.id)
+        if (
+            revision is None
+            or revision.status != RevisionStatus.DEPLOYING
+            or revision.commit != event.commit
+        ):
+            return []
+        assert revision.spec is not None
+        revision.status = RevisionStatus.LIVE
+        project.spec = revision.spec
+        project.code_commit = event.commit
+        project.name = str(revision.spec.get("name") or project.name)
+        await self._revision_note(
+            project, event, revision.number, f"live at {event.url}: {revision.summary}"
+        )
+        return [
+            self._notify(
+                event,
+                project,
+                ev.NotificationKind.DONE,
+                f"Revision {revision.number} of {project.name} is live: {event.url}\n"
+                f"{revision.summary}",
+                index=2,
+            )
+        ]
+
+    async def _revision_deploy_failed(
+        self, event: ev.DeployFailed, project: Project
+    ) -> list[Event]:
+        revision = await revisions.open_revision(self.session, project.id)
+        if (
+            revision is None
+            or revision.status != RevisionStatus.DEPLOYING
+            or revision.commit != event.commit
+        ):
+            return []
+        revision.status = RevisionStatus.FAILED
+        revision.reason = event.reason
+        served = " The previous release serves again." if event.rolled_back else ""
+        await self._revision_note(
+            project, event, revision.number, f"deploy failed: {_clip(event.reason)}.{served}"
+        )
+        return []
+
+    async def _end_revision(
+        self,
+        event: Event,
+        project: Project,
+        revision: ProjectRevision,
+        status: RevisionStatus,
+        reason: str,
+    ) -> list[Event]:
+        """Close a revision that will not ship, and tell the user the project is unchanged."""
+        revision.status = status
+        revision.reason = reason
+        await self._revision_note(project, event, revision.number, f"{status}: {_clip(reason)}")
+        text = (
+            f"Revision {revision.number} of {project.name} was not applied: {reason} "
+            f"The project is unchanged.{self._still_serving(project)}"
+        )
+        return [self._notify(event, project, ev.NotificationKind.FAILURE, text[:4000])]
+
+    @staticmethod
+    def _still_serving(project: Project) -> str:
+        if project.state == S.ACTIVE and project.url:
+            return f" The current release keeps serving at {project.url}."
+        return ""
+
+    async def _revision_note(
+        self, project: Project, cause: Event, number: int, summary: str
+    ) -> None:
+        """One timeline row per revision step, its id derived from the cause and the step, so
+        it sits beside the cause's own row and a redelivery writes nothing twice."""
+        note = f"revision {number} {summary}"
+        await self.session.execute(
+            pg_insert(ProjectEvent)
+            .values(
+                project_id=project.id,
+                event_id=uuid.uuid5(cause.event_id, note),
+                event_type=cause.TYPE,
+                actor=cause.actor,
+                summary=note,
+                state=project.state,
+                occurred_at=cause.occurred_at,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

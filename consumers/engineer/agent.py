@@ -34,6 +34,9 @@ class CodingTask:
     max_iterations: int
     #: The event that asked for the work: the LLM calls of the run are recorded against it.
     request_id: uuid.UUID | None = None
+    #: For a revision of a live project: the change asked for (the workspace holds the
+    #: project's current code, not the scaffold).
+    change: str = ""
 
 
 class TestRunner(Protocol):

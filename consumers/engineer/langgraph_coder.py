@@ -58,6 +58,7 @@ class LangGraphCoder:
             self._llm,
             make_workspace_tools(task.workspace, run_tests),
             spec=task.spec,
+            change=task.change,
             run_tests=run_tests,
             max_iterations=task.max_iterations,
         )

@@ -80,6 +80,7 @@ class EngineerService:
             workspace=workspace.path,
             max_iterations=self._max_iterations,
             request_id=request.event_id,
+            change=request.change,
         )
         async with keep_alive(heartbeat, self._heartbeat_seconds):
             outcome = await self._agent.run(task, heartbeat)

@@ -8,9 +8,10 @@ from infra.vault import SecretNotFound, VaultClient
 
 from .errors import RepoHostError
 from .github_host import GitHubHost, TokenProvider
-from .handlers import register
+from .handlers import register, register_revisions
 from .local_forge import LocalForge
 from .ports import GitHost, Scaffolder
+from .revision import RevisionRenderer
 from .scaffold import JinjaScaffolder
 from .service import RepoService
 from .settings import RepoSettings
@@ -55,11 +56,10 @@ def build_app(
     """The repo process; tests pass their own host (e.g. a forge on the test's git daemon)."""
     settings = settings or get_settings()
     app = ConsumerApp("repo", settings=settings)
-    service = RepoService(
-        host or build_host(settings, repo_settings or RepoSettings()),
-        scaffolder or JinjaScaffolder(),
-    )
-    register(app, service)
+    git_host = host or build_host(settings, repo_settings or RepoSettings())
+    renderer = scaffolder or JinjaScaffolder()
+    register(app, RepoService(git_host, renderer))
+    register_revisions(app, RevisionRenderer(git_host, renderer))
     return app
 
 

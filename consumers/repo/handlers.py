@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from contracts.envelope import Event
-from contracts.events import RepoCreated, RepoFailed, RepoRequested
+from contracts.events import (
+    RepoCreated,
+    RepoFailed,
+    RepoRequested,
+    RepoRevised,
+    RepoRevisionFailed,
+    RepoRevisionRequested,
+)
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 
 from .errors import GitHostUnavailable, RepoHostError
+from .revision import RevisionRenderer
 from .service import RepoService
 
 
@@ -39,4 +47,42 @@ def register(app: ConsumerApp, service: RepoService) -> None:
             web_url=result.web_url,
             default_branch=result.default_branch,
             commit=result.commit,
+        )
+
+
+def register_revisions(app: ConsumerApp, renderer: RevisionRenderer) -> None:
+    @app.handles(RepoRevisionRequested)
+    async def on_revision_requested(ctx: StepContext, event: RepoRevisionRequested) -> Event:
+        """Render an offline revision's spec over the project's current commit and push it.
+
+        The coordinator sends it once the analyst revised the spec of a live offline project;
+        the engineer then tests the pushed commit like any other.
+        """
+        try:
+            result = await renderer.render(
+                event.spec,
+                event.project_id,
+                event.revision,
+                event.base_commit,
+                requested_at=event.occurred_at,
+            )
+        except RepoHostError as exc:
+            ctx.log.warning("repo.revision_refused", revision=event.revision, reason=str(exc))
+            return event.derive(
+                RepoRevisionFailed,
+                actor=ctx.consumer,
+                project_id=event.project_id,
+                revision=event.revision,
+                reason=str(exc),
+            )
+        except GitHostUnavailable as exc:
+            raise TransientError(str(exc)) from exc
+        ctx.log.info("repo.revised", revision=event.revision, commit=result.commit)
+        return event.derive(
+            RepoRevised,
+            actor=ctx.consumer,
+            project_id=event.project_id,
+            revision=event.revision,
+            commit=result.commit,
+            files=result.files[:200],
         )

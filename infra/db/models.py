@@ -207,6 +207,47 @@ class ProjectEvent(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class RevisionStatus(StrEnum):
+    """Where one spec revision of a project is; the first five are a change in flight."""
+
+    SPECIFYING = "specifying"
+    AWAITING_ANSWER = "awaiting_answer"
+    RENDERING = "rendering"
+    BUILDING = "building"
+    DEPLOYING = "deploying"
+    LIVE = "live"
+    FAILED = "failed"
+    REFUSED = "refused"
+    ABANDONED = "abandoned"
+
+
+class ProjectRevision(Base):
+    """One revision of a project's spec: the first is the spec it was built from, each change
+    request adds the next. The project row keeps the live spec; a revision's spec replaces it
+    only once its release is live."""
+
+    __tablename__ = "project_revisions"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(32))
+    change: Mapped[str] = mapped_column(Text, default="")
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    #: Answers to the analyst's questions about this change, in order.
+    answers: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    base_commit: Mapped[str | None] = mapped_column(String(64))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
 class InboxEntry(Base):
     """`(consumer, event_id)` seen: written in the same transaction as the step's effect."""
 

@@ -20,6 +20,7 @@ from producers.api.schemas import (
     Accepted,
     AnswerRequest,
     ArchiveRequest,
+    ChangeRequest,
     OperationAccepted,
     ProjectDetail,
     ProjectList,
@@ -108,6 +109,27 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         ref: Ref, body: AnswerRequest, caller: CallerDep, request: Request, response: Response
     ) -> Accepted:
         event = await service.answer(caller, ref, body.answer)
+        return accepted(request, response, event.project_id, event.correlation_id)
+
+    @router.post(
+        "/projects/{ref}/changes",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Ask for a change to a live service",
+        description="The analyst turns the change into the next revision of the spec (asking "
+        "a question when it is unclear), the code is changed from the project's current "
+        "commit, tested and deployed with rollback; the timeline shows each revision. Offline "
+        "mode makes the changes its rules can express (a new entity, collection endpoint, bot "
+        "command or variable) and says so when a change needs an LLM.",
+        responses={
+            **_REFUSED_TEXT,
+            404: {"description": "You have no such project"},
+            409: {"description": "The project is not live, or another change is in progress"},
+        },
+    )
+    async def request_change(
+        ref: Ref, body: ChangeRequest, caller: CallerDep, request: Request, response: Response
+    ) -> Accepted:
+        event = await service.request_change(caller, ref, body.change)
         return accepted(request, response, event.project_id, event.correlation_id)
 
     @router.put(

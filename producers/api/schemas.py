@@ -71,6 +71,22 @@ class AnswerRequest(BaseModel):
         return _bounded(value, "answer")
 
 
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    change: str = Field(
+        description="What to change in the live service, in your own words "
+        f"(at most {MAX_TEXT} characters)",
+        examples=["Add an endpoint that returns totals per month"],
+        json_schema_extra=_TEXT_SCHEMA,
+    )
+
+    @field_validator("change")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        return _bounded(value, "change")
+
+
 class ArchiveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -20,13 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
 from contracts.events import (
+    ChangeRequested,
     ClarificationAnswered,
     ProjectArchiveRequested,
     ProjectRequested,
     SecretStored,
 )
 from infra.bus.publisher import Publisher
-from infra.db.models import Project, ProjectState
+from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
+from infra.db.models import Project, ProjectState, RevisionStatus
 from infra.logging import register_secret
 from infra.project_operations import Operation, refusal
 from infra.quotas import check_project_quota
@@ -36,6 +38,7 @@ from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
 from producers.intents import (
     OperationIntent,
+    change_request,
     clarification_answer,
     operation_request,
     project_request,
@@ -122,7 +125,7 @@ class ProjectService:
 
     async def answer(self, caller: Caller, ref: str, text: str) -> ClarificationAnswered:
         project = await self._project(caller, ref)
-        if project.state != ProjectState.AWAITING_ANSWER:
+        if project.state != ProjectState.AWAITING_ANSWER and not await self._revision_asks(project):
             raise Conflict(
                 f"project {project.id} is {project.state}: no question is waiting for an answer"
             )
@@ -131,6 +134,25 @@ class ProjectService:
             project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
         )
         await self._publish(event)
+        return event
+
+    async def request_change(self, caller: Caller, ref: str, text: str) -> ChangeRequested:
+        """Publish a change to a live project, unless it cannot take one now (the coordinator
+        checks again) or the text holds a credential."""
+        async with self._sessionmaker() as session:
+            project = await _own_project(session, caller, ref)
+            reason = why_not_changeable(project)
+            in_flight = await change_in_flight(session, project.id)
+        if reason is not None:
+            raise Conflict(reason)
+        if in_flight is not None:
+            raise Conflict(in_flight_message(project, in_flight))
+        refuse_credentials(text, how_to_store=HOW_TO_STORE)
+        event = change_request(
+            project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
+        )
+        await self._publish(event)
+        log.info("api.change_requested", project_id=str(project.id), by=caller.user_id)
         return event
 
     async def archive(self, caller: Caller, ref: str, reason: str) -> ProjectArchiveRequested:
@@ -212,6 +234,12 @@ class ProjectService:
         except VaultError as exc:
             raise Unavailable("the secret store did not answer; try again") from exc
         log.info("api.secret_deleted", project_id=str(project.id), name=name, by=caller.user_id)
+
+    async def _revision_asks(self, project: Project) -> bool:
+        """True while the analyst's question about a change request waits for an answer."""
+        async with self._sessionmaker() as session:
+            revision = await change_in_flight(session, project.id)
+        return revision is not None and revision.status == RevisionStatus.AWAITING_ANSWER
 
     async def _project(self, caller: Caller, ref: str) -> Project:
         async with self._sessionmaker() as session:

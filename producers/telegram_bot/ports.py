@@ -29,6 +29,14 @@ class ProjectReadModel(Protocol):
         """The user's newest project that waits for an answer to a question, if any."""
         ...
 
+    async def change_refusal(self, project_id: uuid.UUID) -> str | None:
+        """Why the project cannot take a change request now; None when it can."""
+        ...
+
+    async def revision_question_open(self, project_id: uuid.UUID) -> bool:
+        """True while a question about the project's change request waits for an answer."""
+        ...
+
 
 class ProjectSecrets(Protocol):
     """Vault as the bot uses it: write a project's secret, list which ones are stored."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.db.models import Project, ProjectState
+from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
+from infra.db.models import Project, ProjectRevision, ProjectState, RevisionStatus
 from producers.read_model import ProjectView, project_view
 
 #: How far back a user's projects are listed and searched.
@@ -54,13 +55,40 @@ class SqlProjectReadModel:
                     select(Project)
                     .where(
                         Project.user_id == user_id,
-                        Project.state == ProjectState.AWAITING_ANSWER,
+                        or_(
+                            Project.state == ProjectState.AWAITING_ANSWER,
+                            Project.id.in_(_REVISION_QUESTIONS),
+                        ),
                     )
                     .order_by(Project.updated_at.desc())
                     .limit(1)
                 )
             ).first()
         return _summary(project) if project is not None else None
+
+    async def change_refusal(self, project_id: uuid.UUID) -> str | None:
+        async with self._sessionmaker() as session:
+            project = await session.get(Project, project_id)
+            if project is None:
+                return f"there is no project {project_id}"
+            in_flight = await change_in_flight(session, project_id)
+        reason = why_not_changeable(project)
+        if reason is None and in_flight is not None:
+            reason = in_flight_message(project, in_flight)
+        return reason
+
+    async def revision_question_open(self, project_id: uuid.UUID) -> bool:
+        async with self._sessionmaker() as session:
+            found = await session.scalar(
+                _REVISION_QUESTIONS.where(ProjectRevision.project_id == project_id)
+            )
+        return found is not None
+
+
+#: Projects one of whose change requests waits for the answer to a question.
+_REVISION_QUESTIONS = select(ProjectRevision.project_id).where(
+    ProjectRevision.status == RevisionStatus.AWAITING_ANSWER
+)
 
 
 async def _projects(session: AsyncSession, owner: str | None) -> list[Project]:

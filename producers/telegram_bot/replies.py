@@ -19,6 +19,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("restart", "Restart a live project's service: /restart <project>"),
     ("rollback", "Serve a live project's previous release again: /rollback <project>"),
     ("retry", "Resume a failed project where it failed: /retry <project>"),
+    ("change", "Change a live service: /change <project> <text>, or reply to its /status"),
     ("cancel", "Stop waiting for a secret value"),
     ("help", "What I do"),
 )
@@ -66,6 +67,10 @@ STATUS_USAGE = "Usage: /block <telegram id> or /unblock <telegram id>"
 NOT_TEXT = "I read text only: please describe your project in words."
 NEW_USAGE = "Usage: /new <description>, e.g. /new a URL shortener with click statistics"
 ANSWER_USAGE = "Usage: /answer <project> <text>, or reply to my question."
+CHANGE_USAGE = (
+    "Usage: /change <project> <what to change>, e.g. /change expense-api add contacts; or "
+    "reply to the project's /status card with the change."
+)
 BUSY = "Sorry, I could not take that right now. Please send it again in a minute."
 NO_PROJECTS = "You have no projects yet. Send me a description to start one."
 
@@ -90,6 +95,17 @@ def answered(project: ProjectView) -> str:
     return f"Thanks! Your answer went to project {_label(project)}; I'll continue from there."
 
 
+def change_accepted(project: ProjectView) -> str:
+    return (
+        f"Change sent to project {_label(project)}: I'll write the next revision of its spec "
+        "and report each step here. The current release keeps serving until the new one is live."
+    )
+
+
+def change_refused(project: ProjectView, reason: str) -> str:
+    return f"I can't change project {_label(project)} now: {reason}."
+
+
 def no_question(project: ProjectView) -> str:
     return f"Project {_label(project)} has no open question (it is {project.state})."
 
@@ -111,7 +127,8 @@ def unknown_project(ref: str) -> str:
 
 
 def status(project: ProjectView) -> str:
-    lines = [f"Project {_label(project)}", f"State: {project.state}"]
+    # The full id is on the card: a reply to it names the project (a change request).
+    lines = [f"Project {_label(project)}", f"Id: {project.id}", f"State: {project.state}"]
     if project.url:
         lines.append(f"URL: {project.url}")
     if project.error:

@@ -48,7 +48,12 @@ from producers.access import (
     require_admin,
 )
 from producers.credential_scan import find_credentials
-from producers.intents import clarification_answer, operation_request, project_request
+from producers.intents import (
+    change_request,
+    clarification_answer,
+    operation_request,
+    project_request,
+)
 from producers.read_model import ProjectView
 from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
 from producers.telegram_bot import replies
@@ -93,6 +98,7 @@ def build_router(services: BotServices) -> Router:
     router.message.register(conversation.start, Command("help"))
     router.message.register(conversation.new, Command("new"))
     router.message.register(conversation.answer_command, Command("answer"))
+    router.message.register(conversation.change_command, Command("change"))
     router.message.register(conversation.status, Command("status"))
     router.message.register(conversation.projects, Command("projects"))
     router.message.register(conversation.secret, Command("secret"))
@@ -144,6 +150,19 @@ class _Conversation:
             await message.answer(replies.unknown_project(ref))
             return
         await self._answer(message, person, project, text.strip())
+
+    async def change_command(
+        self, message: Message, command: CommandObject, person: Person
+    ) -> None:
+        ref, _, text = (command.args or "").strip().partition(" ")
+        if not ref or not text.strip():
+            await message.answer(replies.CHANGE_USAGE)
+            return
+        project = await self._s.read_model.project(project_scope(person), ref)
+        if project is None:
+            await message.answer(replies.unknown_project(ref))
+            return
+        await self._change(message, person, project, text.strip())
 
     async def status(self, message: Message, command: CommandObject, person: Person) -> None:
         scope = project_scope(person)
@@ -259,7 +278,11 @@ class _Conversation:
             if project is None:
                 await message.answer(replies.unknown_project(str(replied_to)))
                 return
-            await self._answer(message, person, project, text)
+            if await self._question_open(project):
+                await self._answer(message, person, project, text)
+            else:
+                # A reply to a project's card that is not an answer asks for a change.
+                await self._change(message, person, project, text)
             return
         waiting = await self._s.read_model.awaiting_answer(person.id)
         if waiting is not None:
@@ -289,10 +312,34 @@ class _Conversation:
         log.info("bot.project_requested", project_id=str(request.project_id))
         await message.answer(replies.accepted(request.project_id))
 
+    async def _question_open(self, project: ProjectView) -> bool:
+        if project.state == ProjectState.AWAITING_ANSWER:
+            return True
+        return await self._s.read_model.revision_question_open(project.id)
+
+    async def _change(
+        self, message: Message, person: Person, project: ProjectView, text: str
+    ) -> None:
+        if len(text) > replies.MAX_DESCRIPTION:
+            await message.answer(replies.too_long(len(text)))
+            return
+        refusal = await self._s.read_model.change_refusal(project.id)
+        if refusal is not None:
+            await message.answer(replies.change_refused(project, refusal))
+            return
+        if await self._refused_for_credentials(message, text):
+            return
+        request = change_request(
+            project.id, project.flow_id, text, user_id=person.id, source="telegram"
+        )
+        await self._s.publisher.publish(request)
+        log.info("bot.change_requested", project_id=str(project.id))
+        await message.answer(replies.change_accepted(project))
+
     async def _answer(
         self, message: Message, person: Person, project: ProjectView, text: str
     ) -> None:
-        if project.state != ProjectState.AWAITING_ANSWER:
+        if not await self._question_open(project):
             await message.answer(replies.no_question(project))
             return
         if len(text) > replies.MAX_DESCRIPTION:

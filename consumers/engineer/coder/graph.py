@@ -45,6 +45,7 @@ def build_coder_graph(
     max_iterations: int,
     max_tool_rounds: int = MAX_TOOL_ROUNDS,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
+    change: str = "",
 ) -> CompiledStateGraph[CoderState, Any, CoderState, CoderState]:
     """Compile the loop for one task; `tools` act on that task's workspace."""
     model = llm.bind_tools(list(tools))
@@ -52,7 +53,7 @@ def build_coder_graph(
     async def baseline(state: CoderState) -> dict[str, Any]:
         report = await run_tests()
         return {
-            "messages": [HumanMessage(task_message(spec, report))],
+            "messages": [HumanMessage(task_message(spec, report, change))],
             "iteration": 0,
             "tool_rounds": 0,
             "report": report,

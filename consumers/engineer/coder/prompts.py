@@ -16,10 +16,18 @@ code; write whole files with write_file; call run_tests to check your work. When
 stop calling tools and answer with one line summarising what you changed, for the user."""
 
 
-def task_message(spec: ProjectSpec, report: TestReport) -> str:
-    """The first user message: the spec as JSON and the tests' state before any change."""
+def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str:
+    """The first user message: the spec as JSON and the tests' state before any change; for a
+    revision of a live service, also the change asked for (the workspace is its current code)."""
+    revision = (
+        "This service is live and the workspace holds its current code. Its owner asked for "
+        f"this change, which the specification below already includes:\n{change.strip()}\n\n"
+        "Change the existing code for it; keep everything else working.\n\n"
+        if change.strip()
+        else ""
+    )
     return (
-        "Specification (JSON):\n"
+        f"{revision}Specification (JSON):\n"
         f"{spec.model_dump_json(indent=2)}\n\n"
         f"Current test results:\n{report.summary(limit=10)}\n\n"
         "Implement the specification so that all tests, old and new, pass."

@@ -1,7 +1,7 @@
 """outbox: failed publishes counted and parked with their error; indexes for retention and pruning
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

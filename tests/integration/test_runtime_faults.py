@@ -26,7 +26,7 @@ from contracts import events as ev
 from contracts.topology import DLQ, INTENTS, dlq_subject
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
-from infra.bus.runtime import ConsumerApp, StepContext
+from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 from infra.bus.topology import apply_consumers, server_max_deliver
 from infra.db.migrate import upgrade
 from infra.settings import Settings
@@ -367,3 +367,42 @@ async def serving_without_pullers(app: ConsumerApp) -> tuple[asyncio.Event, asyn
     task = asyncio.create_task(app.serve(stop))
     await wait_for(lambda: app.publisher is not None, 30)
     return stop, task
+
+
+async def test_a_transient_error_outlives_the_durables_own_retry_budget(
+    fresh_nats: NatsServer, migrated_db: str, nc: Client
+) -> None:
+    """A dependency that is down (TransientError) gets the long transient budget, not max_deliver.
+
+    The durable allows one delivery for ordinary failures; the step fails transiently four
+    times, then its dependency is back: it completes instead of being dead-lettered.
+    """
+    spec = worker_spec(max_deliver=1)
+    await apply_consumers(nc.jsm(), (spec,))
+    app = ConsumerApp(
+        "test-worker",
+        settings=fault_settings(fresh_nats.url, migrated_db, transient_backoff_seconds=[0.2]),
+        specs=[spec],
+    )
+    deliveries: list[int] = []
+
+    @app.handles(ev.ProjectRequested)
+    async def handle(ctx: StepContext, event: ev.ProjectRequested) -> None:
+        deliveries.append(ctx.delivery)
+        if ctx.delivery <= 4:
+            raise TransientError("the LLM provider answers 503")
+        await ctx.session.execute(
+            text("INSERT INTO effects (event_id, replica, description) VALUES (:e, 'r', :d)"),
+            {"e": event.event_id, "d": event.description},
+        )
+
+    stop, task = await serving(app)
+    try:
+        await JetStreamPublisher.from_client(nc).publish(request("needs the LLM"))
+        await wait_for(lambda: effects(migrated_db)[0] == 1, 30)
+        assert deliveries == [1, 2, 3, 4, 5]
+        assert await dead_letters(nc) == 0
+        assert Settings().consumer.transient_backoff_seconds[-1] == 300.0
+    finally:
+        stop.set()
+        await task

@@ -77,6 +77,8 @@ def stream_bytes(stack: LocalStackProcess) -> bytes:
             found = bytearray()
             for spec in STREAMS:
                 state = (await js.stream_info(spec.name)).state
+                if not state.messages:
+                    continue  # an empty stream has no sequence number to ask for
                 for seq in range(state.first_seq, state.last_seq + 1):
                     with contextlib.suppress(NotFoundError):  # a deleted sequence number
                         msg = await js.get_msg(spec.name, seq)

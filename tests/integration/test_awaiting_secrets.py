@@ -206,6 +206,31 @@ async def test_a_deploy_waits_for_its_secrets_and_resumes_when_the_last_is_store
     )
     await wait_for(lambda: project_row(migrated_db, request.project_id)[0] == "active")
 
+    # A later release that needs a new secret leaves the live one serving, and says so.
+    redeploy = resumed.model_copy(update={"event_id": uuid.uuid4(), "commit": "c" * 40})
+    await publisher.publish(
+        outcome(
+            ev.DeployAwaitingSecrets,
+            redeploy,
+            project_id=request.project_id,
+            commit="c" * 40,
+            missing=("SMTP_PASSWORD",),
+            checked_at=datetime.now(UTC),
+        )
+    )
+    await wait_for(
+        lambda: (
+            "SMTP_PASSWORD"
+            in str(
+                sql(migrated_db, f"SELECT error FROM projects WHERE id = '{request.project_id}'")
+            )
+        )
+    )
+    assert project_row(migrated_db, request.project_id) == ("active", [])
+    told = [n for n in await notes_of(nc, request.project_id) if n["kind"] == "failure"]
+    assert "previous release is still serving" in str(told[-1]["text"])
+    assert "orchestrator secrets set waits-bot SMTP_PASSWORD" in str(told[-1]["text"])
+
 
 @pytest.mark.usefixtures("coordinator")
 async def test_a_secret_stored_while_the_deployer_looked_resumes_at_once(

@@ -53,7 +53,7 @@ def test_up_request_status_and_clean_shutdown() -> None:
             f"http://127.0.0.1:{info.metrics_ports['lag_exporter']}/metrics", timeout=5
         ).text
         assert (
-            'orchestrator_jetstream_consumer_present{stream="DEPLOY",consumer="deployer"} 1.0'
+            'orchestrator_jetstream_consumer_present{consumer="deployer",stream="DEPLOY"} 1.0'
             in (exporter)
         ), exporter
         assert "orchestrator_nats_up{" in exporter and "orchestrator_jetstream_up 1.0" in exporter

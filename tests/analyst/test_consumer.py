@@ -163,16 +163,11 @@ async def test_a_spent_project_budget_fails_the_next_round_before_the_model_is_c
     project = uuid.uuid4()
     with ScriptedOpenAI() as provider:
         provider.replies(
-            Reply.tool_call(
-                "ProjectSpec", expense_spec(), prompt_tokens=2000, completion_tokens=500
-            )
+            Reply.tool_call("ProjectSpec", expense_spec(), prompt_tokens=2000,
+                            completion_tokens=500)
         )
-        llm = LLMSettings(
-            provider="openai",
-            base_url=provider.base_url,
-            prompt_cost_per_1k=0.25,
-            completion_cost_per_1k=1.0,
-        )
+        llm = LLMSettings(provider="openai", base_url=provider.base_url,
+                          prompt_cost_per_1k=0.25, completion_cost_per_1k=1.0)
         quotas = QuotaSettings(llm_usd_per_project=1.0)
         async with analyst_process(tmp_path, migrated_url, llm, quotas) as (publish, outcome):
             await publish.publish(spec_requested(uuid.uuid4(), project, "Family expenses bot"))

@@ -86,3 +86,19 @@ def test_platform_variables_override_the_spec() -> None:
     )
     rendered = render_env(spec, port=9, bind_host="127.0.0.1", version="v", secrets={})
     assert rendered == "PORT='9'\nHOST='127.0.0.1'\nAPP_VERSION='v'\n"
+
+
+def test_process_mode_data_dir_is_the_platforms() -> None:
+    """A service's files live outside the release a deploy replaces; a spec cannot move them."""
+    spec = ProjectSpec(
+        name="x",
+        slug="data-keeper",
+        summary="x",
+        kinds=(ServiceKind.HTTP,),
+        config=(ConfigVar(name="DATA_DIR", default="/tmp/elsewhere"),),
+    )
+    rendered = render_env(
+        spec, port=9, bind_host="127.0.0.1", version="v", secrets={}, data_dir="/srv/o/x/data"
+    )
+    assert "DATA_DIR='/srv/o/x/data'\n" in rendered
+    assert "/tmp/elsewhere" not in rendered

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import LocalStackProcess
 from tests.e2e.test_pipeline_offline import (
     get_json,
@@ -61,6 +63,8 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
     return created
 
 
+# The stack's start, the first build and two revisions on a shared two-core machine.
+@pytest.mark.timeout(1500)
 def test_a_live_service_gets_a_new_endpoint_from_a_change_request(
     offline_stack: LocalStackProcess,
 ) -> None:

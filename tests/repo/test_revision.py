@@ -53,5 +53,11 @@ async def test_the_revision_is_committed_on_top_of_the_live_commit_once(
     assert f"Project-Id: {project_id}" in message and "Revision: 2" in message
     assert "class Contact" in (clone / "app/models.py").read_text()
 
-    with pytest.raises(RepoHostError, match="changed outside the orchestrator"):
-        await renderer.render(revised, project_id, 3, live.commit)
+    # Revision 2 failed after its push; revision 3 starts from the live commit's files again.
+    third = await renderer.render(spec, project_id, 3, live.commit)
+    git("pull", "--quiet", cwd=clone)
+    assert git("rev-parse", "HEAD^", cwd=clone) == first.commit
+    assert git("diff", "--stat", live.commit, third.commit, cwd=clone) == ""
+
+    with pytest.raises(RepoHostError, match="rewritten outside the orchestrator"):
+        await renderer.render(revised, project_id, 4, "f" * 40)

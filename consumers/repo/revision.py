@@ -5,8 +5,9 @@ spec rendered again, committed on top of the current commit (which stays its par
 shows each revision). Files the new spec renders differently are replaced; files it no longer
 renders are left alone. When an earlier revision failed after its push, the branch is ahead of
 the live commit: the new revision takes the live commit's files and is committed on the branch
-head, so history stays linear and nothing of the failed revision remains. The commit carries `Project-Id` and `Revision` trailers, so a
-redelivered request finds the commit it already pushed instead of committing twice.
+head, so history stays linear and nothing of the failed revision remains. The commit carries
+`Project-Id` and `Revision` trailers, so a redelivered request finds the commit it already
+pushed instead of committing twice.
 """
 
 from __future__ import annotations

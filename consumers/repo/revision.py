@@ -3,8 +3,11 @@
 Offline, a project's code is its rendered scaffold, so the code of a revision is the revised
 spec rendered again, committed on top of the current commit (which stays its parent: history
 shows each revision). Files the new spec renders differently are replaced; files it no longer
-renders are left alone. The commit carries `Project-Id` and `Revision` trailers, so a
-redelivered request finds the commit it already pushed instead of committing twice.
+renders are left alone. When an earlier revision failed after its push, the branch is ahead of
+the live commit: the new revision takes the live commit's files and is committed on the branch
+head, so history stays linear and nothing of the failed revision remains. The commit carries
+`Project-Id` and `Revision` trailers, so a redelivered request finds the commit it already
+pushed instead of committing twice.
 """
 
 from __future__ import annotations
@@ -60,13 +63,17 @@ class RevisionRenderer:
             found = await _find_revision(git, hosted.default_branch, project_id, revision)
             if found is not None:
                 return found
-            if head != base_commit:
+            ancestor = await git("merge-base", "--is-ancestor", base_commit, head, check=False)
+            if ancestor[0] != 0:
                 raise RepoHostError(
-                    f"{hosted.name}: branch {hosted.default_branch} is at {head[:8]}, not at the "
-                    f"project's current commit {base_commit[:8]}; it was changed outside the "
-                    "orchestrator, so the revision was not rendered over it"
+                    f"{hosted.name}: the project's current commit {base_commit[:8]} is not on "
+                    f"branch {hosted.default_branch} (at {head[:8]}); the branch was rewritten "
+                    "outside the orchestrator, so the revision was not rendered over it"
                 )
             await git("checkout", "--quiet", "--force", "-B", hosted.default_branch, head)
+            # A revision that failed after its push left its commit on the branch: the new one
+            # starts from the live commit's files and still goes on top (history stays linear).
+            await git("read-tree", "-u", "--reset", base_commit)
             for path, content in scaffold.files.items():
                 target = git.cwd / path
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,11 @@ class FakeTelegramAPI:
         """The current text of a message the bot sent (after edits)."""
         return self._chats[chat_id].messages.get(message_id)
 
+    def message_id_of(self, chat_id: int, text: str) -> int | None:
+        """The id of the newest message the bot sent to `chat_id` with exactly `text`."""
+        found = [mid for mid, sent in self._chats[chat_id].messages.items() if sent == text]
+        return max(found) if found else None
+
     async def wait_for(
         self, predicate: Callable[[list[Call]], bool], timeout: float = 10.0
     ) -> list[Call]:

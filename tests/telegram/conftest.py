@@ -33,10 +33,12 @@ from producers.telegram_bot.app import (
 )
 from producers.telegram_bot.router import BotServices
 from producers.telegram_bot.settings import BotSettings
-from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.telegram_api import BOT_ID, FakeTelegramAPI
 from tests.project_seed import seed_project as seed_project_row
 
-BOT_TOKEN = "123456:TEST-token"
+#: A token's prefix is its bot's id, as Telegram issues them: the bot recognises replies to its
+#: own messages by that id.
+BOT_TOKEN = f"{BOT_ID}:TEST-token"
 _chat_ids = itertools.count(10_000)
 #: The admin the running bot's configuration names (ORCH_TELEGRAM__ADMIN_IDS).
 ADMIN_ID = 777_000

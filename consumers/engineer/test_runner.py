@@ -194,6 +194,11 @@ class PytestRunner:
         try:
             for path in (build, pip_cache):
                 await self._sandbox.prepare_writable(path)
+            # pip reads the bytes that were checked and hashed, not the workspace's file: that
+            # one belongs to the engineer (0600 under the stack's umask 077) and could differ.
+            checked = build / "requirements.txt"
+            if content:
+                await asyncio.to_thread(_write_readable, checked, content)
             mounts = [*self._interpreter_mounts(), Mount(Path(sys.prefix)),
                       Mount(build, writable=True), Mount(pip_cache, writable=True),
                       *(Mount(path) for path in _pip_local_paths())]
@@ -203,7 +208,7 @@ class PytestRunner:
                 [self._python, "-m", "pip", "--python", str(build / "bin" / "python"),
                  "install", "-q", "--disable-pip-version-check", "--no-input",
                  "--only-binary=:all:", *_TEST_TOOLS,
-                 *(["-r", str(workspace / "requirements.txt")] if content else [])],
+                 *(["-r", str(checked)] if content else [])],
             ]
             for step in steps:
                 result = await self._sandbox.run(
@@ -233,6 +238,12 @@ def _make_build_dirs(venvs: Path, pip_cache: Path) -> Path:
     build = Path(tempfile.mkdtemp(prefix=".build-", dir=venvs))
     build.chmod(0o755)
     return build
+
+
+def _write_readable(path: Path, content: bytes) -> None:
+    """Root-owned and world-readable: the sandbox user reads it and cannot change it."""
+    path.write_bytes(content)
+    path.chmod(0o644)
 
 
 def _publish(build: Path, venv: Path) -> None:

@@ -43,6 +43,12 @@ class LocalForge:
             if not (path / "HEAD").is_file():
                 init.append(f"--initial-branch={DEFAULT_BRANCH}")
             path.mkdir(parents=True, exist_ok=True)
+            # A process killed inside `git init` or `git config` leaves its lock file, and every
+            # redelivery would fail on it ("could not lock config file"). The lock above holds
+            # this process off, and a redelivery only comes once the earlier holder stopped
+            # heartbeating its message (it is gone), so a lock file found here is stale.
+            for stale in ("config.lock", "HEAD.lock"):
+                (path / stale).unlink(missing_ok=True)
             await Git(path)(*init)
             git = Git(path)
             # Idempotent: a repository created by an older version or by hand gets the same

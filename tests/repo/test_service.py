@@ -143,3 +143,17 @@ async def test_ensure_repo_is_idempotent(forge: LocalForge) -> None:
     )
     assert config.returncode == 1  # unset
     assert (forge.path_for(name) / "git-daemon-export-ok").is_file()
+
+
+async def test_a_repository_left_locked_by_a_killed_init_is_repaired(forge: LocalForge) -> None:
+    """A repo process killed inside `git init` leaves `config.lock`; the redelivery must not
+    fail on it forever ("could not lock config file")."""
+    name = f"killed-{uuid.uuid4().hex[:8]}"
+    path = forge.path_for(name)
+    path.mkdir(parents=True)
+    (path / "HEAD").write_text("ref: refs/heads/main\n")
+    (path / "config.lock").write_text("")
+    repo = await forge.ensure_repo(name, "after a kill")
+    assert repo.default_branch == "main"
+    assert not (path / "config.lock").exists()
+    assert (path / "objects").is_dir()

@@ -218,6 +218,7 @@ class PytestRunner:
                 if not result.ok:
                     return _install_error(result)
             await self._sandbox.reclaim(build)
+            await asyncio.to_thread(_readable_by_all, build)
             await asyncio.to_thread(_publish, build, venv)
             return venv
         finally:
@@ -238,6 +239,17 @@ def _make_build_dirs(venvs: Path, pip_cache: Path) -> Path:
     build = Path(tempfile.mkdtemp(prefix=".build-", dir=venvs))
     build.chmod(0o755)
     return build
+
+
+def _readable_by_all(root: Path) -> None:
+    """The venv was written under the engineer's umask (077 in the stack): test runs, as the
+    sandbox user, must read and execute it, and nobody but its owner may change it."""
+    for directory, _, files in os.walk(root):
+        Path(directory).chmod(0o755)
+        for name in files:
+            path = Path(directory, name)
+            if not path.is_symlink():
+                path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
 def _write_readable(path: Path, content: bytes) -> None:

@@ -366,18 +366,19 @@ async def test_a_repeated_run_reuses_the_venv_without_installing(
 async def test_a_private_checkout_installs_into_a_fresh_cache(tmp_path: Path) -> None:
     """The stack runs with umask 077, so the engineer's checkout is 0600/0700 and the sandbox
     user cannot read it; the install must still work, from the requirements it checked."""
+    runner = PytestRunner(
+        sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=tmp_path / "fresh-cache"
+    )
     previous = os.umask(0o077)
     try:
         workspace = write_project(
             tmp_path, {"tests/test_ok.py": "def test_ok() -> None:\n    pass\n"}
         )
+        assert (workspace / "requirements.txt").stat().st_mode & 0o077 == 0
+        # The venv is built under the same umask, as the stack's engineer builds it.
+        report = await runner.run(workspace)
     finally:
         os.umask(previous)
-    assert (workspace / "requirements.txt").stat().st_mode & 0o077 == 0
-    runner = PytestRunner(
-        sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=tmp_path / "fresh-cache"
-    )
-    report = await runner.run(workspace)
     assert report.ok and report.passed == 1, report.summary(limit=5)
 
 

@@ -218,7 +218,7 @@ async def test_a_fork_bomb_is_bounded_and_leaves_nothing_behind(
     assert time.monotonic() - started < 60
     assert not report.ok
     assert "killed after 20 s" in report.summary(), report.summary()
-    assert sandbox_processes() == []
+    assert sandbox_processes(workspace) == []
     # The host can still start processes: the bomb only ever had the sandbox user's quota.
     assert subprocess.run(["true"], check=False).returncode == 0
 
@@ -284,7 +284,7 @@ async def test_output_beyond_the_cap_kills_the_run(tmp_path: Path) -> None:
     assert result.output_exceeded and not result.ok
     assert len(result.output.encode()) <= TIGHT.output_bytes
     assert "output limit" in result.describe()
-    assert sandbox_processes() == []
+    assert sandbox_processes(workspace) == []
 
 
 async def test_requirements_cannot_point_pip_at_the_platform(
@@ -398,8 +398,10 @@ async def test_a_missing_bwrap_is_a_clear_error(tmp_path: Path) -> None:
         await sandbox.run(["true"], tmp_path, network=False, limits=TIGHT, env={})
 
 
-def sandbox_processes() -> list[int]:
-    """Processes of the sandbox user still alive (as root) — a finished run leaves none."""
+def sandbox_processes(within: Path) -> list[int]:
+    """Processes of the sandbox user still working in `within` (as root): a finished run leaves
+    none. Scoped to the run's own directory, because other sandbox runs on the same host (a
+    stack's engineer, another test session) are not this run's leftovers."""
     if os.geteuid() != 0:
         return []
     uid = pwd.getpwnam("orch-sandbox").pw_uid
@@ -407,9 +409,11 @@ def sandbox_processes() -> list[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                if entry.stat().st_uid == uid and os.readlink(
+                    f"/proc/{entry.name}/cwd"
+                ).startswith(str(within)):
                     alive.append(int(entry.name))
-            except FileNotFoundError:
+            except OSError:
                 continue
     return alive
 

@@ -8,10 +8,12 @@ deploys each project once, and nothing is lost or doubled. The wall time is prin
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -53,9 +55,19 @@ def test_twenty_projects_at_once_all_go_live_on_distinct_ports(
 
     deadline = time.monotonic() + 1200
     rows: list[tuple[object, ...]] = []
+    tokens_stored: set[str] = set()
     while time.monotonic() < deadline:
         rows = sql(offline_stack, "SELECT id::text, state, slug, port, url, error FROM projects "
                                   "WHERE id::text = ANY(%s)", project_ids)
+        for row in rows:
+            # A bot's deploy waits for its token, as its owner would store it.
+            if row[1] == "awaiting_secrets" and str(row[0]) not in tokens_stored:
+                result = offline_stack.cli(
+                    "secrets", "set", str(row[0]), "TELEGRAM_BOT_TOKEN",
+                    stdin=f"{random.randrange(10**9, 10**10)}:AA{uuid.uuid4().hex}",
+                )
+                assert result.returncode == 0, result.stderr
+                tokens_stored.add(str(row[0]))
         if len(rows) == PROJECTS and all(row[1] in ("active", "failed") for row in rows):
             break
         time.sleep(2)

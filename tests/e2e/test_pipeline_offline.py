@@ -261,6 +261,12 @@ def test_thin_description_gets_a_question_and_the_answer_resumes_the_flow(
     assert project_id in answered.stdout
 
     status = wait_for_project(offline_stack, project_id, timeout=400)
+    # A bot's deploy waits for its token; stored, the deploy resumes.
+    assert status["state"] == "awaiting_secrets", status
+    stored = offline_stack.cli("secrets", "set", project_id, "TELEGRAM_BOT_TOKEN",
+                               stdin=f"{random.randrange(10**9, 10**10)}:AA{uuid.uuid4().hex}")
+    assert stored.returncode == 0, stored.stderr
+    status = wait_for_project(offline_stack, project_id, timeout=300)
     assert status["state"] == "active", status
     assert status["flow_id"] == flow_id, "the answer must continue the same flow"
     assert status["slug"] == name

@@ -31,6 +31,11 @@ class NatsSettings(BaseModel):
         120.0, description="JetStream duplicate window: a Nats-Msg-Id seen within it is dropped"
     )
     stream_replicas: int = Field(1, description="Replicas per stream (3 in a production cluster)")
+    connect_timeout_seconds: float = Field(
+        60.0,
+        description="How long a process keeps trying its first connection (a refused login, "
+        "no server) before it exits with the last error; once connected it reconnects forever",
+    )
 
 
 class DatabaseSettings(BaseModel):

@@ -107,6 +107,10 @@ class StepContext:
             await self._msg.in_progress()
 
 
+class NatsUnavailable(RuntimeError):
+    """The first NATS connection did not succeed in time; the message says why and what to do."""
+
+
 class StepDeadlineExceeded(Exception):
     """A handler ran past its durable's step deadline and was cancelled (retried with backoff)."""
 
@@ -210,6 +214,12 @@ class ConsumerApp:
         self.database = DatabaseGate(self.engine, settings.consumer.database_probe_seconds)
         # The process's own NATS user (from Vault), allowed only its events and its durables.
         credentials = await process_credentials(settings)
+        connection_errors: list[Exception] = []
+
+        async def connection_error(error: Exception) -> None:
+            connection_errors.append(error)
+            log.warning("nats.connection_error", process=self.process, error=repr(error))
+
         self.broker = NatsBroker(
             settings.nats.url.split(","),
             # Reconnect forever; if the connection still closes, exit so a supervisor restarts
@@ -217,6 +227,7 @@ class ConsumerApp:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             closed_cb=self._connection_closed,
+            error_cb=connection_error,
             logger=None,
             security=(
                 NatsUserPassword(credentials.user, credentials.password)
@@ -227,7 +238,7 @@ class ConsumerApp:
                 inbox_prefix(credentials.user) if credentials is not None else DEFAULT_INBOX
             ),
         )
-        await self.broker.connect()
+        await self._first_connection(credentials.user if credentials else None, connection_errors)
         nc = self.broker.connection
         jsm = nc.jsm()
         # Streams are the admin's (the launcher applies them); a consumer only creates a
@@ -252,6 +263,26 @@ class ConsumerApp:
                 name = f"pull-{spec.durable}-{index}"
                 self._pullers.append(asyncio.create_task(self._pull(js, spec, name), name=name))
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
+
+    async def _first_connection(self, user: str | None, errors: list[Exception]) -> None:
+        """Connect, or raise with the server's last answer once the connect timeout is spent.
+
+        With unbounded reconnects nats-py retries a first connection forever, so a refused
+        login (a wrong password, a user the server does not know) would leave a process that
+        looks alive and consumes nothing; it exits instead and says why.
+        """
+        assert self.broker is not None
+        timeout = self.settings.nats.connect_timeout_seconds
+        try:
+            await asyncio.wait_for(self.broker.connect(), timeout)
+        except TimeoutError:
+            last = f"{errors[-1]}" if errors else "no answer"
+            raise NatsUnavailable(
+                f"{self.process} could not connect to NATS at {self.settings.nats.url} as "
+                f"{user or 'an anonymous user'} within {timeout:g}s; the last error was: {last}. "
+                "Check that the server runs and that Vault holds this process's NATS password "
+                "(the launcher writes it at each start)"
+            ) from None
 
     async def stop(self) -> None:
         # Idle pullers stop at once; busy ones finish the batch in hand (within the grace).

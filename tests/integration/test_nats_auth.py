@@ -29,12 +29,13 @@ from infra.bus.credentials import (
 from infra.bus.nats_users import generate
 from infra.bus.permissions import ADMIN, EXTERNAL, all_permissions, new_passwords
 from infra.bus.permissions import render_authorization as render
-from infra.bus.runtime import ConsumerApp
+from infra.bus.runtime import ConsumerApp, NatsUnavailable
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
 from infra.settings import NatsSettings, Settings, VaultSettings
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao, approle_login
+from infra.stack.ports import free_port
 from infra.vault import VaultClient, VaultError
 from producers.cli.connection import Endpoints, NoStack, nats_client
 
@@ -206,6 +207,38 @@ async def test_consumer_runtime_starts_as_its_own_user(
         assert info.config.durable_name == ANALYST.durable
     finally:
         await app.stop()
+
+
+async def test_a_runtime_that_cannot_connect_exits_and_says_why(
+    auth_nats: NatsServer, openbao: BootstrappedOpenBao, database_url: str
+) -> None:
+    """No server answers: `start` gives up after the connect timeout with the last error.
+
+    With unbounded reconnects nats-py retries a first connection forever, which would leave a
+    process that looks alive and consumes nothing. A refused login already fails at once
+    (FastStream treats it as unrecoverable); both end with a message an operator can act on.
+    """
+    root = VaultClient(openbao.addr, token=openbao.root_token)
+    await store_credentials(root, {"analyst": PASSWORDS["analyst"]})
+    nobody = f"nats://127.0.0.1:{free_port()}"
+    settings = _settings("analyst", nobody, openbao)
+    settings.database.url = database_url
+    settings.nats.connect_timeout_seconds = 3
+    app = ConsumerApp("analyst", settings=settings)
+    try:
+        with pytest.raises(NatsUnavailable, match=r"within 3s; .* Connect call failed"):
+            await app.start()
+    finally:
+        await app.stop()
+
+    await store_credentials(root, {"analyst": "not-the-password"})
+    refused = ConsumerApp("analyst", settings=_settings("analyst", auth_nats.url, openbao))
+    try:
+        with pytest.raises(NatsError, match=r"(?i)authorization violation"):
+            await refused.start()
+    finally:
+        await refused.stop()
+        await store_credentials(root, {"analyst": PASSWORDS["analyst"]})
 
 
 def _settings(process: str, nats_url: str, openbao: BootstrappedOpenBao) -> Settings:

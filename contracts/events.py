@@ -218,7 +218,8 @@ class CodeRequested(Event):
 
     TYPE: ClassVar[str] = "project.code.requested"
     #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
-    SCHEMA_VERSION: ClassVar[int] = 2
+    #: 3: `verify_only`, for an adopted repository.
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -230,6 +231,11 @@ class CodeRequested(Event):
         description="For a revision of a live project (v2): the change the user asked for "
         "(the base commit is then the project's current code, not the scaffold)",
         max_length=8000,
+    )
+    verify_only: bool = Field(
+        False,
+        description="For an adopted repository (v3): run its own tests in the sandbox and "
+        "report its commit; write no code",
     )
 
 
@@ -619,6 +625,68 @@ class RepoRevisionFailed(Event):
     reason: str = Field(description="What the git host said", max_length=MAX_REPORT)
 
 
+# ---------------------------------------------------------------- adopting a repository
+
+
+class ProjectAdoptRequested(Event):
+    """A person asked the system to run an existing repository (chat, HTTP API or CLI).
+
+    The repository must be on the configured git host (`infra/repo_urls.py`,
+    `check_source_url`); its files are read, never run, until the engineer's sandbox tests them.
+    """
+
+    TYPE: ClassVar[str] = "intents.project.adopt"
+
+    project_id: uuid.UUID = Field(description="Id the producer chose, so it can answer at once")
+    repository_url: CloneUrl = Field(
+        description="The repository to adopt: a git URL on the configured git host, no "
+        "credentials in it"
+    )
+    user_id: UserId = Field(
+        description="Stable user id: telegram:<id>, api:<token name> or cli:<login>; the "
+        "adopted project is theirs"
+    )
+    chat_id: int | None = Field(None, description="Telegram chat to report to, if any")
+    source: Literal["telegram", "api", "cli", "console"] = Field(description="Which producer")
+
+
+class RepoAdoptRequested(Event):
+    """Coordinator → repo: inspect a repository and import it as the project's repository."""
+
+    TYPE: ClassVar[str] = "project.repo.adopt.requested"
+
+    project_id: uuid.UUID = Field(description="The project")
+    repository_url: CloneUrl = Field(description="The repository to inspect and import")
+    slug: Slug = Field(
+        description="The project's slug: names the imported repository and the deploy directory"
+    )
+
+
+class RepoAdopted(Event):
+    """Repo: the repository can run; it is imported and a spec was written from its files.
+
+    `commit` is the source's head, or one commit on top of it that adds the `deploy.json`
+    the inspector derived (a recognisable start without one).
+    """
+
+    TYPE: ClassVar[str] = "project.repo.adopted"
+
+    project_id: uuid.UUID = Field(description="The project")
+    spec: ProjectSpec = Field(description="The spec written from what the inspection found")
+    repo_name: str = Field(
+        description="Repository name (owner/name on GitHub)", max_length=MAX_NAME
+    )
+    clone_url: CloneUrl = Field(description="The project's repository (no credentials in it)")
+    web_url: str = Field("", description="Where a person can browse it", max_length=2000)
+    default_branch: str = Field("main", description="The imported branch", max_length=MAX_NAME)
+    commit: CommitSha = Field(description="The commit to test and deploy (full 40-hex id)")
+    findings: tuple[str, ...] = Field(
+        (),
+        description="What the inspection found and assumed, one line each, for the timeline",
+        max_length=MAX_ITEMS,
+    )
+
+
 #: Every event type, by its type name; the bus decodes with it.
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
@@ -665,6 +733,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RepoRevisionRequested,
         RepoRevised,
         RepoRevisionFailed,
+        ProjectAdoptRequested,
+        RepoAdoptRequested,
+        RepoAdopted,
     )
 }
 

@@ -105,9 +105,10 @@ COORDINATOR_INTENTS = ConsumerSpec(
         ev.ProjectRollbackRequested.TYPE,
         ev.ProjectRetryRequested.TYPE,
         ev.ChangeRequested.TYPE,
+        ev.ProjectAdoptRequested.TYPE,
     ),
-    "Creates projects and routes answers, archive, change, redeploy, restart, rollback and retry "
-    "requests",
+    "Creates projects (described or adopted) and routes answers, archive, change, redeploy, "
+    "restart, rollback and retry requests",
     batch_size=100,
 )
 COORDINATOR_OUTCOMES = ConsumerSpec(
@@ -129,6 +130,7 @@ COORDINATOR_OUTCOMES = ConsumerSpec(
         ev.SpecRevisionFailed.TYPE,
         ev.RepoRevised.TYPE,
         ev.RepoRevisionFailed.TYPE,
+        ev.RepoAdopted.TYPE,
     ),
     "Moves the project state machine on step outcomes; records stored secrets' names",
     batch_size=100,
@@ -176,8 +178,9 @@ REPO = ConsumerSpec(
     "repo",
     "repo",
     PROJECT,
-    (ev.RepoRequested.TYPE, ev.RepoRevisionRequested.TYPE),
-    "Creates and scaffolds repositories; renders an offline revision onto the current commit",
+    (ev.RepoRequested.TYPE, ev.RepoRevisionRequested.TYPE, ev.RepoAdoptRequested.TYPE),
+    "Creates and scaffolds repositories; renders an offline revision onto the current commit; "
+    "inspects and imports an adopted repository",
     ack_wait_seconds=120.0,
     parallel=4,
 )
@@ -272,6 +275,7 @@ CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
         ev.DeployRestartRequested.TYPE,
         ev.SpecRevisionRequested.TYPE,
         ev.RepoRevisionRequested.TYPE,
+        ev.RepoAdoptRequested.TYPE,
     ),
     "analyst": (
         ev.ClarificationAsked.TYPE,
@@ -290,6 +294,7 @@ CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
         ev.RepoFailed.TYPE,
         ev.RepoRevised.TYPE,
         ev.RepoRevisionFailed.TYPE,
+        ev.RepoAdopted.TYPE,
     ),
     "engineer": (ev.CodeGenerated.TYPE, ev.CodeFailed.TYPE),
     "deployer": (

@@ -105,3 +105,43 @@ def check_clone_url(url: str, forge: ForgeSettings) -> str:
         f"clone URL {url!r} is not on the local forge (expected {expected}; "
         "ORCH_REPO_DAEMON_URL sets it)"
     )
+
+
+def check_source_url(url: str, forge: ForgeSettings) -> str:
+    """`url` unchanged if a repository to adopt may be fetched from it; else `ForeignCloneUrl`.
+
+    Adopting reads someone's existing repository, so the owner is free but the host is not:
+    the local forge's git daemon (any `<name>.git` under its base path; `file://` URLs are
+    refused, they would read the machine's disk), or `https://<github host>/<owner>/<name>`
+    when the forge is GitHub. Every other host, scheme and `..` segment is refused, so a door
+    cannot make the repo step fetch from the internal network or the filesystem.
+    """
+    try:
+        check_clone_url_shape(url)
+    except ValueError as exc:
+        raise ForeignCloneUrl(str(exc)) from exc
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if any(s in (".", "..") or s.startswith("-") for s in segments):
+        raise ForeignCloneUrl(f"repository URL {url!r} has a relative or option-like segment")
+    if parts.query or parts.fragment:
+        raise ForeignCloneUrl(f"repository URL {url!r} may not carry a query or fragment")
+    if forge.host == "github":
+        web = _github_web_host(forge.github_api_url)
+        on_host = parts.scheme == "https" and (parts.hostname or "").lower() == web
+        if on_host and parts.port in (None, 443) and len(segments) == 2:
+            return url
+        raise ForeignCloneUrl(
+            f"{url!r} is not a GitHub repository URL (expected https://{web}/<owner>/<name>)"
+        )
+    daemon = urlsplit(forge.daemon_url)
+    base = [s for s in daemon.path.split("/") if s]
+    same_origin = _origin(parts.scheme, parts.hostname, parts.port) == _origin(
+        daemon.scheme, daemon.hostname, daemon.port
+    )
+    if same_origin and segments[: len(base)] == base and len(segments) == len(base) + 1:
+        return url
+    raise ForeignCloneUrl(
+        f"{url!r} is not a repository on this system's git host (expected "
+        f"{forge.daemon_url.rstrip('/')}/<name>.git)"
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from infra.bus.runtime import ConsumerApp
+from infra.repo_urls import ForgeSettings
 from infra.settings import Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
 
+from .adoption import Adopter
 from .errors import RepoHostError
 from .github_host import GitHubHost, TokenProvider
-from .handlers import register, register_revisions
+from .handlers import register, register_adoption, register_revisions
 from .local_forge import LocalForge
 from .ports import GitHost, Scaffolder
 from .revision import RevisionRenderer
@@ -52,15 +54,30 @@ def build_app(
     repo_settings: RepoSettings | None = None,
     host: GitHost | None = None,
     scaffolder: Scaffolder | None = None,
+    forge: ForgeSettings | None = None,
 ) -> ConsumerApp:
-    """The repo process; tests pass their own host (e.g. a forge on the test's git daemon)."""
+    """The repo process; tests pass their own host (e.g. a forge on the test's git daemon)
+    and the forge settings adopted repositories are checked against."""
     settings = settings or get_settings()
+    repo = repo_settings or RepoSettings()
     app = ConsumerApp("repo", settings=settings)
-    git_host = host or build_host(settings, repo_settings or RepoSettings())
+    git_host = host or build_host(settings, repo)
     renderer = scaffolder or JinjaScaffolder()
     register(app, RepoService(git_host, renderer))
     register_revisions(app, RevisionRenderer(git_host, renderer))
+    register_adoption(app, Adopter(git_host, forge or forge_of(repo)))
     return app
+
+
+def forge_of(repo: RepoSettings) -> ForgeSettings:
+    """The git host as every process checks URLs against it, from the repo step's own settings."""
+    return ForgeSettings(
+        host=repo.host,
+        daemon_url=repo.daemon_url,
+        local_base=repo.local_base,
+        github_owner=repo.github_owner,
+        github_api_url=repo.github_api_url,
+    )
 
 
 def main() -> None:

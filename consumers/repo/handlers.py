@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contracts.envelope import Event
 from contracts.events import (
+    RepoAdopted,
+    RepoAdoptRequested,
     RepoCreated,
     RepoFailed,
     RepoRequested,
@@ -13,6 +15,7 @@ from contracts.events import (
 )
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 
+from .adoption import Adopter
 from .errors import GitHostUnavailable, RepoHostError
 from .revision import RevisionRenderer
 from .service import RepoService
@@ -85,4 +88,41 @@ def register_revisions(app: ConsumerApp, renderer: RevisionRenderer) -> None:
             revision=event.revision,
             commit=result.commit,
             files=result.files[:200],
+        )
+
+
+def register_adoption(app: ConsumerApp, adopter: Adopter) -> None:
+    @app.handles(RepoAdoptRequested)
+    async def on_adopt_requested(ctx: StepContext, event: RepoAdoptRequested) -> Event:
+        """Inspect the repository a person adopts and import it as the project's repository.
+
+        A repository that cannot run (or is not on the git host) is `RepoFailed` with what is
+        missing, for the user; an unreachable host is retried by redelivery.
+        """
+        try:
+            result = await adopter.adopt(
+                event.repository_url,
+                event.slug,
+                event.project_id,
+                requested_at=event.occurred_at,
+            )
+        except RepoHostError as exc:
+            ctx.log.warning("repo.adopt_refused", repo=event.slug, reason=str(exc)[:500])
+            return event.derive(
+                RepoFailed, actor=ctx.consumer, project_id=event.project_id, reason=str(exc)
+            )
+        except GitHostUnavailable as exc:
+            raise TransientError(str(exc)) from exc
+        ctx.log.info("repo.adopted", repo=result.hosted.name, commit=result.commit)
+        return event.derive(
+            RepoAdopted,
+            actor=ctx.consumer,
+            project_id=event.project_id,
+            spec=result.inspection.spec,
+            repo_name=result.hosted.name,
+            clone_url=result.hosted.clone_url,
+            web_url=result.hosted.web_url,
+            default_branch=result.hosted.default_branch,
+            commit=result.commit,
+            findings=result.inspection.findings[:200],
         )

@@ -180,6 +180,9 @@ class Project(Base):
     #: The redeploy, restart or rollback under way on a live project, and since when.
     operation: Mapped[str | None] = mapped_column(String(32))
     operation_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The repository an adopted project was imported from (None for a described project):
+    #: its spec step is the repo step's inspection, not the analyst.
+    adopted_from: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -46,6 +46,8 @@ ROUTES: dict[type[Event], UseCase] = {
     ev.SpecRevisionFailed: Coordinator.spec_revision_failed,
     ev.RepoRevised: Coordinator.repo_revised,
     ev.RepoRevisionFailed: Coordinator.repo_revision_failed,
+    ev.ProjectAdoptRequested: Coordinator.adopt_requested,
+    ev.RepoAdopted: Coordinator.repo_adopted,
 }
 
 

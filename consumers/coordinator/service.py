@@ -33,11 +33,12 @@ from infra.db.models import (
 )
 from infra.project_operations import Operation, serving_commit
 from infra.project_operations import refusal as operation_refusal
-from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url
+from infra.repo_urls import ForeignCloneUrl, ForgeSettings, check_clone_url, check_source_url
 from infra.settings import QuotaSettings
 
 from . import quotas, revisions, secrets_wait
 from .access import Refusal, check_active, check_may_act, known_actor
+from .adoption import adopted_slug
 from .lifecycle import (
     MAX_STEP_RETRIES,
     STEP_BUDGET,
@@ -198,6 +199,69 @@ class Coordinator:
                 ev.SpecRequested, actor=ACTOR, project_id=project.id, description=event.description
             ),
         ]
+
+    async def adopt_requested(self, event: ev.ProjectAdoptRequested) -> list[Event]:
+        """A person adopts an existing repository: a project whose spec the repo step writes.
+
+        The same checks as a new project (active user, daily quota), plus the repository's
+        host: only the configured git host is fetched from. The repo step inspects and imports
+        it (`project.repo.adopt.requested`); the analyst is not involved.
+        """
+        if await self.session.get(Project, event.project_id) is not None:
+            return []
+        requester = await quotas.lock_user(self.session, event.user_id)
+        refusal = check_active(requester, event.user_id) or await self._over_daily_quota(
+            event.user_id, requester
+        )
+        if refusal is None:
+            try:
+                check_source_url(event.repository_url, self.forge)
+            except ForeignCloneUrl as exc:
+                refusal = Refusal(f"refused: {exc}", requester)
+        if refusal is not None:
+            return await self._refuse(event, event.project_id, None, refusal)
+        assert requester is not None
+        requester.chat_id = event.chat_id
+        slug = adopted_slug(event.repository_url, event.project_id, self.forge)
+        taken = await self.session.scalar(select(Project.id).where(Project.slug == slug))
+        if taken is not None:
+            slug = f"{slug[:43].rstrip('-')}-{event.project_id.hex[:6]}"
+        project = Project(
+            id=event.project_id,
+            flow_id=event.correlation_id,
+            user_id=event.user_id,
+            chat_id=event.chat_id,
+            description=f"Adopt {event.repository_url}",
+            adopted_from=event.repository_url,
+            slug=slug,
+            state=S.REQUESTED,
+            version=0,
+            answers=[],
+            attempts={},
+            offline=self.offline,
+        )
+        self.session.add(project)
+        await self.session.flush()
+        await self._timeline(project, event, f"adopt {event.repository_url} via {event.source}")
+        self._move(project, S.SPECIFYING)
+        return [
+            self._progress(
+                event, project, f"Adopting {event.repository_url}: reading the repository…"
+            ),
+            self._adopt_request(event, project),
+        ]
+
+    def _adopt_request(self, cause: Event, project: Project, index: int = 0) -> Event:
+        assert project.adopted_from and project.slug
+        return cause.derive(
+            ev.RepoAdoptRequested,
+            actor=ACTOR,
+            index=index,
+            flow_id=project.flow_id,
+            project_id=project.id,
+            repository_url=project.adopted_from,
+            slug=project.slug,
+        )
 
     async def clarification_answered(self, event: ev.ClarificationAnswered) -> list[Event]:
         project = await self._lock(event.project_id)
@@ -484,6 +548,47 @@ class Coordinator:
         await self._timeline(project, event, summary)
         return [self._progress(event, project, ready), self._code_request(event, project)]
 
+    async def repo_adopted(self, event: ev.RepoAdopted) -> list[Event]:
+        """The adopted repository can run: its spec and commit are the project's; the engineer
+        verifies it (its own tests in the sandbox, no code written) while a port is found."""
+        project = await self._lock(event.project_id)
+        if project is None or project.state != S.SPECIFYING or project.adopted_from is None:
+            return []
+        try:
+            check_clone_url(event.clone_url, self.forge)
+        except ForeignCloneUrl as exc:
+            return await self._refuse(
+                event, project.id, project.state, Refusal(f"refused: {exc}", None)
+            )
+        spec = event.spec.model_copy(update={"slug": project.slug or event.spec.slug})
+        project.spec = spec.model_dump(mode="json")
+        project.name = spec.name
+        project.repo_clone_url = event.clone_url
+        project.repo_branch = event.default_branch
+        project.repo_commit = event.commit
+        self._move(project, S.PROVISIONING)
+        secrets = ", ".join(spec.secret_names) or "none"
+        await self._timeline(
+            project,
+            event,
+            f"inspected: {'; '.join(event.findings)[:1500]}; imported as {event.repo_name} "
+            f"at {event.commit[:8]}",
+        )
+        self._move(project, S.BUILDING)
+        found = (
+            f"Repository read: {spec.name}, imported at {event.commit[:8]}. "
+            f"Secrets it declares: {secrets}. Running its tests…"
+        )
+        commands: list[Event] = [self._provision_request(event, project)]
+        ahead = await self._builds_ahead(project)
+        if ahead:
+            project.build_queued_at = datetime.now(UTC)
+            project.step_deadline = None
+            found += f" queued: {ahead} builds ahead of you"
+        else:
+            commands.append(self._code_request(event, project))
+        return [self._progress(event, project, found), *commands]
+
     @staticmethod
     def _build_running(project: Project) -> bool:
         return (
@@ -562,6 +667,7 @@ class Coordinator:
             clone_url=project.repo_clone_url,
             base_commit=project.repo_commit,
             default_branch=project.repo_branch or "main",
+            verify_only=project.adopted_from is not None,
         )
 
     async def repo_failed(self, event: ev.RepoFailed) -> list[Event]:
@@ -729,7 +835,9 @@ class Coordinator:
         project.step_deadline = datetime.now(UTC) + budget
         project.version += 1
         commands: list[Event] = []
-        if state == S.SPECIFYING:
+        if state == S.SPECIFYING and project.adopted_from is not None:
+            commands.append(self._adopt_request(tick, project, index))
+        elif state == S.SPECIFYING:
             commands.append(
                 tick.derive(
                     ev.SpecRequested,
@@ -908,6 +1016,9 @@ class Coordinator:
 
     async def _resume(self, cause: Event, project: Project) -> list[Event]:
         """Move a failed project back to the first step it has no result for and ask for it."""
+        if project.spec is None and project.adopted_from is not None:
+            self._move(project, S.SPECIFYING)
+            return [self._adopt_request(cause, project)]
         if project.spec is None:
             self._move(project, S.SPECIFYING)
             return [

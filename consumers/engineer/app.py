@@ -29,6 +29,7 @@ from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.template_engineer import TemplateEngineer
 from consumers.engineer.test_runner import PytestRunner
 from consumers.engineer.usage_ledger import STAGE
+from consumers.engineer.verifier import RepositoryVerifier
 from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWorkspaces
 from infra.bus.runtime import ConsumerApp
 from infra.llm import LLMConfigurationError
@@ -107,15 +108,6 @@ class _Engineer:
                 return push_env
 
             git_env = push_by_path
-        self._service = EngineerService(
-            await self._agent(),
-            GitWorkspaces(root=engineer.workspace_root, git_env=git_env),
-            max_iterations=settings.llm.max_coder_iterations,
-            heartbeat_seconds=settings.consumer.heartbeat_seconds,
-        )
-
-    async def _agent(self) -> CodingAgent:
-        settings, engineer = self._settings, self._engineer
         runner = PytestRunner(
             sandbox=build_sandbox(engineer),
             limits=limits_from(engineer),
@@ -123,6 +115,16 @@ class _Engineer:
             install_timeout=engineer.install_timeout_seconds,
             test_timeout=engineer.test_timeout_seconds,
         )
+        self._service = EngineerService(
+            await self._agent(runner),
+            GitWorkspaces(root=engineer.workspace_root, git_env=git_env),
+            max_iterations=settings.llm.max_coder_iterations,
+            heartbeat_seconds=settings.consumer.heartbeat_seconds,
+            verifier=RepositoryVerifier(runner),
+        )
+
+    async def _agent(self, runner: PytestRunner) -> CodingAgent:
+        settings, engineer = self._settings, self._engineer
         mode = engineer.resolved_mode(settings.llm)
         if mode == "offline":
             return TemplateEngineer(runner)

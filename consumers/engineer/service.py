@@ -47,8 +47,11 @@ class EngineerService:
         max_iterations: int,
         heartbeat_seconds: float = 10.0,
         actor: str = "engineer",
+        verifier: CodingAgent | None = None,
     ) -> None:
         self._agent = agent
+        #: Runs an adopted repository's tests without writing (`CodeRequested.verify_only`).
+        self._verifier = verifier or agent
         self._workspaces = workspaces
         self._max_iterations = max_iterations
         self._heartbeat_seconds = heartbeat_seconds
@@ -82,10 +85,24 @@ class EngineerService:
             request_id=request.event_id,
             change=request.change,
         )
+        agent = self._verifier if request.verify_only else self._agent
         async with keep_alive(heartbeat, self._heartbeat_seconds):
-            outcome = await self._agent.run(task, heartbeat)
+            outcome = await agent.run(task, heartbeat)
         if not outcome.passed:
             return self._failed(request, outcome.reason, outcome.iterations, outcome.usage)
+        if request.verify_only:
+            # Nothing is pushed: whatever the tests wrote into the checkout is not the code.
+            return EngineerResult(
+                request.derive(
+                    CodeGenerated,
+                    actor=self._actor,
+                    project_id=request.project_id,
+                    commit=request.base_commit,
+                    mode=agent.mode,
+                    tests_passed=outcome.report.passed,
+                    summary=outcome.summary,
+                )
+            )
         try:
             async with keep_alive(heartbeat, self._heartbeat_seconds):
                 pushed = await workspace.commit_and_push(

@@ -30,6 +30,7 @@ from infra.logging import configure_logging
 from infra.quotas import QuotaExceeded
 from infra.settings import QuotaSettings, Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
+from producers.adoption import BadRepositoryUrl
 from producers.api.admin import build_admin_router
 from producers.api.alerts import build_alerts_router
 from producers.api.auth import Guards
@@ -114,6 +115,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CredentialInText)
     async def credential(_: Request, exc: CredentialInText) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(BadRepositoryUrl)
+    async def bad_repository(_: Request, exc: BadRepositoryUrl) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(QuotaExceeded)

@@ -18,6 +18,7 @@ from producers.api.auth import Guards
 from producers.api.schemas import (
     SECRET_NAME_PATTERN,
     Accepted,
+    AdoptRequest,
     AnswerRequest,
     ArchiveRequest,
     ChangeRequest,
@@ -85,6 +86,28 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         body: ProjectRequest, caller: CallerDep, request: Request, response: Response
     ) -> Accepted:
         event = await service.request_project(caller, body.description)
+        return accepted(request, response, event.project_id, event.correlation_id)
+
+    @router.post(
+        "/projects/adopt",
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Adopt an existing repository and deploy it",
+        description="The repository is read (never run) to write its spec: language, start "
+        "command, tests, variables from `.env.example`, `deploy.json`, a Dockerfile. Its own "
+        "tests then run in the sandbox and it is deployed like any other project; the secrets "
+        "it declares are asked for and the deploy waits for them. A repository that cannot run "
+        "fails with what is missing. Refused with 422 for a URL that is not on this system's "
+        "git host or carries a credential, 429/403 like a new project for the daily quota.",
+        responses={
+            **_REFUSED_TEXT,
+            403: {"description": "Your daily project quota is 0"},
+            429: {"description": "Rate limit or daily project quota reached; see Retry-After"},
+        },
+    )
+    async def adopt_repository(
+        body: AdoptRequest, caller: CallerDep, request: Request, response: Response
+    ) -> Accepted:
+        event = await service.adopt_repository(caller, body.repository_url)
         return accepted(request, response, event.project_id, event.correlation_id)
 
     @router.get("/projects", summary="Your projects (an admin's: everyone's), newest first")

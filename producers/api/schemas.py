@@ -57,6 +57,18 @@ class ProjectRequest(BaseModel):
         return _bounded(value, "description")
 
 
+class AdoptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repository_url: str = Field(
+        description="Git URL of the repository to adopt, on this system's git host (the local "
+        "forge's git daemon, or https://github.com/<owner>/<name> when the forge is GitHub)",
+        examples=["git://127.0.0.1:9418/notes.git"],
+        min_length=1,
+        max_length=2000,
+    )
+
+
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -22,6 +22,7 @@ from contracts.envelope import Event
 from contracts.events import (
     ChangeRequested,
     ClarificationAnswered,
+    ProjectAdoptRequested,
     ProjectArchiveRequested,
     ProjectRequested,
     SecretStored,
@@ -32,8 +33,10 @@ from infra.db.models import Project, ProjectState, RevisionStatus
 from infra.logging import register_secret
 from infra.project_operations import Operation, refusal
 from infra.quotas import check_project_quota
+from infra.repo_urls import ForgeSettings
 from infra.settings import QuotaSettings
 from infra.vault import SecretNotFound, VaultError, project_secret_path
+from producers.adoption import adopt_request
 from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
 from producers.intents import (
@@ -88,7 +91,9 @@ class ProjectService:
         secrets: SecretWriter,
         *,
         quotas: QuotaSettings,
+        forge: ForgeSettings | None = None,
     ) -> None:
+        self._forge = forge or ForgeSettings()
         self._publisher = publisher
         self._sessionmaker = sessionmaker
         self._secrets = secrets
@@ -106,6 +111,19 @@ class ProjectService:
             project_id=str(event.project_id),
             token_name=caller.token_name,
         )
+        return event
+
+    async def adopt_repository(self, caller: Caller, url: str) -> ProjectAdoptRequested:
+        """Publish the adoption of an existing repository, checked like a new project (quota,
+        a credential in the URL) and against the configured git host."""
+        event = adopt_request(
+            url, user_id=caller.user_id, source=SOURCE, forge=self._forge,
+            how_to_store=HOW_TO_STORE,
+        )
+        async with self._sessionmaker() as session:
+            await check_project_quota(session, caller.user_id, self._quotas)
+        await self._publish(event)
+        log.info("api.adopt_requested", project_id=str(event.project_id), by=caller.user_id)
         return event
 
     async def list_projects(self, caller: Caller, limit: int) -> list[Project]:

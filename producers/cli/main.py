@@ -15,7 +15,7 @@ from typing import Any
 from producers.credential_scan import CredentialInText
 from producers.read_model import ProjectNotFound
 
-from . import changes, chat_command, commands, demo, operations, servers, tokens, users
+from . import adopt, changes, chat_command, commands, demo, operations, servers, tokens, users
 from .connection import Endpoints, NoStack, resolve
 
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_modules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Sub-commands that live in their own modules; each sets `handler` on its parser."""
-    for module in (servers, tokens, users, chat_command, demo, operations, changes):
+    for module in (servers, tokens, users, chat_command, demo, operations, changes, adopt):
         module.register(sub)
 
 

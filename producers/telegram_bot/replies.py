@@ -11,6 +11,7 @@ MAX_DESCRIPTION = 8000
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("new", "Start a project: /new <description>"),
+    ("adopt", "Deploy an existing repository: /adopt <git url>"),
     ("answer", "Answer a question: /answer <project> <text>"),
     ("status", "State and timeline: /status [project]"),
     ("projects", "Your projects"),
@@ -71,6 +72,10 @@ CHANGE_USAGE = (
     "Usage: /change <project> <what to change>, e.g. /change expense-api add contacts; or "
     "reply to the project's /status card with the change."
 )
+ADOPT_USAGE = (
+    "Usage: /adopt <git url>, e.g. /adopt git://127.0.0.1:9418/notes.git: I read the "
+    "repository, run its tests, ask for the secrets it needs and deploy it."
+)
 BUSY = "Sorry, I could not take that right now. Please send it again in a minute."
 NO_PROJECTS = "You have no projects yet. Send me a description to start one."
 
@@ -89,6 +94,17 @@ def unknown_command(command: str) -> str:
 
 def accepted(project_id: uuid.UUID) -> str:
     return f"Project {project_id} accepted, I'll report progress here."
+
+
+def adopt_accepted(project_id: uuid.UUID, url: str) -> str:
+    return (
+        f"Project {project_id}: adopting {url}. I'll read it, run its tests and report "
+        "progress here; if it needs secrets I'll ask for them."
+    )
+
+
+def adopt_refused(reason: str) -> str:
+    return f"I can't adopt that: {reason}\n\n{ADOPT_USAGE}"
 
 
 def answered(project: ProjectView) -> str:

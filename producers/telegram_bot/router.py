@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
@@ -38,6 +38,7 @@ from aiogram.types import (
 from infra.bus.publisher import Publisher
 from infra.db.models import ProjectState, UserRole, UserStatus
 from infra.project_operations import Operation, refusal
+from infra.repo_urls import ForgeSettings
 from infra.vault import VaultError
 from producers.access import (
     AccessError,
@@ -47,6 +48,7 @@ from producers.access import (
     project_scope,
     require_admin,
 )
+from producers.adoption import BadRepositoryUrl, adopt_request
 from producers.credential_scan import find_credentials
 from producers.intents import (
     change_request,
@@ -81,6 +83,8 @@ class BotServices:
     secrets: ProjectSecrets
     admin: AdminViews
     invite_ttl: timedelta
+    #: The git host a repository to adopt must be on (`/adopt`).
+    forge: ForgeSettings = field(default_factory=ForgeSettings)
 
 
 def bot_commands() -> list[BotCommand]:
@@ -97,6 +101,7 @@ def build_router(services: BotServices) -> Router:
     router.message.register(conversation.start, CommandStart())
     router.message.register(conversation.start, Command("help"))
     router.message.register(conversation.new, Command("new"))
+    router.message.register(conversation.adopt, Command("adopt"))
     router.message.register(conversation.answer_command, Command("answer"))
     router.message.register(conversation.change_command, Command("change"))
     router.message.register(conversation.status, Command("status"))
@@ -137,6 +142,26 @@ class _Conversation:
             await message.answer(replies.NEW_USAGE)
             return
         await self._new_project(message, person, description)
+
+    async def adopt(self, message: Message, command: CommandObject, person: Person) -> None:
+        """`/adopt <git url>`: the same checks as a new project, plus the URL's host."""
+        url = (command.args or "").strip()
+        if not url:
+            await message.answer(replies.ADOPT_USAGE)
+            return
+        if await self._refused_for_credentials(message, url):
+            return
+        try:
+            request = adopt_request(
+                url, user_id=person.id, source="telegram", forge=self._s.forge,
+                how_to_store="store it with /secret NAME", chat_id=message.chat.id,
+            )
+        except BadRepositoryUrl as exc:
+            await message.answer(replies.adopt_refused(str(exc)))
+            return
+        await self._s.publisher.publish(request)
+        log.info("bot.adopt_requested", project_id=str(request.project_id))
+        await message.answer(replies.adopt_accepted(request.project_id, request.repository_url))
 
     async def answer_command(
         self, message: Message, command: CommandObject, person: Person

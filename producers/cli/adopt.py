@@ -1,0 +1,79 @@
+"""`orchestrator adopt <git url>`: deploy an existing repository like any other project.
+
+The command refuses at once a URL the coordinator would refuse (not on this system's git host,
+a credential in it) and otherwise prints the new project and how to follow it: the repository
+is read, its tests run in the sandbox, the secrets its `.env.example` declares are asked for,
+and it is deployed; a repository that cannot run fails with what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.bus.publisher import JetStreamPublisher
+from infra.repo_urls import ForgeSettings
+from infra.stack.launcher import read_stack_info
+from producers.adoption import BadRepositoryUrl, adopt_request
+from producers.cli.commands import HOW_TO_STORE, as_operator
+from producers.cli.connection import Endpoints, NoStack, nats_client, resolve
+from producers.credential_scan import CredentialInText
+
+Out = Callable[[str], None]
+
+
+def forge_for(state_dir: Path) -> ForgeSettings:
+    """The git host: `ORCH_REPO_*` when set (a deployed system), else the running local stack's."""
+    if "ORCH_REPO_DAEMON_URL" not in os.environ and "ORCH_REPO_HOST" not in os.environ:
+        info = read_stack_info(state_dir)
+        if info is not None:
+            return ForgeSettings(daemon_url=info.git_base_url)
+    return ForgeSettings()
+
+
+async def adopt(
+    endpoints: Endpoints, url: str, user: str, out: Out, forge: ForgeSettings | None = None
+) -> int:
+    event = adopt_request(
+        url,
+        user_id=await as_operator(endpoints, user),
+        source="cli",
+        forge=forge or forge_for(endpoints.state_dir),
+        how_to_store=HOW_TO_STORE,
+    )
+    async with nats_client(endpoints) as nc:
+        await JetStreamPublisher.from_client(nc).publish(event)
+    out(f"project {event.project_id}")
+    out(f"flow    {event.correlation_id}")
+    out(f"adopting {event.repository_url}")
+    out(f"follow it with: orchestrator status {event.project_id}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Mount `adopt` on the `orchestrator` parser."""
+    p = subparsers.add_parser(
+        "adopt",
+        help="deploy an existing repository (a git URL on this system's git host)",
+        description="The repository is read, never run, to write its spec (language, start "
+        "command, tests, variables from .env.example, deploy.json, Dockerfile); its own tests "
+        "run in the sandbox, the secrets it declares are asked for (store them with "
+        "`orchestrator secrets set`), and it is deployed like any other project.",
+    )
+    p.add_argument("url", help="git URL, e.g. git://127.0.0.1:9418/notes.git")
+    p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    try:
+        endpoints = resolve(args.state_dir)
+        return asyncio.run(adopt(endpoints, args.url, args.user, print))
+    except (BadRepositoryUrl, CredentialInText, NoStack) as exc:
+        print(f"orchestrator adopt: {exc}", file=sys.stderr)
+        return 1

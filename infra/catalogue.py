@@ -67,7 +67,7 @@ TERMINAL_EVENTS: dict[type[Event], str] = {
 
 # Modules whose functions build intents for several producers: each producer that calls one
 # of their functions emits what it builds; the module itself publishes nothing.
-_BUILDER_MODULES = (Path("producers") / "intents.py",)
+_BUILDER_MODULES = (Path("producers") / "intents.py", Path("producers") / "adoption.py")
 _PROCESS_ROOTS = ("consumers", "producers")
 
 

@@ -142,7 +142,8 @@ async def test_a_forge_repository_is_adopted_up_to_its_deploy(
     )
     timeline = [r[0] for r in sql(
         migrated_db,
-        f"SELECT summary FROM project_events WHERE project_id = '{project_id}' ORDER BY occurred_at",
+        f"SELECT summary FROM project_events WHERE project_id = '{project_id}'"
+        " ORDER BY occurred_at",
     )]
     assert any("inspected:" in line and "secrets: API_TOKEN" in line for line in timeline)
 

@@ -24,7 +24,9 @@ def python_service(root: Path, **extra: str) -> Path:
     return write(
         root,
         {
-            "deploy.json": json.dumps({"start": ["python", "-m", "app"], "health_path": "/healthz"}),
+            "deploy.json": json.dumps(
+                {"start": ["python", "-m", "app"], "health_path": "/healthz"}
+            ),
             "requirements.txt": "",
             "app/__main__.py": "print('serving')\n",
             "tests/test_app.py": "def test_ok():\n    assert True\n",

@@ -27,8 +27,10 @@ from infra.bus.topology import apply_consumers
 from infra.db.migrate import upgrade
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.stack.postgres_server import PostgresServer
+from infra.vault import VaultClient, VaultError
 from producers.intents import project_request
 
 from .workload import worker_spec
@@ -196,3 +198,13 @@ async def test_a_blocked_event_loop_fails_liveness_until_it_runs_again(
 
     await probe.until("/livez", 200)
     await probe.until("/readyz", 200)
+
+
+async def test_the_vault_check_fails_for_a_refused_token_and_for_a_vault_that_is_away(
+    openbao: BootstrappedOpenBao,
+) -> None:
+    await VaultClient(openbao.addr, token=openbao.root_token).check_token()
+    with pytest.raises(VaultError, match="refused this process's token"):
+        await VaultClient(openbao.addr, token="not-a-token").check_token()
+    with pytest.raises(VaultError, match="does not answer"):
+        await VaultClient(f"http://127.0.0.1:{free_port()}", token="any").check_token()

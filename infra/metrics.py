@@ -6,6 +6,8 @@ Gauges that describe shared state (JetStream consumer lag, projects per state) a
 periodically by collectors running inside the processes that own that state; several
 replicas export the same series, so dashboards aggregate them with `max by (...)`.
 
+`infra.process_endpoints` serves them, next to `/livez` and `/readyz`.
+
 Metric and label names are part of the operator's interface: the Grafana dashboards,
 alert rules and KEDA triggers under `infra/` and `helm/` query exactly these.
 """
@@ -19,13 +21,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 from nats.js.errors import NotFoundError
-from prometheus_client import (
-    REGISTRY,
-    Counter,
-    Gauge,
-    Histogram,
-    start_http_server,
-)
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -131,13 +127,6 @@ def set_projects_by_state(counts: dict[str, int], states: Iterable[str]) -> None
     """Publish project counts; states with no project are set to 0 rather than disappearing."""
     for state in states:
         PROJECTS_BY_STATE.labels(state).set(counts.get(state, 0))
-
-
-def start_metrics_server(host: str, port: int) -> None:
-    """Serve the default registry on http://host:port/metrics from a daemon thread; 0 disables."""
-    if port == 0:
-        return
-    start_http_server(port, addr=host, registry=REGISTRY)
 
 
 class JetStreamInfoSource(Protocol):

@@ -125,8 +125,27 @@ class ConsumerSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
-    host: str = Field("127.0.0.1", description="Interface for the /metrics endpoint")
-    port: int = Field(0, description="Port for /metrics; 0 disables the endpoint")
+    host: str = Field("127.0.0.1", description="Interface for /metrics, /livez and /readyz")
+    port: int = Field(
+        0, description="Port for /metrics, /livez and /readyz; 0 disables the endpoints"
+    )
+
+
+class HealthSettings(BaseModel):
+    """What `/livez` and `/readyz` tolerate (`infra/health.py`)."""
+
+    loop_stale_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="/livez fails once the event loop has not run its heartbeat for this long "
+        "(a handler blocking the loop, a deadlock)",
+    )
+    check_timeout_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="How long /readyz waits for one check (NATS, PostgreSQL, Vault) before "
+        "counting it failed",
+    )
 
 
 class LLMSettings(BaseModel):
@@ -168,6 +187,7 @@ class Settings(BaseSettings):
     vault: VaultSettings = VaultSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    health: HealthSettings = HealthSettings()
     llm: LLMSettings = LLMSettings()
     quotas: QuotaSettings = QuotaSettings()
 

@@ -132,6 +132,22 @@ class VaultClient:
             await self.login()
             return await self._call(fn)
 
+    async def check_token(self) -> None:
+        """Raise VaultError unless Vault answers and this client holds a valid token.
+
+        A token self-lookup (every policy grants it). An AppRole token that lapsed is replaced by
+        a fresh login first, as any other call would do, so what fails is what would fail a real
+        read: Vault down, or the AppRole refused.
+        """
+        try:
+            await self._call_logged_in(self._client.auth.token.lookup_self)
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"Vault at {self.addr} refused this process's token: {exc}") from exc
+        except OSError as exc:  # requests' connection errors are OSErrors
+            raise VaultError(
+                f"Vault at {self.addr} does not answer ({type(exc).__name__})"
+            ) from exc
+
     async def read_secret(self, path: str) -> dict[str, str]:
         """The latest version of the KV v2 secret at `path`."""
 

@@ -47,6 +47,8 @@ def build_app(
 
         app.on_startup.append(login)
         app.on_shutdown.append(stop_renewal)
+        # It reads secrets at every deploy with this token: not ready without it.
+        app.health.add("vault", vault.check_token)
         secrets = VaultSecretSource(vault)
     register(
         app,

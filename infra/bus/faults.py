@@ -51,6 +51,18 @@ def is_connectivity_error(exc: BaseException) -> bool:
     return False
 
 
+async def database_answers(engine: AsyncEngine) -> bool:
+    """Whether the database answers a `SELECT 1`; an error that is not connectivity is raised."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        if is_connectivity_error(exc):
+            return False
+        raise
+    return True
+
+
 class DatabaseGate:
     """One per process: closed while the database is unreachable, and fetching waits on it.
 
@@ -78,14 +90,7 @@ class DatabaseGate:
         await self._open.wait()
 
     async def _reachable(self) -> bool:
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            if is_connectivity_error(exc):
-                return False
-            raise
-        return True
+        return await database_answers(self._engine)
 
     async def wait_until_reachable(self) -> bool:
         """Wait until the database answers; True if it was unreachable (an outage waited out)."""

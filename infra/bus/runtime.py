@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -55,6 +57,7 @@ from infra.db.outbox import (
     stored_rows,
 )
 from infra.db.session import make_engine, make_sessionmaker
+from infra.health import HealthChecks, database_reachable, nats_connected
 from infra.logging import bind_message_context, configure_logging
 from infra.metrics import (
     DEAD_LETTERS,
@@ -62,8 +65,8 @@ from infra.metrics import (
     STEP_OUTCOMES,
     ConsumerLagCollector,
     PeriodicCollector,
-    start_metrics_server,
 )
+from infra.process_endpoints import ProcessEndpoints
 from infra.settings import Settings, get_settings
 
 E = TypeVar("E", bound=Event)
@@ -195,6 +198,13 @@ class ConsumerApp:
         self._marking: set[asyncio.Task[None]] = set()
         #: Closed while the database is unreachable: pullers stop fetching until it is back.
         self.database: DatabaseGate | None = None
+        #: `/livez` and `/readyz`; a consumer whose handlers need more (Vault) adds its check.
+        self.health = HealthChecks(self.settings.health)
+        self.health.add("nats", nats_connected(self._nats_connection))
+        self.health.add("postgres", database_reachable(lambda: self.engine, lambda: self.database))
+        self.endpoints = ProcessEndpoints(
+            self.settings.metrics.host, self.settings.metrics.port, self.health
+        )
 
     def handles(self, event_type: type[E]) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -207,6 +217,8 @@ class ConsumerApp:
 
     async def start(self) -> None:
         settings = self.settings
+        # First, so that probes see a live process that is not ready while it connects.
+        self.endpoints.start()
         self.engine = make_engine(
             settings.database.url, pool_size=settings.database.pool_size, pre_ping=False
         )
@@ -311,13 +323,26 @@ class ConsumerApp:
             await hook()
         if self.engine is not None:
             await self.engine.dispose()
+        await self.endpoints.close()
+
+    def _nats_connection(self) -> Client | None:
+        if self.broker is None:
+            return None
+        try:
+            return self.broker.connection
+        except IncorrectState:  # FastStream's answer before the first connection
+            return None
 
     async def _connection_closed(self) -> None:
         self._closed.set()
 
     async def serve(self, stop: asyncio.Event | None = None) -> int:
         """Run until `stop` is set (0) or the NATS connection is closed for good (1)."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.endpoints.close()
+            raise
         stop = stop or asyncio.Event()
         waiters = [
             asyncio.create_task(stop.wait()),
@@ -342,9 +367,8 @@ class ConsumerApp:
         return 1
 
     def run(self) -> None:
-        """Process entry point: logging, metrics endpoint, signals, exit code."""
+        """Process entry point: logging, signals, exit code (`start` serves the endpoints)."""
         configure_logging(self.process)
-        start_metrics_server(self.settings.metrics.host, self.settings.metrics.port)
 
         async def main() -> int:
             stop = asyncio.Event()

@@ -1,4 +1,5 @@
-"""Composition root of the lag exporter: its NATS user (from Vault), the collectors, /metrics.
+"""Composition root of the lag exporter: its NATS user (from Vault), the collectors, /metrics,
+/livez and /readyz.
 
 It connects as the `lag_exporter` NATS user, which may read stream and durable info and
 nothing else (`infra.bus.permissions.lag_exporter_permissions`), reconnects forever, and exits
@@ -12,18 +13,21 @@ import contextlib
 import signal
 
 import structlog
+from nats.aio.client import Client
 from prometheus_client import REGISTRY
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.bus.credentials import connect as connect_nats
+from infra.health import HealthChecks, nats_connected
 from infra.lag_exporter.collectors import (
     ExporterMetrics,
     JetStreamLagCollector,
     NatsServerCollector,
 )
 from infra.logging import configure_logging
-from infra.metrics import PeriodicCollector, start_metrics_server
+from infra.metrics import PeriodicCollector
+from infra.process_endpoints import ProcessEndpoints
 from infra.settings import Settings, get_settings
 
 PROCESS = "lag_exporter"
@@ -61,11 +65,20 @@ async def serve(settings: Settings, exporter: LagExporterSettings) -> int:
     async def on_closed() -> None:
         closed.set()
 
-    # Logs in to Vault with the exporter's AppRole to read its NATS password (none configured:
-    # no credentials, which only a server without authentication accepts).
-    nc = await connect_nats(
-        settings, max_reconnect_attempts=-1, connect_timeout=5, closed_cb=on_closed
-    )
+    nc: Client | None = None
+    # Ready while it can read JetStream; the servers' monitoring ports are reported as metrics.
+    health = HealthChecks(settings.health)
+    health.add("nats", nats_connected(lambda: nc))
+    async with ProcessEndpoints(settings.metrics.host, settings.metrics.port, health):
+        # Logs in to Vault with the exporter's AppRole to read its NATS password (none
+        # configured: no credentials, which only a server without authentication accepts).
+        nc = await connect_nats(
+            settings, max_reconnect_attempts=-1, connect_timeout=5, closed_cb=on_closed
+        )
+        return await _export(nc, closed, exporter)
+
+
+async def _export(nc: Client, closed: asyncio.Event, exporter: LagExporterSettings) -> int:
     metrics = ExporterMetrics(REGISTRY)
     collectors: list[PeriodicCollector] = [
         JetStreamLagCollector(nc.jsm(), metrics, interval=exporter.interval_seconds)
@@ -74,14 +87,13 @@ async def serve(settings: Settings, exporter: LagExporterSettings) -> int:
         collectors.append(
             NatsServerCollector(exporter.monitors(), metrics, interval=exporter.interval_seconds)
         )
-    start_metrics_server(settings.metrics.host, settings.metrics.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     for collector in collectors:
         collector.start()
-    log.info("lag_exporter.started", port=settings.metrics.port, monitors=len(exporter.monitors()))
+    log.info("lag_exporter.started", monitors=len(exporter.monitors()))
     stopping = asyncio.create_task(stop.wait())
     bus_closed = asyncio.create_task(closed.wait())
     try:

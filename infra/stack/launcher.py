@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
+import httpx
 import hvac
 
 from infra.bus.credentials import NatsCredentials, store_credentials
@@ -49,7 +50,7 @@ from infra.stack.openbao_server import (
     mint_secret_id,
     policy_names,
 )
-from infra.stack.ports import free_port, port_is_free, tcp_accepts
+from infra.stack.ports import free_port, port_is_free
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.process import CommandError, ServerStartError
 from infra.stack.sshd_server import Sshd
@@ -78,8 +79,8 @@ OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
 # The state dir is private; when PostgreSQL runs as the postgres user (we are root) that user
 # must traverse it to reach its cluster, so others may enter (never list) it.
 _STATE_DIR_MODE = 0o711 if os.geteuid() == 0 else 0o700
-# Serving /metrics is a process's sign of life; the table waits this long for it.
-METRICS_READY_TIMEOUT = 15.0
+# The table waits this long for every process's /readyz (connected to what it uses).
+READY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -466,7 +467,7 @@ async def _serve(
                     before_start=functools.partial(stack.issue_credentials, name),
                 )
             )
-        ready_in = await _wait_for_metrics(ports_by_process, stop)
+        ready_in = await _wait_until_ready(ports_by_process, stop)
         _print_table(stack, info, ready_in)
         if on_ready is not None:
             on_ready(info)
@@ -481,18 +482,26 @@ async def _serve(
     return 0
 
 
-async def _wait_for_metrics(ports: dict[str, int], stop: asyncio.Event) -> dict[str, float | None]:
-    """Seconds until each process serves /metrics (its sign of life), None if it did not."""
+async def _wait_until_ready(ports: dict[str, int], stop: asyncio.Event) -> dict[str, float | None]:
+    """Seconds until each process answers /readyz with 200, None if it did not in time."""
     started = time.monotonic()
     ready: dict[str, float | None] = dict.fromkeys(ports)
-    while time.monotonic() - started < METRICS_READY_TIMEOUT and not stop.is_set():
-        for name, port in ports.items():
-            if ready[name] is None and tcp_accepts(port, timeout=0.1):
-                ready[name] = time.monotonic() - started
-        if all(value is not None for value in ready.values()):
-            break
-        await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        while time.monotonic() - started < READY_TIMEOUT and not stop.is_set():
+            for name, port in ports.items():
+                if ready[name] is None and await _is_ready(http, port):
+                    ready[name] = time.monotonic() - started
+            if all(value is not None for value in ready.values()):
+                break
+            await asyncio.sleep(0.2)
     return ready
+
+
+async def _is_ready(http: httpx.AsyncClient, port: int) -> bool:
+    try:
+        return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 async def _refresh_operator_token(stack: LocalStack, info: StackInfo) -> None:
@@ -519,12 +528,14 @@ def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float |
     ]
     for name, port in info.metrics_ports.items():
         seconds = ready_in.get(name)
-        where = f"http://127.0.0.1:{port}" + (" (HTTP API)" if name == API else "/metrics")
+        where = f"http://127.0.0.1:{port}" + (
+            " (HTTP API)" if name == API else " (/metrics, /livez, /readyz)"
+        )
         rows.append(
             (
                 name,
                 where,
-                f"{seconds:.1f}s" if seconds is not None else "not serving metrics yet",
+                f"{seconds:.1f}s" if seconds is not None else "not ready yet (ask its /readyz)",
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(2)]

@@ -13,6 +13,7 @@ import math
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 import uvicorn
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
+from infra.health import HealthChecks, HealthReport, database_reachable, nats_connected
 from infra.logging import configure_logging
 from infra.quotas import QuotaExceeded
 from infra.settings import QuotaSettings, Settings, get_settings
@@ -37,7 +39,7 @@ from producers.api.auth import Guards
 from producers.api.body_limit import BodySizeLimit
 from producers.api.metrics import RequestMetrics
 from producers.api.routes import build_router
-from producers.api.schemas import Health
+from producers.api.schemas import Health, HealthReportOut
 from producers.api.service import Conflict, ProjectService, SecretWriter, Unavailable
 from producers.api.settings import ApiSettings
 from producers.credential_scan import CredentialInText
@@ -59,19 +61,22 @@ def build_api(
     jetstream: JetStreamContext,
     settings: ApiSettings | None = None,
     quotas: QuotaSettings | None = None,
+    health: HealthChecks | None = None,
 ) -> FastAPI:
     """The ASGI application; the caller owns (opens and closes) the dependencies.
 
     `jetstream` serves the admin routes' reads (lag, dead letters); intents go through
-    `publisher`, so a test can make publishing fail without breaking the reads.
+    `publisher`, so a test can make publishing fail without breaking the reads. `health` backs
+    `/livez` and `/readyz`; the caller starts its heartbeat (`serve` does).
     """
+    health = health or HealthChecks()
     settings = settings or ApiSettings()
     quotas = quotas or QuotaSettings()
     app = FastAPI(
         title="Codegen Orchestrator API",
         version="1",
         description="Describe a service in words; follow it being specified, built and "
-        "deployed. Every endpoint but /healthz and /metrics needs "
+        "deployed. Every endpoint but /healthz, /livez, /readyz and /metrics needs "
         "`Authorization: Bearer <token>` (`orchestrator tokens create NAME`); the /admin "
         "endpoints need an admin token (`--role admin`).",
     )
@@ -90,6 +95,34 @@ def build_api(
     async def healthz() -> Health:
         return Health(status="ok")
 
+    failing: dict[int | str, dict[str, Any]] = {
+        503: {"model": HealthReportOut, "description": "A check failed (named in the body)"}
+    }
+
+    @app.get(
+        "/livez",
+        tags=["operations"],
+        summary="Liveness: the event loop runs its heartbeat",
+        response_model=HealthReportOut,
+        responses=failing,
+    )
+    async def livez() -> JSONResponse:
+        # This request runs on the loop, so the heartbeat may start here if the caller did not
+        # start it (an app built alone, in a test).
+        health.start()
+        return _health_response(health.liveness())
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: NATS connected, PostgreSQL answering, the Vault token valid",
+        response_model=HealthReportOut,
+        responses=failing,
+    )
+    async def readyz() -> JSONResponse:
+        health.start()
+        return _health_response(await health.readiness())
+
     # A route, not a mounted ASGI app: a mount answers `/metrics` with a redirect to `/metrics/`.
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics() -> Response:
@@ -100,6 +133,14 @@ def build_api(
     app.add_middleware(RequestMetrics)
     _add_error_handlers(app)
     return app
+
+
+def _health_response(report: HealthReport) -> JSONResponse:
+    return JSONResponse(
+        report.to_json(),
+        status.HTTP_200_OK if report.ok else status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -184,6 +225,11 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
     publisher = JetStreamPublisher(
         nc.jetstream(), timeout=api_settings.publish_timeout_seconds, attempts=2
     )
+    health = HealthChecks(settings.health)
+    health.add("nats", nats_connected(lambda: nc))
+    health.add("postgres", database_reachable(lambda: engine))
+    health.add("vault", vault.check_token)
+    health.start()
     app = build_api(
         publisher,
         make_sessionmaker(engine),
@@ -191,6 +237,7 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         jetstream=nc.jetstream(),
         settings=api_settings,
         quotas=settings.quotas,
+        health=health,
     )
     server = _Server(
         uvicorn.Config(
@@ -223,6 +270,7 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
     finally:
         for task in (renew, bus_closed):
             task.cancel()
+        await health.stop()
         await engine.dispose()
         if not closed.is_set():
             with contextlib.suppress(Exception):

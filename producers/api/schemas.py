@@ -178,6 +178,18 @@ class Health(BaseModel):
     status: str = Field(description="ok while the process serves requests")
 
 
+class HealthCheckOut(BaseModel):
+    ok: bool = Field(description="Whether this check passed")
+    detail: str = Field(description="What was found: the heartbeat's age, or why it failed")
+
+
+class HealthReportOut(BaseModel):
+    status: str = Field(description="ok when every check passed, failing otherwise (with 503)")
+    checks: dict[str, HealthCheckOut] = Field(
+        description="Each check by name: event_loop, and for /readyz nats, postgres and vault"
+    )
+
+
 class SecretNames(BaseModel):
     names: list[str] = Field(description="Names of the project's stored secrets (never values)")
 

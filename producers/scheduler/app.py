@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from nats.aio.client import Client
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher
+from infra.health import HealthChecks, nats_connected
 from infra.logging import configure_logging
-from infra.metrics import start_metrics_server
+from infra.process_endpoints import ProcessEndpoints
 from infra.settings import get_settings
 
 from .service import Scheduler
@@ -33,25 +35,28 @@ async def serve(stop: asyncio.Event) -> int:
     async def on_closed() -> None:
         closed.set()
 
-    # Its own NATS user (from Vault), allowed to publish ticks and nothing else.
-    nc = await connect_nats(settings, max_reconnect_attempts=-1, closed_cb=on_closed)
-    scheduler = Scheduler(JetStreamPublisher.from_client(nc), SchedulerSettings().jobs)
-    runner = asyncio.create_task(scheduler.run(stop))
-    closed_wait = asyncio.create_task(closed.wait())
-    await asyncio.wait([runner, closed_wait], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    closed_wait.cancel()
-    await runner
-    exit_code = 1 if closed.is_set() else 0
-    if not closed.is_set():
-        await nc.close()
+    nc: Client | None = None
+    # Ready while it can publish ticks: NATS is its only dependency.
+    health = HealthChecks(settings.health)
+    health.add("nats", nats_connected(lambda: nc))
+    async with ProcessEndpoints(settings.metrics.host, settings.metrics.port, health):
+        # Its own NATS user (from Vault), allowed to publish ticks and nothing else.
+        nc = await connect_nats(settings, max_reconnect_attempts=-1, closed_cb=on_closed)
+        scheduler = Scheduler(JetStreamPublisher.from_client(nc), SchedulerSettings().jobs)
+        runner = asyncio.create_task(scheduler.run(stop))
+        closed_wait = asyncio.create_task(closed.wait())
+        await asyncio.wait([runner, closed_wait], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        closed_wait.cancel()
+        await runner
+        exit_code = 1 if closed.is_set() else 0
+        if not closed.is_set():
+            await nc.close()
     return exit_code
 
 
 def main() -> None:
     configure_logging("scheduler")
-    settings = get_settings()
-    start_metrics_server(settings.metrics.host, settings.metrics.port)
 
     async def run() -> int:
         stop = asyncio.Event()

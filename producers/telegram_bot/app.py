@@ -1,5 +1,7 @@
 """Composition root of the Telegram bot process: Vault token, JetStream, database, aiogram.
 
+It serves /metrics, /livez and /readyz on `ORCH_METRICS__PORT` (`infra.process_endpoints`).
+
 The bot is a producer: it publishes intents to JetStream, reads the project tables, keeps its
 users and pending secret questions in PostgreSQL and writes the secrets users send to Vault;
 it never talks to a consumer directly. It is fail-closed: `gate.AccessGate` admits only active
@@ -22,12 +24,14 @@ from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infra.bus.credentials import connect as connect_nats
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
+from infra.health import HealthChecks, database_reachable, nats_connected
 from infra.logging import configure_logging
+from infra.process_endpoints import ProcessEndpoints
 from infra.settings import Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
 from producers.access import Directory, telegram_user
@@ -161,10 +165,29 @@ async def read_bot_token(settings: Settings, vault: VaultClient | None = None) -
 async def serve(settings: Settings, bot_settings: BotSettings) -> None:
     # The same Vault login reads the bot token and later stores the secrets users send.
     vault = VaultClient.from_settings(settings.vault)
-    await vault.login()
-    token = await read_bot_token(settings, vault)
-    nc = await connect_nats(settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5)
-    engine = make_engine(settings.database.url, pool_size=5)
+    nc: Client | None = None
+    engine: AsyncEngine | None = None
+    health = HealthChecks(settings.health)
+    health.add("nats", nats_connected(lambda: nc))
+    health.add("postgres", database_reachable(lambda: engine))
+    health.add("vault", vault.check_token)
+    async with ProcessEndpoints(settings.metrics.host, settings.metrics.port, health):
+        await vault.login()
+        token = await read_bot_token(settings, vault)
+        nc = await connect_nats(
+            settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5
+        )
+        engine = make_engine(settings.database.url, pool_size=5)
+        await _run(bot_settings, vault, token, nc, engine)
+
+
+async def _run(
+    bot_settings: BotSettings,
+    vault: VaultClient,
+    token: str,
+    nc: Client,
+    engine: AsyncEngine,
+) -> None:
     bot = make_bot(token, bot_settings.api_base)
     renew = asyncio.create_task(vault.keep_renewed(), name="vault-renewal")
     try:

@@ -28,7 +28,16 @@ from producers.rate_limit import RateLimitConfigError, RateLimiter
 from tests.api.conftest import ApiUser, SeedProject, served
 
 #: Routes that answer without a token, on purpose. Anything else must answer 401 without one.
-PUBLIC = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 
 #: A GitHub personal access token's shape (made up): detect-secrets' GitHub detector matches it.
 FAKE_GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tV9wX1yZ2a4C"

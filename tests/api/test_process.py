@@ -64,6 +64,11 @@ async def test_the_process_serves_with_its_approle_and_stops_on_sigterm(
             )
             assert listed.status_code == 200
             assert listed.json() == {"projects": []}
+            # What its probes ask: live, and ready with every connection it uses.
+            assert (await http.get("/livez")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"].keys() == {"event_loop", "nats", "postgres", "vault"}
     finally:
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 15)

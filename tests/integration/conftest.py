@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from nats.aio.client import Client
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
 from infra.stack.nats_server import NatsServer
+from infra.stack.postgres_server import PostgresServer
 
 from .workload import EFFECTS_DDL
 
@@ -28,6 +31,17 @@ def fresh_nats(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server of the test's own: streams and durables start empty."""
     with NatsServer(tmp_path / "nats") as server:
         yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own, so stopping it disturbs no other test."""
+    data_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-outage-"))
+    try:
+        with PostgresServer(data_dir, fsync=False) as server:
+            yield server
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

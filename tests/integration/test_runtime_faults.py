@@ -9,12 +9,9 @@ cares about: nothing dead-lettered that was healthy, nothing lost, nothing done 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import psycopg
 import pytest
@@ -69,17 +66,6 @@ async def dead_letters(nc: Client) -> int:
 def effects(db_url: str) -> tuple[int, int]:
     total, distinct = sql(db_url, "SELECT count(*), count(DISTINCT event_id) FROM effects")[0]
     return int(total), int(distinct)  # type: ignore[call-overload]
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of the test's own, so stopping it disturbs no other test."""
-    data_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-outage-"))
-    try:
-        with PostgresServer(data_dir, fsync=False) as server:
-            yield server
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

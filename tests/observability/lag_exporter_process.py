@@ -44,7 +44,7 @@ def authenticated_nats(directory: Path, passwords: dict[str, str]) -> Iterator[N
 def lag_exporter(
     nats: NatsServer, openbao: BootstrappedOpenBao, password: str, workdir: Path
 ) -> Iterator[str]:
-    """Run the exporter until the block ends; yields its `host:port` once it exports lag."""
+    """Run the exporter until the block ends; yields its `host:port` once ready and exporting."""
     asyncio.run(
         store_credentials(
             VaultClient(openbao.addr, token=openbao.root_token), {LAG_EXPORTER: password}
@@ -92,7 +92,8 @@ def _wait_for_lag(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
         assert proc.poll() is None, f"the lag exporter exited:\n{log.read_text()}"
         try:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-            if "orchestrator_jetstream_consumer_pending{" in text:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+            if ready and "orchestrator_jetstream_consumer_pending{" in text:
                 return
         except httpx.HTTPError:
             pass

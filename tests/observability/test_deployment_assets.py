@@ -142,10 +142,10 @@ def test_compose_api_listens_where_its_port_is_published_and_prometheus_scrapes_
     port = int(env["ORCH_API__PORT"])
     assert [(int(p["published"]), int(p["target"])) for p in api["ports"]] == [(port, port)]
     assert scrape_targets()["api"] == f"api:{port}"
-    assert f"127.0.0.1:{port}/healthz" in " ".join(api["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/readyz" in " ".join(api["healthcheck"]["test"])
 
 
-def test_compose_app_services_have_healthchecks_on_the_port_they_serve() -> None:
+def test_compose_app_services_are_healthy_when_ready_on_the_port_they_serve() -> None:
     services = compose_config()["services"]
     for name, service in services.items():
         if service.get("image") != "codegen-orchestrator:local" or "ORCH_PROCESS_NAME" not in (
@@ -154,14 +154,12 @@ def test_compose_app_services_have_healthchecks_on_the_port_they_serve() -> None
             continue
         check = service.get("healthcheck")
         assert check, f"{name} has no healthcheck"
-        # docker-compose renders `disable: true` as the test NONE.
-        if check.get("disable") or check["test"] == ["NONE"]:
-            assert name == "telegram-bot", f"{name}: only the bot (no HTTP endpoint) may opt out"
-            continue
+        # docker-compose renders `disable: true` as the test NONE: every process serves /readyz.
+        assert not check.get("disable") and check["test"] != ["NONE"], name
         port = service["environment"].get(
             "ORCH_API__PORT", service["environment"]["ORCH_METRICS__PORT"]
         )
-        assert f"127.0.0.1:{port}/" in " ".join(check["test"]), name
+        assert f"127.0.0.1:{port}/readyz" in " ".join(check["test"]), name
 
 
 def test_compose_runs_the_broker_and_secret_store_versions_the_tests_run() -> None:
@@ -215,3 +213,21 @@ def test_chart_runs_the_lag_exporter_and_reaches_the_api() -> None:
     assert (
         'targetPort: {{ $proc.metricsPortName | default "metrics" }}' in templates["service.yaml"]
     )
+
+
+def test_chart_probes_ask_liveness_readiness_and_startup_of_every_process() -> None:
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    port = '{{ $proc.metricsPortName | default "metrics" }}'
+    for probe, path, values in (
+        ("startupProbe", "/livez", "startup"),
+        ("livenessProbe", "/livez", "liveness"),
+        ("readinessProbe", "/readyz", "readiness"),
+    ):
+        block = deployment.split(f"{probe}:", 1)[1].split("Probe:", 1)[0]
+        assert f"httpGet: {{path: {path}, port: {port}}}" in block, probe
+        assert f"toYaml $.Values.probes.{values}" in block, probe
+    probes = load(CHART / "values.yaml")["probes"]
+    # A readiness answer may take a check timeout (3 s) plus the thread's margin (1 s).
+    assert all(p["timeoutSeconds"] > 4 for p in probes.values())
+    # Liveness tolerates more than the loop's staleness limit (10 s) before a restart.
+    assert probes["liveness"]["periodSeconds"] * probes["liveness"]["failureThreshold"] > 10

@@ -11,13 +11,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from prometheus_client import REGISTRY
 
 from contracts.topology import ConsumerSpec, StreamSpec
+from infra.health import HealthChecks
 from infra.metrics import (
     ConsumerLagCollector,
     PeriodicCollector,
     record_llm_usage,
     record_step,
-    start_metrics_server,
 )
+from infra.process_endpoints import ProcessEndpoints
 from infra.stack.nats_server import NatsServer
 from infra.stack.ports import free_port
 
@@ -52,12 +53,19 @@ def test_record_llm_usage_splits_prompt_and_completion() -> None:
     assert sample("orchestrator_llm_cost_usd_total", project=project, stage="analyst") == 0.5
 
 
-def test_metrics_server_serves_the_default_registry_and_port_zero_is_off() -> None:
-    start_metrics_server("127.0.0.1", 0)
+async def test_the_process_endpoints_serve_the_default_registry_and_port_zero_is_off() -> None:
+    async with ProcessEndpoints("127.0.0.1", 0, HealthChecks()):
+        pass  # binds nothing, but still beats for a process that serves the routes itself
     port = free_port()
-    start_metrics_server("127.0.0.1", port)
-    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    async with (
+        ProcessEndpoints("127.0.0.1", port, HealthChecks()),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http,
+    ):
+        body = (await http.get("/metrics")).text
+        live = await http.get("/livez")
     assert "orchestrator_step_duration_seconds" in body
+    assert live.status_code == 200
+    assert live.json()["checks"]["event_loop"]["ok"]
 
 
 async def test_lag_collector_reads_durables_and_streams(nats_server: NatsServer) -> None:

@@ -163,6 +163,33 @@ class Coordinator:
         assert project.spec is not None
         return ProjectSpec.model_validate(project.spec)
 
+    async def _create_project(
+        self,
+        event: ev.ProjectRequested | ev.ProjectAdoptRequested,
+        description: str,
+        summary: str,
+        **columns: str,
+    ) -> Project:
+        """A new project row for an accepted intent, on its timeline and moved to specifying."""
+        project = Project(
+            id=event.project_id,
+            flow_id=event.correlation_id,
+            user_id=event.user_id,
+            chat_id=event.chat_id,
+            description=description,
+            state=S.REQUESTED,
+            version=0,
+            answers=[],
+            attempts={},
+            offline=self.offline,
+            **columns,
+        )
+        self.session.add(project)
+        await self.session.flush()
+        await self._timeline(project, event, summary)
+        self._move(project, S.SPECIFYING)
+        return project
+
     # ------------------------------------------------------------------ intents
 
     async def project_requested(self, event: ev.ProjectRequested) -> list[Event]:
@@ -176,22 +203,9 @@ class Coordinator:
             return await self._refuse(event, event.project_id, None, refusal)
         assert requester is not None
         requester.chat_id = event.chat_id
-        project = Project(
-            id=event.project_id,
-            flow_id=event.correlation_id,
-            user_id=event.user_id,
-            chat_id=event.chat_id,
-            description=event.description,
-            state=S.REQUESTED,
-            version=0,
-            answers=[],
-            attempts={},
-            offline=self.offline,
+        project = await self._create_project(
+            event, event.description, f"requested via {event.source}"
         )
-        self.session.add(project)
-        await self.session.flush()
-        await self._timeline(project, event, f"requested via {event.source}")
-        self._move(project, S.SPECIFYING)
         mode = "offline mode (no LLM configured)" if self.offline else "LLM mode"
         return [
             self._progress(event, project, f"Project accepted ({mode}). Writing the spec…"),
@@ -226,24 +240,13 @@ class Coordinator:
         taken = await self.session.scalar(select(Project.id).where(Project.slug == slug))
         if taken is not None:
             slug = f"{slug[:43].rstrip('-')}-{event.project_id.hex[:6]}"
-        project = Project(
-            id=event.project_id,
-            flow_id=event.correlation_id,
-            user_id=event.user_id,
-            chat_id=event.chat_id,
-            description=f"Adopt {event.repository_url}",
+        project = await self._create_project(
+            event,
+            f"Adopt {event.repository_url}",
+            f"adopt {event.repository_url} via {event.source}",
             adopted_from=event.repository_url,
             slug=slug,
-            state=S.REQUESTED,
-            version=0,
-            answers=[],
-            attempts={},
-            offline=self.offline,
         )
-        self.session.add(project)
-        await self.session.flush()
-        await self._timeline(project, event, f"adopt {event.repository_url} via {event.source}")
-        self._move(project, S.SPECIFYING)
         return [
             self._progress(
                 event, project, f"Adopting {event.repository_url}: reading the repository…"

@@ -9,26 +9,45 @@ never papered over.
 from __future__ import annotations
 
 from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat
-from consumers.engineer.test_runner import PytestRunner
+from consumers.engineer.test_runner import PytestRunner, TestReport
 
 
-class TemplateEngineer:
-    """`CodingAgent` for offline mode: verify, do not write."""
+class VerifyingAgent:
+    """A `CodingAgent` that writes nothing: the workspace's own tests pass, or it fails.
+
+    Subclasses say what a pass means to the user and how a failure is introduced.
+    """
 
     mode: AgentMode = "offline"
 
     def __init__(self, runner: PytestRunner) -> None:
         self._runner = runner
 
+    def passed(self, task: CodingTask, report: TestReport) -> str:
+        raise NotImplementedError
+
+    def failed(self, report: TestReport) -> str:
+        raise NotImplementedError
+
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         report = await self._runner.run(task.workspace)
         if report.ok:
-            summary = (
-                f"Offline mode: the {task.spec.primary_kind.value} scaffold for "
-                f"{task.spec.name} was verified as generated ({report.passed} tests pass)."
+            return AgentOutcome(
+                passed=True, iterations=0, report=report, summary=self.passed(task, report)
             )
-            return AgentOutcome(passed=True, iterations=0, report=report, summary=summary)
         return AgentOutcome(
-            passed=False, iterations=0, report=report, summary="",
-            reason=f"offline mode: the scaffold's own tests fail: {report.summary()}",
+            passed=False, iterations=0, report=report, summary="", reason=self.failed(report)
         )
+
+
+class TemplateEngineer(VerifyingAgent):
+    """`CodingAgent` for offline mode: verify, do not write."""
+
+    def passed(self, task: CodingTask, report: TestReport) -> str:
+        return (
+            f"Offline mode: the {task.spec.primary_kind.value} scaffold for "
+            f"{task.spec.name} was verified as generated ({report.passed} tests pass)."
+        )
+
+    def failed(self, report: TestReport) -> str:
+        return f"offline mode: the scaffold's own tests fail: {report.summary()}"

@@ -8,27 +8,19 @@ deployed, and reports the adopted commit itself.
 
 from __future__ import annotations
 
-from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat
-from consumers.engineer.test_runner import PytestRunner
+from consumers.engineer.agent import CodingTask
+from consumers.engineer.template_engineer import VerifyingAgent
+from consumers.engineer.test_runner import TestReport
 
 
-class RepositoryVerifier:
+class RepositoryVerifier(VerifyingAgent):
     """`CodingAgent` for `CodeRequested.verify_only`: run the tests, never write."""
 
-    mode: AgentMode = "offline"
-
-    def __init__(self, runner: PytestRunner) -> None:
-        self._runner = runner
-
-    async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
-        report = await self._runner.run(task.workspace)
-        if report.ok:
-            summary = (
-                f"The adopted repository {task.spec.name} was verified as it is "
-                f"({report.passed} tests pass in the sandbox)."
-            )
-            return AgentOutcome(passed=True, iterations=0, report=report, summary=summary)
-        return AgentOutcome(
-            passed=False, iterations=0, report=report, summary="",
-            reason=f"the adopted repository's own tests fail: {report.summary()}",
+    def passed(self, task: CodingTask, report: TestReport) -> str:
+        return (
+            f"The adopted repository {task.spec.name} was verified as it is "
+            f"({report.passed} tests pass in the sandbox)."
         )
+
+    def failed(self, report: TestReport) -> str:
+        return f"the adopted repository's own tests fail: {report.summary()}"

@@ -286,6 +286,10 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
         "test_values": {v.env: _test_value(v) for v in variables if v.env != _BOT_VAR},
         "worker_interval": float(_worker_interval(spec)),
         "database_secret": any(v.env == _DATABASE_URL and v.secret for v in variables),
+        # DATABASE_URL is always optional (empty: SQLite in DATA_DIR). deploy.json says so, so
+        # a deploy never waits for it, whoever reads the repository later (an adoption reads
+        # any *_URL as a possible credential).
+        "database_optional": any(v.env == _DATABASE_URL for v in variables),
         # The checks reach the generated tests as one JSON document inside a Python literal.
         "checks_json": json.dumps(
             [check.model_dump(mode="json") for check in spec.checks], ensure_ascii=False

@@ -66,10 +66,11 @@ def test_deploy_json_tells_the_deployer_how_to_start_test_and_check() -> None:
         "requirements": "requirements.txt",
         "env_example": ".env.example",
         "version_env": "APP_VERSION",
-        "optional_secrets": [],
+        # Empty DATABASE_URL means SQLite in DATA_DIR: a deploy (or an adoption) never waits.
+        "optional_secrets": ["DATABASE_URL"],
     }
     # A bot is useless without its token: its deploy waits for it (state awaiting_secrets).
-    assert json.loads(render(BOT)["deploy.json"])["optional_secrets"] == []
+    assert "TELEGRAM_BOT_TOKEN" not in json.loads(render(BOT)["deploy.json"])["optional_secrets"]
 
 
 def test_env_example_lists_every_variable_and_leaves_secrets_empty() -> None:

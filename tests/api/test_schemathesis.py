@@ -39,10 +39,22 @@ EXAMPLES_PER_OPERATION = 6
 #: Two departures from schemathesis's defaults, each a decision of this API:
 #: - 413 is a correct rejection of a body too large to read (the size limit runs before
 #:   parsing, so an oversized invalid body never reaches validation);
-#: - unknown query parameters are ignored, as most HTTP APIs do, rather than refused.
+#: - unknown query parameters are ignored, as most HTTP APIs do, rather than refused;
+#: - an adoption's URL must name this system's git host, which no schema can state: a
+#:   well-formed URL elsewhere is refused with 422 and its reason.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "generation": {"allow-extra-parameters": False},
+        "operations": [
+            {
+                "include-path": "/projects/adopt",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "401", "403", "404", "422", "429"]
+                    }
+                },
+            }
+        ],
         "checks": {
             "negative_data_rejection": {
                 # schemathesis's default list, plus 413

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from infra.db.models import ProjectState
+from infra.db.enums import ProjectState
 
 
 class Operation(StrEnum):

@@ -32,6 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Re-exported under their old home: code across the project imports them from this module.
+from infra.db.enums import ProjectState as ProjectState
+from infra.db.enums import UserRole as UserRole
+from infra.db.enums import UserStatus as UserStatus
+
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 NAMING = {
@@ -50,35 +55,6 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
-
-
-class ProjectState(StrEnum):
-    """The lifecycle the coordinator moves a project through."""
-
-    REQUESTED = "requested"
-    SPECIFYING = "specifying"
-    AWAITING_ANSWER = "awaiting_answer"
-    SPECIFIED = "specified"
-    PROVISIONING = "provisioning"
-    BUILDING = "building"
-    DEPLOYING = "deploying"
-    ACTIVE = "active"
-    FAILED = "failed"
-    ARCHIVED = "archived"
-    #: The deploy needs secrets Vault does not hold; it resumes when the last one is stored.
-    AWAITING_SECRETS = "awaiting_secrets"
-
-
-class UserRole(StrEnum):
-    """What a person may do: members act on their own projects, admins on everything."""
-
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
-class UserStatus(StrEnum):
-    ACTIVE = "active"
-    BLOCKED = "blocked"
 
 
 class User(Base):

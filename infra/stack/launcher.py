@@ -22,10 +22,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Self
 
 import httpx
 import hvac
@@ -54,9 +53,15 @@ from infra.stack.ports import free_port, port_is_free
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.process import CommandError, ServerStartError
 from infra.stack.sshd_server import Sshd
+from infra.stack.stack_info import (
+    STACK_FILE,
+    DeployTargetInfo,
+    StackInfo,
+    process_start_ticks,
+    read_stack_info,
+)
 from infra.stack.supervisor import ChildSpec, Supervisor
 
-STACK_FILE = "stack.json"
 ENV_FILE = "env"
 OPERATOR_ROLE = "operator"
 SCHEDULER = "scheduler"
@@ -81,69 +86,6 @@ OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
 _STATE_DIR_MODE = 0o711 if os.geteuid() == 0 else 0o700
 # The table waits this long for every process's /readyz (connected to what it uses).
 READY_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class DeployTargetInfo:
-    """The local sshd as a deploy target: what a bootstrap step registers as server `local`."""
-
-    host: str
-    port: int
-    user: str
-    known_hosts_line: str
-    client_key_path: str
-
-
-@dataclass(frozen=True)
-class StackInfo:
-    """Where every part of a running local stack listens, and how a client reaches it."""
-
-    pid: int
-    pid_start_ticks: int | None
-    state_dir: str
-    nats_url: str
-    nats_monitor_url: str
-    database_url: str
-    vault_addr: str
-    vault_token: str = field(repr=False)
-    git_base_url: str
-    git_base_dir: str
-    deploy_target: DeployTargetInfo
-    metrics_ports: dict[str, int]
-    log_dir: str
-    env: dict[str, str] = field(repr=False)
-
-    def endpoints(self) -> str:
-        """A one-line summary for messages such as "already running"."""
-        return (
-            f"nats {self.nats_url}, postgres {_without_password(self.database_url)}, "
-            f"vault {self.vault_addr}, "
-            f"git {self.git_base_url}, ssh {self.deploy_target.user}@{self.deploy_target.host}"
-            f":{self.deploy_target.port}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The `stack.json` document."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StackInfo:
-        """Parse a `stack.json` document."""
-        return cls(**{**data, "deploy_target": DeployTargetInfo(**data["deploy_target"])})
-
-
-def read_stack_info(state_dir: Path) -> StackInfo | None:
-    """The stack running from `state_dir`, or None if there is none (or it died uncleanly)."""
-    try:
-        info = StackInfo.from_json(json.loads((state_dir / STACK_FILE).read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError, KeyError):
-        # Unreadable or from another version; the up.lock still guards against a second stack.
-        return None
-    if not _same_process_alive(info.pid, info.pid_start_ticks):
-        return None
-    return info
 
 
 def discover_processes() -> dict[str, str]:
@@ -298,7 +240,7 @@ class LocalStack:
         }
         return StackInfo(
             pid=os.getpid(),
-            pid_start_ticks=_start_ticks(os.getpid()),
+            pid_start_ticks=process_start_ticks(os.getpid()),
             state_dir=str(self.state_dir),
             nats_url=self.nats.url,
             nats_monitor_url=self.nats.monitor_url,
@@ -576,13 +518,6 @@ def _write_private(path: Path, text: str) -> None:
     write_private(path, text)
 
 
-def _without_password(url: str) -> str:
-    """`url` with its password masked, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @contextlib.contextmanager
 def _exclusive(state_dir: Path) -> Iterator[bool]:
     """Hold `state_dir/up.lock` for the life of the stack; yields False if another holds it."""
@@ -598,22 +533,3 @@ def _exclusive(state_dir: Path) -> Iterator[bool]:
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM during startup unwinds like Ctrl-C, so started servers are stopped."""
     raise KeyboardInterrupt
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, which tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _same_process_alive(pid: int, start_ticks: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start_ticks is None or _start_ticks(pid) == start_ticks

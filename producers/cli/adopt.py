@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
 import sys
 from collections.abc import Callable
@@ -18,10 +17,11 @@ from pathlib import Path
 
 from infra.bus.publisher import JetStreamPublisher
 from infra.repo_urls import ForgeSettings
-from infra.stack.launcher import read_stack_info
+from infra.stack.stack_info import read_stack_info
 from producers.adoption import BadRepositoryUrl, adopt_request
 from producers.cli.commands import HOW_TO_STORE, as_operator
-from producers.cli.connection import Endpoints, NoStack, nats_client, resolve
+from producers.cli.connection import nats_client
+from producers.cli.endpoints import Endpoints, NoStack, resolve
 from producers.credential_scan import CredentialInText
 
 Out = Callable[[str], None]
@@ -55,22 +55,8 @@ async def adopt(
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Mount `adopt` on the `orchestrator` parser."""
-    p = subparsers.add_parser(
-        "adopt",
-        help="deploy an existing repository (a git URL on this system's git host)",
-        description="The repository is read, never run, to write its spec (language, start "
-        "command, tests, variables from .env.example, deploy.json, Dockerfile); its own tests "
-        "run in the sandbox, the secrets it declares are asked for (store them with "
-        "`orchestrator secrets set`), and it is deployed like any other project.",
-    )
-    p.add_argument("url", help="git URL, e.g. git://127.0.0.1:9418/notes.git")
-    p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")
-    p.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         endpoints = resolve(args.state_dir)
         return asyncio.run(adopt(endpoints, args.url, args.user, print))

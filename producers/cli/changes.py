@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from collections.abc import Callable
 
 from infra.bus.publisher import JetStreamPublisher
 from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
 from producers.cli.commands import HOW_TO_STORE, as_operator
-from producers.cli.connection import Endpoints, NoStack, database, nats_client, resolve
+from producers.cli.connection import nats_client
+from producers.cli.database import database
+from producers.cli.endpoints import Endpoints, NoStack, resolve
 from producers.credential_scan import CredentialInText, refuse_credentials
 from producers.intents import change_request
 from producers.read_model import ProjectNotFound, find_project
@@ -52,23 +53,8 @@ async def change(endpoints: Endpoints, ref: str, text: str, user: str, out: Out)
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Mount `change` on the `orchestrator` parser."""
-    p = subparsers.add_parser(
-        "change",
-        help="ask for a change to a live project (its next spec revision)",
-        description="The analyst revises the spec for the change (asking a question when it "
-        "is unclear: answer with `orchestrator answer`), the code is changed from the "
-        "project's current commit, tested and deployed with rollback. Offline mode makes the "
-        "changes its rules can express and says when a change needs an LLM.",
-    )
-    p.add_argument("project", help="project id, id prefix or slug")
-    p.add_argument("text", help="the change, in your own words")
-    p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")
-    p.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(
             change(resolve(args.state_dir), args.project, args.text, args.user, print)

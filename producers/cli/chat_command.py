@@ -11,15 +11,12 @@ from infra.bus.publisher import JetStreamPublisher
 from producers.console_chat import run_console_chat
 
 from .commands import as_operator
-from .connection import nats_client, resolve
+from .connection import nats_client
+from .endpoints import resolve
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("chat", help="chat with the system in this terminal (no Telegram)")
-    parser.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`."""
     endpoints = resolve(args.state_dir)
 
     async def chat() -> int:

@@ -21,34 +21,18 @@ import urllib.request
 from pathlib import Path
 
 from infra.console_chat_file import ConsoleChatLine, console_chat_path
-from infra.stack.launcher import StackInfo, read_stack_info
+from infra.stack.stack_info import StackInfo, read_stack_info
 from producers.read_model import ProjectNotFound, ProjectView, project_view
 
 from . import commands
-from .connection import Endpoints, database
+from .database import database
+from .endpoints import Endpoints
 
-SAMPLE = (
-    "An HTTP service that tracks my expenses: each expense has an amount, a category and a date; "
-    "I want to add, list and delete expenses over a REST API."
-)
 FINAL_STATES = {"active", "failed", "awaiting_answer", "archived", "awaiting_secrets"}
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "demo", help="start the stack, build and deploy a sample project, print its URL"
-    )
-    parser.add_argument("--description", default=SAMPLE, help="what to build (default: a sample)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the URL")
-    parser.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="keep the stack running after the URL is printed (Ctrl-C stops it)",
-    )
-    parser.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`."""
     state_dir: Path = args.state_dir.resolve()
     started = time.monotonic()
     stack_process: subprocess.Popen[bytes] | None = None

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import re
 import sys
 from collections.abc import Callable
 
@@ -21,43 +19,18 @@ from producers.intents import operation_request
 from producers.read_model import ProjectNotFound, find_project
 
 from .commands import as_operator
-from .connection import Endpoints, NoStack, database, nats_client, resolve
+from .connection import nats_client
+from .database import database
+from .endpoints import Endpoints, NoStack, resolve
 
 Out = Callable[[str], None]
-
-_HELP = {
-    Operation.REDEPLOY: "deploy a live project again (its current commit, or --commit)",
-    Operation.RESTART: "restart a live project's running release, without a new deploy",
-    Operation.ROLLBACK: "serve a live project's previous release again",
-    Operation.RETRY: "resume a failed project from the step that failed",
-}
-
-
-def _commit(text: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{40}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a full 40-hex commit id")
-    return text
 
 
 class Refused(Exception):
     """The project's state rules the operation out; the message says why."""
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for operation, text in _HELP.items():
-        parser = subparsers.add_parser(operation.value, help=text)
-        parser.add_argument("project", help="project id, id prefix or slug")
-        if operation is Operation.REDEPLOY:
-            parser.add_argument(
-                "--commit",
-                type=_commit,
-                help="a full 40-hex commit of the project's repository to deploy",
-            )
-        parser.add_argument("--user", default=getpass.getuser(), help="who asks (default: you)")
-        parser.set_defaults(handler=_handle, operation=operation)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     operation: Operation = args.operation
     try:

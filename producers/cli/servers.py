@@ -1,9 +1,9 @@
 """`orchestrator servers add | list | remove`: the operator's deploy-target inventory.
 
 The command functions take their dependencies explicitly (a sessionmaker, a secret store, an
-output function) so tests call them against real PostgreSQL and OpenBao; `register` mounts
-them under the top-level parser, and `_handle` builds those dependencies from the endpoints
-the CLI resolved (environment or the local stack).
+output function) so tests call them against real PostgreSQL and OpenBao; `handle` builds those
+dependencies from the endpoints the CLI resolved (environment or the local stack). The
+arguments are in `producers.cli.parser`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from infra.inventory import (
     scan_host_key,
 )
 from infra.vault import VaultClient, VaultError
-from producers.cli.connection import Endpoints, database, resolve
+from producers.cli.database import database
+from producers.cli.endpoints import Endpoints, resolve
 
 Out = Callable[[str], None]
 
@@ -137,42 +138,7 @@ def _table(servers: list[ServerSummary]) -> list[str]:
             for row in rows]  # fmt: skip
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Mount `servers add|list|remove` on the `orchestrator` parser."""
-    parser = subparsers.add_parser("servers", help="deploy targets: add, list, remove")
-    actions = parser.add_subparsers(dest="servers_command", required=True, metavar="ACTION")
-
-    p = actions.add_parser(
-        "add",
-        help="register a server (SSH key to Vault, host key pinned)",
-        description="Register a deploy target. The private key is stored in Vault at "
-        "servers/NAME, never in the database; the host key is pinned so SSH never trusts "
-        "on first use.",
-    )
-    p.add_argument("name", help="inventory name (lowercase, digits, '.', '_', '-')")
-    p.add_argument("--host", required=True, help="address SSH connects to")
-    p.add_argument("--ssh-port", type=int, default=22, help="SSH port (default 22)")
-    p.add_argument("--user", default="deploy", help="SSH login (default deploy)")
-    p.add_argument("--key-file", type=Path, required=True, help="SSH private key file")
-    p.add_argument("--labels", default="", help="comma-separated, e.g. gpu,eu")
-    p.add_argument("--capacity", type=int, default=20, help="most projects at once (default 20)")
-    p.add_argument("--ports", default="20000-20999", help="port range LOW-HIGH for services")
-    p.add_argument("--public-host", default="", help="address users reach (default: --host)")
-    pin = p.add_mutually_exclusive_group(required=True)
-    pin.add_argument("--host-key", help="known_hosts line to pin, e.g. 'ssh-ed25519 AAAA...'")
-    pin.add_argument("--scan", action="store_true", help="fetch it once with ssh-keyscan")
-    p.set_defaults(handler=_handle)
-
-    p = actions.add_parser("list", help="the inventory, with allocated ports per server")
-    p.set_defaults(handler=_handle)
-
-    p = actions.add_parser("remove", help="unregister a server and delete its key")
-    p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="also drop its port allocations")
-    p.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(run(args, resolve(args.state_dir)))

@@ -2,8 +2,8 @@
 
 A token is printed once, when it is created; only its SHA-256 is stored, so a lost token is
 revoked and replaced, never recovered. The command functions take a sessionmaker and an
-output function, so tests call them against a real PostgreSQL; `register` mounts them under
-the top-level parser.
+output function, so tests call them against a real PostgreSQL; the arguments are in
+`producers.cli.parser`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from producers.api.tokens import (
     parse_duration,
     revoke_token,
 )
-from producers.cli.connection import Endpoints, database, resolve
+from producers.cli.database import database
+from producers.cli.endpoints import Endpoints, resolve
 
 Out = Callable[[str], None]
 
@@ -86,42 +87,7 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M}" if moment else "never"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Mount `tokens create|list|revoke` on the `orchestrator` parser."""
-    parser = subparsers.add_parser("tokens", help="HTTP API tokens: create, list, revoke")
-    actions = parser.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
-
-    p = actions.add_parser(
-        "create",
-        help="issue a token (printed once)",
-        description="Issue an HTTP API token. It is printed once and stored only as a "
-        "SHA-256; projects created with it belong to the user api:USER.",
-    )
-    p.add_argument("name", help="token name, e.g. the integration using it (unique)")
-    p.add_argument("--user", help="who the token acts for (default: the token's name)")
-    p.add_argument(
-        "--role",
-        choices=[r.value for r in UserRole],
-        default=UserRole.MEMBER.value,
-        help="member: the user's own projects; admin: also every user and the /admin routes "
-        "(default: member)",
-    )
-    p.add_argument(
-        "--expires-in",
-        metavar="DURATION",
-        help="refuse the token after this long, e.g. 90m, 12h, 30d, 2w (default: never)",
-    )
-    p.set_defaults(handler=_handle)
-
-    p = actions.add_parser("list", help="tokens with their user, last use and status")
-    p.set_defaults(handler=_handle)
-
-    p = actions.add_parser("revoke", help="refuse a token from now on")
-    p.add_argument("name")
-    p.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(run(args, resolve(args.state_dir)))

@@ -15,66 +15,20 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.models import UserRole, UserStatus
 from producers.access import AccessError, Directory, Person, normalise_user_id, operator
-from producers.cli.connection import Endpoints, database, resolve
+from producers.cli.database import database
+from producers.cli.endpoints import Endpoints, resolve
 from producers.read_model import ProjectNotFound
 
 Out = Callable[[str], None]
 
-_ROLES = [role.value for role in UserRole]
 
-
-def _budget(text: str) -> Decimal | None:
-    """`12.50` dollars, or `none` to fall back to the configured default."""
-    if text.strip().lower() in {"none", "default"}:
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD (or `none`)") from exc
-    if value < 0 or not value.is_finite():
-        raise argparse.ArgumentTypeError("a budget is zero or more USD")
-    return value
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Mount `users add|list|block|unblock|set-role|invite|set-budget|set-project-budget`."""
-    parser = subparsers.add_parser(
-        "users", help="people: add, list, block, unblock, roles, invites, budgets"
-    )
-    actions = parser.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-
-    p = actions.add_parser("add", help="let someone in (or re-activate them)")
-    p.add_argument("user", help="Telegram id, or telegram:<id> / api:<name> / cli:<login>")
-    p.add_argument("--role", choices=_ROLES, default=UserRole.MEMBER.value)
-    p = actions.add_parser("list", help="everyone with role, status and who added them")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    for action, text in (("block", "refuse someone from now on"), ("unblock", "let them back in")):
-        p = actions.add_parser(action, help=text)
-        p.add_argument("user")
-    p = actions.add_parser("set-role", help="make someone admin or member")
-    p.add_argument("user")
-    p.add_argument("role", choices=_ROLES)
-    p = actions.add_parser("invite", help="a one-time invite code for the bot (shown once)")
-    p.add_argument("--role", choices=_ROLES, default=UserRole.MEMBER.value)
-    p.add_argument("--hours", type=int, default=48, help="how long it stays valid")
-    p.add_argument("--bot", default="", help="the bot's username, to print the t.me link")
-    p = actions.add_parser("set-budget", help="a person's monthly LLM budget in USD")
-    p.add_argument("user")
-    p.add_argument("usd", type=_budget, help="amount in USD, or `none` for the default")
-    p = actions.add_parser("set-project-budget", help="one project's LLM budget in USD")
-    p.add_argument("project", help="project id, id prefix or slug")
-    p.add_argument("usd", type=_budget, help="amount in USD, or `none` for the default")
-    for action_parser in actions.choices.values():
-        action_parser.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(run(args, resolve(args.state_dir), print))

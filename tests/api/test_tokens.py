@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,8 @@ from producers.api.tokens import (
     parse_duration,
 )
 from producers.cli import tokens
+from producers.cli.main import dispatch
+from producers.cli.parser import build_parser
 
 
 async def test_create_prints_the_token_once_and_stores_only_its_hash(
@@ -155,13 +156,11 @@ def test_the_argparse_path_creates_lists_and_revokes(
     upgrade(database_url)
     monkeypatch.setenv("ORCH_NATS__URL", "nats://127.0.0.1:1")  # unused by `tokens`
     monkeypatch.setenv("ORCH_DATABASE__URL", database_url)
-    parser = argparse.ArgumentParser(prog="orchestrator")
-    parser.add_argument("--state-dir", type=Path, default=tmp_path)
-    tokens.register(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
 
     def run(*argv: str) -> tuple[int, str, str]:
-        args = parser.parse_args(argv)
-        code = args.handler(args)
+        args = parser.parse_args(["--state-dir", str(tmp_path), *argv])
+        code = dispatch(args)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -29,7 +29,7 @@ import psycopg
 from contracts.events import CodeGenerated
 from contracts.topology import PROJECT
 from infra.console_chat_file import ConsoleChatLine, console_chat_path
-from infra.stack.launcher import STACK_FILE, StackInfo
+from infra.stack.stack_info import STACK_FILE, StackInfo
 from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 
 from .conftest import LocalStackProcess, admin_nats, new_state_dir

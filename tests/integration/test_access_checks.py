@@ -28,7 +28,7 @@ from infra.repo_urls import ForgeSettings
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
 from producers.cli.commands import as_operator
-from producers.cli.connection import Endpoints
+from producers.cli.endpoints import Endpoints
 from producers.intents import archive_request, clarification_answer, project_request, secret_stored
 
 from .conftest import sql, wait_for

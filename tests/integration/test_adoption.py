@@ -25,7 +25,7 @@ from infra.settings import Settings
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from producers.cli.adopt import adopt
-from producers.cli.connection import Endpoints
+from producers.cli.endpoints import Endpoints
 
 from .conftest import sql, wait_for
 from .test_coordinator import add_user, outcome, until_stored

@@ -158,8 +158,8 @@ async def test_poison_and_malformed_events_are_dead_lettered_and_replayable(
         await serving
 
     # The fix: a handler that copes with poison. Replay the retried one from the CLI.
-    from producers.cli import commands
-    from producers.cli.connection import Endpoints
+    from producers.cli import bus
+    from producers.cli.endpoints import Endpoints
 
     fixed = build_workload(settings_for(fresh_nats.url, migrated_db), "fixed")
     stop = asyncio.Event()
@@ -168,7 +168,7 @@ async def test_poison_and_malformed_events_are_dead_lettered_and_replayable(
         retried = next(d for d in await dlq.list() if "failed 3 times" in d.error)
         endpoints = Endpoints(fresh_nats.url, migrated_db, "", "", Path("."))
         printed: list[str] = []
-        assert await commands.dlq(endpoints, "replay", retried.seq, None, printed.append) == 0
+        assert await bus.dlq(endpoints, "replay", retried.seq, None, printed.append) == 0
         assert "replayed dead letter" in printed[0]
         await wait_for(
             lambda: (

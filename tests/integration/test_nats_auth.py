@@ -37,7 +37,8 @@ from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao, approle_login
 from infra.stack.ports import free_port
 from infra.vault import VaultClient, VaultError
-from producers.cli.connection import Endpoints, NoStack, nats_client
+from producers.cli.connection import nats_client
+from producers.cli.endpoints import Endpoints, NoStack
 
 from .conftest import wait_for
 

@@ -26,7 +26,7 @@ import pytest
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
 from infra.stack.git_daemon import GitDaemon, local_forge_push_environment
-from infra.stack.launcher import LocalStack, read_stack_info, run_up
+from infra.stack.launcher import LocalStack, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
     AppRoleCredentials,
@@ -38,6 +38,7 @@ from infra.stack.openbao_server import (
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.process import ManagedProcess, ServerStartError
 from infra.stack.sshd_server import Sshd
+from infra.stack.stack_info import read_stack_info
 from infra.stack.supervisor import ChildSpec, Supervisor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -28,6 +27,8 @@ from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
 from infra.vault import SecretNotFound, VaultClient
 from producers.cli import servers
+from producers.cli.main import dispatch
+from producers.cli.parser import build_parser
 
 
 @pytest.fixture
@@ -225,13 +226,11 @@ async def test_the_argparse_commands_drive_the_same_functions(
     monkeypatch.setenv("ORCH_DATABASE__URL", migrated_url)
     monkeypatch.setenv("ORCH_VAULT__ADDR", openbao.addr)
     monkeypatch.setenv("ORCH_VAULT__TOKEN", openbao.root_token)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--state-dir", type=Path, default=tmp_path)
-    servers.register(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
 
     async def cli(*argv: str) -> int:
-        args = parser.parse_args(list(argv))
-        code: int = await asyncio.to_thread(args.handler, args)
+        args = parser.parse_args(["--state-dir", str(tmp_path), *argv])
+        code: int = await asyncio.to_thread(dispatch, args)
         return code
 
     key = str(sshd_server.client_key_path)

@@ -1,0 +1,151 @@
+"""`orchestrator events tail | lag | dlq`: the bus as an operator sees it, read from JetStream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from contracts.topology import CONSUMERS, STREAMS
+from infra.bus.codec import event_type_of
+from infra.bus.dead_letter import DeadLetterQueue
+from infra.bus.publisher import JetStreamPublisher
+
+from .connection import nats_client
+from .endpoints import Endpoints, resolve
+from .running import print_line, run
+
+Out = Callable[[str], None]
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`."""
+    endpoints = resolve(args.state_dir)
+    if args.command == "events":
+        return run(events_tail(endpoints, args.subject, args.all, not args.no_follow, print_line))
+    if args.command == "lag":
+        return run(lag(endpoints, print_line))
+    seq = getattr(args, "seq", None)
+    consumer = getattr(args, "consumer", None)
+    return run(dlq(endpoints, args.dlq_command, seq, consumer, print_line))
+
+
+async def events_tail(
+    endpoints: Endpoints,
+    subjects: str,
+    from_start: bool,
+    follow: bool,
+    out: Out,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Print events as streams store them: one ephemeral ordered consumer per stream."""
+    stop = stop or asyncio.Event()
+    policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
+    async with nats_client(endpoints) as nc:
+        js = nc.jetstream()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        async def forward(msg: Msg) -> None:
+            when = msg.metadata.timestamp.strftime("%H:%M:%S.%f")[:-3] if msg.metadata else ""
+            await queue.put(f"{when}  {_describe(msg.subject, msg.headers, msg.data)}")
+
+        for stream in STREAMS:
+            if _matches(stream.subjects[0], subjects):
+                await js.subscribe(
+                    stream.subjects[0] if subjects == ">" else subjects,
+                    stream=stream.name,
+                    cb=forward,
+                    ordered_consumer=True,
+                    deliver_policy=policy,
+                )
+        while not stop.is_set():
+            try:
+                line = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except TimeoutError:
+                if not follow:
+                    break
+                continue
+            out(line)
+    return 0
+
+
+def _matches(stream_subject: str, wanted: str) -> bool:
+    return wanted == ">" or wanted.split(".", 1)[0] == stream_subject.split(".", 1)[0]
+
+
+def _describe(subject: str, headers: dict[str, str] | None, data: bytes) -> str:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return f"{subject}  (not JSON, {len(data)} bytes)"
+    if not isinstance(body, dict):
+        return f"{subject}  {str(body)[:120]}"
+    kind = event_type_of(subject, headers)
+    project = body.get("project_id", "")
+    extra = body.get("text") or body.get("question") or body.get("reason") or body.get("url") or ""
+    return f"{kind:<32} {body.get('actor', '?'):<18} {str(project)[:8]}  {str(extra)[:100]}"
+
+
+async def lag(endpoints: Endpoints, out: Out) -> int:
+    async with nats_client(endpoints) as nc:
+        jsm = nc.jsm()
+        out(f"{'durable':<22} {'stream':<8} {'pending':>8} {'ack pending':>12} {'redelivered':>12}")
+        for spec in CONSUMERS:
+            try:
+                info = await jsm.consumer_info(spec.stream.name, spec.durable)
+            except Exception as exc:  # a missing durable is a row, not a crash
+                out(f"{spec.durable:<22} {spec.stream.name:<8} {'-':>8} {'-':>12} {'-':>12}  {exc}")
+                continue
+            out(
+                f"{spec.durable:<22} {spec.stream.name:<8} {info.num_pending or 0:>8} "
+                f"{info.num_ack_pending or 0:>12} {info.num_redelivered or 0:>12}"
+            )
+    return 0
+
+
+async def dlq(
+    endpoints: Endpoints, action: str, seq: int | None, consumer: str | None, out: Out
+) -> int:
+    async with nats_client(endpoints) as nc:
+        queue = DeadLetterQueue(nc.jsm(), JetStreamPublisher.from_client(nc))
+        if action == "list":
+            letters = await queue.list(consumer)
+            if not letters:
+                out("the dead-letter queue is empty")
+            for letter in letters:
+                out(
+                    f"{letter.seq:>6}  {letter.failed_at[:19]}  {letter.consumer:<20} "
+                    f"{letter.subject:<30} x{letter.deliveries}  {letter.error[:90]}"
+                )
+            return 0
+        if seq is None:
+            out(f"`dlq {action}` needs a sequence number: see `orchestrator dlq list`")
+            return 2
+        if action == "show":
+            shown = await queue.get(seq)
+            if shown is None:
+                out(f"no dead letter with sequence {seq}; see `orchestrator dlq list`")
+                return 1
+            out(f"sequence    {shown.seq}")
+            out(f"consumer    {shown.consumer}")
+            out(f"subject     {shown.subject}")
+            out(f"deliveries  {shown.deliveries}")
+            out(f"failed at   {shown.failed_at}")
+            out(f"error       {shown.error}")
+            out("headers")
+            for key, value in sorted(shown.original_headers.items()):
+                out(f"  {key}: {value}")
+            out("body")
+            out(shown.data.decode(errors="replace"))
+            return 0
+        try:
+            replayed = await queue.replay(seq)
+        except LookupError as exc:
+            out(str(exc))
+            return 1
+        out(f"replayed dead letter {seq} to {replayed.subject} (consumer {replayed.consumer})")
+        return 0

@@ -1,0 +1,112 @@
+"""`orchestrator secrets set | set-platform`: values go to Vault, never to the bus or a log.
+
+A project secret's name travels on the bus (`project.secret.stored`), so a deploy waiting for
+it resumes; a platform secret (LLM key, GitHub, bot, registry token) is only written to Vault,
+and the processes read it at their next start or use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from infra.bus.publisher import JetStreamPublisher
+from infra.vault import SecretNotFound, VaultClient
+from producers.read_model import find_project
+from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
+
+from .commands import as_operator
+from .connection import nats_client
+from .database import database
+from .endpoints import Endpoints, resolve
+from .parser import PLATFORM_SECRETS
+from .running import print_line, run
+
+Out = Callable[[str], None]
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Entry point from `producers.cli.main.dispatch`."""
+    endpoints = resolve(args.state_dir)
+    if args.secrets_command == "set-platform":
+        return run(platform_secret_set(endpoints, args.name, args.field, sys.stdin, print_line))
+    return run(secret_set(endpoints, args.project, args.name, sys.stdin, print_line))
+
+
+async def secret_set(
+    endpoints: Endpoints,
+    ref: str,
+    name: str,
+    value_source: TextIO,
+    out: Out,
+    user: str | None = None,
+) -> int:
+    """Store a project secret in Vault; only its name travels on the bus."""
+    value = read_value(value_source)
+    if not value:
+        out(
+            'no value given: pipe it on standard input, e.g. `printf %s "$TOKEN" | orchestrator '
+            "secrets set <project> NAME` (or `< key.pem` for a multi-line key)"
+        )
+        return 2
+    if not endpoints.vault_token:
+        out("no Vault token: set ORCH_VAULT__TOKEN or run against a local stack")
+        return 2
+    try:
+        check_secret_name(name)
+    except InvalidSecretName as exc:
+        out(str(exc))
+        return 2
+    async with database(endpoints) as sessions, sessions() as session:
+        project = await find_project(session, ref)
+    vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+    user_id = await as_operator(endpoints, user or getpass.getuser())
+    async with nats_client(endpoints) as nc:
+        event = await store_project_secret(
+            vault,
+            JetStreamPublisher.from_client(nc),
+            project_id=project.id,
+            flow_id=project.flow_id,
+            name=name,
+            value=value,
+            user_id=user_id,
+        )
+    out(f"stored {name} for project {project.id} (secret/{event.vault_path})")
+    return 0
+
+
+def read_value(source: TextIO) -> str:
+    """All of stdin: a multi-line value (a PEM key) keeps every line and its final newline;
+    a one-line value loses the newline `echo` adds."""
+    raw = source.read()
+    if raw.count("\n") == 1 and raw.endswith("\n"):
+        return raw.rstrip("\r\n")
+    return raw
+
+
+async def platform_secret_set(
+    endpoints: Endpoints, name: str, field: str, value_source: TextIO, out: Out
+) -> int:
+    """Store one field of a platform secret (LLM key, GitHub or bot token) in Vault."""
+    if field not in PLATFORM_SECRETS[name]:
+        out(f"platform/{name} has the fields {', '.join(PLATFORM_SECRETS[name])}, not {field!r}")
+        return 2
+    value = read_value(value_source)
+    if not value:
+        out(
+            f'no value given: pipe it on standard input, e.g. `printf %s "$VALUE" | '
+            f"orchestrator secrets set-platform {name} {field}`"
+        )
+        return 2
+    vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+    path = f"platform/{name}"
+    try:
+        current = await vault.read_secret(path)
+    except SecretNotFound:
+        current = {}
+    await vault.write_secret(path, {**current, field: value})
+    out(f"stored {field} in secret/{path}; processes read it at their next start or use")
+    return 0

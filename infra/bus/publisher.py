@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
@@ -13,6 +14,13 @@ from nats.js import JetStreamContext
 from contracts.envelope import Event
 from contracts.topology import stream_for_subject
 from infra.bus.codec import encode
+
+
+class PublishNotAcknowledged(NatsTimeoutError):
+    """Every attempt to publish timed out: the stream never said it stored the event."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "nats: timeout"
 
 
 class Publisher(Protocol):
@@ -40,8 +48,8 @@ class JetStreamPublisher:
         self._backoff = backoff
 
     @classmethod
-    def from_client(cls, nc: Client) -> JetStreamPublisher:
-        return cls(nc.jetstream())
+    def from_client(cls, nc: Client, *, attempts: int = 4) -> JetStreamPublisher:
+        return cls(nc.jetstream(), attempts=attempts)
 
     async def publish(self, event: Event) -> None:
         subject, body, headers = encode(event)
@@ -55,15 +63,21 @@ class JetStreamPublisher:
         duplicate window drops the second copy and acknowledges it as a duplicate.
         """
         stream = stream_for_subject(subject).name
+        started = time.monotonic()
         for attempt in range(1, self._attempts + 1):
             try:
                 await self._js.publish(
                     subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
                 )
                 return
-            except NatsTimeoutError:
+            except NatsTimeoutError as exc:
                 if attempt == self._attempts:
-                    raise
+                    raise PublishNotAcknowledged(
+                        f"stream {stream} did not acknowledge {subject} in "
+                        f"{time.monotonic() - started:.0f}s ({attempt} attempts): NATS is down "
+                        "or overloaded; it may still have stored the event, so check before "
+                        "sending it again"
+                    ) from exc
                 await asyncio.sleep(min(self._backoff * 2**attempt, 5.0))
 
     async def publish_many(self, events: Iterable[Event]) -> None:

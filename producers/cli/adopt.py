@@ -15,12 +15,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.repo_urls import ForgeSettings
 from infra.stack.stack_info import read_stack_info
 from producers.adoption import BadRepositoryUrl, adopt_request
 from producers.cli.commands import HOW_TO_STORE, as_operator
-from producers.cli.connection import nats_client
+from producers.cli.connection import nats_client, publisher
 from producers.cli.endpoints import Endpoints, NoStack, resolve
 from producers.credential_scan import CredentialInText
 
@@ -47,7 +46,7 @@ async def adopt(
         how_to_store=HOW_TO_STORE,
     )
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"project {event.project_id}")
     out(f"flow    {event.correlation_id}")
     out(f"adopting {event.repository_url}")

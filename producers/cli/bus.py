@@ -13,9 +13,8 @@ from nats.js.api import DeliverPolicy
 from contracts.topology import CONSUMERS, STREAMS
 from infra.bus.codec import event_type_of
 from infra.bus.dead_letter import DeadLetterQueue
-from infra.bus.publisher import JetStreamPublisher
 
-from .connection import nats_client
+from .connection import nats_client, publisher
 from .endpoints import Endpoints, resolve
 from .running import print_line, run
 
@@ -111,7 +110,7 @@ async def dlq(
     endpoints: Endpoints, action: str, seq: int | None, consumer: str | None, out: Out
 ) -> int:
     async with nats_client(endpoints) as nc:
-        queue = DeadLetterQueue(nc.jsm(), JetStreamPublisher.from_client(nc))
+        queue = DeadLetterQueue(nc.jsm(), publisher(nc))
         if action == "list":
             letters = await queue.list(consumer)
             if not letters:

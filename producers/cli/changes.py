@@ -12,10 +12,9 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.change_rules import change_in_flight, in_flight_message, why_not_changeable
 from producers.cli.commands import HOW_TO_STORE, as_operator
-from producers.cli.connection import nats_client
+from producers.cli.connection import nats_client, publisher
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, NoStack, resolve
 from producers.credential_scan import CredentialInText, refuse_credentials
@@ -47,7 +46,7 @@ async def change(endpoints: Endpoints, ref: str, text: str, user: str, out: Out)
         source="cli",
     )
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"change sent for project {project.slug or project.id}")
     out(f"follow the revision with: orchestrator status {project.slug or project.id}")
     return 0

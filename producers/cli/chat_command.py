@@ -7,11 +7,10 @@ import asyncio
 import getpass
 import sys
 
-from infra.bus.publisher import JetStreamPublisher
 from producers.console_chat import run_console_chat
 
 from .commands import as_operator
-from .connection import nats_client
+from .connection import nats_client, publisher
 from .endpoints import resolve
 
 
@@ -26,7 +25,7 @@ def handle(args: argparse.Namespace) -> int:
         user_id = await as_operator(endpoints, getpass.getuser())
         async with nats_client(endpoints) as nc:
             await run_console_chat(
-                JetStreamPublisher.from_client(nc),
+                publisher(nc),
                 endpoints.state_dir,
                 reader,
                 sys.stdout,

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.db.models import User
 from producers.access import operator
 from producers.credential_scan import refuse_credentials
@@ -23,7 +22,7 @@ from producers.intents import (
 )
 from producers.read_model import find_project
 
-from .connection import nats_client
+from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
 from .running import print_line, run
@@ -56,7 +55,7 @@ async def request(endpoints: Endpoints, description: str, user: str, out: Out) -
     refuse_credentials(description, how_to_store=HOW_TO_STORE)
     event = project_request(description, user_id=await as_operator(endpoints, user), source="cli")
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"project {event.project_id}")
     out(f"flow    {event.correlation_id}")
     out(f"follow it with: orchestrator status {event.project_id}")
@@ -71,7 +70,7 @@ async def answer(endpoints: Endpoints, ref: str, text: str, user: str, out: Out)
         project.id, project.flow_id, text, user_id=await as_operator(endpoints, user), source="cli"
     )
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"answer sent for project {project.id}")
     return 0
 
@@ -84,7 +83,7 @@ async def archive(
     user_id = await as_operator(endpoints, user or getpass.getuser())
     event = archive_request(project.id, project.flow_id, reason, user_id=user_id)
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"archive requested for project {project.id}")
     return 0
 

@@ -12,6 +12,7 @@ from nats.errors import Error as NatsError
 
 from infra.bus.credentials import read_credentials
 from infra.bus.permissions import ADMIN
+from infra.bus.publisher import JetStreamPublisher
 from infra.vault import SecretNotFound, VaultClient
 
 from .endpoints import Endpoints, NoStack
@@ -44,6 +45,16 @@ async def nats_client(endpoints: Endpoints) -> AsyncIterator[Client]:
         yield nc
     finally:
         await nc.close()
+
+
+#: A person at a terminal would rather wait than read a traceback: a busy stack (twenty
+#: requests at once on two cores) gets about two minutes to acknowledge before the CLI says so.
+CLI_PUBLISH_ATTEMPTS = 8
+
+
+def publisher(nc: Client) -> JetStreamPublisher:
+    """The CLI's publisher: the same event id on every attempt, so a retry never doubles it."""
+    return JetStreamPublisher.from_client(nc, attempts=CLI_PUBLISH_ATTEMPTS)
 
 
 async def _check_accepted(servers: list[str], options: dict[str, Any], url: str) -> None:

@@ -13,13 +13,12 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.project_operations import Operation, refusal
 from producers.intents import operation_request
 from producers.read_model import ProjectNotFound, find_project
 
 from .commands import as_operator
-from .connection import nats_client
+from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, NoStack, resolve
 
@@ -71,7 +70,7 @@ async def run(
         commit=commit,
     )
     async with nats_client(endpoints) as nc:
-        await JetStreamPublisher.from_client(nc).publish(event)
+        await publisher(nc).publish(event)
     out(f"{operation} requested for project {project.id} (event {event.event_id})")
     out(f"follow it with: orchestrator status {project.id}")
     return 0

@@ -13,13 +13,12 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from infra.bus.publisher import JetStreamPublisher
 from infra.vault import SecretNotFound, VaultClient
 from producers.read_model import find_project
 from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
 
 from .commands import as_operator
-from .connection import nats_client
+from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
 from .parser import PLATFORM_SECRETS
@@ -67,7 +66,7 @@ async def secret_set(
     async with nats_client(endpoints) as nc:
         event = await store_project_secret(
             vault,
-            JetStreamPublisher.from_client(nc),
+            publisher(nc),
             project_id=project.id,
             flow_id=project.flow_id,
             name=name,

@@ -8,7 +8,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from infra.bus.codec import encode
-from infra.bus.publisher import JetStreamPublisher
+from infra.bus.publisher import JetStreamPublisher, PublishNotAcknowledged
 from producers.intents import project_request
 
 
@@ -37,8 +37,13 @@ async def test_a_late_acknowledgement_is_retried_with_the_same_message_id() -> N
 
 async def test_the_timeout_is_raised_once_the_attempts_are_spent() -> None:
     stream = SlowStream(late=5)
-    with pytest.raises(NatsTimeoutError):
+    # Still a nats TimeoutError (callers that catch it keep working), with a message that says
+    # what happened and what to check, which the CLI prints instead of a traceback.
+    with pytest.raises(NatsTimeoutError) as raised:
         await JetStreamPublisher(stream, attempts=2, backoff=0).publish(  # type: ignore[arg-type]
             project_request("a todo app", user_id="42", source="cli")
         )
+    assert isinstance(raised.value, PublishNotAcknowledged)
+    assert "did not acknowledge intents.project.requested" in str(raised.value)
+    assert "(2 attempts)" in str(raised.value)
     assert len(stream.calls) == 2

@@ -8,11 +8,13 @@ never papered over.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat
 from consumers.engineer.test_runner import PytestRunner, TestReport
 
 
-class VerifyingAgent:
+class VerifyingAgent(ABC):
     """A `CodingAgent` that writes nothing: the workspace's own tests pass, or it fails.
 
     Subclasses say what a pass means to the user and how a failure is introduced.
@@ -23,11 +25,13 @@ class VerifyingAgent:
     def __init__(self, runner: PytestRunner) -> None:
         self._runner = runner
 
+    @abstractmethod
     def passed(self, task: CodingTask, report: TestReport) -> str:
-        raise NotImplementedError
+        """What the user reads when the tests pass."""
 
+    @abstractmethod
     def failed(self, report: TestReport) -> str:
-        raise NotImplementedError
+        """The failure's reason, with the failing tests."""
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         report = await self._runner.run(task.workspace)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -32,6 +33,11 @@ class JetStreamPublisher:
 
     A core NATS publish (no `stream=`) is never used: it is fire-and-forget and loses events
     when nobody listens, the failure mode this system was built to remove.
+
+    `attempts` publishes are always made. With `patience` (seconds) and a way to ask whether
+    the server still answers (`alive`), a publisher keeps trying past them for as long as the
+    server answers a PING and `patience` has not run out: a stream that is slow to store (a
+    loaded host, a stalled disk) is waited for, a server that is gone is reported at once.
     """
 
     def __init__(
@@ -41,15 +47,39 @@ class JetStreamPublisher:
         timeout: float = 10.0,
         attempts: int = 4,
         backoff: float = 0.5,
+        patience: float = 0.0,
+        alive: Callable[[], Awaitable[bool]] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self._js = js
         self._timeout = timeout
         self._attempts = attempts
         self._backoff = backoff
+        self._patience = patience
+        self._alive = alive
+        self._on_wait = on_wait
 
     @classmethod
-    def from_client(cls, nc: Client, *, attempts: int = 4) -> JetStreamPublisher:
-        return cls(nc.jetstream(), attempts=attempts)
+    def from_client(
+        cls,
+        nc: Client,
+        *,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        patience: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> JetStreamPublisher:
+        async def alive() -> bool:
+            return await server_answers(nc)
+
+        return cls(
+            nc.jetstream(),
+            timeout=timeout,
+            attempts=attempts,
+            patience=patience,
+            alive=alive,
+            on_wait=on_wait,
+        )
 
     async def publish(self, event: Event) -> None:
         subject, body, headers = encode(event)
@@ -64,21 +94,55 @@ class JetStreamPublisher:
         """
         stream = stream_for_subject(subject).name
         started = time.monotonic()
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self._js.publish(
                     subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
                 )
                 return
             except NatsTimeoutError as exc:
-                if attempt == self._attempts:
-                    raise PublishNotAcknowledged(
-                        f"stream {stream} did not acknowledge {subject} in "
-                        f"{time.monotonic() - started:.0f}s ({attempt} attempts): NATS is down "
-                        "or overloaded; it may still have stored the event, so check before "
-                        "sending it again"
-                    ) from exc
+                waited = time.monotonic() - started
+                if attempt >= self._attempts:
+                    reason = await self._why_not_wait_longer(waited)
+                    if reason:
+                        raise PublishNotAcknowledged(
+                            f"stream {stream} did not acknowledge {subject} in {waited:.0f}s "
+                            f"({attempt} attempts): {reason}; it may still have stored the "
+                            "event, so check before sending it again"
+                        ) from exc
+                if attempt == 1 and self._on_wait is not None:
+                    self._on_wait(
+                        f"stream {stream} has not acknowledged {subject} yet; trying again"
+                    )
                 await asyncio.sleep(min(self._backoff * 2**attempt, 5.0))
+
+    async def _why_not_wait_longer(self, waited: float) -> str | None:
+        """None while the server answers and patience lasts, else why the publisher gives up."""
+        if self._alive is None:
+            return "NATS is down or overloaded"
+        if not await self._alive():
+            return "NATS does not answer (is the server running and reachable?)"
+        if waited >= self._patience:
+            return (
+                "NATS answers, but JetStream stored nothing in that time (an overloaded "
+                "server or a stalled disk: see the server's log)"
+            )
+        return None
 
     async def publish_many(self, events: Iterable[Event]) -> None:
         await asyncio.gather(*(self.publish(event) for event in events))
+
+
+#: How long a PING may go unanswered before the server counts as gone.
+PING_TIMEOUT_SECONDS = 5
+
+
+async def server_answers(nc: Client) -> bool:
+    """True when the server answers a PING in time (the connection is alive)."""
+    try:
+        await nc.flush(timeout=PING_TIMEOUT_SECONDS)
+    except (NatsError, TimeoutError):
+        return False
+    return True

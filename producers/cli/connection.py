@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,14 +48,22 @@ async def nats_client(endpoints: Endpoints) -> AsyncIterator[Client]:
         await nc.close()
 
 
-#: A person at a terminal would rather wait than read a traceback: a busy stack (twenty
-#: requests at once on two cores) gets about two minutes to acknowledge before the CLI says so.
-CLI_PUBLISH_ATTEMPTS = 8
+#: A person at a terminal would rather wait than read a traceback: while the server answers, a
+#: stream that is slow to store (twenty requests at once on two cores beside a busy stack, a
+#: stalled disk) gets five minutes before the CLI says so; a server that is gone is reported
+#: after the first attempts (about 50 seconds).
+CLI_PUBLISH_PATIENCE_SECONDS = 300.0
 
 
 def publisher(nc: Client) -> JetStreamPublisher:
     """The CLI's publisher: the same event id on every attempt, so a retry never doubles it."""
-    return JetStreamPublisher.from_client(nc, attempts=CLI_PUBLISH_ATTEMPTS)
+    return JetStreamPublisher.from_client(
+        nc, patience=CLI_PUBLISH_PATIENCE_SECONDS, on_wait=_tell_waiting
+    )
+
+
+def _tell_waiting(message: str) -> None:
+    print(f"orchestrator: {message} (waiting while NATS answers)", file=sys.stderr, flush=True)
 
 
 async def _check_accepted(servers: list[str], options: dict[str, Any], url: str) -> None:

@@ -145,6 +145,14 @@ class LocalStackProcess:
             ).fetchone()
         return str(row[0]) if row is not None else None
 
+    def nats_log_tail(self, lines: int = 40) -> str:
+        """The end of the stack's nats-server log, for a failure message about the bus."""
+        try:
+            text = (self.state_dir / "nats" / "nats-n1.log").read_text(errors="replace")
+        except OSError as exc:
+            return f"(no nats-server log: {exc})"
+        return "\nnats-server log:\n" + "\n".join(text.splitlines()[-lines:])
+
     def interrupt(self) -> int | None:
         """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""
         if self.process is None:

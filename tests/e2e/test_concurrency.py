@@ -47,7 +47,7 @@ def test_twenty_projects_at_once_all_go_live_on_distinct_ports(
     for process in requests:
         # Twenty CLI processes start at once on two cores beside a busy stack: allow for it.
         out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err
+        assert process.returncode == 0, err + offline_stack.nats_log_tail()
         found = re.search(r"project ([0-9a-f-]{36})", out)
         assert found, out
         project_ids.append(found.group(1))

@@ -47,3 +47,56 @@ async def test_the_timeout_is_raised_once_the_attempts_are_spent() -> None:
     assert "did not acknowledge intents.project.requested" in str(raised.value)
     assert "(2 attempts)" in str(raised.value)
     assert len(stream.calls) == 2
+
+
+def answering(answers: bool) -> Any:
+    async def alive() -> bool:
+        return answers
+
+    return alive
+
+
+async def test_while_the_server_answers_a_slow_stream_is_waited_for_past_the_attempts() -> None:
+    stream = SlowStream(late=5)
+    waits: list[str] = []
+    publisher = JetStreamPublisher(
+        stream,  # type: ignore[arg-type]
+        attempts=2,
+        backoff=0,
+        patience=60,
+        alive=answering(True),
+        on_wait=waits.append,
+    )
+    await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) == 6
+    assert waits == [
+        "stream INTENTS has not acknowledged intents.project.requested yet; trying again"
+    ]
+
+
+async def test_a_server_that_does_not_answer_ends_the_wait_after_the_attempts() -> None:
+    stream = SlowStream(late=50)
+    publisher = JetStreamPublisher(
+        stream,  # type: ignore[arg-type]
+        attempts=3,
+        backoff=0,
+        patience=60,
+        alive=answering(False),
+    )
+    with pytest.raises(PublishNotAcknowledged, match="NATS does not answer"):
+        await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) == 3
+
+
+async def test_patience_runs_out_even_while_the_server_answers() -> None:
+    stream = SlowStream(late=10**6)
+    publisher = JetStreamPublisher(
+        stream,  # type: ignore[arg-type]
+        attempts=1,
+        backoff=0,
+        patience=0.05,
+        alive=answering(True),
+    )
+    with pytest.raises(PublishNotAcknowledged, match="NATS answers, but JetStream stored nothing"):
+        await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) > 1

@@ -396,3 +396,22 @@ class NotifierProgressMessage(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class IdempotencyKey(Base):
+    """An HTTP client's `Idempotency-Key`, remembered for a day with what it was used for.
+
+    A retry with the same key and the same request is answered as the first was (the event's
+    ids are derived from the key, `producers/idempotency.py`); the same key for another request
+    is refused.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    #: The operation and a SHA-256 of its arguments.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

@@ -43,6 +43,7 @@ from producers.api.schemas import Health, HealthReportOut
 from producers.api.service import Conflict, ProjectService, SecretWriter, Unavailable
 from producers.api.settings import ApiSettings
 from producers.credential_scan import CredentialInText
+from producers.idempotency import IdempotencyKeyReused
 from producers.rate_limit import RateLimiter
 from producers.read_model import ProjectNotFound
 
@@ -172,6 +173,10 @@ def _add_error_handlers(app: FastAPI) -> None:
             status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(wait)},
         )
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:

@@ -10,7 +10,7 @@ below at definition time, and they close over the injected service and auth depe
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
 from infra.db.models import Project
 from infra.project_operations import Operation
@@ -32,8 +32,9 @@ from producers.api.schemas import (
     SecretValue,
     TimelineItem,
 )
-from producers.api.service import ProjectService
+from producers.api.service import NewProject, ProjectService, Submitted
 from producers.api.tokens import Caller
+from producers.idempotency import PATTERN as IDEMPOTENCY_KEY_PATTERN
 from producers.intents import OperationIntent
 from producers.read_model import ProjectView
 
@@ -55,6 +56,17 @@ SecretName = Annotated[
 _REFUSED_TEXT: dict[int | str, dict[str, str]] = {
     422: {"description": "Invalid body, or the text contains a credential (the detail says)"},
 }
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Any unique string (a UUID) to make the request safe to send again: a "
+        "retry with the same key within 24 hours names the same project and creates nothing "
+        "(answered with `Idempotent-Replayed: true`); the key sent with a different request "
+        "is refused with 422.",
+    ),
+]
 
 
 def build_router(service: ProjectService, guards: Guards) -> APIRouter:
@@ -67,6 +79,11 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         status_url = str(request.url_for("get_project", ref=str(project_id)))
         response.headers["Location"] = status_url
         return Accepted(project_id=project_id, flow_id=flow_id, status_url=status_url)
+
+    def submitted(request: Request, response: Response, done: Submitted[NewProject]) -> Accepted:
+        if done.replay:
+            response.headers["Idempotent-Replayed"] = "true"
+        return accepted(request, response, done.event.project_id, done.event.correlation_id)
 
     @router.post(
         "/projects",
@@ -83,10 +100,14 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         },
     )
     async def create_project(
-        body: ProjectRequest, caller: CallerDep, request: Request, response: Response
+        body: ProjectRequest,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Accepted:
-        event = await service.request_project(caller, body.description)
-        return accepted(request, response, event.project_id, event.correlation_id)
+        done = await service.request_project(caller, body.description, idempotency_key)
+        return submitted(request, response, done)
 
     @router.post(
         "/projects/adopt",
@@ -105,10 +126,14 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         },
     )
     async def adopt_repository(
-        body: AdoptRequest, caller: CallerDep, request: Request, response: Response
+        body: AdoptRequest,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Accepted:
-        event = await service.adopt_repository(caller, body.repository_url)
-        return accepted(request, response, event.project_id, event.correlation_id)
+        done = await service.adopt_repository(caller, body.repository_url, idempotency_key)
+        return submitted(request, response, done)
 
     @router.get("/projects", summary="Your projects (an admin's: everyone's), newest first")
     async def list_projects(

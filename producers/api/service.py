@@ -11,7 +11,8 @@ impossible (an answer with no open question) so the user hears it at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Protocol
+from dataclasses import dataclass
+from typing import Final, Generic, Protocol, TypeVar
 
 import nats.errors
 import structlog
@@ -39,6 +40,7 @@ from infra.vault import SecretNotFound, VaultError, project_secret_path
 from producers.adoption import adopt_request
 from producers.api.tokens import Caller
 from producers.credential_scan import refuse_credentials
+from producers.idempotency import Keyed, remember
 from producers.intents import (
     OperationIntent,
     change_request,
@@ -57,6 +59,17 @@ from producers.read_model import (
 log = structlog.stdlib.get_logger(__name__)
 
 SOURCE: Final = "api"
+
+NewProject = TypeVar("NewProject", ProjectRequested, ProjectAdoptRequested)
+
+
+@dataclass(frozen=True)
+class Submitted(Generic[NewProject]):
+    """A new project's intent as published, and whether it retried an earlier request."""
+
+    event: NewProject
+    replay: bool
+
 
 #: Where a refused description or answer points the user instead.
 HOW_TO_STORE: Final = (
@@ -99,32 +112,60 @@ class ProjectService:
         self._secrets = secrets
         self._quotas = quotas
 
-    async def request_project(self, caller: Caller, description: str) -> ProjectRequested:
+    async def request_project(
+        self, caller: Caller, description: str, idempotency_key: str | None = None
+    ) -> Submitted[ProjectRequested]:
         """Publish a new project, unless the text holds a credential or the quota is used up."""
         refuse_credentials(description, how_to_store=HOW_TO_STORE)
-        async with self._sessionmaker() as session:
-            await check_project_quota(session, caller.user_id, self._quotas)
         event = project_request(description, user_id=caller.user_id, source=SOURCE)
-        await self._publish(event)
+        submitted = await self._admit(caller, event, idempotency_key, description.strip())
+        await self._publish(submitted.event)
         log.info(
             "api.project_requested",
-            project_id=str(event.project_id),
+            project_id=str(submitted.event.project_id),
             token_name=caller.token_name,
+            replay=submitted.replay,
         )
-        return event
+        return submitted
 
-    async def adopt_repository(self, caller: Caller, url: str) -> ProjectAdoptRequested:
+    async def adopt_repository(
+        self, caller: Caller, url: str, idempotency_key: str | None = None
+    ) -> Submitted[ProjectAdoptRequested]:
         """Publish the adoption of an existing repository, checked like a new project (quota,
         a credential in the URL) and against the configured git host."""
         event = adopt_request(
-            url, user_id=caller.user_id, source=SOURCE, forge=self._forge,
+            url,
+            user_id=caller.user_id,
+            source=SOURCE,
+            forge=self._forge,
             how_to_store=HOW_TO_STORE,
         )
-        async with self._sessionmaker() as session:
-            await check_project_quota(session, caller.user_id, self._quotas)
-        await self._publish(event)
-        log.info("api.adopt_requested", project_id=str(event.project_id), by=caller.user_id)
-        return event
+        submitted = await self._admit(caller, event, idempotency_key, event.repository_url)
+        await self._publish(submitted.event)
+        log.info(
+            "api.adopt_requested",
+            project_id=str(submitted.event.project_id),
+            by=caller.user_id,
+            replay=submitted.replay,
+        )
+        return submitted
+
+    async def _admit(
+        self, caller: Caller, event: NewProject, idempotency_key: str | None, argument: str
+    ) -> Submitted[NewProject]:
+        """Check the daily quota, unless this retries a request already admitted under its key.
+
+        Under an idempotency key the event's ids are the key's (`producers/idempotency.py`).
+        """
+        async with self._sessionmaker() as session, session.begin():
+            replay = False
+            if idempotency_key is not None:
+                keyed = Keyed.of(caller.user_id, idempotency_key, event.TYPE, argument)
+                event = keyed.apply(event)
+                replay = not await remember(session, keyed)
+            if not replay:
+                await check_project_quota(session, caller.user_id, self._quotas)
+        return Submitted(event, replay)
 
     async def list_projects(self, caller: Caller, limit: int) -> list[Project]:
         """The caller's projects; an admin's list is everyone's."""

@@ -287,3 +287,52 @@ async def test_secret_names_must_be_variable_names(
         f"/projects/{uuid.uuid4()}/secrets/{name}", json={"value": "v" * 10}, headers=alice.headers
     )
     assert response.status_code == 422
+
+
+async def test_a_request_sent_again_with_its_idempotency_key_names_the_same_project(
+    http: httpx.AsyncClient,
+    alice: ApiUser,
+    bob: ApiUser,
+    nc: Client,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async def stored() -> int:
+        return (await nc.jsm().stream_info("INTENTS")).state.messages
+
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"description": "A URL shortener with stats"}
+    first = await http.post("/projects", json=body, headers=alice.headers | key)
+    assert first.status_code == 202
+    assert "Idempotent-Replayed" not in first.headers
+    count = await stored()
+
+    # The client lost the answer and sends it again; meanwhile its quota was set to 0, which
+    # does not refuse a retry of a request it already admitted.
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text("UPDATE users SET projects_per_day = 0 WHERE id = :id"), {"id": alice.user_id}
+        )
+    again = await http.post("/projects", json=body, headers=alice.headers | key)
+    assert again.status_code == 202, again.text
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await stored() == count  # the same event id: the stream kept one copy
+    _, event = await last_event(nc, "INTENTS", "intents.project.requested")
+    assert event["project_id"] == first.json()["project_id"]
+
+    other = await http.post(
+        "/projects", json={"description": "A different service"}, headers=alice.headers | key
+    )
+    assert other.status_code == 422
+    assert "already used for a different request" in other.json()["detail"]
+
+    # Keys belong to their user: bob's identical key is a request of his own.
+    bobs = await http.post("/projects", json=body, headers=bob.headers | key)
+    assert bobs.status_code == 202
+    assert bobs.json()["project_id"] != first.json()["project_id"]
+
+    bad = await http.post(
+        "/projects", json=body, headers=alice.headers | {"Idempotency-Key": "has spaces"}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]

@@ -36,6 +36,12 @@ class NatsSettings(BaseModel):
         description="How long a process keeps trying its first connection (a refused login, "
         "no server) before it exits with the last error; once connected it reconnects forever",
     )
+    new_durable_lookback_seconds: float = Field(
+        600.0,
+        description="Where a durable created for the first time starts: at the messages stored "
+        "in the last this many seconds (a step added by an upgrade does not replay the streams' "
+        "14 days of history, and processes started together miss nothing)",
+    )
 
 
 class DatabaseSettings(BaseModel):

@@ -260,7 +260,7 @@ class ConsumerApp:
             duplicate_window=settings.nats.duplicate_window_seconds,
             replicas=settings.nats.stream_replicas,
         )
-        await apply_consumers(jsm, self.specs)
+        await apply_consumers(jsm, self.specs, lookback=settings.nats.new_durable_lookback_seconds)
         js = nc.jetstream()
         self.publisher = JetStreamPublisher(js)
         for hook in self.on_startup:

@@ -2,11 +2,15 @@
 
 Both are create-or-update: a changed `ack_wait`, `max_deliver` or filter in code is applied at
 the next start instead of being silently ignored (nats-py reuses an existing durable as is).
+A durable created for the first time starts a short lookback before now, not at the start of
+the stream: a step added by an upgrade must not replay two weeks of history (and redeploy every
+project it finds there), while processes started together still see every message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -20,7 +24,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from contracts.topology import CONSUMERS, STREAMS, ConsumerSpec, StreamSpec
 
@@ -58,12 +62,18 @@ def server_max_deliver(spec: ConsumerSpec) -> int:
     return transient_max_deliver(spec) + DEAD_LETTER_SPARE
 
 
-def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+#: Default of `ORCH_NATS__NEW_DURABLE_LOOKBACK_SECONDS`.
+NEW_DURABLE_LOOKBACK_SECONDS = 600.0
+
+
+def consumer_config(spec: ConsumerSpec, *, starts_at: datetime | None = None) -> ConsumerConfig:
+    """The durable's config; `starts_at` sets where it begins (only a new durable may choose)."""
     return ConsumerConfig(
         name=spec.durable,
         durable_name=spec.durable,
         description=spec.description,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL if starts_at is None else DeliverPolicy.BY_START_TIME,
+        opt_start_time=starts_at,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_seconds,
         max_deliver=server_max_deliver(spec),
@@ -122,11 +132,42 @@ async def ensure_streams(
 
 
 async def apply_consumers(
-    jsm: JetStreamManager, specs: tuple[ConsumerSpec, ...] = CONSUMERS
+    jsm: JetStreamManager,
+    specs: tuple[ConsumerSpec, ...] = CONSUMERS,
+    *,
+    lookback: float = NEW_DURABLE_LOOKBACK_SECONDS,
 ) -> None:
-    # CONSUMER.CREATE with an existing name updates the editable fields in place.
+    """Create each missing durable `lookback` seconds back; update the others in place.
+
+    CONSUMER.CREATE with an existing name updates the editable fields; where a durable starts is
+    not one of them, so an existing durable keeps its own. Replicas starting together may both
+    find it missing: the one that comes second is refused the other's start time, and then
+    updates the durable the first created.
+    """
     for spec in specs:
-        await jsm.add_consumer(spec.stream.name, config=consumer_config(spec))
+        try:
+            await _apply_consumer(jsm, spec, lookback)
+        except APIError as exc:
+            if exc.err_code != START_TIME_NOT_UPDATABLE:
+                raise
+            await _apply_consumer(jsm, spec, lookback)
+
+
+#: JetStream's error code for a CONSUMER.CREATE that would move an existing durable's start.
+START_TIME_NOT_UPDATABLE = 10012
+
+
+async def _apply_consumer(jsm: JetStreamManager, spec: ConsumerSpec, lookback: float) -> None:
+    try:
+        current = (await jsm.consumer_info(spec.stream.name, spec.durable)).config
+    except NotFoundError:
+        config = consumer_config(spec, starts_at=datetime.now(UTC) - timedelta(seconds=lookback))
+    else:
+        config = consumer_config(spec)
+        config.deliver_policy = current.deliver_policy
+        config.opt_start_time = current.opt_start_time
+        config.opt_start_seq = current.opt_start_seq
+    await jsm.add_consumer(spec.stream.name, config=config)
 
 
 async def apply_topology(
@@ -135,6 +176,7 @@ async def apply_topology(
     duplicate_window: float = 120.0,
     replicas: int = 1,
     connect_options: Mapping[str, Any] | None = None,
+    lookback: float = NEW_DURABLE_LOOKBACK_SECONDS,
 ) -> None:
     """Declare every stream and durable consumer (the stack launcher calls this on start).
 
@@ -144,6 +186,6 @@ async def apply_topology(
     try:
         jsm = nc.jsm()
         await apply_streams(jsm, duplicate_window=duplicate_window, replicas=replicas)
-        await apply_consumers(jsm)
+        await apply_consumers(jsm, lookback=lookback)
     finally:
         await nc.close()

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
 
 from contracts.events import ProjectRequested
 from contracts.topology import DLQ, INTENTS, NOTIFY, ConsumerSpec
@@ -298,3 +299,34 @@ async def test_every_replica_of_the_runtime_uses_the_declared_durable(
     await asyncio.gather(*tasks)
     assert names.count("test-worker") == 1
     assert all(isinstance(a, ConsumerApp) for a in apps)
+
+
+async def test_a_new_durable_starts_at_recent_messages_and_an_existing_one_keeps_its_start(
+    nc: Client,
+) -> None:
+    """A step added by an upgrade does not replay the stream's history (issue 9)."""
+    jsm = nc.jsm()
+    publisher = JetStreamPublisher.from_client(nc)
+    await publisher.publish(request("published before the step existed"))
+
+    def spec(durable: str) -> ConsumerSpec:
+        return ConsumerSpec(durable, durable, INTENTS, ("intents.project.requested",), "start test")
+
+    # No lookback: the durable begins now, past the stored request.
+    await apply_consumers(jsm, (spec("added-later"),), lookback=0)
+    # The default lookback (10 minutes): processes started together still see the request.
+    await apply_consumers(jsm, (spec("started-together"),))
+    later = await jsm.consumer_info(INTENTS.name, "added-later")
+    together = await jsm.consumer_info(INTENTS.name, "started-together")
+    assert later.num_pending == 0
+    assert together.num_pending == 1
+
+    # Applied again at the next start (with the default lookback), it keeps where it began.
+    await apply_consumers(jsm, (spec("added-later"),))
+    await publisher.publish(request("published after"))
+    later = await jsm.consumer_info(INTENTS.name, "added-later")
+    assert later.config.deliver_policy == DeliverPolicy.BY_START_TIME
+    assert later.num_pending == 1
+    subscription = await nc.jetstream().pull_subscribe_bind("added-later", stream=INTENTS.name)
+    (message,) = await subscription.fetch(1, timeout=5)
+    assert b"published after" in message.data

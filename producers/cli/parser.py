@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeAlias
 
-from infra.db.enums import UserRole
+from infra.db.enums import ProjectState, UserRole
 from infra.project_operations import Operation
 
 #: Platform secrets the system reads, and the field each process expects.
@@ -105,6 +105,21 @@ def _project_commands(sub: Subparsers) -> None:
         sub.add_parser("status", help="a project's state and timeline"), "producers.cli.status"
     )
     p.add_argument("project", help="project id, id prefix or slug")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _run_by(
+        sub.add_parser("projects", help="every project, newest first (archived ones on request)"),
+        "producers.cli.projects",
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=[state.value for state in ProjectState],
+        help="only projects in this state (repeatable)",
+    )
+    p.add_argument("--user", help="only this person's projects (a users-table id)")
+    p.add_argument("--all", action="store_true", help="archived projects too")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = _run_by(

@@ -153,26 +153,34 @@ class PeriodicCollector:
         self._collect = collect
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=self._name)
         return self._task
 
     async def stop(self) -> None:
         if self._task is None:
             return
+        # The flag as well as the cancel: on Python 3.11 `asyncio.wait_for` (under every nats-py
+        # request) swallows a cancel that lands as its answer arrives, and a loop that relied on
+        # the cancel alone would run on while `stop` waits for it forever.
+        self._stopping = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._collect()
             except Exception:
                 log.warning("metrics collection failed", collector=self._name, exc_info=True)
+            if self._stopping:
+                return
             await asyncio.sleep(self._interval)
 
 

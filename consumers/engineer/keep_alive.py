@@ -21,9 +21,15 @@ async def keep_alive(heartbeat: Heartbeat, every: float) -> AsyncIterator[None]:
     the worst case is a redelivery, which the natural-key check turns into a no-op.
     """
 
+    done = asyncio.Event()
+
     async def beat() -> None:
-        while True:
+        # The flag as well as the cancel: a heartbeat's own `wait_for` may swallow the cancel
+        # (Python 3.11), and the block's end must still end the loop.
+        while not done.is_set():
             await asyncio.sleep(every)
+            if done.is_set():
+                return
             try:
                 await heartbeat()
             except Exception as exc:
@@ -33,6 +39,7 @@ async def keep_alive(heartbeat: Heartbeat, every: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        done.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

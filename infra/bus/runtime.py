@@ -266,7 +266,7 @@ class ConsumerApp:
         for hook in self.on_startup:
             await hook()
         relay = OutboxRelay(self.sessionmaker, self.publisher, process=self.process)
-        self._background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        self._background.append(asyncio.create_task(relay.run(self._stopping), name="outbox-relay"))
         self.collectors.append(ConsumerLagCollector(jsm, self.specs))
         for collector in self.collectors:
             collector.start()
@@ -726,7 +726,8 @@ class ConsumerApp:
     async def _heartbeat(self, deliveries: Sequence[_Delivery]) -> None:
         """Keep the batch's unsettled messages ours until they are settled or the batch ends."""
         interval = self.settings.consumer.heartbeat_seconds
-        while True:
+        # Ends by itself once all are settled, even should its cancel be lost.
+        while not all(delivery.settled for delivery in deliveries):
             await asyncio.sleep(interval)
             for delivery in deliveries:
                 if delivery.settled:

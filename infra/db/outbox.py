@@ -304,10 +304,15 @@ class OutboxRelay:
         OUTBOX_PENDING.labels(self._process).set(pending or 0)
         return True
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Relay until cancelled, or until `stop` is set (which a swallowed cancel cannot lose:
+        Python 3.11's `asyncio.wait_for` drops a cancel that lands as its result arrives)."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             try:
                 await self.relay_once()
             except Exception:
                 log.exception("outbox.relay_failed")
+            if stop.is_set():
+                return
             await asyncio.sleep(self._interval)

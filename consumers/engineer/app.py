@@ -153,7 +153,10 @@ class _Engineer:
                 "ORCH_ENGINEER_MODE=inprocess needs an LLM provider; set ORCH_LLM__PROVIDER "
                 "or use ORCH_ENGINEER_MODE=offline"
             )
-        return MeteredCoder(proxy, self._ledger, runner, settings.llm)
+        return MeteredCoder(
+            proxy, self._ledger, runner, settings.llm,
+            time_limit_seconds=engineer.coder_time_limit_seconds,
+        )
 
     def _ledger(self, task: CodingTask) -> DatabaseLedger:
         """Each run's calls go to `llm_usage` under the request's event id, as they happen."""

@@ -32,6 +32,7 @@ from consumers.engineer.agent_io import (
 )
 from consumers.engineer.langgraph_coder import LangGraphCoder
 from consumers.engineer.llm_proxy.forwarder import loopback_to_unix
+from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.test_runner import TestReport
 from infra.llm import build_chat_model, proxy_base_url
 from infra.settings import LLMSettings, Settings
@@ -72,7 +73,12 @@ async def run(workspace: Path, io_dir: Path, settings: LLMSettings, proxy_dir: P
                 io_dir, ContainerResult(0, "", (), "the coding container has no LLM provider")
             )
             return 2
-        coder = LangGraphCoder(llm, HostTestRunner(socket_path, token), settings)
+        # The run stops on its own clock before the host kills the container on its longer
+        # one (`container_timeout_seconds`), so the host gets a result with the reason.
+        coder = LangGraphCoder(
+            llm, HostTestRunner(socket_path, token), settings,
+            time_limit_seconds=EngineerSettings().coder_time_limit_seconds,
+        )
         outcome = await coder.run(
             CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
         )

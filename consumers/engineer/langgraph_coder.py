@@ -8,10 +8,18 @@ No LangGraph checkpointer is used on purpose: the workspace is a temporary check
 does not survive the process, so resuming a conversation whose file edits are gone would
 mislead the model. A redelivered request starts from the base commit again, and a request
 that already succeeded is answered from git (see `workspace.previous_result`).
+
+A run passes only when the guard (`coder/guard.py`) accepts the workspace: green tests, no
+fewer than before, protected files unchanged, and a change at all. Its hash check runs once
+more after the loop, so a verdict is never older than the last thing that touched the files.
+A run also has a wall-clock bound, below the coordinator's step deadline: past it the run
+stops and reports why, instead of being cancelled without a word (and redelivered to spend
+the same time again).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from decimal import Decimal
 from typing import cast
@@ -28,6 +36,7 @@ from consumers.engineer.agent import (
     TestRunner,
 )
 from consumers.engineer.coder.graph import build_coder_graph, recursion_limit
+from consumers.engineer.coder.guard import WorkspaceGuard
 from consumers.engineer.coder.state import CoderState
 from consumers.engineer.coder.tools import make_workspace_tools
 from consumers.engineer.test_runner import TestReport
@@ -45,15 +54,24 @@ class LangGraphCoder:
 
     mode: AgentMode = "llm"
 
-    def __init__(self, llm: BaseChatModel, runner: TestRunner, settings: LLMSettings) -> None:
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        runner: TestRunner,
+        settings: LLMSettings,
+        *,
+        time_limit_seconds: float,
+    ) -> None:
         self._llm = llm
         self._runner = runner
         self._settings = settings
+        self._time_limit = time_limit_seconds
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         async def run_tests() -> TestReport:
             return await self._runner.run(task.workspace)
 
+        guard = WorkspaceGuard(task.workspace)
         graph = build_coder_graph(
             self._llm,
             make_workspace_tools(task.workspace, run_tests),
@@ -61,24 +79,42 @@ class LangGraphCoder:
             change=task.change,
             run_tests=run_tests,
             max_iterations=task.max_iterations,
+            workspace_problem=guard.problem,
         )
-        final = cast(
-            CoderState,
-            await graph.ainvoke(
-                {"messages": []}, {"recursion_limit": recursion_limit(task.max_iterations)}
-            ),
-        )
-        report = final["report"]
-        iterations = final["iteration"]
-        usage = self._usage(final["messages"])
-        if report.ok:
+        final: CoderState = {}
+        timed_out = False
+        try:
+            async with asyncio.timeout(self._time_limit):
+                # Each step's state is kept, so a run stopped by the clock still reports
+                # its iterations, last test results and token usage.
+                async for values in graph.astream(
+                    {"messages": []},
+                    {"recursion_limit": recursion_limit(task.max_iterations)},
+                    stream_mode="values",
+                ):
+                    final = cast(CoderState, values)
+        except TimeoutError:
+            timed_out = True
+        report = final.get("report", TestReport(passed=0, failed=0))
+        iterations = final.get("iteration", 0)
+        messages = final.get("messages", [])
+        usage = self._usage(messages)
+        if timed_out:
+            last = final.get("problem", "")
+            return AgentOutcome(
+                passed=False, iterations=iterations, report=report, summary="", usage=usage,
+                reason=f"stopped at the coder's time limit of {self._time_limit:g} s after "
+                f"{iterations} test runs" + (f"; the last one: {last}" if iterations else ""),
+            )
+        problem = final["problem"] or guard.problem()
+        if not problem:
             return AgentOutcome(
                 passed=True, iterations=iterations, report=report,
-                summary=_summary(final["messages"], task), usage=usage,
+                summary=_summary(messages, task), usage=usage,
             )
         return AgentOutcome(
             passed=False, iterations=iterations, report=report, summary="", usage=usage,
-            reason=f"gave up after {iterations} iterations: {report.summary()}",
+            reason=f"gave up after {iterations} iterations: {problem}",
         )
 
     def _usage(self, messages: list[AnyMessage]) -> tuple[LLMUsage, ...]:

@@ -34,11 +34,14 @@ class MeteredCoder:
         ledger: Callable[[CodingTask], Ledger],
         runner: TestRunner,
         settings: LLMSettings,
+        *,
+        time_limit_seconds: float,
     ) -> None:
         self._proxy = proxy
         self._ledger = ledger
         self._runner = runner
         self._settings = settings
+        self._time_limit = time_limit_seconds
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         async with self._proxy.on_loopback(self._ledger(task)) as proxied:
@@ -52,9 +55,9 @@ class MeteredCoder:
                     "ORCH_LLM__PROVIDER or use ORCH_ENGINEER_MODE=offline"
                 )
             try:
-                outcome = await LangGraphCoder(llm, self._runner, self._settings).run(
-                    task, heartbeat
-                )
+                outcome = await LangGraphCoder(
+                    llm, self._runner, self._settings, time_limit_seconds=self._time_limit
+                ).run(task, heartbeat)
             except Exception:
                 if proxied.proxy.refused is None:
                     raise

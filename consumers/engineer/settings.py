@@ -43,6 +43,13 @@ class EngineerSettings(BaseSettings):
     llm_time_limit_seconds: float = Field(
         1800.0, description="After this long the metering proxy refuses a run's LLM calls"
     )
+    coder_time_limit_seconds: float = Field(
+        1200.0,
+        gt=0,
+        description="Wall clock of one LLM coding run; past it the run stops and fails with "
+        "the reason (below the coordinator's 60 min engineer step deadline, so the step "
+        "reports instead of being cancelled)",
+    )
     git_host: Literal["local", "github"] = Field(
         "local", description="local: the embedded git daemon (no auth); github: token auth"
     )

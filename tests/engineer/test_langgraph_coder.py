@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.tools import BaseTool
 
+from consumers.engineer.agent import CodingTask
+from consumers.engineer.agent import TestRunner as Runner  # "Test*" would be collected
 from consumers.engineer.coder.tools import make_workspace_tools, resolve_inside
 from consumers.engineer.langgraph_coder import LangGraphCoder
 from consumers.engineer.service import EngineerService
@@ -16,7 +20,14 @@ from consumers.engineer.workspace import GitWorkspaces
 from contracts.events import CodeFailed, CodeGenerated
 from infra.llm import build_chat_model
 from infra.settings import LLMSettings
-from tests.engineer.conftest import BROKEN_FILES, RepoFactory, code_requested, git, no_heartbeat
+from tests.engineer.conftest import (
+    BROKEN_FILES,
+    SERVICE_FILES,
+    RepoFactory,
+    code_requested,
+    git,
+    no_heartbeat,
+)
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
 WRONG_CALC = (
@@ -28,16 +39,25 @@ RIGHT_CALC = WRONG_CALC.replace("return a + b\n", "return a - b\n").replace(
 )
 
 
-def coder_service(server: ScriptedOpenAI, max_iterations: int) -> EngineerService:
+def coder(
+    server: ScriptedOpenAI, time_limit_seconds: float = 600.0, runner: Runner | None = None
+) -> LangGraphCoder:
     settings = LLMSettings(
         provider="openai", base_url=server.base_url, model="scripted",
         prompt_cost_per_1k=0.5, completion_cost_per_1k=1.5,
     )
     llm = build_chat_model(settings, "sk-test-never-in-prompts")
     assert llm is not None
+    return LangGraphCoder(
+        llm, runner or PytestRunner(), settings, time_limit_seconds=time_limit_seconds
+    )
+
+
+def coder_service(
+    server: ScriptedOpenAI, max_iterations: int, time_limit_seconds: float = 600.0
+) -> EngineerService:
     return EngineerService(
-        LangGraphCoder(llm, PytestRunner(), settings), GitWorkspaces(),
-        max_iterations=max_iterations,
+        coder(server, time_limit_seconds), GitWorkspaces(), max_iterations=max_iterations
     )
 
 
@@ -155,3 +175,248 @@ async def test_a_symlink_out_of_the_workspace_is_refused(tmp_path: Path) -> None
     answer = await write.ainvoke({"path": "link/owned.py", "content": "x"})
     assert "outside the workspace" in answer
     assert not (tmp_path / "owned.py").exists()
+
+
+def remote_head(url: str, tmp_path: Path) -> str:
+    clone = tmp_path / "check"
+    git("clone", "--quiet", url, str(clone), cwd=tmp_path)
+    return git("rev-parse", "HEAD", cwd=clone)
+
+
+async def test_a_model_that_answers_done_at_once_fails_for_changing_nothing(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(SERVICE_FILES)  # green before any change: "done" looked like success
+
+    with ScriptedOpenAI(lambda _body: Reply.text("Everything already works")) as server:
+        result = await coder_service(server, max_iterations=2).handle(
+            code_requested(url, base), no_heartbeat
+        )
+
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert event.iterations == 2
+    assert "the model changed nothing" in event.reason
+    # The model was told why, and that tests are not a thing to bend.
+    retry = server.requests[1]["messages"][-1]["content"]
+    assert "the model changed nothing" in retry
+    assert "must not be weakened" in retry
+    assert "wrong test" not in server.prompt_text()
+    assert remote_head(url, tmp_path) == base
+
+
+async def test_protected_files_are_refused_and_a_run_that_changes_one_fails(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    # Model-written tests run with the workspace writable: the tool's refusal is not enough.
+    sneaky_test = (
+        "from pathlib import Path\n\n\n"
+        "def test_tweak_deployment() -> None:\n"
+        "    (Path(__file__).parent.parent / 'deploy.json').write_text('{\"kind\": \"worker\"}')\n"
+    )
+    with ScriptedOpenAI() as server:
+        server.replies(
+            Reply.tool_call("write_file", {"path": "deploy.json", "content": "{}\n"}),
+            Reply.tool_call("edit_file", {"path": "app/main.py", "old": "'ok'", "new": "'up'"}),
+            Reply.tool_call("delete_file", {"path": "app/main.py"}),
+            Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+            Reply.tool_call("write_file", {"path": "tests/test_sneaky.py", "content": sneaky_test}),
+            Reply.text("Implemented subtract"),
+        )
+        result = await coder_service(server, max_iterations=1).handle(
+            code_requested(url, base), no_heartbeat
+        )
+
+    refusals = tool_contents(server.requests[3])
+    assert len(refusals) == 3
+    assert all("is protected" in refusal for refusal in refusals), refusals
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert "protected files were changed: deploy.json" in event.reason
+    assert remote_head(url, tmp_path) == base
+
+
+async def test_deleting_the_failing_test_leaves_fewer_tests_than_before_and_fails(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(BROKEN_FILES)  # 3 pass, test_subtract fails: 4 tests at baseline
+    with ScriptedOpenAI() as server:
+        server.replies(
+            Reply.tool_call("delete_file", {"path": "tests/test_calc.py"}),
+            Reply.text("Removed a broken test"),
+        )
+        result = await coder_service(server, max_iterations=1).handle(
+            code_requested(url, base), no_heartbeat
+        )
+
+    assert tool_contents(server.requests[1]) == ["deleted tests/test_calc.py"]
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert "only 2 tests pass, fewer than the 4 tests" in event.reason
+    assert remote_head(url, tmp_path) == base
+
+
+async def test_a_model_that_searches_and_edits_a_snippet_passes(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    subtract = "    return a + b\n\n\ndef subtract(a: int, b: int) -> int:\n    return a - b\n"
+    with ScriptedOpenAI() as server:
+        server.replies(
+            Reply.tool_call("search", {"text": "def add"}),
+            Reply.tool_call(
+                "edit_file", {"path": "app/calc.py", "old": "    return a + b\n", "new": subtract}
+            ),
+            Reply.text("Implemented subtract(a, b)"),
+        )
+        result = await coder_service(server, max_iterations=1).handle(
+            code_requested(url, base), no_heartbeat
+        )
+
+    found = tool_contents(server.requests[1])[0]
+    assert "app/calc.py:1: def add(a: int, b: int) -> int:" in found
+    assert "tests/test_calc.py:1: from app.calc import add" not in found  # "def add" only
+    assert tool_contents(server.requests[2])[-1] == "edited app/calc.py"
+    event = result.event
+    assert isinstance(event, CodeGenerated), event
+    assert (event.iterations, event.tests_passed, event.tests_failed) == (1, 4, 0)
+    assert remote_head(url, tmp_path) == event.commit != base
+    assert (tmp_path / "check" / "app" / "calc.py").read_text() == RIGHT_CALC
+
+
+def workspace_tools(workspace: Path) -> dict[str, BaseTool]:
+    async def no_tests() -> TestReport:
+        return TestReport(passed=0, failed=0)
+
+    return {tool.name: tool for tool in make_workspace_tools(workspace, no_tests)}
+
+
+async def test_edit_file_needs_a_snippet_that_occurs_exactly_once(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    calc = tmp_path / "app" / "calc.py"
+    calc.write_text(WRONG_CALC)
+    edit = workspace_tools(tmp_path)["edit_file"]
+
+    twice = await edit.ainvoke({"path": "app/calc.py", "old": "return a + b", "new": "x"})
+    missing = await edit.ainvoke({"path": "app/calc.py", "old": "return a * b", "new": "x"})
+    assert "occurs 2 times" in twice
+    assert "does not occur" in missing
+    assert calc.read_text() == WRONG_CALC
+
+    unique = "def subtract(a: int, b: int) -> int:\n    return a + b"
+    fixed = unique.replace("a + b", "a - b")
+    assert await edit.ainvoke({"path": "app/calc.py", "old": unique, "new": fixed}) == (
+        "edited app/calc.py"
+    )
+    assert calc.read_text() == RIGHT_CALC
+
+
+async def test_search_stays_inside_the_workspace_and_is_bounded(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("needle = 'outside'\n")
+    workspace = tmp_path / "repo"
+    (workspace / "app").mkdir(parents=True)
+    (workspace / "app" / "many.py").write_text("needle = 1\n" * 150)
+    (workspace / ".git").mkdir()
+    (workspace / ".git" / "config").write_text("needle\n")
+    (workspace / "linked").symlink_to(outside)
+    (workspace / "linked_file.py").symlink_to(outside / "secret.py")
+    search = workspace_tools(workspace)["search"]
+
+    answer = await search.ainvoke({"text": "needle"})
+    lines = answer.splitlines()
+    assert lines[0] == "app/many.py:1: needle = 1"
+    assert lines[-1] == "... and 50 more"
+    assert len(lines) == 101
+    assert "outside" not in answer
+    assert ".git" not in answer
+    assert "outside the workspace" in await search.ainvoke({"text": "needle", "path": "linked"})
+    assert "outside the workspace" in await search.ainvoke({"text": "x", "path": "../outside"})
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        ("deploy.json", "is protected"),
+        ("tests/test_acceptance.py", "is protected"),
+        ("../outside.py", "outside the workspace"),
+        ("app", "is not a file"),
+    ],
+)
+async def test_delete_file_refuses_protected_and_outside_paths(
+    tmp_path: Path, path: str, answer: str
+) -> None:
+    workspace = tmp_path / "repo"
+    for name in ("deploy.json", "tests/test_acceptance.py", "app/calc.py"):
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text("kept\n")
+    (tmp_path / "outside.py").write_text("kept\n")
+    delete = workspace_tools(workspace)["delete_file"]
+
+    assert answer in await delete.ainvoke({"path": path})
+    assert (workspace / "deploy.json").read_text() == "kept\n"
+    assert (workspace / "tests/test_acceptance.py").read_text() == "kept\n"
+    assert (tmp_path / "outside.py").read_text() == "kept\n"
+    assert await delete.ainvoke({"path": "app/calc.py"}) == "deleted app/calc.py"
+    assert not (workspace / "app" / "calc.py").exists()
+
+
+class GreenRunner:
+    """A test runner that answers at once: these tests are about the loop, not pytest."""
+
+    __test__ = False
+
+    async def run(self, workspace: Path) -> TestReport:
+        return TestReport(passed=2, failed=0)
+
+
+def task_in(workspace: Path, max_iterations: int = 1) -> CodingTask:
+    for name, content in SERVICE_FILES.items():
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text(content)
+    request = code_requested("file:///unused", "0" * 40)
+    return CodingTask("p", request.spec, workspace, max_iterations=max_iterations)
+
+
+async def test_a_run_past_its_time_limit_stops_and_says_why(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def stalled_model(_body: dict[str, Any]) -> Reply:
+        # Holds the answer until the test is over; the coder must not wait for it.
+        release.wait(60)
+        return Reply.text("too late")
+
+    with ScriptedOpenAI(stalled_model) as server:
+        agent = coder(server, time_limit_seconds=0.5, runner=GreenRunner())
+        try:
+            outcome = await agent.run(task_in(tmp_path), no_heartbeat)
+            stalled = not release.is_set()
+        finally:
+            release.set()
+
+    assert stalled
+    assert len(server.requests) == 1
+    assert not outcome.passed
+    assert outcome.reason == "stopped at the coder's time limit of 0.5 s after 0 test runs"
+
+
+async def test_old_tool_results_are_trimmed_to_a_stub(tmp_path: Path) -> None:
+    calls = iter(range(10))
+
+    def reader(_body: dict[str, Any]) -> Reply:
+        if next(calls, None) is None:
+            return Reply.text("Read everything")
+        return Reply.tool_call("read_file", {"path": "app/calc.py"})
+
+    with ScriptedOpenAI(reader) as server:
+        agent = coder(server, runner=GreenRunner())
+        outcome = await agent.run(task_in(tmp_path), no_heartbeat)
+
+    assert "changed nothing" in outcome.reason
+    answers = tool_contents(server.requests[-1])
+    assert len(answers) == 10
+    stub = "[earlier read_file output trimmed to keep the conversation short; call the tool again"
+    assert all(answer.startswith(stub) for answer in answers[:2]), answers[:2]
+    assert answers[2:] == [SERVICE_FILES["app/calc.py"]] * 8

@@ -9,11 +9,15 @@ SYSTEM_PROMPT = """\
 You are the engineer of a code generation platform. You work inside one Python project whose \
 layout was generated from a template: `requirements.txt`, the `app/` package, `tests/` (pytest) \
 and `deploy.json`. Implement the specification by editing files with the tools. Keep the \
-existing structure, health endpoint and deployment files working, add tests for what you build, \
-and keep every test passing. Never write secret values into files: secrets reach the service as \
-environment variables named in the specification. Use list_files and read_file before changing \
-code; write whole files with write_file; call run_tests to check your work. When you are done, \
-stop calling tools and answer with one line summarising what you changed, for the user."""
+existing structure, add tests for what you build, and keep every test passing. The health \
+endpoint (`app/main.py`, `app/healthcheck.py`), `deploy.json` and `tests/test_acceptance.py` are \
+protected: the tools refuse to change them and a run that changes them fails. Tests define the \
+behaviour the service must have: never delete, skip or weaken one to make the suite pass. Never \
+write secret values into files: secrets reach the service as environment variables named in the \
+specification. Use list_files, search and read_file before changing code; change part of a file \
+with edit_file, write new or whole files with write_file; call run_tests to check your work. \
+When you are done, stop calling tools and answer with one line summarising what you changed, \
+for the user."""
 
 
 def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str:
@@ -34,9 +38,11 @@ def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str
     )
 
 
-def retry_message(iteration: int, report: TestReport) -> str:
-    """After an iteration whose tests failed: what failed, so the model can fix it."""
+def retry_message(iteration: int, problem: str) -> str:
+    """After an iteration that is not done yet: why (failing tests, fewer tests than before,
+    a protected file changed, nothing changed), so the model can fix it."""
     return (
-        f"Iteration {iteration}: the tests do not pass yet.\n{report.summary(limit=10)}\n\n"
-        "Fix the code (or a wrong test) and answer with a one-line summary when done."
+        f"Iteration {iteration}: the work is not done yet.\n{problem}\n\n"
+        "The tests define the behaviour the service must have and must not be weakened: fix "
+        "the code, not the tests. Answer with a one-line summary when done."
     )

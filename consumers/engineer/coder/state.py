@@ -17,3 +17,7 @@ class CoderState(TypedDict, total=False):
     #: Tool rounds in the current iteration; bounded so one iteration cannot loop forever.
     tool_rounds: int
     report: TestReport
+    #: The tests before any change: the bar a finished run must reach (`guard.tests_problem`).
+    baseline: TestReport
+    #: Why the last test run does not count as done; "" when it does.
+    problem: str

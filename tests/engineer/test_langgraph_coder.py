@@ -311,6 +311,13 @@ async def test_edit_file_needs_a_snippet_that_occurs_exactly_once(tmp_path: Path
     )
     assert calc.read_text() == RIGHT_CALC
 
+    # Wrong kinds of file are the model's mistake to correct, not a crash of the run.
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\xff\xfe")
+    binary = await edit.ainvoke({"path": "logo.png", "old": "PNG", "new": "JPG"})
+    assert "not a text file" in binary
+    write = workspace_tools(tmp_path)["write_file"]
+    assert "is a directory" in await write.ainvoke({"path": "app", "content": "x"})
+
 
 async def test_search_stays_inside_the_workspace_and_is_bounded(tmp_path: Path) -> None:
     outside = tmp_path / "outside"

@@ -106,6 +106,8 @@ def make_workspace_tools(
     def write_file(path: str, content: str) -> str:
         """Create or replace one project file with `content` (the whole file)."""
         target = resolve_writable(workspace, path)
+        if target.is_dir():
+            raise ToolException(f"{path!r} is a directory; give the path of a file in it")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
         return f"wrote {path} ({len(content)} characters)"
@@ -115,7 +117,10 @@ def make_workspace_tools(
         target = resolve_writable(workspace, path)
         if not target.is_file():
             raise ToolException(f"{path!r} does not exist; create it with write_file")
-        text = target.read_text()
+        try:
+            text = target.read_text()
+        except UnicodeDecodeError:
+            raise ToolException(f"{path!r} is not a text file; it cannot be edited") from None
         count = text.count(old) if old else 0
         if count == 0:
             raise ToolException(

@@ -14,6 +14,9 @@ The model's `run_tests` tool calls back over the socket; the host runs the suite
 container with the same limits, the workspace read-only and also no network, and hands back
 the counts. When the agent is done, the host verifies the result the same way (a fresh test
 container): the agent's own claim is never trusted, and the host never runs the model's code.
+The host also hashes the workspace before the container sees it (`coder/guard.py`), so a
+changed protected file or an unchanged workspace fails the run whatever the container says;
+a failure the agent reports (e.g. fewer tests than before) fails it too, even if green.
 
 While the containers run, the broker gets `in_progress` heartbeats; past a deadline a
 container is killed. Containers are always removed. A refusal by the proxy (budget or time
@@ -49,6 +52,7 @@ from consumers.engineer.agent_io import (
     report_to_json,
     write_task,
 )
+from consumers.engineer.coder.guard import WorkspaceGuard
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
 from consumers.engineer.test_runner import FailedTest, TestReport
@@ -128,6 +132,7 @@ class ContainerCoder:
         async def tests_route() -> Mapping[str, Any]:
             return report_to_json(await self.test_in_container(task.workspace, heartbeat))
 
+        guard = WorkspaceGuard(task.workspace)
         try:
             async with self._proxy.on_socket(
                 proxy_dir, self._ledger(task), {TESTS_ROUTE: tests_route}
@@ -156,15 +161,15 @@ class ContainerCoder:
                 f"{_tail(self.last_logs)}",
             )
         report = await self.test_in_container(task.workspace, heartbeat)
-        if report.ok:
+        problem = ("" if report.ok else report.summary()) or guard.problem()
+        if not problem and not result.reason:
             return AgentOutcome(
                 passed=True, iterations=result.iterations, report=report,
                 summary=result.summary or f"Implemented {task.spec.name}",
             )
         return AgentOutcome(
             passed=False, iterations=result.iterations, report=report, summary="",
-            reason=result.reason
-            or f"gave up after {result.iterations} iterations: {report.summary()}",
+            reason=result.reason or f"gave up after {result.iterations} iterations: {problem}",
         )
 
     async def test_in_container(self, workspace: Path, heartbeat: Heartbeat) -> TestReport:

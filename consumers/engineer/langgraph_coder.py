@@ -83,8 +83,9 @@ class LangGraphCoder:
         )
         final: CoderState = {}
         timed_out = False
+        deadline = asyncio.timeout(self._time_limit)
         try:
-            async with asyncio.timeout(self._time_limit):
+            async with deadline:
                 # Each step's state is kept, so a run stopped by the clock still reports
                 # its iterations, last test results and token usage.
                 async for values in graph.astream(
@@ -94,6 +95,8 @@ class LangGraphCoder:
                 ):
                     final = cast(CoderState, values)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a timeout of something inside the run, not the run's own clock
             timed_out = True
         report = final.get("report", TestReport(passed=0, failed=0))
         iterations = final.get("iteration", 0)

@@ -388,22 +388,23 @@ def task_in(workspace: Path, max_iterations: int = 1) -> CodingTask:
 
 
 async def test_a_run_past_its_time_limit_stops_and_says_why(tmp_path: Path) -> None:
-    release = threading.Event()
+    release, answered = threading.Event(), threading.Event()
 
     def stalled_model(_body: dict[str, Any]) -> Reply:
         # Holds the answer until the test is over; the coder must not wait for it.
         release.wait(60)
+        answered.set()
         return Reply.text("too late")
 
     with ScriptedOpenAI(stalled_model) as server:
         agent = coder(server, time_limit_seconds=0.5, runner=GreenRunner())
         try:
             outcome = await agent.run(task_in(tmp_path), no_heartbeat)
-            stalled = not release.is_set()
+            returned_before_the_answer = not answered.is_set()
         finally:
             release.set()
 
-    assert stalled
+    assert returned_before_the_answer
     assert len(server.requests) == 1
     assert not outcome.passed
     assert outcome.reason == "stopped at the coder's time limit of 0.5 s after 0 test runs"

@@ -93,7 +93,13 @@ class HostileModel:
         if "write_file" not in offered:
             return Reply.error(400, f"unexpected request offering {sorted(offered)}")
         if "probe-service" not in text or self.targets is None:
-            return Reply.text("Nothing to add: the scaffold does it.", prompt_tokens=900)
+            # The scaffold does the rest, but a run that changes nothing fails: add a note.
+            if body["messages"][-1]["role"] == "tool":
+                return Reply.text("Added a note: the scaffold does it.", prompt_tokens=900)
+            return Reply.tool_call(
+                "write_file", {"path": "NOTES.md", "content": "Generated from the scaffold.\n"},
+                prompt_tokens=900,
+            )
         if body["messages"][-1]["role"] == "tool":
             return Reply.text("Added the probes.", prompt_tokens=1500, completion_tokens=5)
         return Reply.calls(

@@ -91,7 +91,7 @@ RIGHT_TOTAL = """
     async def expenses_total() -> dict[str, float]:
         return {"total": sum(item.amount for item in stores.expenses.list())}
 """
-RETRY_MARKER = "Iteration 1: the tests do not pass yet"
+RETRY_MARKER = "Iteration 1: the work is not done yet"
 
 
 def _tokens(turn: int) -> dict[str, int]:

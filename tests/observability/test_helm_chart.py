@@ -28,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "codegen-orchestrator"
 CRDS = REPO / "tests" / "data" / "crds"
+RULES = REPO / "infra" / "prometheus" / "rules.yml"
 RELEASE = "codegen-orchestrator"
 # The oldest minor the chart supports: schemas only grow, so a field valid here is valid later.
 KUBERNETES_VERSION = "1.30.0"
@@ -45,6 +46,9 @@ WITHOUT_OPERATORS: dict[str, Any] = {
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "without-operators": WITHOUT_OPERATORS,
+    "without-prometheus-rule": {
+        "metrics": {"prometheusRule": {"enabled": False, "labels": {"release": "kps"}}}
+    },
 }
 
 
@@ -196,6 +200,7 @@ def test_defaults_render_the_processes_nats_and_the_monitoring() -> None:
         "Pod": 1,
         "Job": 1,
         "ServiceMonitor": 1,
+        "PrometheusRule": 1,
     }
 
 
@@ -260,6 +265,27 @@ def test_nats_config_includes_the_users_and_keeps_jetstream_on_files() -> None:
     ]
 
 
+def test_the_prometheus_rule_carries_the_shipped_rules_unchanged() -> None:
+    # Helm packages nothing outside the chart, so the chart keeps a copy that must not drift.
+    assert (CHART / "files" / "prometheus" / "rules.yml").read_bytes() == RULES.read_bytes()
+    rule = only(manifests("defaults"), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    # Prometheus's own templates pass through Helm's untouched.
+    annotations = rule["spec"]["groups"][0]["rules"][0]["annotations"]
+    assert "{{ $labels.process }}" in annotations["summary"]
+
+
+def test_the_prometheus_rule_follows_the_service_monitor_and_its_flag() -> None:
+    objects = manifests("without-prometheus-rule")
+    assert [m for m in objects if m["kind"] == "PrometheusRule"] == []
+    assert only(objects, "ServiceMonitor")
+    labelled = render({"metrics": {"prometheusRule": {"labels": {"release": "kps"}}}})
+    (rule,) = labelled["codegen-orchestrator/templates/prometheusrule.yaml"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alone = render({"metrics": {"serviceMonitor": {"enabled": False}}})
+    assert alone["codegen-orchestrator/templates/prometheusrule.yaml"] == []
+
+
 @pytest.mark.parametrize(
     ("values", "kinds", "reason"),
     [
@@ -283,6 +309,17 @@ def test_broken_values_render_objects_the_api_server_refuses(
     assert bad, "the broken values passed validation"
     assert {name.split("/")[0] for name in bad} == kinds
     assert all(any(reason in r for r in reasons) for reasons in bad.values()), bad
+
+
+def test_crd_schemas_refuse_a_rule_without_expr_and_unknown_fields() -> None:
+    rule = only(manifests("defaults"), "PrometheusRule")
+    assert problems(rule) == []
+    first = rule["spec"]["groups"][0]["rules"][0]
+    first["for_"] = first.pop("for")
+    del first["expr"]
+    reasons = problems(rule)
+    assert any("'expr' is a required property" in r for r in reasons), reasons
+    assert any("'for_' was unexpected" in r for r in reasons), reasons
 
 
 def test_crd_schemas_refuse_a_missing_required_field_and_unknown_fields() -> None:

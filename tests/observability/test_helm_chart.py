@@ -186,18 +186,16 @@ def test_defaults_render_the_processes_nats_and_the_monitoring() -> None:
     consumers = [name for name, proc in procs.items() if proc["durables"]]
     kinds = Counter(m["kind"] for m in manifests("defaults"))
     assert kinds == {
-        # One per process, and the subchart's nats-box.
-        "Deployment": len(procs) + 1,
+        # One per process; nats-box is off (it would connect with no user).
+        "Deployment": len(procs),
         # One per process, and the subchart's client and headless Services.
         "Service": len(procs) + 2,
         "ScaledObject": len(consumers),
-        # Ours and the NATS server config; the NATS URL and nats-box's contexts.
+        # Ours and the NATS server config.
         "ConfigMap": 2,
-        "Secret": 2,
+        "Secret": 1,
         "StatefulSet": 1,
         "PodDisruptionBudget": 1,
-        # The subchart's `helm test` pod.
-        "Pod": 1,
         "Job": 1,
         "ServiceMonitor": 1,
         "PrometheusRule": 1,

@@ -1,7 +1,8 @@
 """docker-compose and the Helm chart cover every process of contracts.topology.
 
 Neither Docker nor Kubernetes runs here: compose is validated by `docker-compose config`, and
-the chart (which needs helm to render) by its values and the structure of its templates.
+the chart by its values and the structure of its templates (test_helm_chart.py renders it and
+validates what it renders).
 """
 
 from __future__ import annotations

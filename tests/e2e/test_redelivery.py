@@ -30,7 +30,7 @@ import psycopg
 import pytest
 
 from contracts.topology import DEPLOYER, ENGINEER, PROVISIONER, REPO, ConsumerSpec
-from infra.bus.topology import consumer_config
+from infra.bus.topology import apply_consumers
 
 from .conftest import ROOT, LocalStackProcess, admin_nats, new_state_dir
 from .test_pipeline_offline import (
@@ -79,7 +79,7 @@ def shorten_ack_wait(stack: LocalStackProcess, name: str) -> None:
     async def apply() -> None:
         client = await admin_nats(info)
         try:
-            await client.jsm().add_consumer(quick.stream.name, config=consumer_config(quick))
+            await apply_consumers(client.jsm(), (quick,))  # keeps where the durable started
         finally:
             await client.close()
 

@@ -16,7 +16,8 @@ What it prints:
 - N at once (mixed kinds: HTTP API, Telegram bot, worker; a bot's token is stored when its
   deploy waits for it, as its owner would): time to the first live, to all live, the ratio to
   one project, and the machine's CPU seconds per project over the batch (all processes: the
-  stack, its sandboxes, Ansible, the deployed services' start);
+  stack, its sandboxes, Ansible, the deployed services' start), and the stack's processes that
+  used most of it (each with the children it reaped: a consumer's Ansible runs and sandboxes);
 - the stack's peak resident memory over the run, RSS and PSS, summed over its process tree.
 
 Every project is archived at the end (the product's own clean-up: service, releases, user and
@@ -161,6 +162,42 @@ def busy_cpu_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def process_label(pid: int) -> str:
+    """A short name for a stack process: the module of `python -m x.y`, else the program."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [arg.decode(errors="replace") for arg in argv if arg]
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1].rsplit(".", 1)[0].split(".")[-1]
+    return Path(words[0]).name if words else "?"
+
+
+def cpu_by_process(root: int) -> dict[tuple[int, str], float]:
+    """CPU seconds each process of the tree used, with the children it has reaped (so a
+    consumer's count holds its Ansible runs, test sandboxes and git calls)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[tuple[int, str], float] = {}
+    for pid in tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime are fields 14 to 17 of stat (11 to 14 after the name).
+        found[(pid, process_label(pid))] = sum(int(v) for v in fields[11:15]) / ticks
+    return found
+
+
+def cpu_table(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float]) -> str:
+    """The processes that used the most CPU between two snapshots, by label."""
+    used: dict[str, float] = {}
+    for key, seconds in after.items():
+        used[key[1]] = used.get(key[1], 0.0) + seconds - before.get(key, 0.0)
+    top = sorted(used.items(), key=lambda item: -item[1])[:10]
+    return ", ".join(f"{label} {seconds:.0f}" for label, seconds in top if seconds >= 0.5)
+
+
 def median_wall(command: list[str], runs: int = 5) -> float:
     times = []
     for _ in range(runs):
@@ -229,15 +266,18 @@ def main() -> None:
         print(f"orchestrator --help: {median_wall([*cli, '--help']):.2f} s (median of 5)")
 
         tag = uuid.uuid4().hex[:4]
+        by_process = cpu_by_process(stack.process.pid)
         started = time.monotonic()
         one = project_id(request(stack, KINDS[0].format(name=f"bench-one-{tag}")))
         ids.append(one)
         (single,) = wait_all(stack, [one], started, args.timeout) or [float("nan")]
         print(f"one project (HTTP API), request to live: {single:.1f} s")
+        print(f"  CPU s by process: {cpu_table(by_process, cpu_by_process(stack.process.pid))}")
         print(f"orchestrator status: {median_wall([*cli, 'status', one]):.2f} s (median of 5)")
 
         n = args.projects
         cpu_before = busy_cpu_seconds()
+        by_process = cpu_by_process(stack.process.pid)
         started = time.monotonic()
         batch = [
             request(stack, KINDS[i % len(KINDS)].format(name=f"bench-{i:02d}-{tag}"))
@@ -253,6 +293,7 @@ def main() -> None:
             print(f"  first live after {times[0]:.1f} s, all settled after {times[-1]:.1f} s")
             print(f"  ratio to one project: {times[-1] / single:.1f}x (goal: at most 3x)")
         print(f"  machine CPU over the batch: {cpu:.0f} s, {cpu / n:.1f} s per project")
+        print(f"  CPU s by process: {cpu_table(by_process, cpu_by_process(stack.process.pid))}")
     finally:
         peak.stopped.set()
         peak.join()

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client
 
+from infra.bus.connection import connect as connect_established
 from infra.bus.permissions import EXTERNAL, inbox_prefix
 from infra.settings import Settings, VaultSettings
 from infra.vault import SecretNotFound, VaultClient
@@ -100,7 +100,7 @@ async def connect(
     """Connect to `settings.nats.url` as this process's NATS user (see `process_credentials`)."""
     credentials = await process_credentials(settings, vault)
     extra = credentials.connect_options() if credentials is not None else {}
-    return await nats.connect(settings.nats.url.split(","), **extra, **options)
+    return await connect_established(settings.nats.url.split(","), **extra, **options)
 
 
 def _vault_configured(vault: VaultSettings) -> bool:

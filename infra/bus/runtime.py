@@ -13,7 +13,8 @@ Long steps send `in_progress` heartbeats so JetStream does not redeliver them el
 
 Why not FastStream's subscriber pipeline: measured here, its per-message path cost ~6.8 ms
 of CPU per event and its batch loop waits to fill a batch until its timeout, which is the
-latency of every quiet moment. The process still connects through FastStream's broker.
+latency of every quiet moment. The process connects with nats-py through
+`infra.bus.connection` (which works around a handshake that nats-py leaves unfinished).
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from faststream.exceptions import IncorrectState
-from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -40,10 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts.envelope import Event
 from contracts.topology import ConsumerSpec, consumers_of
 from infra.bus.codec import MalformedEvent, decode
+from infra.bus.connection import connect
 from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
 from infra.bus.faults import DatabaseGate, is_connectivity_error
-from infra.bus.permissions import DEFAULT_INBOX, inbox_prefix
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers, ensure_streams, transient_max_deliver
 from infra.db.outbox import (
@@ -186,7 +184,7 @@ class ConsumerApp:
         self.engine: AsyncEngine | None = None
         self.sessionmaker: async_sessionmaker[AsyncSession] | None = None
         self.publisher: JetStreamPublisher | None = None
-        self.broker: NatsBroker | None = None
+        self.nc: Client | None = None
         #: Metric collectors started with the process and stopped with it.
         self.collectors: list[PeriodicCollector] = []
         self._closed = asyncio.Event()
@@ -226,32 +224,9 @@ class ConsumerApp:
         self.database = DatabaseGate(self.engine, settings.consumer.database_probe_seconds)
         # The process's own NATS user (from Vault), allowed only its events and its durables.
         credentials = await process_credentials(settings)
-        connection_errors: list[Exception] = []
-
-        async def connection_error(error: Exception) -> None:
-            connection_errors.append(error)
-            log.warning("nats.connection_error", process=self.process, error=repr(error))
-
-        self.broker = NatsBroker(
-            settings.nats.url.split(","),
-            # Reconnect forever; if the connection still closes, exit so a supervisor restarts
-            # the process instead of it pulling from a dead connection.
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            closed_cb=self._connection_closed,
-            error_cb=connection_error,
-            logger=None,
-            security=(
-                NatsUserPassword(credentials.user, credentials.password)
-                if credentials is not None
-                else None
-            ),
-            inbox_prefix=(
-                inbox_prefix(credentials.user) if credentials is not None else DEFAULT_INBOX
-            ),
-        )
-        await self._first_connection(credentials.user if credentials else None, connection_errors)
-        nc = self.broker.connection
+        connect_options = credentials.connect_options() if credentials is not None else {}
+        nc = await self._first_connection(**connect_options)
+        self.nc = nc
         jsm = nc.jsm()
         # Streams are the admin's (the launcher applies them); a consumer only creates a
         # missing one or fixes drift, which a server with per-process users never needs.
@@ -276,25 +251,55 @@ class ConsumerApp:
                 self._pullers.append(asyncio.create_task(self._pull(js, spec, name), name=name))
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
-    async def _first_connection(self, user: str | None, errors: list[Exception]) -> None:
-        """Connect, or raise with the server's last answer once the connect timeout is spent.
+    async def _first_connection(self, **credentials: Any) -> Client:
+        """Connect, or raise with the server's answer once it refuses or the timeout is spent.
 
         With unbounded reconnects nats-py retries a first connection forever, so a refused
         login (a wrong password, a user the server does not know) would leave a process that
         looks alive and consumes nothing; it exits instead and says why.
         """
-        assert self.broker is not None
+        errors: list[Exception] = []
+        refusals: list[Exception] = []
+        refused = asyncio.Event()
+
+        async def connection_error(error: Exception) -> None:
+            errors.append(error)
+            if "authorization violation" in str(error).lower() and not connected.done():
+                refusals.append(error)
+                refused.set()
+            log.warning("nats.connection_error", process=self.process, error=repr(error))
+
+        connected = asyncio.ensure_future(
+            connect(
+                self.settings.nats.url.split(","),
+                # Reconnect forever; if the connection still closes, exit so a supervisor
+                # restarts the process instead of it pulling from a dead connection.
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                closed_cb=self._connection_closed,
+                error_cb=connection_error,
+                **credentials,
+            )
+        )
+        refusal = asyncio.ensure_future(refused.wait())
         timeout = self.settings.nats.connect_timeout_seconds
         try:
-            await asyncio.wait_for(self.broker.connect(), timeout)
-        except TimeoutError:
-            last = f"{errors[-1]}" if errors else "no answer"
-            raise NatsUnavailable(
-                f"{self.process} could not connect to NATS at {self.settings.nats.url} as "
-                f"{user or 'an anonymous user'} within {timeout:g}s; the last error was: {last}. "
-                "Check that the server runs and that Vault holds this process's NATS password "
-                "(the launcher writes it at each start)"
-            ) from None
+            await asyncio.wait({connected, refusal}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            refusal.cancel()
+        if connected.done():
+            return connected.result()
+        connected.cancel()
+        await asyncio.gather(connected, return_exceptions=True)
+        if refusals:
+            raise refusals[0]
+        last = f"{errors[-1]}" if errors else "no answer"
+        raise NatsUnavailable(
+            f"{self.process} could not connect to NATS at {self.settings.nats.url} as "
+            f"{credentials.get('user') or 'an anonymous user'} within {timeout:g}s; the last "
+            f"error was: {last}. Check that the server runs and that Vault holds this "
+            "process's NATS password (the launcher writes it at each start)"
+        )
 
     async def stop(self) -> None:
         # Idle pullers stop at once; busy ones finish the batch in hand (within the grace).
@@ -317,8 +322,9 @@ class ConsumerApp:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
-        if self.broker is not None:
-            await self.broker.stop()
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
         for hook in self.on_shutdown:
             await hook()
         if self.engine is not None:
@@ -326,12 +332,7 @@ class ConsumerApp:
         await self.endpoints.close()
 
     def _nats_connection(self) -> Client | None:
-        if self.broker is None:
-            return None
-        try:
-            return self.broker.connection
-        except IncorrectState:  # FastStream's answer before the first connection
-            return None
+        return self.nc
 
     async def _connection_closed(self) -> None:
         self._closed.set()

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 from nats.js import JetStreamManager
 from nats.js.api import (
     AckPolicy,
@@ -27,6 +26,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, NotFoundError
 
 from contracts.topology import CONSUMERS, STREAMS, ConsumerSpec, StreamSpec
+from infra.bus.connection import connect
 
 
 def stream_config(spec: StreamSpec, *, duplicate_window: float, replicas: int) -> StreamConfig:
@@ -182,7 +182,7 @@ async def apply_topology(
 
     `connect_options` carries the admin user's credentials on a server with authentication.
     """
-    nc = await nats.connect(nats_url, connect_timeout=5, **(connect_options or {}))
+    nc = await connect(nats_url, connect_timeout=5, **(connect_options or {}))
     try:
         jsm = nc.jsm()
         await apply_streams(jsm, duplicate_window=duplicate_window, replicas=replicas)

@@ -11,6 +11,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from infra.bus.connection import connect
 from infra.bus.credentials import read_credentials
 from infra.bus.permissions import ADMIN
 from infra.bus.publisher import JetStreamPublisher
@@ -41,31 +42,11 @@ async def nats_client(endpoints: Endpoints) -> AsyncIterator[Client]:
     servers = endpoints.nats_url.split(",")
     # A refused user would otherwise be retried for minutes before nats-py gives up.
     await _check_accepted(servers, options, endpoints.nats_url)
-    nc = await _connect(servers, options)
+    nc = await connect(servers, connect_timeout=5, **options)
     try:
         yield nc
     finally:
         await nc.close()
-
-
-#: Connections tried when nats-py comes back from `connect` not connected (below).
-CONNECT_ATTEMPTS = 5
-
-
-async def _connect(servers: list[str], options: dict[str, Any]) -> Client:
-    """A connection that is really established.
-
-    nats-py 2.16 returns from `connect` still CONNECTING when the first line after its PING is
-    not the PONG: a server slow to check the password (bcrypt, on a busy host) sends its own
-    first PING before. Such a client answers PINGs, but buffers every SUB and PUB forever, so
-    a request would wait for an acknowledgement that can never come. Connect again instead.
-    """
-    for _ in range(CONNECT_ATTEMPTS - 1):
-        nc = await nats.connect(servers, connect_timeout=5, **options)
-        if nc.is_connected:
-            return nc
-        await nc.close()
-    return await nats.connect(servers, connect_timeout=5, **options)
 
 
 #: A person at a terminal would rather wait than read a traceback: while the server answers, a

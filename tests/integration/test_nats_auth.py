@@ -217,7 +217,7 @@ async def test_a_runtime_that_cannot_connect_exits_and_says_why(
 
     With unbounded reconnects nats-py retries a first connection forever, which would leave a
     process that looks alive and consumes nothing. A refused login already fails at once
-    (FastStream treats it as unrecoverable); both end with a message an operator can act on.
+    (the runtime stops at the first refusal); both end with a message an operator can act on.
     """
     root = VaultClient(openbao.addr, token=openbao.root_token)
     await store_credentials(root, {"analyst": PASSWORDS["analyst"]})

@@ -76,10 +76,10 @@ def main() -> None:
     collectors: list[PeriodicCollector] = []
 
     async def start_collectors() -> None:
-        assert app.broker is not None
+        assert app.nc is not None
         assert app.sessionmaker is not None
         collectors.append(
-            ConsumerLagCollector(app.broker.connection.jsm(), app.specs, interval=COLLECT_INTERVAL)
+            ConsumerLagCollector(app.nc.jsm(), app.specs, interval=COLLECT_INTERVAL)
         )
         collectors.append(ProjectStateCollector(app.sessionmaker, interval=COLLECT_INTERVAL))
         for collector in collectors:

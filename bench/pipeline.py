@@ -170,7 +170,10 @@ def process_label(pid: int) -> str:
         return "?"
     words = [arg.decode(errors="replace") for arg in argv if arg]
     if "-m" in words[:-1]:
-        return words[words.index("-m") + 1].rsplit(".", 1)[0].split(".")[-1]
+        parts = words[words.index("-m") + 1].split(".")
+        while len(parts) > 1 and parts[-1] in ("__main__", "main", "app"):
+            parts.pop()
+        return parts[-1]
     return Path(words[0]).name if words else "?"
 
 

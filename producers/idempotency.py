@@ -1,10 +1,14 @@
-"""Idempotency keys: a client that sends a request again gets the same project, never a second.
+"""Idempotency keys: a client that sends a request again gets the same answer, never a second act.
 
 An HTTP client that lost the answer to `POST /projects` (a timeout, a dropped connection, a 503
 while the bus was busy) sends it again with the same `Idempotency-Key`. The ids of the intent it
 publishes (event id, project id, flow id) are derived from the caller, the operation and the
 key, so the retry publishes the very same event: the stream's duplicate window drops it within
-two minutes, the coordinator's inbox after that, and the answer names the same project.
+two minutes, the coordinator's inbox after that, and the answer names the same project. The
+other intents the API publishes (an answer, a change, an archive, a redeploy, restart, rollback
+or retry) take a key the same way: the retry publishes the same event id, so the operation runs
+once, and it is answered 202 as before even if the first one has since changed the project's
+state (a retried rollback is not refused because the rollback it retries is under way).
 
 A key is remembered for a day with a fingerprint of its request. A retry of the same request
 skips the daily quota (it was counted the first time) and is answered as a replay; the same key
@@ -58,7 +62,7 @@ class Keyed:
         return uuid.uuid5(NAMESPACE, "\0".join((self.user_id, self.operation, self.key, part)))
 
     def apply(self, event: E) -> E:
-        """The event with its event id, flow id and (if it has one) project id derived."""
+        """A new project's intent with its event id, flow id and project id derived."""
         update: dict[str, uuid.UUID] = {
             "event_id": self.derive("event"),
             "correlation_id": self.derive("flow"),
@@ -66,6 +70,11 @@ class Keyed:
         if "project_id" in type(event).model_fields:
             update["project_id"] = self.derive("project")
         return event.model_copy(update=update)
+
+    def apply_event_id(self, event: E) -> E:
+        """An intent about an existing project with its event id derived (the rest is the
+        project's: its id and flow)."""
+        return event.model_copy(update={"event_id": self.derive("event")})
 
 
 async def remember(session: AsyncSession, keyed: Keyed, *, now: datetime | None = None) -> bool:

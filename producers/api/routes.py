@@ -8,7 +8,7 @@ below at definition time, and they close over the injected service and auth depe
 """
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
@@ -32,7 +32,7 @@ from producers.api.schemas import (
     SecretValue,
     TimelineItem,
 )
-from producers.api.service import NewProject, ProjectService, Submitted
+from producers.api.service import ProjectService, Submitted
 from producers.api.tokens import Caller
 from producers.idempotency import PATTERN as IDEMPOTENCY_KEY_PATTERN
 from producers.intents import OperationIntent
@@ -62,9 +62,10 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Any unique string (a UUID) to make the request safe to send again: a "
-        "retry with the same key within 24 hours names the same project and creates nothing "
-        "(answered with `Idempotent-Replayed: true`); the key sent with a different request "
-        "is refused with 422.",
+        "retry with the same key within 24 hours gets the same answer and does nothing again "
+        "(no second project, answer, change or operation; answered with "
+        "`Idempotent-Replayed: true`, even if the first request has since moved the project "
+        "on); the key sent with a different request is refused with 422.",
     ),
 ]
 
@@ -80,7 +81,8 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         response.headers["Location"] = status_url
         return Accepted(project_id=project_id, flow_id=flow_id, status_url=status_url)
 
-    def submitted(request: Request, response: Response, done: Submitted[NewProject]) -> Accepted:
+    def submitted(request: Request, response: Response, done: Submitted[Any]) -> Accepted:
+        """202 for a published intent (every one carries its project id and flow id)."""
         if done.replay:
             response.headers["Idempotent-Replayed"] = "true"
         return accepted(request, response, done.event.project_id, done.event.correlation_id)
@@ -154,10 +156,15 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         responses={**_REFUSED_TEXT, 409: {"description": "No question is waiting for an answer"}},
     )
     async def answer(
-        ref: Ref, body: AnswerRequest, caller: CallerDep, request: Request, response: Response
+        ref: Ref,
+        body: AnswerRequest,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Accepted:
-        event = await service.answer(caller, ref, body.answer)
-        return accepted(request, response, event.project_id, event.correlation_id)
+        done = await service.answer(caller, ref, body.answer, idempotency_key)
+        return submitted(request, response, done)
 
     @router.post(
         "/projects/{ref}/changes",
@@ -175,10 +182,15 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         },
     )
     async def request_change(
-        ref: Ref, body: ChangeRequest, caller: CallerDep, request: Request, response: Response
+        ref: Ref,
+        body: ChangeRequest,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Accepted:
-        event = await service.request_change(caller, ref, body.change)
-        return accepted(request, response, event.project_id, event.correlation_id)
+        done = await service.request_change(caller, ref, body.change, idempotency_key)
+        return submitted(request, response, done)
 
     @router.put(
         "/projects/{ref}/secrets/{name}",
@@ -227,15 +239,16 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         request: Request,
         response: Response,
         body: ArchiveRequest | None = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Accepted:
-        event = await service.archive(caller, ref, body.reason if body else "")
-        return accepted(request, response, event.project_id, event.correlation_id)
+        done = await service.archive(caller, ref, body.reason if body else "", idempotency_key)
+        return submitted(request, response, done)
 
     def operation_accepted(
-        request: Request, response: Response, event: OperationIntent
+        request: Request, response: Response, done: Submitted[OperationIntent]
     ) -> OperationAccepted:
-        done = accepted(request, response, event.project_id, event.correlation_id)
-        return OperationAccepted(**done.model_dump(), event_id=event.event_id)
+        answer = submitted(request, response, done)
+        return OperationAccepted(**answer.model_dump(), event_id=done.event.event_id)
 
     @router.post(
         "/projects/{ref}/redeploy",
@@ -252,10 +265,11 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         request: Request,
         response: Response,
         body: RedeployRequest | None = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> OperationAccepted:
         commit = body.commit if body else None
-        event = await service.operate(caller, ref, Operation.REDEPLOY, commit)
-        return operation_accepted(request, response, event)
+        done = await service.operate(caller, ref, Operation.REDEPLOY, commit, idempotency_key)
+        return operation_accepted(request, response, done)
 
     @router.post(
         "/projects/{ref}/restart",
@@ -264,10 +278,14 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         responses={409: {"description": "Not live, or another operation is under way"}},
     )
     async def restart(
-        ref: Ref, caller: CallerDep, request: Request, response: Response
+        ref: Ref,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> OperationAccepted:
-        event = await service.operate(caller, ref, Operation.RESTART)
-        return operation_accepted(request, response, event)
+        done = await service.operate(caller, ref, Operation.RESTART, None, idempotency_key)
+        return operation_accepted(request, response, done)
 
     @router.post(
         "/projects/{ref}/rollback",
@@ -278,10 +296,14 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         },
     )
     async def rollback(
-        ref: Ref, caller: CallerDep, request: Request, response: Response
+        ref: Ref,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> OperationAccepted:
-        event = await service.operate(caller, ref, Operation.ROLLBACK)
-        return operation_accepted(request, response, event)
+        done = await service.operate(caller, ref, Operation.ROLLBACK, None, idempotency_key)
+        return operation_accepted(request, response, done)
 
     @router.post(
         "/projects/{ref}/retry",
@@ -292,10 +314,14 @@ def build_router(service: ProjectService, guards: Guards) -> APIRouter:
         responses={409: {"description": "The project has not failed"}},
     )
     async def retry(
-        ref: Ref, caller: CallerDep, request: Request, response: Response
+        ref: Ref,
+        caller: CallerDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> OperationAccepted:
-        event = await service.operate(caller, ref, Operation.RETRY)
-        return operation_accepted(request, response, event)
+        done = await service.operate(caller, ref, Operation.RETRY, None, idempotency_key)
+        return operation_accepted(request, response, done)
 
     return router
 

@@ -10,7 +10,7 @@ impossible (an answer with no open question) so the user hears it at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -60,14 +60,15 @@ log = structlog.stdlib.get_logger(__name__)
 
 SOURCE: Final = "api"
 
+Intent = TypeVar("Intent", bound=Event)
 NewProject = TypeVar("NewProject", ProjectRequested, ProjectAdoptRequested)
 
 
 @dataclass(frozen=True)
-class Submitted(Generic[NewProject]):
-    """A new project's intent as published, and whether it retried an earlier request."""
+class Submitted(Generic[Intent]):
+    """An intent as published, and whether it retried an earlier request (same key)."""
 
-    event: NewProject
+    event: Intent
     replay: bool
 
 
@@ -167,6 +168,33 @@ class ProjectService:
                 await check_project_quota(session, caller.user_id, self._quotas)
         return Submitted(event, replay)
 
+    async def _once(
+        self,
+        caller: Caller,
+        idempotency_key: str | None,
+        event: Intent,
+        check: Callable[[], Awaitable[None]],
+        *arguments: str,
+    ) -> Submitted[Intent]:
+        """Publish an intent about an existing project after `check` passes, once per key.
+
+        A retry under the same key publishes the same event id (the stream and the inbox drop
+        the copy) without checking again: the first request may already have moved the project
+        on. A check that refuses leaves the key unused, so the same key may be sent again.
+        """
+        replay = False
+        if idempotency_key is not None:
+            keyed = Keyed.of(caller.user_id, idempotency_key, event.TYPE, *arguments)
+            event = keyed.apply_event_id(event)
+            async with self._sessionmaker() as session, session.begin():
+                replay = not await remember(session, keyed)
+                if not replay:
+                    await check()  # raising rolls the key back
+        else:
+            await check()
+        await self._publish(event)
+        return Submitted(event, replay)
+
     async def list_projects(self, caller: Caller, limit: int) -> list[Project]:
         """The caller's projects; an admin's list is everyone's."""
         async with self._sessionmaker() as session:
@@ -182,42 +210,58 @@ class ProjectService:
             project = await _own_project(session, caller, ref)
             return await project_view(session, str(project.id))
 
-    async def answer(self, caller: Caller, ref: str, text: str) -> ClarificationAnswered:
+    async def answer(
+        self, caller: Caller, ref: str, text: str, idempotency_key: str | None = None
+    ) -> Submitted[ClarificationAnswered]:
         project = await self._project(caller, ref)
-        if project.state != ProjectState.AWAITING_ANSWER and not await self._revision_asks(project):
-            raise Conflict(
-                f"project {project.id} is {project.state}: no question is waiting for an answer"
-            )
-        refuse_credentials(text, how_to_store=HOW_TO_STORE)
+
+        async def check() -> None:
+            if project.state != ProjectState.AWAITING_ANSWER and not await self._revision_asks(
+                project
+            ):
+                raise Conflict(
+                    f"project {project.id} is {project.state}: no question is waiting for an answer"
+                )
+            refuse_credentials(text, how_to_store=HOW_TO_STORE)
+
         event = clarification_answer(
             project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
         )
-        await self._publish(event)
-        return event
+        return await self._once(caller, idempotency_key, event, check, str(project.id), text)
 
-    async def request_change(self, caller: Caller, ref: str, text: str) -> ChangeRequested:
+    async def request_change(
+        self, caller: Caller, ref: str, text: str, idempotency_key: str | None = None
+    ) -> Submitted[ChangeRequested]:
         """Publish a change to a live project, unless it cannot take one now (the coordinator
         checks again) or the text holds a credential."""
-        async with self._sessionmaker() as session:
-            project = await _own_project(session, caller, ref)
-            reason = why_not_changeable(project)
-            in_flight = await change_in_flight(session, project.id)
-        if reason is not None:
-            raise Conflict(reason)
-        if in_flight is not None:
-            raise Conflict(in_flight_message(project, in_flight))
-        refuse_credentials(text, how_to_store=HOW_TO_STORE)
+        project = await self._project(caller, ref)
+
+        async def check() -> None:
+            async with self._sessionmaker() as session:
+                reason = why_not_changeable(project)
+                in_flight = await change_in_flight(session, project.id)
+            if reason is not None:
+                raise Conflict(reason)
+            if in_flight is not None:
+                raise Conflict(in_flight_message(project, in_flight))
+            refuse_credentials(text, how_to_store=HOW_TO_STORE)
+
         event = change_request(
             project.id, project.flow_id, text, user_id=caller.user_id, source=SOURCE
         )
-        await self._publish(event)
+        submitted = await self._once(caller, idempotency_key, event, check, str(project.id), text)
         log.info("api.change_requested", project_id=str(project.id), by=caller.user_id)
-        return event
+        return submitted
 
-    async def archive(self, caller: Caller, ref: str, reason: str) -> ProjectArchiveRequested:
+    async def archive(
+        self, caller: Caller, ref: str, reason: str, idempotency_key: str | None = None
+    ) -> Submitted[ProjectArchiveRequested]:
         project = await self._project(caller, ref)
-        if project.state == ProjectState.ARCHIVED:
-            raise Conflict(f"project {project.id} is already archived")
+
+        async def check() -> None:
+            if project.state == ProjectState.ARCHIVED:
+                raise Conflict(f"project {project.id} is already archived")
+
         event = ProjectArchiveRequested(
             correlation_id=project.flow_id,
             actor=f"{SOURCE}:{caller.user_id}",
@@ -225,24 +269,38 @@ class ProjectService:
             reason=reason.strip() or f"archived through the API by {caller.user_id}",
             user_id=caller.user_id,
         )
-        await self._publish(event)
-        return event
+        return await self._once(caller, idempotency_key, event, check, str(project.id), reason)
 
     async def operate(
-        self, caller: Caller, ref: str, operation: Operation, commit: str | None = None
-    ) -> OperationIntent:
+        self,
+        caller: Caller,
+        ref: str,
+        operation: Operation,
+        commit: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted[OperationIntent]:
         """Publish a redeploy, restart, rollback or retry, unless the project's state rules it
         out now (the coordinator checks the same rules again when it applies it)."""
         project = await self._project(caller, ref)
-        reason = refusal(project, operation)
-        if reason is not None:
-            raise Conflict(reason)
+
+        async def check() -> None:
+            reason = refusal(project, operation)
+            if reason is not None:
+                raise Conflict(reason)
+
         event = operation_request(
             operation, project.id, project.flow_id, user_id=caller.user_id, commit=commit
         )
-        await self._publish(event)
-        log.info(f"api.{operation}_requested", project_id=str(project.id), by=caller.user_id)
-        return event
+        submitted = await self._once(
+            caller, idempotency_key, event, check, str(project.id), commit or ""
+        )
+        log.info(
+            f"api.{operation}_requested",
+            project_id=str(project.id),
+            by=caller.user_id,
+            replay=submitted.replay,
+        )
+        return submitted
 
     async def store_secret(self, caller: Caller, ref: str, name: str, value: str) -> SecretStored:
         """Write the value to Vault, then announce its name and path (never the value).

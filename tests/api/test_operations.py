@@ -4,6 +4,7 @@ the stream (real NATS, PostgreSQL and the API app), and the plain refusals the r
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 from nats.aio.client import Client
@@ -99,3 +100,59 @@ async def test_illegal_operations_are_refused_with_the_reason(
     assert unauthenticated.status_code == 401
     # A refusal publishes nothing.
     assert (await nc.jsm().stream_info("INTENTS")).state.last_seq == published_before
+
+
+async def test_an_operation_sent_again_with_its_idempotency_key_runs_once(
+    http: httpx.AsyncClient,
+    alice: ApiUser,
+    seed_project: SeedProject,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    nc: Client,
+) -> None:
+    live = await seed_project(alice.user_id, state=ProjectState.ACTIVE, slug="ops-keyed")
+    await _record(
+        sessionmaker, live.id, code_commit=LIVE, live_commit=LIVE, previous_commit=PREVIOUS
+    )
+
+    async def last_seq() -> int:
+        return (await nc.jsm().stream_info("INTENTS")).state.last_seq
+
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await http.post("/projects/ops-keyed/rollback", headers=alice.headers | key)
+    assert first.status_code == 202, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    published = await last_seq()
+
+    # The rollback is under way (its previous release is now the live one): a plain second
+    # rollback is refused, but the client's retry of the first is answered as it was, and the
+    # same event id is published, which the stream drops.
+    await _record(
+        sessionmaker,
+        live.id,
+        live_commit=PREVIOUS,
+        previous_commit=None,
+        operation="rollback",
+        operation_started_at=datetime.now(UTC),
+    )
+    plain = await http.post("/projects/ops-keyed/rollback", headers=alice.headers)
+    assert plain.status_code == 409
+    again = await http.post("/projects/ops-keyed/rollback", headers=alice.headers | key)
+    assert again.status_code == 202, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert await last_seq() == published
+
+    # The key stands for that rollback only.
+    other = await http.post("/projects/ops-keyed/restart", headers=alice.headers | key)
+    assert other.status_code == 422
+    assert "already used for a different request" in other.json()["detail"]
+
+    # A refused request does not use its key up: sent again once allowed, it goes through.
+    refused_key = {"Idempotency-Key": str(uuid.uuid4())}
+    refused = await http.post("/projects/ops-keyed/restart", headers=alice.headers | refused_key)
+    assert refused.status_code == 409
+    await _record(sessionmaker, live.id, operation=None, operation_started_at=None)
+    allowed = await http.post("/projects/ops-keyed/restart", headers=alice.headers | refused_key)
+    assert allowed.status_code == 202, allowed.text
+    assert "Idempotent-Replayed" not in allowed.headers
+    assert await last_seq() == published + 1

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 
 from contracts.envelope import Event
 from contracts.topology import stream_for_subject
@@ -91,6 +92,12 @@ class JetStreamPublisher:
         A PubAck timeout does not say whether the stream stored the message (a busy server
         stores it and answers late). Re-sending the same `Nats-Msg-Id` is safe: the stream's
         duplicate window drops the second copy and acknowledges it as a duplicate.
+
+        "No responders" is retried the same way. In a cluster only the stream's leader listens
+        on its subjects, so while the replicas elect a new one (a node died: a few seconds)
+        every publish is answered at once with no responders; giving up then lost the event
+        (tests/integration/test_nats_cluster_faults.py). A stream that does not exist answers
+        the same, and is reported once the attempts and the patience are spent.
         """
         stream = stream_for_subject(subject).name
         started = time.monotonic()
@@ -102,10 +109,15 @@ class JetStreamPublisher:
                     subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
                 )
                 return
-            except NatsTimeoutError as exc:
+            except (NatsTimeoutError, NoStreamResponseError) as exc:
                 waited = time.monotonic() - started
                 if attempt >= self._attempts:
                     reason = await self._why_not_wait_longer(waited)
+                    if reason and isinstance(exc, NoStreamResponseError):
+                        reason = (
+                            "no stream answers on that subject (the stream is missing, or its "
+                            "cluster lost the quorum to elect a leader)"
+                        )
                     if reason:
                         raise PublishNotAcknowledged(
                             f"stream {stream} did not acknowledge {subject} in {waited:.0f}s "

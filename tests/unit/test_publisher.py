@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 
 from infra.bus.codec import encode
 from infra.bus.publisher import JetStreamPublisher, PublishNotAcknowledged
@@ -15,14 +16,15 @@ from producers.intents import project_request
 class SlowStream:
     """Answers the first `late` publishes with a timeout, as a busy server's late PubAck does."""
 
-    def __init__(self, late: int) -> None:
+    def __init__(self, late: int, error: type[Exception] = NatsTimeoutError) -> None:
         self.late = late
+        self.error = error
         self.calls: list[dict[str, Any]] = []
 
     async def publish(self, subject: str, payload: bytes, **options: Any) -> None:
         self.calls.append({"subject": subject, "payload": payload, **options})
         if len(self.calls) <= self.late:
-            raise NatsTimeoutError
+            raise self.error
 
 
 async def test_a_late_acknowledgement_is_retried_with_the_same_message_id() -> None:
@@ -100,3 +102,25 @@ async def test_patience_runs_out_even_while_the_server_answers() -> None:
     with pytest.raises(PublishNotAcknowledged, match="NATS answers, but JetStream stored nothing"):
         await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
     assert len(stream.calls) > 1
+
+
+async def test_a_stream_without_a_leader_is_waited_for_like_a_late_acknowledgement() -> None:
+    """In a cluster electing a new stream leader, publishes get "no responders" for a while."""
+    stream = SlowStream(late=3, error=NoStreamResponseError)
+    publisher = JetStreamPublisher(
+        stream,  # type: ignore[arg-type]
+        attempts=2,
+        backoff=0,
+        patience=60,
+        alive=answering(True),
+    )
+    await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) == 4
+
+
+async def test_a_stream_that_never_answers_is_reported_as_missing_or_leaderless() -> None:
+    stream = SlowStream(late=10**6, error=NoStreamResponseError)
+    publisher = JetStreamPublisher(stream, attempts=2, backoff=0)  # type: ignore[arg-type]
+    with pytest.raises(PublishNotAcknowledged, match="no stream answers on that subject"):
+        await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) == 2

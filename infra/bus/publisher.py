@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from contracts.envelope import Event
 from contracts.topology import stream_for_subject
@@ -97,7 +97,7 @@ class JetStreamPublisher:
         on its subjects, so while the replicas elect a new one (a node died: a few seconds)
         every publish is answered at once with no responders; giving up then lost the event
         (tests/integration/test_nats_cluster_faults.py). A stream that does not exist answers
-        the same, and is reported once the attempts and the patience are spent.
+        the same; when JetStream's API says so, the publisher gives up at once.
         """
         stream = stream_for_subject(subject).name
         started = time.monotonic()
@@ -111,6 +111,12 @@ class JetStreamPublisher:
                 return
             except (NatsTimeoutError, NoStreamResponseError) as exc:
                 waited = time.monotonic() - started
+                if isinstance(exc, NoStreamResponseError) and await self._missing(stream):
+                    raise PublishNotAcknowledged(
+                        f"stream {stream} does not exist, so {subject} was not stored: start "
+                        "the stack again (`orchestrator up` creates the streams) or apply the "
+                        "deployment's topology"
+                    ) from exc
                 if attempt >= self._attempts:
                     reason = await self._why_not_wait_longer(waited)
                     if reason and isinstance(exc, NoStreamResponseError):
@@ -129,6 +135,17 @@ class JetStreamPublisher:
                         f"stream {stream} has not acknowledged {subject} yet; trying again"
                     )
                 await asyncio.sleep(min(self._backoff * 2**attempt, 5.0))
+
+    async def _missing(self, stream: str) -> bool:
+        """True only when JetStream's API answers that `stream` does not exist (an API that
+        does not answer, during an election or without the permission, says nothing)."""
+        try:
+            await self._js.stream_info(stream)
+        except NotFoundError:
+            return True
+        except (NatsError, TimeoutError):
+            return False
+        return False
 
     async def _why_not_wait_longer(self, waited: float) -> str | None:
         """None while the server answers and patience lasts, else why the publisher gives up."""

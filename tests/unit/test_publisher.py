@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from infra.bus.codec import encode
 from infra.bus.publisher import JetStreamPublisher, PublishNotAcknowledged
@@ -16,10 +16,19 @@ from producers.intents import project_request
 class SlowStream:
     """Answers the first `late` publishes with a timeout, as a busy server's late PubAck does."""
 
-    def __init__(self, late: int, error: type[Exception] = NatsTimeoutError) -> None:
+    def __init__(
+        self,
+        late: int,
+        error: type[Exception] = NatsTimeoutError,
+        info: type[Exception] = NatsTimeoutError,
+    ) -> None:
         self.late = late
         self.error = error
+        self.info = info  # what JetStream's API answers about the stream (none: a timeout)
         self.calls: list[dict[str, Any]] = []
+
+    async def stream_info(self, name: str) -> None:
+        raise self.info
 
     async def publish(self, subject: str, payload: bytes, **options: Any) -> None:
         self.calls.append({"subject": subject, "payload": payload, **options})
@@ -124,3 +133,17 @@ async def test_a_stream_that_never_answers_is_reported_as_missing_or_leaderless(
     with pytest.raises(PublishNotAcknowledged, match="no stream answers on that subject"):
         await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
     assert len(stream.calls) == 2
+
+
+async def test_a_stream_that_does_not_exist_is_reported_at_once() -> None:
+    stream = SlowStream(late=10**6, error=NoStreamResponseError, info=NotFoundError)
+    publisher = JetStreamPublisher(
+        stream,  # type: ignore[arg-type]
+        attempts=4,
+        backoff=0,
+        patience=600,
+        alive=answering(True),
+    )
+    with pytest.raises(PublishNotAcknowledged, match="stream INTENTS does not exist"):
+        await publisher.publish(project_request("a todo app", user_id="42", source="cli"))
+    assert len(stream.calls) == 1

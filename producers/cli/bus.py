@@ -12,10 +12,11 @@ from nats.js.api import DeliverPolicy
 
 from contracts.topology import CONSUMERS, STREAMS
 from infra.bus.codec import event_type_of
-from infra.bus.dead_letter import DeadLetterQueue
+from infra.bus.dead_letter import DeadLetter, DeadLetterQueue
 
 from .connection import nats_client, publisher
 from .endpoints import Endpoints, resolve
+from .json_output import document, record
 from .running import print_line, run
 
 Out = Callable[[str], None]
@@ -25,12 +26,17 @@ def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`."""
     endpoints = resolve(args.state_dir)
     if args.command == "events":
-        return run(events_tail(endpoints, args.subject, args.all, not args.no_follow, print_line))
+        return run(
+            events_tail(
+                endpoints, args.subject, args.all, not args.no_follow, print_line, as_json=args.json
+            )
+        )
     if args.command == "lag":
-        return run(lag(endpoints, print_line))
+        return run(lag(endpoints, print_line, as_json=args.json))
     seq = getattr(args, "seq", None)
     consumer = getattr(args, "consumer", None)
-    return run(dlq(endpoints, args.dlq_command, seq, consumer, print_line))
+    as_json = getattr(args, "json", False)
+    return run(dlq(endpoints, args.dlq_command, seq, consumer, print_line, as_json=as_json))
 
 
 async def events_tail(
@@ -40,8 +46,14 @@ async def events_tail(
     follow: bool,
     out: Out,
     stop: asyncio.Event | None = None,
+    *,
+    as_json: bool = False,
 ) -> int:
-    """Print events as streams store them: one ephemeral ordered consumer per stream."""
+    """Print events as streams store them: one ephemeral ordered consumer per stream.
+
+    With `as_json` each event is one line holding its stream position, type and whole body
+    (events carry secret names and Vault paths, never values).
+    """
     stop = stop or asyncio.Event()
     policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
     async with nats_client(endpoints) as nc:
@@ -49,6 +61,9 @@ async def events_tail(
         queue: asyncio.Queue[str] = asyncio.Queue()
 
         async def forward(msg: Msg) -> None:
+            if as_json:
+                await queue.put(record(_event_object(msg)))
+                return
             when = msg.metadata.timestamp.strftime("%H:%M:%S.%f")[:-3] if msg.metadata else ""
             await queue.put(f"{when}  {_describe(msg.subject, msg.headers, msg.data)}")
 
@@ -76,6 +91,24 @@ def _matches(stream_subject: str, wanted: str) -> bool:
     return wanted == ">" or wanted.split(".", 1)[0] == stream_subject.split(".", 1)[0]
 
 
+def _event_object(msg: Msg) -> dict[str, object]:
+    try:
+        body: object = json.loads(msg.data)
+    except ValueError:
+        body = None
+    fields = body if isinstance(body, dict) else {}
+    return {
+        "stream": msg.metadata.stream if msg.metadata else None,
+        "seq": msg.metadata.sequence.stream if msg.metadata else None,
+        "at": msg.metadata.timestamp.isoformat() if msg.metadata else None,
+        "subject": msg.subject,
+        "type": event_type_of(msg.subject, msg.headers),
+        "actor": fields.get("actor"),
+        "project_id": fields.get("project_id"),
+        "event": body,
+    }
+
+
 def _describe(subject: str, headers: dict[str, str] | None, data: bytes) -> str:
     try:
         body = json.loads(data)
@@ -89,30 +122,54 @@ def _describe(subject: str, headers: dict[str, str] | None, data: bytes) -> str:
     return f"{kind:<32} {body.get('actor', '?'):<18} {str(project)[:8]}  {str(extra)[:100]}"
 
 
-async def lag(endpoints: Endpoints, out: Out) -> int:
+async def lag(endpoints: Endpoints, out: Out, *, as_json: bool = False) -> int:
+    rows: list[dict[str, object]] = []
     async with nats_client(endpoints) as nc:
         jsm = nc.jsm()
-        out(f"{'durable':<22} {'stream':<8} {'pending':>8} {'ack pending':>12} {'redelivered':>12}")
         for spec in CONSUMERS:
+            row: dict[str, object] = {"durable": spec.durable, "stream": spec.stream.name}
             try:
                 info = await jsm.consumer_info(spec.stream.name, spec.durable)
             except Exception as exc:  # a missing durable is a row, not a crash
-                out(f"{spec.durable:<22} {spec.stream.name:<8} {'-':>8} {'-':>12} {'-':>12}  {exc}")
-                continue
-            out(
-                f"{spec.durable:<22} {spec.stream.name:<8} {info.num_pending or 0:>8} "
-                f"{info.num_ack_pending or 0:>12} {info.num_redelivered or 0:>12}"
-            )
+                row.update(pending=None, ack_pending=None, redelivered=None, error=str(exc))
+            else:
+                row.update(
+                    pending=info.num_pending or 0,
+                    ack_pending=info.num_ack_pending or 0,
+                    redelivered=info.num_redelivered or 0,
+                    error=None,
+                )
+            rows.append(row)
+    if as_json:
+        out(document(rows))
+        return 0
+    out(f"{'durable':<22} {'stream':<8} {'pending':>8} {'ack pending':>12} {'redelivered':>12}")
+    for r in rows:
+        counts = [r["pending"], r["ack_pending"], r["redelivered"]]
+        pending, ack_pending, redelivered = ("-" if c is None else c for c in counts)
+        line = (
+            f"{r['durable']:<22} {r['stream']:<8} {pending:>8} {ack_pending:>12} {redelivered:>12}"
+        )
+        out(f"{line}  {r['error']}" if r["error"] else line)
     return 0
 
 
 async def dlq(
-    endpoints: Endpoints, action: str, seq: int | None, consumer: str | None, out: Out
+    endpoints: Endpoints,
+    action: str,
+    seq: int | None,
+    consumer: str | None,
+    out: Out,
+    *,
+    as_json: bool = False,
 ) -> int:
     async with nats_client(endpoints) as nc:
         queue = DeadLetterQueue(nc.jsm(), publisher(nc))
         if action == "list":
             letters = await queue.list(consumer)
+            if as_json:
+                out(document([_letter_object(letter) for letter in letters]))
+                return 0
             if not letters:
                 out("the dead-letter queue is empty")
             for letter in letters:
@@ -129,6 +186,17 @@ async def dlq(
             if shown is None:
                 out(f"no dead letter with sequence {seq}; see `orchestrator dlq list`")
                 return 1
+            if as_json:
+                out(
+                    document(
+                        {
+                            **_letter_object(shown),
+                            "headers": shown.original_headers,
+                            "body": shown.data.decode(errors="replace"),
+                        }
+                    )
+                )
+                return 0
             out(f"sequence    {shown.seq}")
             out(f"consumer    {shown.consumer}")
             out(f"subject     {shown.subject}")
@@ -148,3 +216,14 @@ async def dlq(
             return 1
         out(f"replayed dead letter {seq} to {replayed.subject} (consumer {replayed.consumer})")
         return 0
+
+
+def _letter_object(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "seq": letter.seq,
+        "consumer": letter.consumer,
+        "subject": letter.subject,
+        "deliveries": letter.deliveries,
+        "failed_at": letter.failed_at,
+        "error": letter.error,
+    }

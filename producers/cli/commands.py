@@ -25,6 +25,8 @@ from producers.read_model import find_project
 from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
+from .follow import DEFAULT_INTERVAL_SECONDS, follow
+from .json_output import document, record
 from .running import print_line, run
 
 Out = Callable[[str], None]
@@ -51,15 +53,34 @@ async def as_operator(endpoints: Endpoints, login: str) -> str:
 HOW_TO_STORE = 'printf %s "$VALUE" | orchestrator secrets set <project> NAME'
 
 
-async def request(endpoints: Endpoints, description: str, user: str, out: Out) -> int:
+async def request(
+    endpoints: Endpoints,
+    description: str,
+    user: str,
+    out: Out,
+    *,
+    as_json: bool = False,
+    follow_it: bool = False,
+    interval: float = DEFAULT_INTERVAL_SECONDS,
+) -> int:
+    """Publish the request; with `follow_it`, then print its timeline until it settles."""
     refuse_credentials(description, how_to_store=HOW_TO_STORE)
     event = project_request(description, user_id=await as_operator(endpoints, user), source="cli")
     async with nats_client(endpoints) as nc:
         await publisher(nc).publish(event)
-    out(f"project {event.project_id}")
-    out(f"flow    {event.correlation_id}")
-    out(f"follow it with: orchestrator status {event.project_id}")
-    return 0
+    ids = {"project_id": str(event.project_id), "flow_id": str(event.correlation_id)}
+    if as_json:
+        out(record({"kind": "request", **ids}) if follow_it else document(ids))
+    else:
+        out(f"project {event.project_id}")
+        out(f"flow    {event.correlation_id}")
+        if not follow_it:
+            out(f"follow it with: orchestrator status {event.project_id} --follow")
+    if not follow_it:
+        return 0
+    return await follow(
+        endpoints, str(event.project_id), out, as_json, interval, requested=event.project_id
+    )
 
 
 async def answer(endpoints: Endpoints, ref: str, text: str, user: str, out: Out) -> int:
@@ -92,7 +113,17 @@ def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`."""
     endpoints = resolve(args.state_dir)
     if args.command == "request":
-        return run(request(endpoints, args.description, args.user, print_line))
+        return run(
+            request(
+                endpoints,
+                args.description,
+                args.user,
+                print_line,
+                as_json=args.json,
+                follow_it=args.follow,
+                interval=args.interval,
+            )
+        )
     if args.command == "answer":
         return run(answer(endpoints, args.project, args.text, args.user, print_line))
     return run(archive(endpoints, args.project, args.reason, print_line))

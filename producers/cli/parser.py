@@ -20,6 +20,8 @@ from typing import TypeAlias
 from infra.db.enums import ProjectState, UserRole
 from infra.project_operations import Operation
 
+from .exit_codes import exit_codes_help
+
 #: Platform secrets the system reads, and the field each process expects.
 PLATFORM_SECRETS = {
     "llm": ("api_key",),
@@ -48,7 +50,11 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
-        description="Describe a service in words; get it specified, built, tested and deployed.",
+        description="Describe a service in words; get it specified, built, tested and deployed. "
+        "Every command that reads takes --json: one JSON document on stdout (with --follow, "
+        "one object per line).",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--state-dir",
@@ -88,10 +94,50 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("ORCH_STATE_DIR", ".state")).absolute()
 
 
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _follow(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the timeline as it grows until the project is active, failed, archived or "
+        "waits for you; the exit code says which (see below)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --follow: how often to read the project (default 1)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from exc
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError("an interval is between 0.1 and 60 seconds")
+    return value
+
+
 def _project_commands(sub: Subparsers) -> None:
-    p = _run_by(sub.add_parser("request", help="ask for a new project"), "producers.cli.commands")
+    p = _run_by(
+        sub.add_parser(
+            "request",
+            help="ask for a new project",
+            epilog=exit_codes_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+        "producers.cli.commands",
+    )
     p.add_argument("description", help="what the service should do, in your own words")
     p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")
+    _json(p)
+    _follow(p)
 
     p = _run_by(
         sub.add_parser("answer", help="answer the analyst's question about a project"),
@@ -102,10 +148,17 @@ def _project_commands(sub: Subparsers) -> None:
     p.add_argument("--user", default=getpass.getuser())
 
     p = _run_by(
-        sub.add_parser("status", help="a project's state and timeline"), "producers.cli.status"
+        sub.add_parser(
+            "status",
+            help="a project's state and timeline",
+            epilog=exit_codes_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+        "producers.cli.status",
     )
     p.add_argument("project", help="project id, id prefix or slug")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json(p)
+    _follow(p)
 
     p = _run_by(
         sub.add_parser("projects", help="every project, newest first (archived ones on request)"),
@@ -120,7 +173,7 @@ def _project_commands(sub: Subparsers) -> None:
     p.add_argument("--user", help="only this person's projects (a users-table id)")
     p.add_argument("--all", action="store_true", help="archived projects too")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json(p)
 
     p = _run_by(
         sub.add_parser("archive", help="retire a project and release its port"),
@@ -137,21 +190,26 @@ def _bus_commands(sub: Subparsers) -> None:
     t.add_argument("--subject", default=">", help="filter, e.g. 'project.>' (default: all)")
     t.add_argument("--all", action="store_true", help="start from the oldest stored event")
     t.add_argument("--no-follow", action="store_true", help="print what is stored, then exit")
+    t.add_argument("--json", action="store_true", help="one JSON object per event and line")
 
-    _run_by(
+    p = _run_by(
         sub.add_parser(
             "lag", help="pending, ack-pending and redelivered counts per durable consumer"
         ),
         "producers.cli.bus",
     )
+    _json(p)
 
     p = _run_by(sub.add_parser("dlq", help="the dead-letter queue"), "producers.cli.bus")
     dlq_sub = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     d = dlq_sub.add_parser("list", help="list dead letters")
     d.add_argument("--consumer", help="only this durable's dead letters")
+    _json(d)
     for action, text in (("show", "show one dead letter"), ("replay", "re-deliver one")):
         d = dlq_sub.add_parser(action, help=text)
         d.add_argument("seq", type=int, help="sequence number from `dlq list`")
+        if action == "show":
+            _json(d)
 
 
 def _secrets(sub: Subparsers) -> None:
@@ -160,6 +218,11 @@ def _secrets(sub: Subparsers) -> None:
         "producers.cli.secrets_command",
     )
     secrets_sub = p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    s = secrets_sub.add_parser(
+        "list", help="a project's secret names: stored in Vault, or awaited (never values)"
+    )
+    s.add_argument("project", help="project id, id prefix or slug")
+    _json(s)
     s = secrets_sub.add_parser(
         "set", help="store a secret; the whole of stdin is the value (multi-line keys too)"
     )
@@ -198,7 +261,7 @@ def _servers(sub: Subparsers) -> None:
     pin.add_argument("--host-key", help="known_hosts line to pin, e.g. 'ssh-ed25519 AAAA...'")
     pin.add_argument("--scan", action="store_true", help="fetch it once with ssh-keyscan")
 
-    actions.add_parser("list", help="the inventory, with allocated ports per server")
+    _json(actions.add_parser("list", help="the inventory, with allocated ports per server"))
 
     p = actions.add_parser("remove", help="unregister a server and delete its key")
     p.add_argument("name")
@@ -233,7 +296,7 @@ def _tokens(sub: Subparsers) -> None:
         help="refuse the token after this long, e.g. 90m, 12h, 30d, 2w (default: never)",
     )
 
-    actions.add_parser("list", help="tokens with their user, last use and status")
+    _json(actions.add_parser("list", help="tokens with their user, last use and status"))
 
     p = actions.add_parser("revoke", help="refuse a token from now on")
     p.add_argument("name")
@@ -250,8 +313,7 @@ def _users(sub: Subparsers) -> None:
     p = actions.add_parser("add", help="let someone in (or re-activate them)")
     p.add_argument("user", help="Telegram id, or telegram:<id> / api:<name> / cli:<login>")
     p.add_argument("--role", choices=_ROLES, default=UserRole.MEMBER.value)
-    p = actions.add_parser("list", help="everyone with role, status and who added them")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json(actions.add_parser("list", help="everyone with role, status and who added them"))
     for action, text in (("block", "refuse someone from now on"), ("unblock", "let them back in")):
         p = actions.add_parser(action, help=text)
         p.add_argument("user")

@@ -8,7 +8,6 @@ or `--all`). Like `status`, it loads SQLAlchemy and nothing of the bus or Vault.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from infra.db.models import Project
 
 from .database import database
 from .endpoints import Endpoints, resolve
+from .json_output import document
 from .running import print_line, run
 
 Out = Callable[[str], None]
@@ -58,7 +58,7 @@ async def projects(
     async with database(endpoints) as sessions, sessions() as session:
         rows = list(await session.scalars(query))
     if as_json:
-        out(json.dumps([_as_dict(project) for project in rows], indent=2))
+        out(document([_as_dict(project) for project in rows]))
         return 0
     if not rows:
         out("no projects" + (" match" if states or user else ' yet: orchestrator request "..."'))

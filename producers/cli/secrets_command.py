@@ -1,8 +1,9 @@
-"""`orchestrator secrets set | set-platform`: values go to Vault, never to the bus or a log.
+"""`orchestrator secrets list | set | set-platform`: values go to Vault, never to the bus or a log.
 
 A project secret's name travels on the bus (`project.secret.stored`), so a deploy waiting for
 it resumes; a platform secret (LLM key, GitHub, bot, registry token) is only written to Vault,
-and the processes read it at their next start or use.
+and the processes read it at their next start or use. `list` prints names only: it lists the
+keys under the project's Vault folder and never reads a value.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from infra.vault import SecretNotFound, VaultClient
+from infra.vault import SecretNotFound, VaultClient, project_secret_path
 from producers.read_model import find_project
 from producers.secret_intake import InvalidSecretName, check_secret_name, store_project_secret
 
@@ -21,6 +22,7 @@ from .commands import as_operator
 from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
+from .json_output import document
 from .parser import PLATFORM_SECRETS
 from .running import print_line, run
 
@@ -30,6 +32,8 @@ Out = Callable[[str], None]
 def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`."""
     endpoints = resolve(args.state_dir)
+    if args.secrets_command == "list":
+        return run(secret_list(endpoints, args.project, print_line, as_json=args.json))
     if args.secrets_command == "set-platform":
         return run(platform_secret_set(endpoints, args.name, args.field, sys.stdin, print_line))
     return run(secret_set(endpoints, args.project, args.name, sys.stdin, print_line))
@@ -74,6 +78,31 @@ async def secret_set(
             user_id=user_id,
         )
     out(f"stored {name} for project {project.id} (secret/{event.vault_path})")
+    return 0
+
+
+async def secret_list(endpoints: Endpoints, ref: str, out: Out, *, as_json: bool = False) -> int:
+    """A project's secret names: those Vault holds and those its deploy still waits for."""
+    if not endpoints.vault_token:
+        out("no Vault token: set ORCH_VAULT__TOKEN or run against a local stack")
+        return 2
+    async with database(endpoints) as sessions, sessions() as session:
+        project = await find_project(session, ref)
+    vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
+    folder = project_secret_path(str(project.id), "")
+    stored = sorted(key for key in await vault.list_secrets(folder) if not key.endswith("/"))
+    missing = sorted(set(project.missing_secrets or ()) - set(stored))
+    if as_json:
+        out(document({"project_id": str(project.id), "stored": stored, "missing": missing}))
+        return 0
+    if not stored and not missing:
+        out(f"no secrets for project {project.id}")
+        return 0
+    width = max(len(name) for name in stored + missing)
+    for name in stored:
+        out(f"{name:<{width}}  stored")
+    for name in missing:
+        out(f"{name:<{width}}  missing: the deploy waits for it")
     return 0
 
 

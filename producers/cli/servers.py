@@ -34,6 +34,7 @@ from infra.inventory import (
 from infra.vault import VaultClient, VaultError
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
+from producers.cli.json_output import document
 
 Out = Callable[[str], None]
 
@@ -93,9 +94,14 @@ async def add(
     return 0
 
 
-async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
-    """Print the inventory as a table."""
+async def show(
+    sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, as_json: bool = False
+) -> int:
+    """Print the inventory as a table (or a list of objects, with the pinned keys' fingerprints)."""
     servers = await list_servers(sessionmaker)
+    if as_json:
+        out(document([_server_object(s) for s in servers]))
+        return 0
     if not servers:
         out("no servers registered: add one with "
             "`orchestrator servers add NAME --host HOST --key-file PATH --scan`")  # fmt: skip
@@ -118,6 +124,23 @@ async def remove(
     dropped = f", {removed.used_ports} allocation(s) dropped" if removed.used_ports else ""
     out(f"removed server {removed.name} and its key in Vault{dropped}")
     return 0
+
+
+def _server_object(s: ServerSummary) -> dict[str, object]:
+    return {
+        "name": s.name,
+        "host": s.host,
+        "ssh_port": s.ssh_port,
+        "ssh_user": s.ssh_user,
+        "public_host": s.public_host,
+        "labels": list(s.labels),
+        "capacity": s.capacity,
+        "used_ports": s.used_ports,
+        "port_min": s.port_min,
+        "port_max": s.port_max,
+        "enabled": s.enabled,
+        "host_key_fingerprints": fingerprints(s.host_key),
+    }
 
 
 def _table(servers: list[ServerSummary]) -> list[str]:
@@ -152,7 +175,7 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
     out: Out = print
     async with database(endpoints) as sessionmaker:
         if args.servers_command == "list":
-            return await show(sessionmaker, out)
+            return await show(sessionmaker, out, as_json=args.json)
         vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
         if args.servers_command == "remove":
             return await remove(sessionmaker, vault, out, name=args.name, force=args.force)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from infra.db.models import UserRole
 from producers.api.tokens import (
     TokenError,
+    TokenInfo,
     issue_token,
     list_tokens,
     parse_duration,
@@ -26,6 +27,7 @@ from producers.api.tokens import (
 )
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
+from producers.cli.json_output import document
 
 Out = Callable[[str], None]
 
@@ -52,9 +54,14 @@ async def create(
     return 0
 
 
-async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
+async def show(
+    sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, as_json: bool = False
+) -> int:
     """Print every token (never the token itself: it is not stored)."""
     tokens = await list_tokens(sessionmaker)
+    if as_json:
+        out(document([_token_object(t) for t in tokens]))
+        return 0
     if not tokens:
         out("no API tokens: create one with `orchestrator tokens create NAME --user USER`")
         return 0
@@ -66,7 +73,7 @@ async def show(sessionmaker: async_sessionmaker[AsyncSession], out: Out) -> int:
             _when(t.created_at),
             _when(t.last_used_at),
             _when(t.expires_at),
-            "revoked" if t.revoked else "expired" if t.expired else "active",
+            _status(t),
         )
         for t in tokens
     ]
@@ -81,6 +88,22 @@ async def revoke(sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, na
     info = await revoke_token(sessionmaker, name)
     out(f"revoked token {info.name} ({info.user_id}); its next request gets 401")
     return 0
+
+
+def _status(t: TokenInfo) -> str:
+    return "revoked" if t.revoked else "expired" if t.expired else "active"
+
+
+def _token_object(t: TokenInfo) -> dict[str, object]:
+    return {
+        "name": t.name,
+        "user": t.user_id,
+        "role": t.role,
+        "created_at": t.created_at,
+        "last_used_at": t.last_used_at,
+        "expires_at": t.expires_at,
+        "status": _status(t),
+    }
 
 
 def _when(moment: datetime | None) -> str:
@@ -112,4 +135,4 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
             )
         if args.tokens_command == "revoke":
             return await revoke(sessionmaker, out, name=args.name)
-        return await show(sessionmaker, out)
+        return await show(sessionmaker, out, as_json=args.json)

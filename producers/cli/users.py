@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +22,7 @@ from infra.db.models import UserRole, UserStatus
 from producers.access import AccessError, Directory, Person, normalise_user_id, operator
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
+from producers.cli.json_output import document
 from producers.read_model import ProjectNotFound
 
 Out = Callable[[str], None]
@@ -88,7 +88,7 @@ async def act(
 def _show(people: list[Person], as_json: bool, out: Out) -> int:
     if as_json:
         out(
-            json.dumps(
+            document(
                 [
                     {
                         "id": p.id,
@@ -96,15 +96,10 @@ def _show(people: list[Person], as_json: bool, out: Out) -> int:
                         "status": p.status,
                         "added_by": p.added_by,
                         "display_name": p.display_name,
-                        "llm_budget_usd_month": (
-                            str(p.llm_budget_usd_month)
-                            if p.llm_budget_usd_month is not None
-                            else None
-                        ),
+                        "llm_budget_usd_month": p.llm_budget_usd_month,
                     }
                     for p in people
-                ],
-                indent=2,
+                ]
             )
         )
         return 0

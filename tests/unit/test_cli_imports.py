@@ -46,6 +46,7 @@ UNNEEDED_BY_COMMANDS = LLM_STACK | {"aiogram", "faststream"}
 CLI_FRONT = {
     "producers.cli.__main__",
     "producers.cli.endpoints",
+    "producers.cli.exit_codes",
     "producers.cli.main",
     "producers.cli.parser",
 }
@@ -86,6 +87,7 @@ def top_level(modules: set[str]) -> set[str]:
         (["--help"], 0),
         (["request", "--help"], 0),
         (["status", "--help"], 0),
+        (["status", "my-project", "--follow", "--interval", "0"], 2),
         (["users", "set-budget", "telegram:1", "lots"], 2),
         (["no-such-command"], 2),
     ],

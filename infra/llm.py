@@ -11,15 +11,15 @@ to the client object only; it is never logged, and it never reaches a prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_anthropic import ChatAnthropic
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from infra.settings import LLMSettings
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 #: The client retries a failed request this many times (with its own short backoff) before
 #: the step fails; longer outages are the bus's job (nak with backoff, then dead letter).
@@ -64,6 +64,10 @@ def build_chat_model(settings: LLMSettings, api_key: str) -> BaseChatModel | Non
                 "LLM provider 'openai' needs an API key in Vault at "
                 f"{settings.api_key_secret!r} (key 'api_key'), or a base_url of a local server"
             )
+        # Each provider's client is imported when it is chosen: langchain_anthropic alone costs
+        # about 4 s of CPU at start, which offline mode and the other provider never need.
+        from langchain_openai import ChatOpenAI
+
         return ChatOpenAI(
             model=settings.model,
             api_key=SecretStr(api_key or "unused-by-local-server"),
@@ -82,6 +86,8 @@ def build_chat_model(settings: LLMSettings, api_key: str) -> BaseChatModel | Non
         options: dict[str, Any] = {}
         if settings.base_url:
             options["base_url"] = settings.base_url
+        from langchain_anthropic import ChatAnthropic
+
         return ChatAnthropic(
             model_name=settings.model,
             api_key=SecretStr(api_key),

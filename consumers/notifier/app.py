@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TextIO
-
-from aiogram import Bot
-from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from typing import TYPE_CHECKING, TextIO
 
 from consumers.notifier.console_output import ConsoleChatFile
 from consumers.notifier.handlers import register
 from consumers.notifier.service import Notifier
-from consumers.notifier.telegram_chat import TelegramChat, make_bot
 from infra.bus.runtime import ConsumerApp
 from infra.settings import Settings, get_settings
 from infra.vault import SecretNotFound, VaultClient
+
+if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.client.telegram import TelegramAPIServer
 
 TELEGRAM_VAULT_PATH = "platform/telegram"
 
@@ -44,7 +44,9 @@ def vault_token_source(settings: Settings) -> TokenSource:
 class _Components:
     """The notifier and its bot, built on startup because the token comes from Vault."""
 
-    def __init__(self, token_source: TokenSource, api: TelegramAPIServer, console: ConsoleChatFile):
+    def __init__(
+        self, token_source: TokenSource, api: TelegramAPIServer | None, console: ConsoleChatFile
+    ):
         self._token_source = token_source
         self._api = api
         self._console = console
@@ -53,9 +55,16 @@ class _Components:
 
     async def start(self) -> None:
         token = await self._token_source()
+        telegram = None
         if token:
-            self._bot = make_bot(token, self._api)
-        telegram = TelegramChat(self._bot) if self._bot is not None else None
+            # aiogram is imported only with a token (about 5 s of CPU at start): the embedded
+            # stack, which has none, sends every notification to the console chat.
+            from aiogram.client.telegram import PRODUCTION
+
+            from consumers.notifier.telegram_chat import TelegramChat, make_bot
+
+            self._bot = make_bot(token, self._api or PRODUCTION)
+            telegram = TelegramChat(self._bot)
         self._notifier = Notifier(console=self._console, telegram=telegram)
 
     async def stop(self) -> None:
@@ -72,10 +81,11 @@ def build_app(
     settings: Settings | None = None,
     *,
     token_source: TokenSource | None = None,
-    telegram_api: TelegramAPIServer = PRODUCTION,
+    telegram_api: TelegramAPIServer | None = None,
     stdout: TextIO = sys.stdout,
 ) -> ConsumerApp:
-    """The notifier process; tests pass a token source and a fake Bot API server."""
+    """The notifier process; tests pass a token source and a fake Bot API server (the
+    default is Telegram's)."""
     settings = settings or get_settings()
     app = ConsumerApp("notifier", settings=settings)
     components = _Components(

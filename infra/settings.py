@@ -181,6 +181,18 @@ class QuotaSettings(BaseModel):
     )
 
 
+class MemorySettings(BaseModel):
+    """Where project memory lives (`infra/memory.py`): a local path, or a Qdrant server."""
+
+    url: str = Field(
+        "", description="Qdrant server URL (docker-compose, Helm); empty means local mode on disk"
+    )
+    path: Path | None = Field(
+        None, description="Local mode directory; empty means `<state_dir>/memory`"
+    )
+    collection: str = Field("memory", description="Collection holding every user's memory")
+
+
 class Settings(BaseSettings):
     """Everything one process needs; each group can be overridden by its own variables."""
 
@@ -196,6 +208,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     llm: LLMSettings = LLMSettings()
     quotas: QuotaSettings = QuotaSettings()
+    memory: MemorySettings = MemorySettings()
 
 
 @lru_cache(maxsize=1)

@@ -22,24 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.db.enums import ProjectState
 from infra.db.models import Project, ProjectEvent
-from producers.read_model import ProjectNotFound, ProjectView, TimelineEntry, project_view
+from producers.read_model import ProjectNotFound, TimelineEntry, project_view
 
 from .database import database
 from .endpoints import Endpoints
-from .exit_codes import ExitCode
-from .json_output import record
-from .project_output import entry_line, entry_object, header_line, state_lines
+from .project_output import SETTLED, TimelinePrinter
 
 Out = Callable[[str], None]
-
-#: Where a project stops moving without someone acting, and what the follow exits with there.
-SETTLED = {
-    ProjectState.ACTIVE: ExitCode.OK,
-    ProjectState.FAILED: ExitCode.FAILED,
-    ProjectState.ARCHIVED: ExitCode.ARCHIVED,
-    ProjectState.AWAITING_ANSWER: ExitCode.WAITING_FOR_YOU,
-    ProjectState.AWAITING_SECRETS: ExitCode.WAITING_FOR_YOU,
-}
 
 DEFAULT_INTERVAL_SECONDS = 1.0
 
@@ -59,7 +48,7 @@ async def follow(
     accepts the request, so until then the follow waits (and a refusal ends it) instead of
     reporting an unknown project.
     """
-    printer = _Printer(out, as_json)
+    printer = TimelinePrinter(out, as_json)
     async with database(endpoints) as sessions:
         while True:
             async with sessions() as session:
@@ -97,78 +86,3 @@ async def _refusal(session: AsyncSession, project_id: uuid.UUID) -> TimelineEntr
     if row is None:
         return None
     return TimelineEntry(row.occurred_at, row.event_type, row.actor, row.state, row.summary)
-
-
-class _Printer:
-    """Prints each entry once: the timeline is re-read whole, its entries are compared by value."""
-
-    def __init__(self, out: Out, as_json: bool) -> None:
-        self._out = out
-        self._json = as_json
-        self._seen: set[TimelineEntry] = set()
-
-    def show(self, view: ProjectView) -> None:
-        if not self._seen and not self._json:
-            self._out(header_line(view))
-            self._out("timeline")
-        for entry in view.timeline:
-            if entry not in self._seen:
-                self._seen.add(entry)
-                self._entry(entry)
-
-    def _entry(self, entry: TimelineEntry) -> None:
-        if self._json:
-            self._out(record({"kind": "entry", **entry_object(entry)}))
-        else:
-            self._out(entry_line(entry))
-
-    def settled(self, view: ProjectView, code: ExitCode) -> int:
-        question = _question(view) if view.state == ProjectState.AWAITING_ANSWER else None
-        if self._json:
-            self._out(
-                record(
-                    {
-                        "kind": "settled",
-                        "id": str(view.id),
-                        "slug": view.slug,
-                        "state": view.state,
-                        "url": view.url,
-                        "error": view.error,
-                        "question": question,
-                        "missing_secrets": list(view.missing_secrets),
-                        "exit_code": int(code),
-                    }
-                )
-            )
-            return code
-        for line in state_lines(view):
-            self._out(line)
-        if question is not None:
-            self._out(f"waits    an answer to: {question}")
-            self._out(f'         reply with: orchestrator answer {view.slug or view.id} "..."')
-        return code
-
-    def refused(self, project_id: uuid.UUID, entry: TimelineEntry) -> int:
-        self._entry(entry)
-        if self._json:
-            self._out(
-                record(
-                    {
-                        "kind": "settled",
-                        "id": str(project_id),
-                        "state": "refused",
-                        "error": entry.summary,
-                        "exit_code": int(ExitCode.FAILED),
-                    }
-                )
-            )
-        else:
-            self._out(f"refused  {entry.summary}")
-        return ExitCode.FAILED
-
-
-def _question(view: ProjectView) -> str | None:
-    """The analyst's question, from the entry the coordinator recorded as the project started
-    to wait (`question: <text>`)."""
-    asked = [t for t in view.timeline if t.state == ProjectState.AWAITING_ANSWER]
-    return asked[-1].summary.removeprefix("question: ") if asked else None

@@ -12,13 +12,18 @@ import argparse
 import importlib
 import sys
 
-from .endpoints import NoStack
+from .endpoints import NoStack, remote_api
 from .parser import build_parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Import the module that runs the chosen command and hand it the arguments."""
-    module = importlib.import_module(args.run)
+    """Import the module that runs the chosen command and hand it the arguments.
+
+    In remote mode (`ORCH_REMOTE__URL` and `ORCH_REMOTE__TOKEN`) a command the HTTP API serves
+    runs through `producers.cli.remote`; every other command still needs direct access.
+    """
+    remote = getattr(args, "remote", None)
+    module = importlib.import_module(remote if remote and remote_api() else args.run)
     code: int = module.handle(args)
     return code
 

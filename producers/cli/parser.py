@@ -44,6 +44,9 @@ _OPERATION_HELP = {
     Operation.RETRY: "resume a failed project from the step that failed",
 }
 
+#: Runs the commands the HTTP API serves, in remote mode (`producers.cli.endpoints.remote_api`).
+REMOTE_MODULE = "producers.cli.remote"
+
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -84,9 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_by(parser: argparse.ArgumentParser, module: str) -> argparse.ArgumentParser:
-    """`module`'s `handle(args)` runs the command (and every action under it)."""
+def _run_by(
+    parser: argparse.ArgumentParser, module: str, *, remote: bool = False
+) -> argparse.ArgumentParser:
+    """`module`'s `handle(args)` runs the command (and every action under it); with `remote`,
+    the HTTP API serves it too (`producers.cli.remote`, when `ORCH_REMOTE__*` are set)."""
     parser.set_defaults(run=module)
+    if remote:
+        parser.set_defaults(remote=REMOTE_MODULE)
     return parser
 
 
@@ -133,6 +141,7 @@ def _project_commands(sub: Subparsers) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
         "producers.cli.commands",
+        remote=True,
     )
     p.add_argument("description", help="what the service should do, in your own words")
     p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")
@@ -142,6 +151,7 @@ def _project_commands(sub: Subparsers) -> None:
     p = _run_by(
         sub.add_parser("answer", help="answer the analyst's question about a project"),
         "producers.cli.commands",
+        remote=True,
     )
     p.add_argument("project", help="project id, id prefix or slug")
     p.add_argument("text", help="your answer")
@@ -155,6 +165,7 @@ def _project_commands(sub: Subparsers) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
         "producers.cli.status",
+        remote=True,
     )
     p.add_argument("project", help="project id, id prefix or slug")
     _json(p)
@@ -163,6 +174,7 @@ def _project_commands(sub: Subparsers) -> None:
     p = _run_by(
         sub.add_parser("projects", help="every project, newest first (archived ones on request)"),
         "producers.cli.projects",
+        remote=True,
     )
     p.add_argument(
         "--state",
@@ -178,6 +190,7 @@ def _project_commands(sub: Subparsers) -> None:
     p = _run_by(
         sub.add_parser("archive", help="retire a project and release its port"),
         "producers.cli.commands",
+        remote=True,
     )
     p.add_argument("project")
     p.add_argument("--reason", default="archived by operator")
@@ -221,11 +234,13 @@ def _secrets(sub: Subparsers) -> None:
     s = secrets_sub.add_parser(
         "list", help="a project's secret names: stored in Vault, or awaited (never values)"
     )
+    s.set_defaults(remote=REMOTE_MODULE)
     s.add_argument("project", help="project id, id prefix or slug")
     _json(s)
     s = secrets_sub.add_parser(
         "set", help="store a secret; the whole of stdin is the value (multi-line keys too)"
     )
+    s.set_defaults(remote=REMOTE_MODULE)
     s.add_argument("project")
     s.add_argument("name", help="variable name, e.g. TELEGRAM_BOT_TOKEN")
     s = secrets_sub.add_parser(
@@ -363,7 +378,9 @@ def _demo(sub: Subparsers) -> None:
 
 def _operations(sub: Subparsers) -> None:
     for operation, text in _OPERATION_HELP.items():
-        parser = _run_by(sub.add_parser(operation.value, help=text), "producers.cli.operations")
+        parser = _run_by(
+            sub.add_parser(operation.value, help=text), "producers.cli.operations", remote=True
+        )
         parser.add_argument("project", help="project id, id prefix or slug")
         if operation is Operation.REDEPLOY:
             parser.add_argument(
@@ -392,6 +409,7 @@ def _change(sub: Subparsers) -> None:
             "the changes its rules can express and says when a change needs an LLM.",
         ),
         "producers.cli.changes",
+        remote=True,
     )
     p.add_argument("project", help="project id, id prefix or slug")
     p.add_argument("text", help="the change, in your own words")
@@ -409,6 +427,7 @@ def _adopt(sub: Subparsers) -> None:
             "`orchestrator secrets set`), and it is deployed like any other project.",
         ),
         "producers.cli.adopt",
+        remote=True,
     )
     p.add_argument("url", help="git URL, e.g. git://127.0.0.1:9418/notes.git")
     p.add_argument("--user", default=getpass.getuser(), help="who is asking (default: you)")

@@ -6,7 +6,25 @@ once the project settles, what it ended in. Both print the same lines and the sa
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
+from infra.db.enums import ProjectState
 from producers.read_model import ProjectView, TimelineEntry
+
+from .exit_codes import ExitCode
+from .json_output import record
+
+Out = Callable[[str], None]
+
+#: Where a project stops moving without someone acting, and what the follow exits with there.
+SETTLED = {
+    ProjectState.ACTIVE: ExitCode.OK,
+    ProjectState.FAILED: ExitCode.FAILED,
+    ProjectState.ARCHIVED: ExitCode.ARCHIVED,
+    ProjectState.AWAITING_ANSWER: ExitCode.WAITING_FOR_YOU,
+    ProjectState.AWAITING_SECRETS: ExitCode.WAITING_FOR_YOU,
+}
 
 
 def entry_line(t: TimelineEntry) -> str:
@@ -55,3 +73,79 @@ def project_object(view: ProjectView) -> dict[str, object]:
         "missing_secrets": list(view.missing_secrets),
         "timeline": [entry_object(t) for t in view.timeline],
     }
+
+
+class TimelinePrinter:
+    """What `--follow` prints, over the database or the HTTP API: each entry once (the timeline
+    is re-read whole and its entries compared by value), then what the project settled in."""
+
+    def __init__(self, out: Out, as_json: bool) -> None:
+        self._out = out
+        self._json = as_json
+        self._seen: set[TimelineEntry] = set()
+
+    def show(self, view: ProjectView) -> None:
+        if not self._seen and not self._json:
+            self._out(header_line(view))
+            self._out("timeline")
+        for entry in view.timeline:
+            if entry not in self._seen:
+                self._seen.add(entry)
+                self._entry(entry)
+
+    def _entry(self, entry: TimelineEntry) -> None:
+        if self._json:
+            self._out(record({"kind": "entry", **entry_object(entry)}))
+        else:
+            self._out(entry_line(entry))
+
+    def settled(self, view: ProjectView, code: ExitCode) -> int:
+        question = question_of(view) if view.state == ProjectState.AWAITING_ANSWER else None
+        if self._json:
+            self._out(
+                record(
+                    {
+                        "kind": "settled",
+                        "id": str(view.id),
+                        "slug": view.slug,
+                        "state": view.state,
+                        "url": view.url,
+                        "error": view.error,
+                        "question": question,
+                        "missing_secrets": list(view.missing_secrets),
+                        "exit_code": int(code),
+                    }
+                )
+            )
+            return code
+        for line in state_lines(view):
+            self._out(line)
+        if question is not None:
+            self._out(f"waits    an answer to: {question}")
+            self._out(f'         reply with: orchestrator answer {view.slug or view.id} "..."')
+        return code
+
+    def refused(self, project_id: uuid.UUID, entry: TimelineEntry) -> int:
+        self._entry(entry)
+        if self._json:
+            self._out(
+                record(
+                    {
+                        "kind": "settled",
+                        "id": str(project_id),
+                        "state": "refused",
+                        "error": entry.summary,
+                        "exit_code": int(ExitCode.FAILED),
+                    }
+                )
+            )
+        else:
+            self._out(f"refused  {entry.summary}")
+        return ExitCode.FAILED
+
+
+def question_of(view: ProjectView) -> str | None:
+    """The analyst's question, from the entry the coordinator recorded as the project started
+    to wait (`question: <text>`)."""
+    asked = [t for t in view.timeline if t.state == ProjectState.AWAITING_ANSWER]
+    return asked[-1].summary.removeprefix("question: ") if asked else None

@@ -25,6 +25,7 @@ from .endpoints import Endpoints, resolve
 from .json_output import document
 from .parser import PLATFORM_SECRETS
 from .running import print_line, run
+from .stdin_value import read_value
 
 Out = Callable[[str], None]
 
@@ -104,15 +105,6 @@ async def secret_list(endpoints: Endpoints, ref: str, out: Out, *, as_json: bool
     for name in missing:
         out(f"{name:<{width}}  missing: the deploy waits for it")
     return 0
-
-
-def read_value(source: TextIO) -> str:
-    """All of stdin: a multi-line value (a PEM key) keeps every line and its final newline;
-    a one-line value loses the newline `echo` adds."""
-    raw = source.read()
-    if raw.count("\n") == 1 and raw.endswith("\n"):
-        return raw.rstrip("\r\n")
-    return raw
 
 
 async def platform_secret_set(

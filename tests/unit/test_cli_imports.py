@@ -29,6 +29,7 @@ CLIENT_LIBRARIES = {
     "asyncpg",
     "detect_secrets",
     "faststream",
+    "httpx",
     "hvac",
     "langchain",
     "langchain_core",

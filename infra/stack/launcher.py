@@ -42,7 +42,7 @@ from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import (
     SECRET_ID_TTL,
     AppRoleCredentials,
-    OpenBaoDev,
+    OpenBaoServer,
     approle_login,
     bootstrap_openbao,
     destroy_secret_id,
@@ -129,7 +129,8 @@ class LocalStack:
             authorization=render_authorization(self.nats_passwords),
         )
         self.postgres = PostgresServer(self.state_dir / "postgres", _preferred_port("postgres"))
-        self.openbao = OpenBaoDev(self.state_dir / "openbao", _preferred_port("openbao"))
+        # On disk, not dev mode: secrets people stored must survive a restart of the stack.
+        self.openbao = OpenBaoServer(self.state_dir / "openbao", _preferred_port("openbao"))
         self.sshd = Sshd(self.state_dir / "sshd", _preferred_port("sshd"))
         self.git = GitDaemon(self.state_dir / "git", _preferred_port("git"))
         self.credentials: dict[str, AppRoleCredentials] = {}
@@ -137,9 +138,12 @@ class LocalStack:
         # Accessors of the secret ids issued to each child, oldest first.
         self._issued: dict[str, list[str]] = {}
         self.timings: dict[str, float] = {}
+        #: Durables whose unacknowledged deliveries a killed earlier run left behind.
+        self.redelivered: list[str] = []
 
     def start(self) -> None:
         """Start every server, then apply Vault policies, migrations and the bus topology."""
+        from infra.bus.orphaned_deliveries import redeliver_orphaned
         from infra.bus.topology import apply_topology
         from infra.db.migrate import upgrade
         from infra.stack.bootstrap import register_local_target
@@ -165,6 +169,13 @@ class LocalStack:
             with self._timed("topology"):
                 asyncio.run(
                     apply_topology(
+                        self.nats.url, connect_options=self.nats_admin().connect_options()
+                    )
+                )
+                # A stack that was killed left deliveries in the hands of processes that are
+                # gone; without this their projects stand still for a whole ack wait (5 min).
+                self.redelivered = asyncio.run(
+                    redeliver_orphaned(
                         self.nats.url, connect_options=self.nats_admin().connect_options()
                     )
                 )
@@ -466,7 +477,7 @@ def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float |
         ("git daemon", info.git_base_url, _secs(stack, "git-daemon")),
         ("vault bootstrap", f"{len(stack.credentials)} AppRoles", _secs(stack, "vault bootstrap")),
         ("migrations", "applied", _secs(stack, "migrations")),
-        ("topology", "streams and consumers applied", _secs(stack, "topology")),
+        ("topology", _topology_summary(stack), _secs(stack, "topology")),
     ]
     for name, port in info.metrics_ports.items():
         seconds = ready_in.get(name)
@@ -485,6 +496,15 @@ def _print_table(stack: LocalStack, info: StackInfo, ready_in: dict[str, float |
     for part, where, ready in rows:
         print(f"  {part:<{widths[0]}}  {where:<{widths[1]}}  {ready}")
     print(f"clients: source {Path(info.state_dir) / ENV_FILE}; stop with Ctrl-C", flush=True)
+
+
+def _topology_summary(stack: LocalStack) -> str:
+    if not stack.redelivered:
+        return "streams and consumers applied"
+    return (
+        "streams and consumers applied; unacknowledged messages of the last run redelivered "
+        f"({', '.join(stack.redelivered)})"
+    )
 
 
 def _secs(stack: LocalStack, part: str) -> str:

@@ -1,16 +1,20 @@
-"""OpenBao in dev mode for the local stack and tests, and the bootstrap every stack start runs.
+"""OpenBao for the local stack (on disk) and tests (dev mode), and the bootstrap of every start.
 
 Dev mode keeps everything in memory and starts unsealed with a known root token, which is what a
-throwaway stack wants. The root token is used only by `bootstrap_openbao` to lay down mounts,
-policies and one AppRole per process; every process (and the operator CLI) then works with its
-own least-privilege token, as it would against a production Vault.
+throwaway test server wants. The embedded stack keeps its store on disk instead
+(`OpenBaoServer`), so the secrets people stored outlive a restart of `orchestrator up`. The root
+token is used only by `bootstrap_openbao` to lay down mounts, policies and one AppRole per
+process; every process (and the operator CLI) then works with its own least-privilege token, as
+it would against a production Vault.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +23,9 @@ import httpx
 import hvac
 import hvac.exceptions
 
+from infra.stack.credentials import write_private
 from infra.stack.ports import free_port
-from infra.stack.process import ManagedProcess
+from infra.stack.process import ManagedProcess, ServerStartError
 
 POLICIES_DIR = Path(__file__).resolve().parents[1] / "openbao" / "policies"
 KV_MOUNT = "secret"
@@ -108,6 +113,102 @@ class OpenBaoDev(ManagedProcess):
             )
         except httpx.HTTPError:
             return False
+
+
+class OpenBaoServer(ManagedProcess):
+    """`bao server` with raft storage on disk: what the stack stored is still there after a restart.
+
+    The embedded stack runs this rather than dev mode. Dev mode keeps everything in memory, so
+    `orchestrator up` after a stop or a kill came back with an empty Vault: the bot tokens and
+    secrets people had stored were gone, and a deploy redelivered after the restart waited for
+    a secret its owner had already given. Here the first start initialises the store with one
+    unseal key; the key and the root token are kept beside it (0600, the stack's user only, as
+    the root token of dev mode was in the launcher's environment), and every later start
+    unseals with them. It guards against other users of the machine, not against its owner.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__("openbao", data_dir)
+        self.port = port or free_port()
+        self.cluster_port = free_port()
+        self.root_token = ""  # read from the init file once the server runs
+
+    @property
+    def addr(self) -> str:
+        """The API address clients pass to hvac."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "openbao.hcl"
+
+    @property
+    def init_path(self) -> Path:
+        """The unseal key and root token written at the first start (0600)."""
+        return self.data_dir / "init.json"
+
+    def _prepare(self) -> None:
+        storage = self.data_dir / "data"
+        storage.mkdir(mode=0o700, exist_ok=True)
+        # Raft on a single node: OpenBao's built-in storage (it has no plain "file" backend).
+        self.config_path.write_text(
+            f'storage "raft" {{\n  path = "{storage}"\n  node_id = "local"\n'
+            # One node elects itself after a heartbeat timeout; the default multiplier (5)
+            # makes that 5 s at every start, 1 makes it 1 s.
+            "  performance_multiplier = 1\n}\n"
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.addr}"\n'
+            f'cluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
+        )
+
+    def _command(self) -> list[str]:
+        return [find_bao(), "server", f"-config={self.config_path}"]
+
+    def _environment(self) -> dict[str, str]:
+        return {"HOME": str(self.data_dir)}
+
+    def _is_ready(self) -> bool:
+        # Listening is enough here: initialising and unsealing happen in `_on_ready`.
+        try:
+            httpx.get(f"{self.addr}/v1/sys/seal-status", timeout=1, trust_env=False)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def _on_ready(self) -> None:
+        client = hvac.Client(url=self.addr)
+        if not client.sys.is_initialized():
+            result = client.sys.initialize(secret_shares=1, secret_threshold=1)
+            write_private(
+                self.init_path,
+                json.dumps({"unseal_key": result["keys"][0], "root_token": result["root_token"]}),
+            )
+        try:
+            keys = json.loads(self.init_path.read_text())
+        except FileNotFoundError:
+            raise ServerStartError(
+                f"OpenBao's store in {self.data_dir / 'data'} is initialised but {self.init_path} "
+                "with its unseal key is missing, so it cannot be opened; remove that directory "
+                "to start with an empty Vault"
+            ) from None
+        if client.sys.is_sealed():
+            client.sys.submit_unseal_key(keys["unseal_key"])
+        self.root_token = keys["root_token"]
+        deadline = time.monotonic() + self.startup_timeout
+        while not _is_active(self.addr):
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"OpenBao at {self.addr} did not become active after unsealing:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+
+def _is_active(addr: str) -> bool:
+    try:
+        return httpx.get(f"{addr}/v1/sys/health", timeout=1, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def bootstrap_openbao(

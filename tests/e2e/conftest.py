@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from infra.bus.credentials import read_credentials
 from infra.bus.permissions import ADMIN
 from infra.stack.deploy_account import DEPLOY_ROOT_MARKER, HELPER_PATH
-from infra.stack.launcher import StackInfo, read_stack_info
+from infra.stack.stack_info import StackInfo, read_stack_info
 from infra.vault import VaultClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +166,49 @@ class LocalStackProcess:
                 self.process.wait()
         return self.process.returncode
 
+    def kill(self, timeout: float = 30) -> list[int]:
+        """SIGKILL everything the stack started at once, as a power cut would; returns the pids.
+
+        The launcher, its supervised processes and their children (git, ansible, ssh), and the
+        servers (nats-server, postgres with its backends, bao, sshd with its sessions, git
+        daemon) are all frozen with SIGSTOP first and then killed: no process gets to react to
+        another's death (the servers' parent-death SIGTERM would otherwise start a graceful
+        shutdown). Deployed services are not the stack and keep running. Returns once every
+        killed process is gone.
+        """
+        victims: set[int] = set()
+        # New processes may be forked while we walk; walk again until a pass finds none.
+        while True:
+            found = set(self.stack_leftovers())
+            if self.process is not None and self.process.poll() is None:
+                found |= _descendants(self.process.pid) | {self.process.pid}
+            found = {pid for pid in found if not self._deployed(pid)} - victims
+            if not found:
+                break
+            for pid in found:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGSTOP)
+            victims |= found
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = {pid: _cmdline(pid) for pid in victims if _alive(pid)}
+        assert not alive, f"still alive {timeout}s after SIGKILL: {alive}"
+        self.info = None
+        return sorted(victims)
+
+    def _deployed(self, pid: int) -> bool:
+        """Whether `pid` is a deployed service (it runs from the deploy root), not the stack."""
+        alias = self.state_dir / "deployments"
+        roots = {str(alias), str(alias.resolve())} if alias.exists() else {str(alias)}
+        where = _cmdline(pid) + " " + _cwd(pid)
+        return any(root in where for root in roots)
+
     def stack_leftovers(self) -> list[int]:
         """Processes of the stack itself still alive (deployed services are not the stack)."""
         deployments = str(self.state_dir / "deployments")
@@ -233,6 +276,36 @@ def _cwd(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return ""
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, whatever session or process group it moved to."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def new_state_dir(prefix: str) -> Path:

@@ -35,7 +35,7 @@ from infra.stack.launcher import StackInfo
 from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 
 from .adversary import API, SANDBOX_TEST, probe_module
-from .conftest import LocalStackProcess, new_state_dir, processes_mentioning
+from .conftest import LocalStackProcess, new_state_dir
 from .test_pipeline_llm import store_key_when_vault_is_up
 
 VICTIM_MARKER = f"victim-marker-{secrets.token_hex(8)}"
@@ -136,7 +136,11 @@ def _sensitive_files(info: StackInfo) -> list[str]:
     """Every file of the platform's that generated code must not read."""
     state = Path(info.state_dir)
     words = ("cred", "secret", "token", "key", "password", "approle", "id_")
-    found = {str(state / "stack.json"), info.deploy_target.client_key_path}
+    found = {
+        str(state / "stack.json"),
+        str(state / "openbao" / "init.json"),  # the Vault store's unseal key and root token
+        info.deploy_target.client_key_path,
+    }
     found.update(str(p) for p in Path(info.log_dir).glob("*"))
     for path in state.rglob("*"):
         relative = str(path.relative_to(state)).lower()
@@ -149,13 +153,10 @@ def _sensitive_files(info: StackInfo) -> list[str]:
 
 
 def _openbao_root_token(info: StackInfo) -> str:
-    """The dev server's root token, which only its own environment holds (we are root here)."""
-    for pid in processes_mentioning(info.state_dir):
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        for entry in environ:
-            if entry.startswith(b"BAO_DEV_ROOT_TOKEN_ID="):
-                return entry.split(b"=", 1)[1].decode()
-    raise AssertionError("no OpenBao process of this stack holds a root token")
+    """The OpenBao root token, kept beside the stack's Vault store (0600, we are root here)."""
+    init = Path(info.state_dir) / "openbao" / "init.json"
+    token: str = json.loads(init.read_text())["root_token"]
+    return token
 
 
 def _platform_secrets(info: StackInfo, api_key: str) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -218,18 +219,6 @@ def _all_command_lines() -> list[bytes]:
             with contextlib.suppress(OSError):
                 lines.append((entry / "cmdline").read_bytes())
     return lines
-
-
-def _pid_of_command(fragment: str) -> int:
-    """The process whose command line contains `fragment` (there must be exactly one)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if fragment.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    assert len(pids) == 1, f"{len(pids)} processes run with {fragment!r}"
-    return pids[0]
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -493,11 +482,13 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
         credentials = AppRoleCredentials(role_id=env["ORCH_VAULT__ROLE_ID"], secret_id=secret_id)
         assert approle_login(vault_addr, credentials)
         assert (state_dir / "logs" / f"{name}.log").stat().st_mode & 0o777 == 0o600
-    root_token = _environ(_pid_of_command(f"127.0.0.1:{vault_addr.rsplit(':', 1)[1]}"))[
-        "BAO_DEV_ROOT_TOKEN_ID"
-    ]
+    # OpenBao keeps its store on disk; its unseal key and root token are in one private file.
+    init = state_dir / "openbao" / "init.json"
+    assert init.stat().st_mode & 0o777 == 0o600
+    root_token = json.loads(init.read_text())["root_token"]
     assert len(root_token) >= 16
     assert not any(root_token.encode() in line for line in command_lines)
+    assert not any(root_token.encode() in environ for environ in environments)
     assert state_dir.stat().st_mode & 0o777 == (0o711 if os.geteuid() == 0 else 0o700)
     for directory in ("logs", "git"):
         assert (state_dir / directory).stat().st_mode & 0o777 == 0o700, directory

@@ -1,0 +1,229 @@
+"""The whole stack killed with ten projects in flight, started again: all ten go live, once.
+
+A power cut, an out-of-memory kill of the whole cgroup, `kill -9` on a process group: every
+process of `orchestrator up` (the launcher, each consumer, nats-server, PostgreSQL, OpenBao,
+sshd, git daemon and whatever they forked) dies at the same instant, with no shutdown code
+run anywhere. The test waits, on the read model, until the ten projects are spread over the
+pipeline (some still being specified or built, some deploying or live), kills everything at
+once and starts `orchestrator up` again on the same state directory, as an operator would.
+
+What must hold afterwards is what the design promises: JetStream redelivers what was not
+acknowledged, the inbox and the natural keys make a redelivered step converge, and the
+outbox relays what was committed but not yet published. Every project ends `active` on a
+port of its own with its service answering, nothing is doubled (projects, ports, successful
+deployments, timeline entries) and nothing is dead-lettered. Deployed services are not the
+stack: those already live keep running through the outage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from .conftest import ROOT, LocalStackProcess, _cmdline, new_state_dir
+from .test_pipeline_offline import get_json, own_port_range, sql, unique_name
+
+PROJECTS = 10
+KINDS = (
+    "An HTTP API that keeps my notes over REST, called {name}",
+    "A Telegram bot that records my expenses by category, called {name}",
+    "A background worker that every hour goes through my tasks, called {name}",
+)
+#: States a project is in before its deploy starts, and from the deploy on.
+EARLY = {"requested", "specifying", "specified", "provisioning", "building"}
+LATE = {"deploying", "awaiting_secrets", "active"}
+SETTLED = {"active", "failed", "archived", "awaiting_answer"}
+#: Outcomes of the pipeline each project records exactly once, however often a step ran.
+ONCE = (
+    "intents.project.requested",
+    "project.spec.ready",
+    "project.resources.allocated",
+    "project.repo.created",
+    "project.code.generated",
+    "deploy.succeeded",
+)
+
+
+@pytest.mark.timeout(1200)
+def test_stack_killed_with_ten_projects_in_flight_recovers_all_of_them() -> None:
+    stack = LocalStackProcess(new_state_dir("killed"), env={"ORCH_LLM__PROVIDER": "offline"})
+    try:
+        started = time.monotonic()
+        stack.start()
+        own_port_range(stack)
+        names = [unique_name(f"killed-{i:02d}") for i in range(PROJECTS)]
+        project_ids = submit(stack, names)
+        # A secret stored before the kill must still be in Vault after the restart.
+        kept = stack.cli("secrets", "set", project_ids[0], "WEBHOOK_SECRET", stdin=uuid.uuid4().hex)
+        assert kept.returncode == 0, kept.stdout + kept.stderr
+        tokens: dict[str, str] = {}
+        resumed: set[str] = set()
+
+        # Kill once the projects are spread over the pipeline: some not yet deploying, some
+        # deploying or live. Polled on the read model, never slept for a fixed time.
+        before_kill: dict[str, str] = {}
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            before_kill = states(stack, project_ids)
+            store_tokens(stack, before_kill, tokens, resumed)
+            late = sum(state in LATE for state in before_kill.values())
+            early = sum(state in EARLY for state in before_kill.values())
+            if late >= 3 and early >= 2:
+                break
+            assert early >= 2, f"the projects went past their deploys together: {before_kill}"
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the projects never spread over the pipeline: {before_kill}")
+        killed = stack.kill()
+        killed_at = time.monotonic()
+        print(
+            f"\nkilled {len(killed)} processes {killed_at - started:.1f}s after the start, "
+            f"projects: {sorted(Counter(before_kill.values()).items())}"
+        )
+        leftovers = {pid: _cmdline(pid) for pid in stack.stack_leftovers()}
+        assert leftovers == {}, leftovers
+
+        stack.start()
+        restarted_in = time.monotonic() - killed_at
+        own_port_range(stack)  # the restart registers the local target again
+        # Six or seven builds and deploys still to go on two cores: about five minutes.
+        deadline = time.monotonic() + 480
+        after: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            after = states(stack, project_ids)
+            store_tokens(stack, after, tokens, resumed)
+            if len(after) == PROJECTS and all(state in SETTLED for state in after.values()):
+                break
+            time.sleep(1)
+        recovered_in = time.monotonic() - killed_at
+
+        rows = sql(
+            stack,
+            "SELECT id::text, slug, state, port, url, error FROM projects WHERE slug = ANY(%s)",
+            names,
+        )
+        assert len(rows) == PROJECTS, f"{len(rows)} projects for {PROJECTS} names: {rows}"
+        assert all(row[2] == "active" for row in rows), [
+            (row[1], row[2], row[5]) for row in rows if row[2] != "active"
+        ]
+        assert sorted(row[0] for row in rows) == sorted(project_ids)
+        ports = [row[3] for row in rows]
+        assert len(set(ports)) == PROJECTS, sorted(ports)
+        for _, slug, _, port, url, _ in rows:
+            assert str(url).endswith(f":{port}"), (slug, url, port)
+            assert get_json(f"{url}/health")["status"] == "ok", slug
+
+        allocations = sql(
+            stack,
+            "SELECT count(*), count(DISTINCT port) FROM port_allocations "
+            "WHERE project_id::text = ANY(%s)",
+            project_ids,
+        )
+        assert allocations == [(PROJECTS, PROJECTS)], allocations
+        deployments = sql(
+            stack,
+            "SELECT project_id::text, count(*) FROM deployments "
+            "WHERE status = 'succeeded' AND project_id::text = ANY(%s) "
+            "GROUP BY project_id",
+            project_ids,
+        )
+        assert sorted(deployments) == sorted((pid, 1) for pid in project_ids), deployments
+        timelines = sql(
+            stack,
+            "SELECT project_id::text, event_type, count(*) FROM project_events "
+            "WHERE project_id::text = ANY(%s) GROUP BY 1, 2",
+            project_ids,
+        )
+        counts = {(pid, kind): count for pid, kind, count in timelines}
+        doubled_or_missing = {
+            (pid[:8], kind, counts.get((pid, kind), 0))
+            for pid in project_ids
+            for kind in ONCE
+            if counts.get((pid, kind), 0) != 1
+        }
+        assert not doubled_or_missing, doubled_or_missing
+
+        for project_id, names_stored in (
+            (project_ids[0], {"WEBHOOK_SECRET"}),
+            *((bot, {"TELEGRAM_BOT_TOKEN"}) for bot in tokens),
+        ):
+            listed = stack.cli("secrets", "list", project_id, "--json")
+            assert listed.returncode == 0, listed.stdout + listed.stderr
+            assert names_stored <= set(json.loads(listed.stdout)["stored"]), listed.stdout
+
+        dead = stack.cli("dlq", "list", "--json")
+        assert dead.returncode == 0, dead.stdout + dead.stderr
+        assert json.loads(dead.stdout) == [], dead.stdout
+        print(
+            f"restarted in {restarted_in:.1f}s, all {PROJECTS} active {recovered_in:.1f}s "
+            f"after the kill, {time.monotonic() - started:.1f}s in all"
+        )
+    finally:
+        stack.stop()
+
+
+def submit(stack: LocalStackProcess, names: list[str]) -> list[str]:
+    """Every request at once through the CLI, as ten terminals would send them."""
+    requests = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "producers.cli",
+                "--state-dir",
+                str(stack.state_dir),
+                "request",
+                KINDS[i % len(KINDS)].format(name=name),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, name in enumerate(names)
+    ]
+    project_ids = []
+    for process in requests:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err + stack.nats_log_tail()
+        found = re.search(r"project ([0-9a-f-]{36})", out)
+        assert found, out
+        project_ids.append(found.group(1))
+    return project_ids
+
+
+def states(stack: LocalStackProcess, project_ids: list[str]) -> dict[str, str]:
+    rows = sql(stack, "SELECT id::text, state FROM projects WHERE id::text = ANY(%s)", project_ids)
+    return {str(project_id): str(state) for project_id, state in rows}
+
+
+def store_tokens(
+    stack: LocalStackProcess, current: dict[str, str], tokens: dict[str, str], resumed: set[str]
+) -> None:
+    """A bot's deploy waits for its token; its owner stores it once, as a person would.
+
+    Once only: a bot that waits again after its deploy resumed lost a secret it had been
+    given, and must fail the test rather than be handed the token a second time.
+    """
+    for project_id, state in current.items():
+        if project_id in tokens and state != "awaiting_secrets":
+            resumed.add(project_id)
+        if state != "awaiting_secrets" or (project_id in tokens and project_id not in resumed):
+            continue
+        assert project_id not in resumed, (
+            f"{project_id} waits for TELEGRAM_BOT_TOKEN again: the token stored before the "
+            "kill did not survive the restart"
+        )
+        tokens[project_id] = f"{random.randrange(10**9, 10**10)}:AA{uuid.uuid4().hex}"
+        result = stack.cli(
+            "secrets", "set", project_id, "TELEGRAM_BOT_TOKEN", stdin=tokens[project_id]
+        )
+        assert result.returncode == 0, result.stderr

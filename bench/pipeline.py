@@ -17,7 +17,9 @@ What it prints:
   deploy waits for it, as its owner would): time to the first live, to all live, the ratio to
   one project, and the machine's CPU seconds per project over the batch (all processes: the
   stack, its sandboxes, Ansible, the deployed services' start), and the stack's processes that
-  used most of it (each with the children it reaped: a consumer's Ansible runs and sandboxes);
+  used most of it (each with the children it reaped: the deployer's Ansible runs; processes
+  the tree does not reap, such as deployed services and the engineer's sandboxes, are missing
+  from it, so it is a partial split of the machine's figure);
 - the stack's peak resident memory over the run, RSS and PSS, summed over its process tree.
 
 Every project is archived at the end (the product's own clean-up: service, releases, user and
@@ -179,7 +181,7 @@ def process_label(pid: int) -> str:
 
 def cpu_by_process(root: int) -> dict[tuple[int, str], float]:
     """CPU seconds each process of the tree used, with the children it has reaped (so a
-    consumer's count holds its Ansible runs, test sandboxes and git calls)."""
+    deployer's count holds its Ansible runs). A process reaped outside the tree is not counted."""
     ticks = os.sysconf("SC_CLK_TCK")
     found: dict[tuple[int, str], float] = {}
     for pid in tree(root):

@@ -26,7 +26,7 @@ from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
 from .follow import DEFAULT_INTERVAL_SECONDS, follow
-from .json_output import document, record
+from .project_output import print_requested
 from .running import print_line, run
 
 Out = Callable[[str], None]
@@ -68,14 +68,7 @@ async def request(
     event = project_request(description, user_id=await as_operator(endpoints, user), source="cli")
     async with nats_client(endpoints) as nc:
         await publisher(nc).publish(event)
-    ids = {"project_id": str(event.project_id), "flow_id": str(event.correlation_id)}
-    if as_json:
-        out(record({"kind": "request", **ids}) if follow_it else document(ids))
-    else:
-        out(f"project {event.project_id}")
-        out(f"flow    {event.correlation_id}")
-        if not follow_it:
-            out(f"follow it with: orchestrator status {event.project_id} --follow")
+    print_requested(str(event.project_id), str(event.correlation_id), out, as_json, follow_it)
     if not follow_it:
         return 0
     return await follow(

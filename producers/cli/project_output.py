@@ -13,7 +13,7 @@ from infra.db.enums import ProjectState
 from producers.read_model import ProjectView, TimelineEntry
 
 from .exit_codes import ExitCode
-from .json_output import record
+from .json_output import document, record
 
 Out = Callable[[str], None]
 
@@ -73,6 +73,48 @@ def project_object(view: ProjectView) -> dict[str, object]:
         "missing_secrets": list(view.missing_secrets),
         "timeline": [entry_object(t) for t in view.timeline],
     }
+
+
+def print_project(view: ProjectView, out: Out, as_json: bool) -> None:
+    """`orchestrator status`: the whole project, as lines or as one JSON document."""
+    if as_json:
+        out(document(project_object(view)))
+        return
+    out(header_line(view))
+    for line in state_lines(view):
+        out(line)
+    out("timeline")
+    for t in view.timeline:
+        out(entry_line(t))
+
+
+def print_requested(project_id: str, flow_id: str, out: Out, as_json: bool, follow: bool) -> None:
+    """What `orchestrator request` answers: the new ids (the first NDJSON line under --follow)."""
+    ids = {"project_id": project_id, "flow_id": flow_id}
+    if as_json:
+        out(record({"kind": "request", **ids}) if follow else document(ids))
+        return
+    out(f"project {project_id}")
+    out(f"flow    {flow_id}")
+    if not follow:
+        out(f"follow it with: orchestrator status {project_id} --follow")
+
+
+def print_secret_names(
+    project_id: uuid.UUID, stored: list[str], missing: list[str], out: Out, as_json: bool
+) -> None:
+    """`orchestrator secrets list`: the names Vault holds and those the deploy waits for."""
+    if as_json:
+        out(document({"project_id": str(project_id), "stored": stored, "missing": missing}))
+        return
+    if not stored and not missing:
+        out(f"no secrets for project {project_id}")
+        return
+    width = max(len(name) for name in stored + missing)
+    for name in stored:
+        out(f"{name:<{width}}  stored")
+    for name in missing:
+        out(f"{name:<{width}}  missing: the deploy waits for it")
 
 
 class TimelinePrinter:

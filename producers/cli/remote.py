@@ -29,14 +29,13 @@ from producers.read_model import ProjectView, TimelineEntry
 from .api_client import ApiClient, ApiError, api_client, new_idempotency_key
 from .endpoints import RemoteApi, remote_api
 from .exit_codes import ExitCode
-from .json_output import document, record
+from .json_output import document
 from .project_output import (
     SETTLED,
     TimelinePrinter,
-    entry_line,
-    header_line,
-    project_object,
-    state_lines,
+    print_project,
+    print_requested,
+    print_secret_names,
 )
 from .running import print_line, run
 from .stdin_value import read_value
@@ -122,17 +121,10 @@ async def request(
 ) -> int:
     """POST /projects with a key made once here: a retry of this command's request is the same."""
     accepted = await api.post("/projects", {"description": description}, new_idempotency_key())
-    ids = {"project_id": accepted["project_id"], "flow_id": accepted["flow_id"]}
-    if as_json:
-        out(record({"kind": "request", **ids}) if follow_it else document(ids))
-    else:
-        out(f"project {ids['project_id']}")
-        out(f"flow    {ids['flow_id']}")
-        if not follow_it:
-            out(f"follow it with: orchestrator status {ids['project_id']} --follow")
+    print_requested(accepted["project_id"], accepted["flow_id"], out, as_json, follow_it)
     if not follow_it:
         return ExitCode.OK
-    project_id = uuid.UUID(ids["project_id"])
+    project_id = uuid.UUID(accepted["project_id"])
     return await follow(api, str(project_id), out, as_json, interval, requested=project_id)
 
 
@@ -147,16 +139,7 @@ async def adopt(api: ApiClient, url: str, out: Out) -> int:
 
 
 async def status(api: ApiClient, ref: str, out: Out, as_json: bool) -> int:
-    view = project_view(await api.get(_project_path(ref)))
-    if as_json:
-        out(document(project_object(view)))
-        return ExitCode.OK
-    out(header_line(view))
-    for line in state_lines(view):
-        out(line)
-    out("timeline")
-    for t in view.timeline:
-        out(entry_line(t))
+    print_project(project_view(await api.get(_project_path(ref))), out, as_json)
     return ExitCode.OK
 
 
@@ -250,17 +233,7 @@ async def secret_list(api: ApiClient, ref: str, out: Out, as_json: bool) -> int:
     view = project_view(await api.get(_project_path(ref)))
     stored = sorted((await api.get(_project_path(ref, "secrets")))["names"])
     missing = sorted(set(view.missing_secrets) - set(stored))
-    if as_json:
-        out(document({"project_id": str(view.id), "stored": stored, "missing": missing}))
-        return ExitCode.OK
-    if not stored and not missing:
-        out(f"no secrets for project {view.id}")
-        return ExitCode.OK
-    width = max(len(name) for name in stored + missing)
-    for name in stored:
-        out(f"{name:<{width}}  stored")
-    for name in missing:
-        out(f"{name:<{width}}  missing: the deploy waits for it")
+    print_secret_names(view.id, stored, missing, out, as_json)
     return ExitCode.OK
 
 

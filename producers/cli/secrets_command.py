@@ -22,8 +22,8 @@ from .commands import as_operator
 from .connection import nats_client, publisher
 from .database import database
 from .endpoints import Endpoints, resolve
-from .json_output import document
 from .parser import PLATFORM_SECRETS
+from .project_output import print_secret_names
 from .running import print_line, run
 from .stdin_value import read_value
 
@@ -93,17 +93,7 @@ async def secret_list(endpoints: Endpoints, ref: str, out: Out, *, as_json: bool
     folder = project_secret_path(str(project.id), "")
     stored = sorted(key for key in await vault.list_secrets(folder) if not key.endswith("/"))
     missing = sorted(set(project.missing_secrets or ()) - set(stored))
-    if as_json:
-        out(document({"project_id": str(project.id), "stored": stored, "missing": missing}))
-        return 0
-    if not stored and not missing:
-        out(f"no secrets for project {project.id}")
-        return 0
-    width = max(len(name) for name in stored + missing)
-    for name in stored:
-        out(f"{name:<{width}}  stored")
-    for name in missing:
-        out(f"{name:<{width}}  missing: the deploy waits for it")
+    print_secret_names(project.id, stored, missing, out, as_json)
     return 0
 
 

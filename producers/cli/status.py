@@ -15,8 +15,7 @@ from .database import database
 from .endpoints import Endpoints, resolve
 from .exit_codes import ExitCode
 from .follow import follow
-from .json_output import document
-from .project_output import entry_line, header_line, project_object, state_lines
+from .project_output import print_project
 from .running import print_line, run
 
 Out = Callable[[str], None]
@@ -33,13 +32,5 @@ def handle(args: argparse.Namespace) -> int:
 async def status(endpoints: Endpoints, ref: str, as_json: bool, out: Out) -> int:
     async with database(endpoints) as sessions, sessions() as session:
         view = await project_view(session, ref)
-    if as_json:
-        out(document(project_object(view)))
-        return ExitCode.OK
-    out(header_line(view))
-    for line in state_lines(view):
-        out(line)
-    out("timeline")
-    for t in view.timeline:
-        out(entry_line(t))
+    print_project(view, out, as_json)
     return ExitCode.OK

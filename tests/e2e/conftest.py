@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,7 +101,7 @@ class LocalStackProcess:
         self, *args: str, timeout: float = 120, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir), *args],
+            [*self._cli_argv(), *args],
             cwd=ROOT,
             env={**os.environ, **self.env},
             capture_output=True,
@@ -108,6 +109,31 @@ class LocalStackProcess:
             timeout=timeout,
             input=stdin,
         )
+
+    def _cli_argv(self) -> list[str]:
+        return [sys.executable, "-m", "producers.cli", "--state-dir", str(self.state_dir)]
+
+    def request_at_once(self, descriptions: list[str], timeout: float) -> list[str]:
+        """Send every request at once, one `orchestrator request` each (as many terminals
+        would), and return their project ids in order; a failed one shows NATS's log."""
+        requests = [
+            subprocess.Popen(
+                [*self._cli_argv(), "request", description],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for description in descriptions
+        ]
+        project_ids = []
+        for process in requests:
+            out, err = process.communicate(timeout=timeout)
+            assert process.returncode == 0, err + self.nats_log_tail()
+            found = re.search(r"project ([0-9a-f-]{36})", out)
+            assert found, out
+            project_ids.append(found.group(1))
+        return project_ids
 
     def status(self, project: str) -> dict[str, object]:
         result = self.cli("status", project, "--json")
@@ -262,6 +288,14 @@ class LocalStackProcess:
             )
         shutil.rmtree(self.state_dir, ignore_errors=True)  # each stack takes 100-200 MB
         return code
+
+
+#: Descriptions of the three kinds, for tests that send many requests at once.
+MIXED_KINDS = (
+    "An HTTP API that keeps my notes over REST, called {name}",
+    "A Telegram bot that records my expenses by category, called {name}",
+    "A background worker that every hour goes through my tasks, called {name}",
+)
 
 
 def _cmdline(pid: int) -> str:

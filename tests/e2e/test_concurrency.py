@@ -9,23 +9,15 @@ deploys each project once, and nothing is lost or doubled. The wall time is prin
 from __future__ import annotations
 
 import random
-import re
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
-from .conftest import ROOT, LocalStackProcess
+from .conftest import MIXED_KINDS, LocalStackProcess
 from .test_pipeline_offline import get_json, own_port_range, sql, unique_name
 
 PROJECTS = 20
-KINDS = (
-    "An HTTP API that keeps my notes over REST, called {name}",
-    "A Telegram bot that records my expenses by category, called {name}",
-    "A background worker that every hour goes through my tasks, called {name}",
-)
 
 
 @pytest.mark.timeout(1500)
@@ -35,22 +27,11 @@ def test_twenty_projects_at_once_all_go_live_on_distinct_ports(
     own_port_range(offline_stack)
     names = [unique_name(f"crowd-{i:02d}") for i in range(PROJECTS)]
     started = time.monotonic()
-    requests = [
-        subprocess.Popen(
-            [sys.executable, "-m", "producers.cli", "--state-dir", str(offline_stack.state_dir),
-             "request", KINDS[i % len(KINDS)].format(name=name)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for i, name in enumerate(names)
-    ]
-    project_ids = []
-    for process in requests:
-        # Twenty CLI processes start at once on two cores beside a busy stack: allow for it.
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err + offline_stack.nats_log_tail()
-        found = re.search(r"project ([0-9a-f-]{36})", out)
-        assert found, out
-        project_ids.append(found.group(1))
+    # Twenty CLI processes start at once on two cores beside a busy stack: allow for it.
+    project_ids = offline_stack.request_at_once(
+        [MIXED_KINDS[i % len(MIXED_KINDS)].format(name=name) for i, name in enumerate(names)],
+        timeout=600,
+    )
     submitted = time.monotonic() - started
 
     deadline = time.monotonic() + 1200

@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 
 import pytest
 
-from .conftest import ROOT, LocalStackProcess, _cmdline, new_state_dir
+from .conftest import MIXED_KINDS, LocalStackProcess, _cmdline, new_state_dir
 from .test_pipeline_offline import get_json, own_port_range, sql, unique_name
 
 PROJECTS = 10
-KINDS = (
-    "An HTTP API that keeps my notes over REST, called {name}",
-    "A Telegram bot that records my expenses by category, called {name}",
-    "A background worker that every hour goes through my tasks, called {name}",
-)
 #: States a project is in before its deploy starts, and from the deploy on.
 EARLY = {"requested", "specifying", "specified", "provisioning", "building"}
 LATE = {"deploying", "awaiting_secrets", "active"}
@@ -172,32 +164,10 @@ def test_stack_killed_with_ten_projects_in_flight_recovers_all_of_them() -> None
 
 def submit(stack: LocalStackProcess, names: list[str]) -> list[str]:
     """Every request at once through the CLI, as ten terminals would send them."""
-    requests = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "producers.cli",
-                "--state-dir",
-                str(stack.state_dir),
-                "request",
-                KINDS[i % len(KINDS)].format(name=name),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i, name in enumerate(names)
+    descriptions = [
+        MIXED_KINDS[i % len(MIXED_KINDS)].format(name=name) for i, name in enumerate(names)
     ]
-    project_ids = []
-    for process in requests:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err + stack.nats_log_tail()
-        found = re.search(r"project ([0-9a-f-]{36})", out)
-        assert found, out
-        project_ids.append(found.group(1))
-    return project_ids
+    return stack.request_at_once(descriptions, timeout=300)
 
 
 def states(stack: LocalStackProcess, project_ids: list[str]) -> dict[str, str]:

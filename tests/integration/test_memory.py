@@ -207,9 +207,12 @@ def test_a_second_process_on_the_same_path_is_told_to_use_a_server(tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "import time; from qdrant_client import QdrantClient; "
-            f"c = QdrantClient(path={str(tmp_path)!r}); print('open', flush=True); time.sleep(30)",
+            # Holds the path until its stdin is closed, however long the check takes.
+            "import sys; from qdrant_client import QdrantClient; "
+            f"c = QdrantClient(path={str(tmp_path)!r}); print('open', flush=True); "
+            "sys.stdin.read()",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
     try:

@@ -50,11 +50,31 @@ class DatabaseSettings(BaseModel):
         description="SQLAlchemy URL; the psycopg (v3) driver is used in async mode",
     )
     pool_size: int = Field(20, description="Connections per process")
+    lock_timeout_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a statement waits for a row or table lock before it fails "
+        "(PostgreSQL `lock_timeout`; 0 waits for ever). A step that meets it is retried on the "
+        "long transient schedule, so contention never dead-letters healthy work",
+    )
+    statement_timeout_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="The longest one statement may run (PostgreSQL `statement_timeout`; "
+        "0 disables). A statement past it fails its step like any error",
+    )
     url_file: Path | None = Field(
         None,
         description="A private file holding the URL (with its password); read at start, "
         "it replaces `url` so the password is in no environment a child inherits",
     )
+
+    def session_options(self) -> str:
+        """The libpq `options` that put this process's timeouts on every connection it opens."""
+        return (
+            f"-c lock_timeout={round(self.lock_timeout_seconds * 1000)}"
+            f" -c statement_timeout={round(self.statement_timeout_seconds * 1000)}"
+        )
 
     @model_validator(mode="after")
     def _read_url_file(self) -> DatabaseSettings:

@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = structlog.get_logger(__name__)
 
 _CONNECTION_SQLSTATES = ("08", "57P")
+# lock_not_available (`lock_timeout` passed), deadlock_detected, serialization_failure.
+_CONTENTION_SQLSTATES = ("55P03", "40P01", "40001")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -47,6 +49,19 @@ def is_connectivity_error(exc: BaseException) -> bool:
             if sqlstate is None or sqlstate.startswith(_CONNECTION_SQLSTATES):
                 return True
         if isinstance(error, ConnectionError):
+            return True
+    return False
+
+
+def is_contention_error(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) is the database refusing to wait longer for another's lock.
+
+    Such a step did nothing wrong either: it is retried on the long transient schedule, so a
+    step holding a lock for a while (a coordinator batch, a migration) never dead-letters the
+    steps queued behind it, while `lock_timeout` still keeps them from waiting unseen for ever.
+    """
+    for error in _chain(exc):
+        if isinstance(error, psycopg.Error) and error.sqlstate in _CONTENTION_SQLSTATES:
             return True
     return False
 

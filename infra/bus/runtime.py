@@ -41,7 +41,7 @@ from infra.bus.codec import MalformedEvent, decode
 from infra.bus.connection import connect
 from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
-from infra.bus.faults import DatabaseGate, is_connectivity_error
+from infra.bus.faults import DatabaseGate, is_connectivity_error, is_contention_error
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers, ensure_streams, transient_max_deliver
 from infra.db.outbox import (
@@ -218,7 +218,10 @@ class ConsumerApp:
         # First, so that probes see a live process that is not ready while it connects.
         self.endpoints.start()
         self.engine = make_engine(
-            settings.database.url, pool_size=settings.database.pool_size, pre_ping=False
+            settings.database.url,
+            pool_size=settings.database.pool_size,
+            pre_ping=False,
+            options=settings.database.session_options(),
         )
         self.sessionmaker = make_sessionmaker(self.engine)
         self.database = DatabaseGate(self.engine, settings.consumer.database_probe_seconds)
@@ -572,7 +575,8 @@ class ConsumerApp:
     ) -> str:
         """A failed step spends its delivery: retried with backoff, or dead-lettered at the end."""
         number = delivery.number
-        transient = isinstance(exc, TransientError)
+        # Waiting on a lock another step holds is contention, not the step's fault.
+        transient = isinstance(exc, TransientError) or is_contention_error(exc)
         budget = transient_max_deliver(spec) if transient else spec.max_deliver
         if number >= budget:
             bound.exception("step.failed_finally", delivery=number)

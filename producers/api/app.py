@@ -22,9 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.bus.credentials import connect as connect_nats
+from infra.bus.faults import is_connectivity_error, is_contention_error
 from infra.bus.publisher import JetStreamPublisher, Publisher
 from infra.db.session import make_engine, make_sessionmaker
 from infra.health import HealthChecks, HealthReport, database_reachable, nats_connected
@@ -190,6 +192,23 @@ def _add_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": RETRY_AFTER},
         )
 
+    @app.exception_handler(sa_exc.OperationalError)
+    async def database_busy(_: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # A lock another request holds past `lock_timeout`, or the database out of reach:
+        # nothing was done, and the same request (with its Idempotency-Key) can be sent again.
+        if is_contention_error(exc):
+            detail = "the database is busy with this data; send the request again"
+        elif is_connectivity_error(exc):
+            detail = "the database cannot be reached; send the request again"
+        else:
+            raise exc
+        log.warning("api.database_unavailable", error=type(exc.orig).__name__)
+        return JSONResponse(
+            {"detail": detail},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": RETRY_AFTER},
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes each rejected `input`; for a secret that is its value.
@@ -226,7 +245,11 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         connect_timeout=5,
         closed_cb=on_closed,
     )
-    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    engine = make_engine(
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        options=settings.database.session_options(),
+    )
     publisher = JetStreamPublisher(
         nc.jetstream(), timeout=api_settings.publish_timeout_seconds, attempts=2
     )

@@ -174,10 +174,10 @@ async def serve(settings: Settings, bot_settings: BotSettings) -> None:
     async with ProcessEndpoints(settings.metrics.host, settings.metrics.port, health):
         await vault.login()
         token = await read_bot_token(settings, vault)
-        nc = await connect_nats(
-            settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5
+        nc = await connect_nats(settings, vault=vault, max_reconnect_attempts=-1, connect_timeout=5)
+        engine = make_engine(
+            settings.database.url, pool_size=5, options=settings.database.session_options()
         )
-        engine = make_engine(settings.database.url, pool_size=5)
         await _run(bot_settings, vault, token, nc, engine)
 
 

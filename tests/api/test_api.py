@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import psycopg
 import pytest
 from nats.aio.client import Client
 from sqlalchemy import text
@@ -19,11 +20,13 @@ from contracts.topology import H_MSG_ID
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_topology
 from infra.db.models import Base, ProjectState
+from infra.db.session import make_engine, make_sessionmaker
+from infra.settings import DatabaseSettings
 from infra.stack.nats_server import NatsServer
 from infra.vault import VaultClient
 from producers.api.app import build_api
 from producers.api.tokens import revoke_token
-from tests.api.conftest import ApiUser, CapturedLogs, SeedProject
+from tests.api.conftest import ApiUser, CapturedLogs, SeedProject, served
 
 
 async def last_event(
@@ -336,3 +339,38 @@ async def test_a_request_sent_again_with_its_idempotency_key_names_the_same_proj
     )
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+async def test_a_request_that_waits_too_long_for_a_lock_is_answered_503_and_can_be_sent_again(
+    nc: Client,
+    api_vault: VaultClient,
+    database_url: str,
+    alice: ApiUser,
+) -> None:
+    """A lock held past `lock_timeout` (a migration, a long transaction) refuses the request
+    with 503 and Retry-After instead of hanging or failing with 500; the same request with its
+    Idempotency-Key goes through once the lock is gone, and names one project."""
+    settings = DatabaseSettings(url=database_url, lock_timeout_seconds=0.3)
+    engine = make_engine(database_url, pool_size=2, options=settings.session_options())
+    app = build_api(
+        JetStreamPublisher.from_client(nc),
+        make_sessionmaker(engine),
+        api_vault,
+        jetstream=nc.jetstream(),
+    )
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"description": "A URL shortener with stats"}
+    try:
+        async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+            with psycopg.connect(database_url.replace("+psycopg", "")) as holder:
+                holder.execute("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+                busy = await http.post("/projects", json=body, headers=alice.headers | key)
+                holder.rollback()
+            assert busy.status_code == 503, busy.text
+            assert busy.headers["Retry-After"]
+            assert "send the request again" in busy.json()["detail"]
+            again = await http.post("/projects", json=body, headers=alice.headers | key)
+            assert again.status_code == 202, again.text
+            assert "Idempotent-Replayed" not in again.headers
+    finally:
+        await engine.dispose()

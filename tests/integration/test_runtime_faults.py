@@ -392,3 +392,44 @@ async def test_a_transient_error_outlives_the_durables_own_retry_budget(
     finally:
         stop.set()
         await task
+
+
+async def test_a_step_that_waits_too_long_for_a_lock_is_retried_not_dead_lettered(
+    fresh_nats: NatsServer, migrated_db: str, nc: Client
+) -> None:
+    """Contention is not the step's fault: a lock held past `lock_timeout` fails the statement
+    (instead of the step waiting unseen for ever), and the step is retried on the long transient
+    schedule even though its durable allows a single delivery for its own failures."""
+    spec = worker_spec(max_deliver=1)
+    await apply_consumers(nc.jsm(), (spec,))
+    settings = fault_settings(fresh_nats.url, migrated_db, transient_backoff_seconds=[0.2])
+    settings.database.lock_timeout_seconds = 0.3
+    app = ConsumerApp("test-worker", settings=settings, specs=[spec])
+    deliveries: list[int] = []
+
+    @app.handles(ev.ProjectRequested)
+    async def handle(ctx: StepContext, event: ev.ProjectRequested) -> None:
+        deliveries.append(ctx.delivery)
+        await ctx.session.execute(text("SELECT id FROM effects WHERE id = -1 FOR UPDATE"))
+        await ctx.session.execute(
+            text("INSERT INTO effects (event_id, replica, description) VALUES (:e, 'r', :d)"),
+            {"e": event.event_id, "d": event.description},
+        )
+
+    sql(
+        migrated_db,
+        "INSERT INTO effects (id, event_id, replica, description) VALUES "
+        f"(-1, '{uuid.uuid4()}', 'holder', 'locked row') RETURNING id",
+    )
+    stop, task = await serving(app)
+    try:
+        with psycopg.connect(plain_url(migrated_db)) as holder:
+            holder.execute("SELECT id FROM effects WHERE id = -1 FOR UPDATE")
+            await JetStreamPublisher.from_client(nc).publish(request("waits for a lock"))
+            await wait_for(lambda: len(deliveries) >= 3, 30)
+            holder.rollback()
+        await wait_for(lambda: effects(migrated_db)[0] == 2, 30)
+        assert await dead_letters(nc) == 0
+    finally:
+        stop.set()
+        await task

@@ -33,8 +33,9 @@ from .state import Recalled
 
 #: What of a user's past helps to write a new spec; code is the engineer's to search.
 RECALL_KINDS = (MemoryKind.SPEC, MemoryKind.SPEC_REVISION, MemoryKind.ANSWER, MemoryKind.OUTCOME)
-#: Pieces shown to the model, and the characters of each: enough for one or two earlier specs
-#: (a generated spec's JSON is 2-6k characters), small beside the prompt itself.
+#: Pieces shown to the model, and the characters of each: room for a whole earlier spec (the
+#: offline rules' specs measure 1.5-3.4k characters as JSON; a model's, with checks, run longer)
+#: while three of them stay within ~18k characters, about 5k tokens.
 MAX_RECALLED = 3
 MAX_RECALLED_CHARS = 6000
 #: A search is a bus round trip to the indexer (or a Qdrant call); past this the analyst goes on.

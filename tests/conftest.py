@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.memory import MemoryStore
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import (
@@ -117,3 +118,10 @@ def git_daemon(stack_dir: Path) -> Iterator[GitDaemon]:
     """A git daemon serving bare repositories under its base directory, pushes enabled."""
     with GitDaemon(stack_dir / "git") as server:
         yield server
+
+
+@pytest.fixture
+def memory_store(tmp_path: Path) -> Iterator[MemoryStore]:
+    """Project memory on qdrant-client's local mode in a temp dir (the real store, no server)."""
+    with MemoryStore.open_local(tmp_path / "memory") as store:
+        yield store

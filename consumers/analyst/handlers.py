@@ -8,6 +8,7 @@ from contracts.envelope import Event
 from contracts.events import ClarificationAsked, SpecFailed, SpecReady, SpecRequested
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 from infra.llm_budget import LLMBudgetExhausted, ensure_budget_left
+from infra.project_owner import project_owner
 from infra.settings import QuotaSettings
 
 from .service import (
@@ -42,7 +43,11 @@ def register(
                 )
         try:
             outcome = await service.analyse(
-                event.project_id, event.correlation_id, event.description, event.answers
+                event.project_id,
+                event.correlation_id,
+                event.description,
+                event.answers,
+                owner=await project_owner(ctx.session, event.project_id),
             )
         except ProviderUnavailable as exc:
             raise TransientError(str(exc)) from exc

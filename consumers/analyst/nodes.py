@@ -21,6 +21,8 @@ from infra.llm import model_name_of, usage_from
 
 from . import rules
 from .prompts import RETRY, AskClarification, build_messages
+from .recall import with_earlier_projects
+from .recall_rules import build_on_earlier
 from .spec_policy import enforce, repair_arguments
 from .state import AnalystState, CallRecord
 
@@ -41,8 +43,13 @@ class ProviderUnavailable(Exception):
 
 
 def offline_analyse(state: AnalystState) -> Update:
-    """The deterministic analyst: rules decide between a spec and a question."""
-    decision = rules.decide(state["description"], state.get("answers", []))
+    """The deterministic analyst: an earlier project the request refers to is the base;
+    otherwise the rules decide between a spec and a question."""
+    answers = state.get("answers", [])
+    built_on = build_on_earlier(state["description"], answers, state.get("recalled", []))
+    if built_on is not None:
+        return {"spec": built_on.model_dump(mode="json"), "pending": None}
+    decision = rules.decide(state["description"], answers)
     if isinstance(decision, rules.Question):
         return {"pending": {"question": decision.text, "missing": list(decision.missing)}}
     return {"spec": decision.model_dump(mode="json"), "pending": None}
@@ -60,8 +67,9 @@ def make_llm_analyse(llm: BaseChatModel) -> AsyncNode:
     async def analyse(state: AnalystState) -> Update:
         answers = state.get("answers", [])
         decide_now = len(answers) >= rules.MAX_QUESTIONS
-        messages = build_messages(
-            state["description"], state.get("questions", []), answers, decide_now
+        messages = with_earlier_projects(
+            build_messages(state["description"], state.get("questions", []), answers, decide_now),
+            state.get("recalled", []),
         )
         model = spec_only if decide_now else spec_or_question
         calls: list[CallRecord] = []

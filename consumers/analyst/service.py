@@ -5,6 +5,9 @@ decides how a request meets the checkpoint: a new flow starts the graph; a reque
 an answer the graph has not seen resumes the paused question with it; a request the graph
 has already handled (a redelivery) gets the checkpointed outcome back without calling the
 LLM again. Each outcome carries the LLM calls of its round, for the `llm_usage` ledger.
+
+A new flow first recalls the owner's earlier projects from memory (`recall.py`); what it
+found goes into the flow's first checkpoint with the description, so it is searched once.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from langgraph.types import Command, StateSnapshot
 
 from contracts.spec import ProjectSpec
 from infra.llm import TokenUsage, cost_usd
+from infra.memory_search import MemorySearch
 from infra.settings import LLMSettings
 
 from .graph import AnalystGraph
 from .nodes import ProviderUnavailable
+from .recall import Recall
 from .state import AnalystState, PendingQuestion
 
 __all__ = [
@@ -76,10 +81,16 @@ class AnalystService:
     """Runs the analyst graph for one request of a project flow."""
 
     def __init__(
-        self, graph: AnalystGraph, *, offline: bool, pricing: LLMSettings | None = None
+        self,
+        graph: AnalystGraph,
+        *,
+        offline: bool,
+        pricing: LLMSettings | None = None,
+        memory: MemorySearch | None = None,
     ) -> None:
         self._graph = graph
         self._offline = offline
+        self._recall = Recall(memory)
         # Without prices (local models) tokens are still counted; they cost nothing.
         self._pricing = pricing or LLMSettings()
 
@@ -94,8 +105,13 @@ class AnalystService:
         flow_id: uuid.UUID,
         description: str,
         answers: Sequence[str],
+        *,
+        owner: str | None = None,
     ) -> Outcome:
         """The outcome for the description and all answers given so far (in order).
+
+        `owner` is the project's user: their earlier projects are recalled from memory when
+        the flow starts (none when it is None).
 
         Raises ProviderUnavailable when the LLM provider failed: nothing was checkpointed for
         the failed call, so a retry repeats only that call.
@@ -108,6 +124,7 @@ class AnalystService:
         if not snapshot.values:
             first: AnalystState = {
                 "description": description,
+                "recalled": await self._recall.earlier_projects(owner, project_id, description),
                 "answers": list(answers),
                 "questions": [],
                 "pending": None,

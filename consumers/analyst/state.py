@@ -28,8 +28,22 @@ class CallRecord(TypedDict):
     round: int
 
 
+class Recalled(TypedDict):
+    """One piece of the user's earlier projects found in memory: reference, never instruction."""
+
+    project_id: str
+    #: A `MemoryKind` value: spec, spec_revision, answer or outcome.
+    kind: str
+    #: Bounded already (`recall.MAX_RECALLED_CHARS`).
+    text: str
+
+
 class AnalystState(TypedDict, total=False):
     description: str
+    #: The user's earlier projects that match the description, best first; searched once when
+    #: the flow starts, so a resumed or redelivered round shows the model the same material.
+    #: Absent in flows checkpointed before memory existed: read it with `.get(..., [])`.
+    recalled: list[Recalled]
     answers: list[str]
     questions: list[str]
     pending: PendingQuestion | None

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol
 
+from consumers.engineer.coder.memory_tool import ProjectMemory
 from consumers.engineer.test_runner import TestReport
 from contracts.spec import ProjectSpec
 
@@ -37,6 +38,9 @@ class CodingTask:
     #: For a revision of a live project: the change asked for (the workspace holds the
     #: project's current code, not the scaffold).
     change: str = ""
+    #: The project's memory (its indexed code and specs), when memory is configured and the
+    #: owner is known; the in-process coder offers it as the `search_memory` tool.
+    memory: ProjectMemory | None = None
 
 
 class TestRunner(Protocol):

@@ -11,6 +11,7 @@ from consumers.engineer.workspace import GitUnavailable
 from contracts.envelope import Event
 from contracts.events import CodeGenerated, CodeRequested
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
+from infra.project_owner import project_owner
 
 
 def register(app: ConsumerApp, engineer: Callable[[], EngineerService]) -> None:
@@ -25,7 +26,9 @@ def register(app: ConsumerApp, engineer: Callable[[], EngineerService]) -> None:
         service = engineer()
         ctx.log.info("engineer.started", mode=service.mode, base_commit=event.base_commit)
         try:
-            result = await service.handle(event, ctx.heartbeat)
+            result = await service.handle(
+                event, ctx.heartbeat, owner=await project_owner(ctx.session, event.project_id)
+            )
         except (GitUnavailable, ContainerEngineError) as exc:
             raise TransientError(str(exc)) from exc
         record_usage(ctx.session, event.project_id, event.event_id, result.usage)

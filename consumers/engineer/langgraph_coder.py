@@ -37,6 +37,7 @@ from consumers.engineer.agent import (
 )
 from consumers.engineer.coder.graph import build_coder_graph, recursion_limit
 from consumers.engineer.coder.guard import WorkspaceGuard
+from consumers.engineer.coder.memory_tool import make_memory_tool
 from consumers.engineer.coder.state import CoderState
 from consumers.engineer.coder.tools import make_workspace_tools
 from consumers.engineer.test_runner import TestReport
@@ -72,9 +73,12 @@ class LangGraphCoder:
             return await self._runner.run(task.workspace)
 
         guard = WorkspaceGuard(task.workspace)
+        tools = make_workspace_tools(task.workspace, run_tests)
+        if task.memory is not None:
+            tools.append(make_memory_tool(task.memory))
         graph = build_coder_graph(
             self._llm,
-            make_workspace_tools(task.workspace, run_tests),
+            tools,
             spec=task.spec,
             change=task.change,
             run_tests=run_tests,

@@ -9,6 +9,9 @@ Outcomes: a task the agent cannot finish (tests still red, scaffold broken, base
 branch moved) is a `CodeFailed` event for the coordinator and the user, not an exception.
 Infrastructure trouble (`GitUnavailable`, the model endpoint or the container engine down)
 propagates, so the runtime retries the message.
+
+With memory configured, the agent gets the project's memory scoped to it and its owner
+(`coder/memory_tool.py`); without it, or without a known owner, it works from the workspace.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from consumers.engineer.agent import AgentMode, CodingAgent, CodingTask, Heartbeat, LLMUsage
+from consumers.engineer.coder.memory_tool import ProjectMemory
 from consumers.engineer.keep_alive import keep_alive
 from consumers.engineer.workspace import (
     BaseCommitMissing,
@@ -26,6 +30,8 @@ from consumers.engineer.workspace import (
     Workspace,
 )
 from contracts.events import CodeFailed, CodeGenerated, CodeRequested
+from infra.memory import Scope
+from infra.memory_search import MemorySearch
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class EngineerService:
         heartbeat_seconds: float = 10.0,
         actor: str = "engineer",
         verifier: CodingAgent | None = None,
+        memory: MemorySearch | None = None,
     ) -> None:
         self._agent = agent
         #: Runs an adopted repository's tests without writing (`CodeRequested.verify_only`).
@@ -56,23 +63,33 @@ class EngineerService:
         self._max_iterations = max_iterations
         self._heartbeat_seconds = heartbeat_seconds
         self._actor = actor
+        self._memory = memory
 
     @property
     def mode(self) -> AgentMode:
         return self._agent.mode
 
-    async def handle(self, request: CodeRequested, heartbeat: Heartbeat) -> EngineerResult:
-        """Produce the request's outcome event; raises only for retryable infrastructure errors."""
+    async def handle(
+        self, request: CodeRequested, heartbeat: Heartbeat, *, owner: str | None = None
+    ) -> EngineerResult:
+        """Produce the request's outcome event; raises only for retryable infrastructure errors.
+
+        `owner` is the project's user, whose memory of this project the agent may search.
+        """
         try:
             async with self._workspaces.checkout(
                 request.clone_url, request.base_commit, request.default_branch
             ) as workspace:
-                return await self._in_workspace(request, workspace, heartbeat)
+                return await self._in_workspace(request, workspace, heartbeat, owner)
         except BaseCommitMissing as exc:
             return self._failed(request, str(exc), iterations=0)
 
     async def _in_workspace(
-        self, request: CodeRequested, workspace: Workspace, heartbeat: Heartbeat
+        self,
+        request: CodeRequested,
+        workspace: Workspace,
+        heartbeat: Heartbeat,
+        owner: str | None,
     ) -> EngineerResult:
         earlier = await workspace.previous_result()
         if earlier is not None:
@@ -84,6 +101,11 @@ class EngineerService:
             max_iterations=self._max_iterations,
             request_id=request.event_id,
             change=request.change,
+            memory=(
+                ProjectMemory(self._memory, Scope(owner, request.project_id))
+                if self._memory is not None and owner
+                else None
+            ),
         )
         agent = self._verifier if request.verify_only else self._agent
         async with keep_alive(heartbeat, self._heartbeat_seconds):

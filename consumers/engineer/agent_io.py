@@ -40,6 +40,8 @@ class ContainerTask:
     project_id: str
     spec: ProjectSpec
     max_iterations: int
+    #: For a revision: the change asked for (as `CodingTask.change`).
+    change: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ def write_task(io_dir: Path, task: ContainerTask) -> None:
         "project_id": task.project_id,
         "spec": task.spec.model_dump(mode="json"),
         "max_iterations": task.max_iterations,
+        "change": task.change,
     }
     (io_dir / TASK_FILE).write_text(json.dumps(payload))
 
@@ -67,6 +70,7 @@ def read_task(io_dir: Path) -> ContainerTask:
         project_id=str(payload["project_id"]),
         spec=ProjectSpec.model_validate(payload["spec"]),
         max_iterations=int(payload["max_iterations"]),
+        change=str(payload.get("change", "")),
     )
 
 

@@ -125,7 +125,9 @@ class ContainerCoder:
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         io_dir = task.workspace.parent / "agent-io"
         io_dir.mkdir(exist_ok=True)
-        write_task(io_dir, ContainerTask(task.project_id, task.spec, task.max_iterations))
+        write_task(
+            io_dir, ContainerTask(task.project_id, task.spec, task.max_iterations, task.change)
+        )
         # Short, private path: a UNIX socket path must stay under 108 bytes.
         proxy_dir = Path(tempfile.mkdtemp(prefix="llm-proxy-"))
 

@@ -80,7 +80,10 @@ async def run(workspace: Path, io_dir: Path, settings: LLMSettings, proxy_dir: P
             time_limit_seconds=EngineerSettings().coder_time_limit_seconds,
         )
         outcome = await coder.run(
-            CodingTask(task.project_id, task.spec, workspace, task.max_iterations), _no_heartbeat
+            CodingTask(
+                task.project_id, task.spec, workspace, task.max_iterations, change=task.change
+            ),
+            _no_heartbeat,
         )
     write_result(io_dir, ContainerResult(outcome.iterations, outcome.summary, (), outcome.reason))
     return 0

@@ -19,6 +19,7 @@ from langgraph.types import Command, StateSnapshot
 
 from contracts.spec import ProjectSpec
 from infra.llm import TokenUsage, cost_usd
+from infra.memory_search import MemorySearch
 from infra.settings import LLMSettings
 
 from .graph import AnalystGraph
@@ -76,9 +77,16 @@ class AnalystService:
     """Runs the analyst graph for one request of a project flow."""
 
     def __init__(
-        self, graph: AnalystGraph, *, offline: bool, pricing: LLMSettings | None = None
+        self,
+        graph: AnalystGraph,
+        *,
+        offline: bool,
+        pricing: LLMSettings | None = None,
+        memory: MemorySearch | None = None,
     ) -> None:
         self._graph = graph
+        #: The user's earlier specs and answers (through the indexer); None runs without memory.
+        self._memory = memory
         self._offline = offline
         # Without prices (local models) tokens are still counted; they cost nothing.
         self._pricing = pricing or LLMSettings()

@@ -26,6 +26,7 @@ from consumers.engineer.workspace import (
     Workspace,
 )
 from contracts.events import CodeFailed, CodeGenerated, CodeRequested
+from infra.memory_search import MemorySearch
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,11 @@ class EngineerService:
         heartbeat_seconds: float = 10.0,
         actor: str = "engineer",
         verifier: CodingAgent | None = None,
+        memory: MemorySearch | None = None,
     ) -> None:
         self._agent = agent
+        #: The project's code and history (through the indexer); None runs without memory.
+        self._memory = memory
         #: Runs an adopted repository's tests without writing (`CodeRequested.verify_only`).
         self._verifier = verifier or agent
         self._workspaces = workspaces

@@ -55,18 +55,14 @@ class _Indexer:
         self._releases = releases
         self._forge = forge
         self._store: MemoryStore | None = None
-        self._responder: SearchResponder | None = None
 
     async def start(self) -> None:
         self._store = await asyncio.to_thread(MemoryStore.from_settings, self._app.settings)
         if self._app.nc is None:
             raise RuntimeError("the indexer starts its search before its NATS connection")
-        self._responder = SearchResponder(LocalMemorySearch(self._store))
-        await self._responder.start(self._app.nc)
+        await SearchResponder(LocalMemorySearch(self._store)).start(self._app.nc)
 
     async def stop(self) -> None:
-        if self._responder is not None:
-            await self._responder.stop()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from contracts.fields import MAX_NAME
@@ -31,17 +30,11 @@ class SearchResponder:
 
     def __init__(self, memory: MemorySearch) -> None:
         self._memory = memory
-        self._subscription: Subscription | None = None
 
     async def start(self, nc: Client) -> None:
-        self._subscription = await nc.subscribe(
-            MEMORY_SEARCH_SUBJECT, queue=MEMORY_SEARCH_QUEUE, cb=self._answer
-        )
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
-            self._subscription = None
+        """Answer from now on; the connection's drain at shutdown ends the subscription after
+        the requests in hand are answered."""
+        await nc.subscribe(MEMORY_SEARCH_SUBJECT, queue=MEMORY_SEARCH_QUEUE, cb=self._answer)
 
     async def _answer(self, msg: Msg) -> None:
         if not msg.reply:

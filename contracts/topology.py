@@ -221,6 +221,40 @@ OPS_TICKS = ConsumerSpec(
     "Health checks of deployed services; opens and resolves incidents",
 )
 
+INDEXER_PROJECT = ConsumerSpec(
+    "indexer-project",
+    "indexer",
+    PROJECT,
+    (
+        ev.SpecRequested.TYPE,
+        ev.SpecReady.TYPE,
+        ev.SpecFailed.TYPE,
+        ev.SpecRevisionRequested.TYPE,
+        ev.SpecRevised.TYPE,
+        ev.SpecRevisionFailed.TYPE,
+        ev.ProvisioningFailed.TYPE,
+        ev.RepoFailed.TYPE,
+        ev.RepoRevisionFailed.TYPE,
+        ev.CodeGenerated.TYPE,
+        ev.CodeFailed.TYPE,
+        ev.ProjectArchived.TYPE,
+    ),
+    "Remembers specs, revisions, the user's answers and step outcomes; forgets an archived project",
+)
+INDEXER_DEPLOYS = ConsumerSpec(
+    "indexer-deploys",
+    "indexer",
+    DEPLOY,
+    (
+        ev.DeploySucceeded.TYPE,
+        ev.DeployFailed.TYPE,
+        ev.DeployRolledBack.TYPE,
+        ev.DeployAwaitingSecrets.TYPE,
+    ),
+    "Remembers deploy outcomes; indexes the repository's files at each released commit",
+    ack_wait_seconds=120.0,
+)
+
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     COORDINATOR_INTENTS,
     COORDINATOR_OUTCOMES,
@@ -233,6 +267,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     DEPLOYER,
     NOTIFIER,
     OPS_TICKS,
+    INDEXER_PROJECT,
+    INDEXER_DEPLOYS,
 )
 
 
@@ -309,5 +345,15 @@ CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
     "ops": (ev.IncidentOpened.TYPE, ev.IncidentResolved.TYPE),
     "indexer": (),
 }
+# ---------------------------------------------------------------- request/reply
+
+#: Core NATS request/reply (not a stream): a step asks the indexer for memory
+#: (`contracts.memory`). The indexer's replicas answer in one queue group.
+MEMORY_SEARCH_SUBJECT = "memory.search"
+MEMORY_SEARCH_QUEUE = "indexer"
+#: The only processes that may ask; the indexer is the only one that answers.
+MEMORY_SEARCHERS: tuple[str, ...] = ("analyst", "engineer")
+MEMORY_RESPONDER = "indexer"
+
 #: The subject prefix other systems may publish to, with the `external` NATS user.
 EXTERNAL_PUBLISH: tuple[str, ...] = ("intents.>",)

@@ -27,16 +27,14 @@ reciprocal rank fusion. Callers keep calling `upsert` and `search` with the same
 only `mode` changes. A collection made in lexical mode has no dense vector, so switching mode
 means reindexing from the sources (the indexer can replay them).
 
-Who uses it next (not built yet): the `indexer` consumer (writes specs, answers and outcomes
-from events, code chunks from `chunk_file` at each commit, and calls `delete_project` when an
-archive purges), the analyst (retrieval of a user's earlier specs and answers) and the engineer
-(a search tool over the project's code). Replacing the chunks of an older commit is the
-indexer's decision and not here yet.
-
-Local mode serves one process: qdrant-client locks the directory, and a second process gets
-`MemoryBusyError`. In the embedded default only the indexer can hold it, so the analyst's and
-engineer's reads will need a Qdrant server or a way through the indexer; that choice belongs to
-the step that wires them.
+Who uses it: the `indexer` consumer (`consumers/indexer/`) is the only process that opens the
+store. It writes specs, revisions, answers and outcomes from events, and at each released
+commit the repository's files (`chunk_tree`), replacing the previous commit's chunks
+(`replace_code`), and forgets an archived project (`delete_project`). The analyst and the
+engineer read through `infra.memory_search.MemorySearch`, whose bus client
+(`infra.memory_client.BusMemorySearch`) asks the indexer over NATS request/reply. That one read
+path serves both deployments: local mode serves one process (qdrant-client locks the
+directory; a second process gets `MemoryBusyError`), and with a Qdrant server nothing changes.
 
 Qdrant's client is synchronous here. Local mode is not thread-safe, so every call takes the
 store's lock; async callers run the methods in a thread (`asyncio.to_thread(store.search, ...)`).
@@ -353,6 +351,27 @@ class MemoryStore:
                 self._collection, count_filter=_scoped_filter(scope, kinds), exact=True
             )
         return result.count
+
+    def replace_code(
+        self, user_id: str, project_id: uuid.UUID, commit: str, chunks: Iterable[CodeChunk]
+    ) -> int:
+        """Make `commit` the project's only code: write its chunks, then drop every other commit's.
+
+        Written first and dropped second, so a search in between finds old or new code, never
+        none. A rerun for the same commit rewrites the same ids. Returns the chunks written.
+        """
+        written = self.upsert(
+            MemoryDocument.from_code(user_id, project_id, commit, chunk) for chunk in chunks
+        )
+        older = _scoped_filter(Scope(user_id, project_id), (MemoryKind.CODE,))
+        older.must_not = [
+            models.FieldCondition(key="commit", match=models.MatchValue(value=commit))
+        ]
+        with self._lock:
+            self._client.delete(
+                self._collection, points_selector=models.FilterSelector(filter=older), wait=True
+            )
+        return written
 
     def delete_project(self, user_id: str, project_id: uuid.UUID) -> None:
         """Forget everything of one project (an archive that purges); other projects stay."""

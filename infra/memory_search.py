@@ -36,3 +36,10 @@ class LocalMemorySearch:
         self, scope: Scope, text: str, *, kinds: Sequence[MemoryKind] = (), limit: int = 5
     ) -> list[MemoryHit]:
         return await asyncio.to_thread(self._store.search, scope, text, kinds=kinds, limit=limit)
+
+
+class MemoryUnavailable(RuntimeError):
+    """Memory could not be searched (the indexer did not answer, or refused the request).
+
+    Memory is optional to every step: a caller logs this once and goes on without it.
+    """

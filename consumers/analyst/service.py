@@ -89,6 +89,8 @@ class AnalystService:
         memory: MemorySearch | None = None,
     ) -> None:
         self._graph = graph
+        #: The user's earlier specs and answers (through the indexer); None runs without memory.
+        self._memory = memory
         self._offline = offline
         self._recall = Recall(memory)
         # Without prices (local models) tokens are still counted; they cost nothing.

@@ -10,11 +10,11 @@ Vault at each push.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 import docker
+from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consumers.engineer.agent import CodingAgent, CodingTask
@@ -32,7 +32,9 @@ from consumers.engineer.usage_ledger import STAGE
 from consumers.engineer.verifier import RepositoryVerifier
 from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWorkspaces
 from infra.bus.runtime import ConsumerApp
+from infra.git_access import github_token_env
 from infra.llm import LLMConfigurationError
+from infra.memory_client import BusMemorySearch
 from infra.settings import Settings, get_settings
 from infra.stack.git_daemon import local_forge_push_environment
 from infra.vault import SecretNotFound, VaultClient
@@ -65,12 +67,7 @@ def github_git_env(token: SecretSource) -> GitEnvProvider:
         value = await token()
         if not value:
             raise GitUnavailable("no GitHub token is configured (Vault platform/github, key token)")
-        basic = base64.b64encode(f"x-access-token:{value}".encode()).decode()
-        return {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.https://github.com/.extraheader",
-            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
-        }
+        return github_token_env(value)
 
     return env
 
@@ -85,8 +82,10 @@ class _Engineer:
         api_key_source: SecretSource,
         git_env: GitEnvProvider | None,
         sessions: Callable[[], async_sessionmaker[AsyncSession] | None],
+        nats: Callable[[], Client | None],
     ) -> None:
         self._settings = settings
+        self._nats = nats
         self._engineer = engineer
         self._api_key_source = api_key_source
         self._git_env = git_env
@@ -121,6 +120,8 @@ class _Engineer:
             max_iterations=settings.llm.max_coder_iterations,
             heartbeat_seconds=settings.consumer.heartbeat_seconds,
             verifier=RepositoryVerifier(runner),
+            # The project's code and history, searched through the indexer over NATS.
+            memory=BusMemorySearch(nc) if (nc := self._nats()) is not None else None,
         )
 
     async def _agent(self, runner: PytestRunner) -> CodingAgent:
@@ -191,6 +192,7 @@ def build_app(
         or vault_value(settings, settings.llm.api_key_secret, "api_key", "the LLM provider"),
         git_env,
         lambda: app.sessionmaker,
+        lambda: app.nc,
     )
     app.on_startup.append(engineer.start)
     register(app, engineer.service)

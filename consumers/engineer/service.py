@@ -57,13 +57,14 @@ class EngineerService:
         memory: MemorySearch | None = None,
     ) -> None:
         self._agent = agent
+        #: The project's code and history (through the indexer); None runs without memory.
+        self._memory = memory
         #: Runs an adopted repository's tests without writing (`CodeRequested.verify_only`).
         self._verifier = verifier or agent
         self._workspaces = workspaces
         self._max_iterations = max_iterations
         self._heartbeat_seconds = heartbeat_seconds
         self._actor = actor
-        self._memory = memory
 
     @property
     def mode(self) -> AgentMode:

@@ -6,6 +6,9 @@ publish only the events it emits (`contracts.topology.CONSUMER_EMITS` / `PRODUCE
 dead letters of its own durables and the JetStream API calls its own durables need (create or
 update the durable, read its info, pull from it, acknowledge its messages). Replies come back on
 a per-user inbox prefix (`_INBOX_<process>`), so no process can listen to another's pulls.
+Memory searches (`memory.search`, core request/reply) may be asked by the analyst and the
+engineer only and answered by the indexer only; the indexer replies through `allow_responses`,
+which lets it publish to the reply subject of a request it received and nowhere else.
 Streams are managed by the `admin` user (the launcher and the operator CLI); other systems get
 the `external` user, which may publish intents and nothing else.
 
@@ -28,6 +31,9 @@ from contracts.topology import (
     CONSUMERS,
     DLQ,
     EXTERNAL_PUBLISH,
+    MEMORY_RESPONDER,
+    MEMORY_SEARCH_SUBJECT,
+    MEMORY_SEARCHERS,
     PRODUCER_EMITS,
     STREAMS,
     consumers_of,
@@ -61,6 +67,8 @@ class Permissions:
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    #: May publish one reply to the reply subject of each message it received (a responder).
+    allow_responses: bool = False
 
     def may_publish(self, subject: str) -> bool:
         """True if a publish to `subject` matches an allowed pattern (NATS wildcard rules)."""
@@ -107,7 +115,14 @@ def consumer_permissions(process: str) -> Permissions:
     publish += [f"$JS.API.STREAM.INFO.{stream.name}" for stream in STREAMS]
     for spec in specs:
         publish += _durable_api(spec.stream.name, spec.durable)
-    return Permissions(_unique(publish), (f"{inbox_prefix(process)}.>",))
+    subscribe = [f"{inbox_prefix(process)}.>"]
+    if process in MEMORY_SEARCHERS:
+        publish.append(MEMORY_SEARCH_SUBJECT)
+    if process == MEMORY_RESPONDER:
+        subscribe.append(MEMORY_SEARCH_SUBJECT)
+    return Permissions(
+        _unique(publish), tuple(subscribe), allow_responses=process == MEMORY_RESPONDER
+    )
 
 
 def producer_permissions(process: str) -> Permissions:
@@ -185,7 +200,8 @@ def render_users(
             "      permissions: {\n"
             f"        publish: {{ allow: {json.dumps(list(allowed.publish))} }}\n"
             f"        subscribe: {{ allow: {json.dumps(list(allowed.subscribe))} }}\n"
-            "      }\n"
+            + ("        allow_responses: true\n" if allowed.allow_responses else "")
+            + "      }\n"
             "    }\n"
         )
     return "  users = [\n" + "".join(entries) + "  ]\n"

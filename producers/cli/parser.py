@@ -26,6 +26,8 @@ from .exit_codes import exit_codes_help
 PLATFORM_SECRETS = {
     "llm": ("api_key",),
     "github": ("token",),
+    # A read-only GitHub token for the indexer, which reads released commits and never pushes.
+    "github_read": ("token",),
     "telegram": ("token",),
     "registry": ("registry", "username", "token"),
 }

@@ -62,6 +62,17 @@ def test_up_request_status_and_clean_shutdown() -> None:
         assert lag.returncode == 0, lag.stderr
         assert "coordinator-intents" in lag.stdout and "deployer" in lag.stdout
 
+        # The indexer runs like every consumer: its durables are in the lag table and the
+        # exporter, and it indexed the released commit into local mode under the state dir.
+        assert "indexer-project" in lag.stdout and "indexer-deploys" in lag.stdout, lag.stdout
+        assert 'consumer="indexer-deploys",stream="DEPLOY"} 1.0' in exporter, exporter
+        indexer_log = stack.state_dir / "logs" / "indexer.log"
+        deadline = time.monotonic() + 60
+        while "indexer.release_indexed" not in indexer_log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, indexer_log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        assert (stack.state_dir / "memory").is_dir()
+
         stored = stack.cli("events", "tail", "--all", "--no-follow", timeout=60)
         assert stored.returncode == 0, stored.stderr
         assert "intents.project.requested" in stored.stdout

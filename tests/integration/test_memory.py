@@ -183,6 +183,21 @@ def test_deleting_a_project_removes_only_its_points(store: MemoryStore) -> None:
     assert store.search(Scope(ALICE), "online shop books") == []
 
 
+def test_replacing_code_keeps_only_the_new_commits_chunks(store: MemoryStore) -> None:
+    old = chunk_file("shop.py", b"def legacy_checkout(cart):\n    return 0\n")
+    new = chunk_file("shop.py", b"def checkout(cart):\n    return cart.total()\n")
+    store.replace_code(ALICE, SHOP, "a" * 40, old)
+    store.replace_code(ALICE, BLOG, "c" * 40, old)
+
+    assert store.replace_code(ALICE, SHOP, "b" * 40, new) == 1
+    store.replace_code(ALICE, SHOP, "b" * 40, new)  # a redelivered release changes nothing
+
+    code = store.search(Scope(ALICE, SHOP), "checkout cart", kinds=[MemoryKind.CODE], limit=10)
+    assert [(hit.commit, hit.text) for hit in code] == [("b" * 40, new[0].text)]
+    # Another project's code is its own: replacing the shop's left the blog's alone.
+    assert store.count(Scope(ALICE, BLOG), kinds=[MemoryKind.CODE]) == 1
+
+
 def test_deleting_needs_the_owner(store: MemoryStore) -> None:
     seed(store)
 

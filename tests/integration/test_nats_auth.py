@@ -9,8 +9,10 @@ stream or left the durable, so a test cannot pass because a message merely went 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -19,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import SecretStr
 
+from consumers.indexer.search_responder import SearchResponder
 from contracts.topology import ANALYST, DEPLOY, DEPLOYER, INTENTS, PROJECT
 from infra.bus.credentials import (
     NatsCredentials,
@@ -32,6 +35,9 @@ from infra.bus.permissions import render_authorization as render
 from infra.bus.runtime import ConsumerApp, NatsUnavailable
 from infra.bus.topology import apply_topology
 from infra.db.migrate import upgrade
+from infra.memory import MemoryDocument, MemoryHit, MemoryKind, MemoryStore, Scope
+from infra.memory_client import BusMemorySearch
+from infra.memory_search import LocalMemorySearch, MemoryUnavailable
 from infra.settings import NatsSettings, Settings, VaultSettings
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao, approle_login
@@ -168,6 +174,60 @@ async def test_external_user_may_publish_intents_only(auth_nats: NatsServer, adm
         await wait_for(lambda: violation(errors, '"deploy.requested"'), timeout=10)
     assert (await admin.jsm().stream_info(INTENTS.name)).state.messages == 1
     assert (await admin.jsm().stream_info(DEPLOY.name)).state.messages == 0
+
+
+async def test_only_the_analyst_and_engineer_may_ask_the_indexer_for_memory(
+    auth_nats: NatsServer, tmp_path: Path
+) -> None:
+    """The indexer answers as its own user (subscribe `memory.search`, reply by
+    `allow_responses`); an analyst's search returns only its scope even when another user's
+    text matches better; a notifier may neither ask nor listen in."""
+    alice, bob = "tg:alice", "tg:bob"
+    shop, weather = uuid.UUID(int=1), uuid.UUID(int=2)
+    with MemoryStore.open_local(tmp_path / "memory") as store:
+        store.upsert(
+            [
+                MemoryDocument(alice, shop, MemoryKind.SPEC, "spec", "A book shop taking orders"),
+                MemoryDocument(
+                    bob, weather, MemoryKind.SPEC, "spec", "Bot sending weather forecasts daily"
+                ),
+            ]
+        )
+        local = LocalMemorySearch(store)
+        asked: list[str] = []
+
+        class Counting:
+            async def search(self, scope: Scope, text: str, **options: Any) -> list[MemoryHit]:
+                asked.append(scope.user_id)
+                return await local.search(scope, text, **options)
+
+        errors: list[Exception] = []
+        async with (
+            client_as(auth_nats, "indexer") as indexer,
+            client_as(auth_nats, "analyst") as analyst,
+            client_as(auth_nats, "notifier", errors) as notifier,
+        ):
+            await SearchResponder(Counting()).start(indexer)
+            await indexer.flush()
+            query = "shop weather forecasts daily"
+            hits = await BusMemorySearch(analyst).search(Scope(alice), query)
+            assert [(hit.project_id, hit.text) for hit in hits] == [
+                (shop, "A book shop taking orders")
+            ]
+            [bobs] = await BusMemorySearch(analyst).search(Scope(bob), query)
+            assert bobs.project_id == weather and bobs.score > hits[0].score
+
+            with pytest.raises(MemoryUnavailable):
+                await BusMemorySearch(notifier, timeout=1).search(Scope(bob), query)
+            await wait_for(lambda: violation(errors, '"memory.search"'), timeout=10)
+            with contextlib.suppress(NatsError):
+                await notifier.subscribe("memory.search")
+                await notifier.flush(timeout=2)
+            await wait_for(
+                lambda: sum(violation([e], '"memory.search"') for e in errors) >= 2, timeout=10
+            )
+        # The indexer saw the analyst's two requests and nothing from the notifier.
+        assert asked == [alice, bob]
 
 
 async def test_a_process_reads_only_its_own_password_from_vault(

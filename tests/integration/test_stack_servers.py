@@ -266,6 +266,21 @@ def test_openbao_approles_are_least_privilege(openbao: BootstrappedOpenBao) -> N
             path="projects/p1/db_password", mount_point="secret", raise_on_deleted_version=True
         )
 
+    # The indexer reads its own read-only GitHub token, never the one that pushes.
+    operator.secrets.kv.v2.create_or_update_secret(
+        path="platform/github_read", secret={"token": "ro-test"}, mount_point="secret"
+    )
+    indexer = client_for("indexer")
+    read_only = indexer.secrets.kv.v2.read_secret_version(
+        path="platform/github_read", mount_point="secret", raise_on_deleted_version=True
+    )
+    assert read_only["data"]["data"] == {"token": "ro-test"}
+    for path in ("platform/github", "platform/llm", "projects/p1/db_password"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            indexer.secrets.kv.v2.read_secret_version(
+                path=path, mount_point="secret", raise_on_deleted_version=True
+            )
+
     api = client_for("api")
     api.secrets.kv.v2.create_or_update_secret(
         path="projects/p1/db_password", secret={"value": "pw"}, mount_point="secret"

@@ -14,6 +14,7 @@ from contracts import events as ev
 from contracts.topology import (
     CONSUMER_EMITS,
     CONSUMERS,
+    MEMORY_SEARCH_SUBJECT,
     PRODUCER_EMITS,
     STREAMS,
     dlq_subject,
@@ -105,8 +106,21 @@ def test_replies_are_private_to_each_user() -> None:
         others = [inbox_prefix(other) for other in PLATFORM if other != name]
         assert not any(perms.may_subscribe(f"{prefix}.x") for prefix in others), name
         assert not perms.may_subscribe("deploy.requested"), name
-        if name != EXTERNAL:
+        if name not in (EXTERNAL, "indexer"):
             assert perms.subscribe == (f"{inbox_prefix(name)}.>",)
+
+
+def test_only_the_analyst_and_engineer_ask_memory_and_only_the_indexer_answers() -> None:
+    assert publishers_of(MEMORY_SEARCH_SUBJECT) == {"analyst", "engineer"}
+    subscribers = {name for name, perms in PLATFORM.items() if perms.may_subscribe("memory.search")}
+    assert subscribers == {"indexer"}
+    assert USERS["indexer"].subscribe == (f"{inbox_prefix('indexer')}.>", MEMORY_SEARCH_SUBJECT)
+    # It answers through `allow_responses` (only to a request it received), never by publishing
+    # to another process's inbox.
+    assert {name for name, perms in PLATFORM.items() if perms.allow_responses} == {"indexer"}
+    assert not USERS["indexer"].may_publish(f"{inbox_prefix('analyst')}.x")
+    text = render_authorization({"indexer": "pw", "analyst": "pw"})
+    assert text.count("allow_responses: true") == 1
 
 
 def test_every_process_of_the_topology_has_a_user() -> None:

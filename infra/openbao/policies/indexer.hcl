@@ -1,4 +1,10 @@
-# indexer: writes project memory to Qdrant (local mode); it needs no secret.
+# indexer: writes project memory to Qdrant (local mode or a Qdrant server) and answers the
+# analyst's and engineer's memory searches. On the embedded forge it reads released commits
+# from git daemon with no secret; on GitHub it reads them with a read-only token of its own
+# (never platform/github, the token repo and engineer push with).
+path "secret/data/platform/github_read" {
+  capabilities = ["read"]
+}
 
 # Every process may look up and renew its own token, and nothing else by default.
 path "auth/token/lookup-self" {

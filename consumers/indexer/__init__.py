@@ -1,0 +1,1 @@
+"""Indexer: project memory in Qdrant, written from events and searched over request/reply."""

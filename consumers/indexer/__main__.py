@@ -1,0 +1,3 @@
+from consumers.indexer.app import main
+
+main()

@@ -73,7 +73,8 @@ def test_an_openai_compatible_provider_makes_the_store_hybrid(
     hybrid: MemoryStore, tmp_path: Path
 ) -> None:
     assert hybrid.mode == "hybrid"
-    assert MemoryStore.from_settings(Settings(state_dir=tmp_path / "offline")).mode == "lexical"
+    with MemoryStore.from_settings(Settings(state_dir=tmp_path / "offline")) as offline:
+        assert offline.mode == "lexical"
 
 
 def test_a_paraphrase_with_no_shared_word_finds_its_document(

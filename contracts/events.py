@@ -105,7 +105,8 @@ class SpecReady(Event):
 
     TYPE: ClassVar[str] = "project.spec.ready"
     #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
-    SCHEMA_VERSION: ClassVar[int] = 2
+    #: 3: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -178,7 +179,8 @@ class RepoRequested(Event):
 
     TYPE: ClassVar[str] = "project.repo.requested"
     #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
-    SCHEMA_VERSION: ClassVar[int] = 2
+    #: 3: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification to scaffold")
@@ -219,7 +221,8 @@ class CodeRequested(Event):
     TYPE: ClassVar[str] = "project.code.requested"
     #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
     #: 3: `verify_only`, for an adopted repository.
-    SCHEMA_VERSION: ClassVar[int] = 3
+    #: 4: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 4
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification")
@@ -303,7 +306,8 @@ class DeployRequested(Event):
 
     TYPE: ClassVar[str] = "deploy.requested"
     #: 2: the spec gained executable acceptance checks (`ProjectSpec.checks`).
-    SCHEMA_VERSION: ClassVar[int] = 2
+    #: 3: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The specification (variables for .env)")
@@ -546,6 +550,8 @@ class SpecRevisionRequested(Event):
     """Coordinator → analyst: revise the current spec of a live project for one change."""
 
     TYPE: ClassVar[str] = "project.spec.revision.requested"
+    #: 2: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     revision: int = Field(description="Number of the revision being written (the first is 1)", ge=2)
@@ -562,6 +568,8 @@ class SpecRevised(Event):
     """Analyst: the spec revised for a change, with a short summary of what differs."""
 
     TYPE: ClassVar[str] = "project.spec.revised"
+    #: 2: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     revision: int = Field(description="The revision's number", ge=2)
@@ -593,6 +601,8 @@ class RepoRevisionRequested(Event):
     """
 
     TYPE: ClassVar[str] = "project.repo.revision.requested"
+    #: 2: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     revision: int = Field(description="The revision's number", ge=2)
@@ -670,6 +680,8 @@ class RepoAdopted(Event):
     """
 
     TYPE: ClassVar[str] = "project.repo.adopted"
+    #: 2: the spec gained schedules, integrations and persistence.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     project_id: uuid.UUID = Field(description="The project")
     spec: ProjectSpec = Field(description="The spec written from what the inspection found")

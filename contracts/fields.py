@@ -61,6 +61,46 @@ def check_clone_url_shape(url: str) -> str:
     return url
 
 
+def check_https_url(url: str) -> str:
+    """`url` unchanged if it is an https URL with a host and no credentials; else ValueError.
+
+    An external API's base URL: plain http would send the service's API key in clear, and a
+    user part is where a key would hide (`https://key@host`), so both are refused.
+    """
+    if _WHITESPACE.search(url) or any(ord(char) < 32 for char in url):
+        raise ValueError("a URL may not contain whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError(f"an API base URL must be https://..., not {parts.scheme or '(none)'}://")
+    if not parts.hostname:
+        raise ValueError("an API base URL needs a host, e.g. https://api.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "an API base URL may not carry credentials; name the key's variable in env_vars"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("an API base URL has no query or fragment; keys go in env_vars by name")
+    return url
+
+
+#: A run of letters and digits this long with digits in it reads as a key, not a name.
+_VALUE_LIKE = re.compile(r"(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{16,}")
+
+
+def check_var_name_not_value(name: str) -> str:
+    """`name` unchanged unless it looks like a credential pasted where its name belongs.
+
+    `AKIAIOSFODNN7EXAMPLE` matches the variable-name pattern, but no one names a variable
+    with sixteen letters and digits in a row; a name's words are separated by underscores.
+    """
+    if _VALUE_LIKE.search(name):
+        raise ValueError(
+            f"{name[:4]}... looks like a secret value, not a variable name: give the NAME "
+            "(e.g. OPENWEATHER_API_KEY) and store the value with `orchestrator secrets set`"
+        )
+    return name
+
+
 #: A name a check step captures a value under, used later as `{name}`.
 CAPTURE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
 #: Where in a JSON answer a captured value sits: keys and list indexes joined by dots (`0.id`).

@@ -7,7 +7,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
 from contracts.fields import (
     CAPTURE_NAME_PATTERN,
@@ -18,6 +26,8 @@ from contracts.fields import (
     SLUG_PATTERN,
     VAR_NAME_PATTERN,
     CheckPath,
+    check_https_url,
+    check_var_name_not_value,
 )
 
 
@@ -82,6 +92,141 @@ class ConfigVar(BaseModel):
     )
     secret: bool = Field(
         False, description="True when the value lives in Vault; events carry only the name"
+    )
+
+
+#: A schedule's name: it becomes a Python function and a log field in the generated service.
+SCHEDULE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+#: Interval bounds: at most once a minute (a tighter loop is a service, not a schedule), at
+#: least once every 31 days.
+MIN_INTERVAL_SECONDS = 60
+MAX_INTERVAL_SECONDS = 31 * 24 * 3600
+#: Each field of a five-field cron expression and the values it may take.
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
+                ("month", 1, 12), ("day of week", 0, 7))  # fmt: skip
+_CRON_ITEM = re.compile(r"^(\*|\d{1,2}(?:-\d{1,2})?)(?:/(\d{1,2}))?$")
+
+
+def check_cron(expression: str) -> str:
+    """`expression` unchanged if it is a numeric five-field cron expression; else ValueError.
+
+    Only what every cron implementation reads the same way is accepted: `*`, numbers, ranges
+    `a-b`, steps `/n` and comma lists (e.g. `0 9 * * 1-5`). Names (`MON`), `@daily` and six-field
+    forms with seconds are refused with a message that says so.
+    """
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        raise ValueError(
+            f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), "
+            f"e.g. '0 9 * * *' for every day at 09:00; got {len(fields)}"
+        )
+    for text, (label, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None:
+                raise ValueError(
+                    f"cron {label} field {text!r} is not '*', a number, a range a-b, a step /n "
+                    "or a comma list of those (names such as MON are not accepted)"
+                )
+            start, _, end = match.group(1).partition("-")
+            values = [int(v) for v in (start, end) if v and v != "*"]
+            if any(not low <= v <= high for v in values):
+                raise ValueError(f"cron {label} field {text!r} is outside {low}-{high}")
+            if end and int(end) < int(start):
+                raise ValueError(f"cron {label} field {text!r} is a range that runs backwards")
+            if match.group(2) is not None and int(match.group(2)) == 0:
+                raise ValueError(f"cron {label} field {text!r} has a step of 0")
+    return " ".join(fields)
+
+
+Cron = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_cron)]
+HttpsUrl = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check_https_url)]
+IntegrationVar = Annotated[
+    str, Field(pattern=VAR_NAME_PATTERN), AfterValidator(check_var_name_not_value)
+]
+
+
+class Schedule(BaseModel):
+    """A job the service runs on its own, on a cron expression or at a fixed interval."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(
+        description="snake_case name of the job, e.g. daily_digest", pattern=SCHEDULE_NAME_PATTERN
+    )
+    cron: Cron | None = Field(
+        None,
+        description=(
+            "Five-field cron expression in UTC (minute hour day-of-month month day-of-week), "
+            "e.g. '0 9 * * *' for every day at 09:00; set this or every_seconds, not both"
+        ),
+    )
+    every_seconds: int | None = Field(
+        None,
+        ge=MIN_INTERVAL_SECONDS,
+        le=MAX_INTERVAL_SECONDS,
+        description="Run every this many seconds (e.g. 3600 for hourly); or set cron instead",
+    )
+    action: str = Field(
+        description="What one run does, e.g. 'fetch the forecast and message every subscriber'",
+        min_length=1,
+        max_length=MAX_TEXT,
+    )
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Schedule:
+        if (self.cron is None) == (self.every_seconds is None):
+            raise ValueError(
+                f"schedule {self.name!r} needs exactly one of cron (e.g. '0 9 * * *') and "
+                "every_seconds (e.g. 3600)"
+            )
+        return self
+
+
+class Integration(BaseModel):
+    """An external API the service calls. Its variables are secrets the deploy waits for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(
+        description="The service's name, e.g. OpenWeather", min_length=1, max_length=MAX_NAME
+    )
+    base_url: HttpsUrl = Field(
+        description=(
+            "The API's https base URL without credentials, e.g. "
+            "https://api.openweathermap.org/data/2.5"
+        )
+    )
+    env_vars: tuple[IntegrationVar, ...] = Field(
+        (),
+        description=(
+            "NAMES of the environment variables it needs (UPPER_SNAKE_CASE, e.g. "
+            "OPENWEATHER_API_KEY), never their values; each is a secret stored in Vault"
+        ),
+        max_length=20,
+    )
+    purpose: str = Field("", description="What the service uses it for", max_length=MAX_TEXT)
+
+
+class PersistenceKind(StrEnum):
+    NONE = "none"
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class Persistence(BaseModel):
+    """Where the service keeps its data across restarts and releases."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: PersistenceKind = Field(
+        description=(
+            "none: nothing survives a restart; sqlite: a file in the service's DATA_DIR; "
+            "postgres: a PostgreSQL database at DATABASE_URL (a secret the deploy waits for)"
+        )
+    )
+    stores: str = Field(
+        "", description="What is kept, e.g. 'expenses and their categories'", max_length=MAX_TEXT
     )
 
 
@@ -246,6 +391,20 @@ class ProjectSpec(BaseModel):
         ),
         max_length=MAX_CHECKS,
     )
+    schedules: tuple[Schedule, ...] = Field(
+        (),
+        description="Jobs the service runs on its own (cron or interval); they need the worker",
+        max_length=50,
+    )
+    integrations: tuple[Integration, ...] = Field(
+        (),
+        description="External APIs the service calls: base URL and the names of their secrets",
+        max_length=50,
+    )
+    persistence: Persistence | None = Field(
+        None,
+        description="Where the data is kept; null when not stated (specs written before it)",
+    )
 
     @property
     def primary_kind(self) -> ServiceKind:
@@ -257,4 +416,7 @@ class ProjectSpec(BaseModel):
 
     @property
     def secret_names(self) -> tuple[str, ...]:
-        return tuple(var.name for var in self.config if var.secret)
+        """Every secret the deploy reads from Vault: config secrets, then integrations' vars."""
+        names = [var.name for var in self.config if var.secret]
+        names += [name for i in self.integrations for name in i.env_vars]
+        return tuple(dict.fromkeys(names))

@@ -20,12 +20,23 @@ What it guarantees:
   IDF modifier supplies the inverse document frequency at query time. Checked on qdrant-client
   1.20: local mode applies the modifier (`tests/integration/test_memory.py` pins it). No model
   is downloaded; `MemoryStore.mode` says "lexical".
-
-How it will grow: embeddings from the LLM provider (an OpenAI-compatible `/embeddings`
-endpoint) become a named dense vector beside `lexical`, and `search` fuses both with
-reciprocal rank fusion. Callers keep calling `upsert` and `search` with the same arguments;
-only `mode` changes. A collection made in lexical mode has no dense vector, so switching mode
-means reindexing from the sources (the indexer can replay them).
+- Hybrid search with an LLM provider. When the provider is OpenAI-compatible,
+  `from_settings` gives the store an embedder (`infra/embeddings.py`: the provider's
+  `POST /embeddings`, in batches, each text cut to a bound) and every point also carries a
+  named dense vector, `dense` (cosine). `search` then runs both as Query API prefetches under
+  the same scoped filter and fuses them with reciprocal rank fusion (`FusionQuery(RRF)`), so a
+  query finds what its words say and what they mean; `MemoryStore.mode` says "hybrid". Callers
+  call `upsert` and `search` with the same arguments in both modes; only a hit's `score`
+  changes scale (BM25 in lexical mode, the fused rank score `sum 1/(k + rank)` in hybrid), so
+  order hits by rank, never compare scores across modes. The embedder's errors are
+  the bus's: an outage is `EmbeddingUnavailable` (a `TransientError`, retried with backoff), a
+  refused key or model `EmbeddingRejected`. The key is in the embedder's header only, never in
+  a payload or a log.
+- No silent mixing. A collection is made in one mode: a lexical one has no dense vector, and a
+  hybrid one holds vectors of one model's size. Opening it in the other mode (a provider was
+  configured or removed, the embedding model changed size) raises `MemoryModeMismatch`, which
+  says how to recreate it: delete the collection and let the indexer replay its sources
+  (`docs/operations.md`, "Project memory").
 
 Who uses it: the `indexer` consumer (`consumers/indexer/`) is the only process that opens the
 store. It writes specs, revisions, answers and outcomes from events, and at each released
@@ -53,13 +64,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from qdrant_client import QdrantClient, models
 
+from infra.embeddings import OpenAIEmbedder
 from infra.settings import Settings
 
 LEXICAL_VECTOR = "lexical"
+DENSE_VECTOR = "dense"
+#: Candidates each prefetch hands to the fusion, per result asked for: enough that a document
+#: ranked well by one vector and poorly by the other still reaches the fused list.
+_PREFETCH_FACTOR = 4
+_PROBE_TEXT = "dimension probe"
 
 # BM25 constants: k1 bounds how much a repeated word adds, b how much a long text is discounted.
 # The average length is fixed, since an index that grows point by point has no corpus average:
@@ -77,6 +94,16 @@ _CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 class MemoryBusyError(RuntimeError):
     """The local store's directory is held by another process."""
+
+
+class MemoryModeMismatch(RuntimeError):
+    """The collection was made in another mode (lexical vs hybrid, or another vector size)."""
+
+
+class Embedder(Protocol):
+    """Turns texts into dense vectors of one size (`infra.embeddings.OpenAIEmbedder`)."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
 class MemoryKind(StrEnum):
@@ -235,17 +262,28 @@ def _scoped_filter(scope: Scope, kinds: Sequence[MemoryKind] = ()) -> models.Fil
 class MemoryStore:
     """The memory collection, opened on a local path or a Qdrant server."""
 
-    mode: Literal["lexical"] = "lexical"
-
-    def __init__(self, client: QdrantClient, collection: str, *, local: bool) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        local: bool,
+        embedder: Embedder | None = None,
+    ) -> None:
         self._client = client
         self._collection = collection
         self._local = local
+        self._embedder = embedder
         self._lock = threading.Lock()
+        self.mode: Literal["lexical", "hybrid"] = "hybrid" if embedder else "lexical"
+        #: The size of the collection's dense vectors (hybrid mode), read once at opening.
+        self._dense_size: int | None = None
         self._ensure_collection()
 
     @classmethod
-    def open_local(cls, path: Path, collection: str = "memory") -> MemoryStore:
+    def open_local(
+        cls, path: Path, collection: str = "memory", *, embedder: Embedder | None = None
+    ) -> MemoryStore:
         """Local mode on disk. One process at a time: Qdrant locks the directory."""
         path.mkdir(parents=True, exist_ok=True)
         try:
@@ -255,18 +293,34 @@ class MemoryStore:
                 f"memory at {path} is open in another process; local mode serves one process "
                 "at a time, so several readers need a Qdrant server (ORCH_MEMORY__URL)"
             ) from error
-        return cls(client, collection, local=True)
+        try:
+            return cls(client, collection, local=True, embedder=embedder)
+        except BaseException:
+            client.close()  # release the directory's lock for the next attempt
+            raise
 
     @classmethod
-    def open_server(cls, url: str, collection: str = "memory") -> MemoryStore:
-        return cls(QdrantClient(url=url), collection, local=False)
+    def open_server(
+        cls, url: str, collection: str = "memory", *, embedder: Embedder | None = None
+    ) -> MemoryStore:
+        return cls(QdrantClient(url=url), collection, local=False, embedder=embedder)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MemoryStore:
+    def from_settings(cls, settings: Settings, api_key: str = "") -> MemoryStore:
+        """The store the settings describe; hybrid when the LLM provider is OpenAI-compatible.
+
+        `api_key` is the provider's key, read from Vault by the caller (as for the chat model).
+        """
         memory = settings.memory
+        embedder = None
+        if settings.llm.provider.strip().lower() == "openai":
+            embedder = OpenAIEmbedder(
+                model=memory.embedding_model, api_key=api_key, base_url=settings.llm.base_url
+            )
         if memory.url:
-            return cls.open_server(memory.url, memory.collection)
-        return cls.open_local(memory.path or settings.state_dir / "memory", memory.collection)
+            return cls.open_server(memory.url, memory.collection, embedder=embedder)
+        path = memory.path or settings.state_dir / "memory"
+        return cls.open_local(path, memory.collection, embedder=embedder)
 
     def close(self) -> None:
         with self._lock:
@@ -281,10 +335,20 @@ class MemoryStore:
     def _ensure_collection(self) -> None:
         with self._lock:
             if self._client.collection_exists(self._collection):
+                self._check_mode()
                 return
+            dense = {}
+            if self._embedder is not None:
+                (probe,) = self._embedder.embed([_PROBE_TEXT])
+                self._dense_size = len(probe)
+                dense = {
+                    DENSE_VECTOR: models.VectorParams(
+                        size=self._dense_size, distance=models.Distance.COSINE
+                    )
+                }
             self._client.create_collection(
                 self._collection,
-                vectors_config={},
+                vectors_config=dense,
                 sparse_vectors_config={
                     LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
@@ -302,12 +366,46 @@ class MemoryStore:
                     self._collection, field, models.PayloadSchemaType.KEYWORD
                 )
 
+    def _check_mode(self) -> None:
+        """Refuse a collection made in the other mode rather than mix vectors in it."""
+        vectors = self._client.get_collection(self._collection).config.params.vectors
+        dense = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
+        made = "hybrid" if dense is not None else "lexical"
+        self._dense_size = dense.size if dense is not None else None
+        if made != self.mode:
+            raise MemoryModeMismatch(
+                f"memory collection {self._collection!r} was made in {made} mode, but this "
+                f"process opens it in {self.mode} mode "
+                f"({'an OpenAI-compatible' if self.mode == 'hybrid' else 'no'} LLM provider is "
+                f"configured). Vectors of the two modes are not mixed: {_RECREATE}"
+            )
+
+    def _dense_vectors(self, texts: Sequence[str]) -> list[list[float]] | None:
+        if self._embedder is None:
+            return None
+        vectors = self._embedder.embed(texts)
+        if vectors:
+            self._check_size(len(vectors[0]))
+        return vectors
+
+    def _check_size(self, size: int) -> None:
+        if self._dense_size is not None and self._dense_size != size:
+            raise MemoryModeMismatch(
+                f"memory collection {self._collection!r} holds {self._dense_size}-dimension "
+                f"embeddings, but the embedding model now returns {size}; the model changed. "
+                f"{_RECREATE}"
+            )
+
     def upsert(self, documents: Iterable[MemoryDocument]) -> int:
         """Write documents (or rewrite them: ids are deterministic). Returns how many."""
+        documents = list(documents)
+        dense = (
+            self._dense_vectors([document.text for document in documents]) if documents else None
+        )
         points = [
             models.PointStruct(
                 id=document.point_id(),
-                vector={LEXICAL_VECTOR: lexical_document_vector(document.text)},
+                vector=_vectors(document.text, dense[index] if dense else None),
                 payload={
                     "user_id": document.user_id,
                     "project_id": str(document.project_id),
@@ -320,7 +418,7 @@ class MemoryStore:
                     "end_line": document.end_line,
                 },
             )
-            for document in documents
+            for index, document in enumerate(documents)
         ]
         if points:
             with self._lock:
@@ -330,20 +428,45 @@ class MemoryStore:
     def search(
         self, scope: Scope, text: str, *, kinds: Sequence[MemoryKind] = (), limit: int = 5
     ) -> list[MemoryHit]:
-        """The scope's points that best match `text`, best first; none if no word matches."""
+        """The scope's points that best match `text`, best first.
+
+        Lexical mode returns none when no word matches. Hybrid mode fuses the lexical and the
+        dense ranking (RRF), both under the same scoped filter, so a paraphrase with no shared
+        word still finds its document.
+        """
         query = lexical_query_vector(text)
-        if not query.indices:
+        scoped = _scoped_filter(scope, kinds)
+        if self._embedder is None:
+            if not query.indices:
+                return []
+            with self._lock:
+                response = self._client.query_points(
+                    self._collection,
+                    query=query,
+                    using=LEXICAL_VECTOR,
+                    query_filter=scoped,
+                    limit=limit,
+                    with_payload=True,
+                )
+            return [_hit(point) for point in response.points if point.score > 0]
+        if not text.strip():
             return []
+        dense = self._dense_vectors([text])
+        assert dense is not None  # an embedder is set
+        candidates = limit * _PREFETCH_FACTOR
+        prefetch = [models.Prefetch(query=dense[0], using=DENSE_VECTOR, limit=candidates)]
+        if query.indices:
+            prefetch.append(models.Prefetch(query=query, using=LEXICAL_VECTOR, limit=candidates))
         with self._lock:
             response = self._client.query_points(
                 self._collection,
-                query=query,
-                using=LEXICAL_VECTOR,
-                query_filter=_scoped_filter(scope, kinds),
+                prefetch=prefetch,
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                query_filter=scoped,
                 limit=limit,
                 with_payload=True,
             )
-        return [_hit(point) for point in response.points if point.score > 0]
+        return [_hit(point) for point in response.points]
 
     def count(self, scope: Scope, *, kinds: Sequence[MemoryKind] = ()) -> int:
         with self._lock:
@@ -378,6 +501,21 @@ class MemoryStore:
         selector = models.FilterSelector(filter=_scoped_filter(Scope(user_id, project_id)))
         with self._lock:
             self._client.delete(self._collection, points_selector=selector, wait=True)
+
+
+_RECREATE = (
+    "delete the collection (a Qdrant server: `curl -X DELETE $ORCH_MEMORY__URL/collections/"
+    "<name>`; local mode: stop the indexer and remove its directory, `<state dir>/memory` by "
+    "default) and let the indexer rebuild it from its sources; see docs/operations.md, "
+    '"Project memory"'
+)
+
+
+def _vectors(text: str, dense: list[float] | None) -> dict[str, models.Vector]:
+    vectors: dict[str, models.Vector] = {LEXICAL_VECTOR: lexical_document_vector(text)}
+    if dense is not None:
+        vectors[DENSE_VECTOR] = dense
+    return vectors
 
 
 def _hit(point: models.ScoredPoint) -> MemoryHit:

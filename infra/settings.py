@@ -211,6 +211,11 @@ class MemorySettings(BaseModel):
         None, description="Local mode directory; empty means `<state_dir>/memory`"
     )
     collection: str = Field("memory", description="Collection holding every user's memory")
+    embedding_model: str = Field(
+        "text-embedding-3-small",
+        description="Model of the provider's /embeddings endpoint, used when the LLM provider "
+        "is OpenAI-compatible (then search is hybrid); otherwise memory is lexical only",
+    )
 
 
 class Settings(BaseSettings):

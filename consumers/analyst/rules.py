@@ -2,9 +2,13 @@
 
 It runs when no LLM provider is configured. It recognises, in English and Russian, what kind
 of service is wanted (keywords for bots, HTTP services and background workers), the domain's
-data (a small dictionary: expenses, tasks, notes, reminders, ...), and external services that
-need a key. From those it derives endpoints, bot commands, configuration and acceptance
-criteria. A description with neither a recognisable domain nor enough content words gets a
+data (a small dictionary: expenses, tasks, notes, reminders, ...), external services that
+need a key (three known APIs with their base URLs), a schedule stated plainly ("every day at
+9", "каждый час", "every 5 minutes") and PostgreSQL or SQLite named as the store. From those it
+derives endpoints, bot commands, configuration and acceptance criteria. A schedule it cannot
+read exactly (e.g. "twice a week") is not guessed: the worker keeps its interval setting.
+
+A description with neither a recognisable domain nor enough content words gets a
 question; after `MAX_QUESTIONS` answers it proceeds with defaults and says so in the summary.
 """
 
@@ -26,7 +30,11 @@ from contracts.spec import (
     EntityField,
     HttpCheck,
     HttpStep,
+    Integration,
+    Persistence,
+    PersistenceKind,
     ProjectSpec,
+    Schedule,
     ServiceKind,
     WorkerCheck,
 )
@@ -138,21 +146,40 @@ KIND_PATTERNS: dict[ServiceKind, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-#: Third-party services whose key the generated service needs (a secret: the name travels,
-#: the value is stored in Vault by the user).
-INTEGRATIONS: tuple[tuple[tuple[str, ...], ConfigVar], ...] = (
+#: Third-party APIs recognised by name, with the variable naming their key (a secret: the
+#: name travels, the value is stored in Vault by the user).
+INTEGRATIONS: tuple[tuple[tuple[str, ...], Integration], ...] = (
     (
-        (r"\bweather", r"\bпогод"),
-        ConfigVar(name="OPENWEATHER_API_KEY", description="OpenWeather API key", secret=True),
+        (r"\bweather", r"\bпогод", r"\bopenweather"),
+        Integration(name="OpenWeather", base_url="https://api.openweathermap.org/data/2.5",
+                    env_vars=("OPENWEATHER_API_KEY",), purpose="Weather data"),
     ),
     (
         (r"\bopenai", r"\bgpt", r"\bchatgpt", r"\bllm\b", r"\bнейросет"),
-        ConfigVar(name="OPENAI_API_KEY", description="OpenAI API key", secret=True),
+        Integration(name="OpenAI", base_url="https://api.openai.com/v1",
+                    env_vars=("OPENAI_API_KEY",), purpose="Text generation"),
     ),
     (
         (r"\bstripe", r"\bpayment", r"\bоплат", r"\bплатеж"),
-        ConfigVar(name="STRIPE_API_KEY", description="Stripe secret key", secret=True),
+        Integration(name="Stripe", base_url="https://api.stripe.com/v1",
+                    env_vars=("STRIPE_API_KEY",), purpose="Payments"),
     ),
+)  # fmt: skip
+
+#: A time of day after "every day at" / "каждый день в" (9, 9:30, 21.00, 9am, 9 pm).
+_AT_TIME = r"(?:at|в)\s+(\d{1,2})(?:[:.](\d{2}))?\s*(am|pm|утра|вечера)?"
+_DAILY = r"(?:every\s+day|daily|each\s+day|каждый\s+день|ежедневно)"
+_EVERY_N = re.compile(
+    r"(?:every|each|каждые|раз\s+в)\s+(\d{1,3})\s*"
+    r"(min|minute|minutes|мин|минут[уы]?|h|hour|hours|час|часа|часов)\b"
+)
+_HOURLY = re.compile(r"\b(?:every\s+hour|hourly|каждый\s+час|ежечасно|раз\s+в\s+час)")
+_DAILY_ANY = re.compile(rf"\b{_DAILY}")
+_WEEKLY = re.compile(r"\b(?:every\s+week|weekly|каждую\s+неделю|еженедельно|раз\s+в\s+неделю)")
+
+_PERSISTENCE: tuple[tuple[str, PersistenceKind], ...] = (
+    (r"\bpostgres|\bпостгрес|\bpostgresql", PersistenceKind.POSTGRES),
+    (r"\bsqlite", PersistenceKind.SQLITE),
 )
 
 REPORT_PATTERNS = (r"\breport", r"\bstatistic", r"\bstats\b", r"\bsummar", r"\bотч[её]т",
@@ -218,6 +245,8 @@ def decide(
     text = original.lower()
     language = detect_language(description)
     kinds = tuple(kind for kind, patterns in KIND_PATTERNS.items() if _matches(text, patterns))
+    if schedule_of(original) is not None and ServiceKind.WORKER not in kinds:
+        kinds = (*kinds, ServiceKind.WORKER)
     entities = [rule for rule in ENTITIES if _matches(text, rule.patterns)]
     thin = not entities and len(_content_words(text)) < 2
 
@@ -247,6 +276,50 @@ def decide(
             "were assumed (one generic Item entity)."
         )
     return _spec(original, language, kinds, entities, notes)
+
+
+def schedule_of(description: str) -> Schedule | None:
+    """The one schedule a description states plainly, or None (nothing is guessed)."""
+    text = description.lower()
+    cron: str | None = None
+    seconds: int | None = None
+    if at := re.search(rf"\b{_DAILY}\s+{_AT_TIME}", text):
+        hour, minute = int(at.group(1)), int(at.group(2) or 0)
+        if at.group(3) in ("pm", "вечера") and hour < 12:
+            hour += 12
+        if hour < 24 and minute < 60:
+            cron = f"{minute} {hour} * * *"
+    elif every := _EVERY_N.search(text):
+        unit = 60 if every.group(2).startswith(("m", "м")) else 3600
+        if 60 <= int(every.group(1)) * unit <= 7 * 24 * 3600:
+            seconds = int(every.group(1)) * unit
+    elif _HOURLY.search(text):
+        seconds = 3600
+    elif _DAILY_ANY.search(text):
+        seconds = 24 * 3600
+    elif _WEEKLY.search(text):
+        seconds = 7 * 24 * 3600
+    if cron is None and seconds is None:
+        return None
+    return Schedule(
+        name="scheduled_job", cron=cron, every_seconds=seconds, action=_sentence_of(description)
+    )
+
+
+def _sentence_of(description: str) -> str:
+    """The sentence of the description that states the schedule: the best the rules know of
+    what the job does."""
+    for sentence in re.split(r"(?<=[.!?;\n])\s*", description):
+        if any(p.search(sentence.lower()) for p in (_EVERY_N, _HOURLY, _DAILY_ANY, _WEEKLY)):
+            return " ".join(sentence.split())[:500]
+    return " ".join(description.split())[:500]
+
+
+def _persistence(text: str, rules: list[EntityRule]) -> Persistence:
+    """PostgreSQL or SQLite when named; otherwise the scaffold's default, a SQLite file."""
+    kind = next((k for pattern, k in _PERSISTENCE if re.search(pattern, text)), None)
+    stores = ", ".join(rule.plural for rule in rules)
+    return Persistence(kind=kind or PersistenceKind.SQLITE, stores=stores)
 
 
 def _question(language: str, kinds: tuple[ServiceKind, ...], asked: int) -> Question:
@@ -448,14 +521,24 @@ def _spec(
             default="",
         )
     )
+    schedule = schedule_of(original)
     if ServiceKind.WORKER in kinds:
+        interval = schedule.every_seconds if schedule and schedule.every_seconds else 3600
         config.append(
             ConfigVar(
-                name="WORKER_INTERVAL_SECONDS", description="Seconds between runs", default="3600"
+                name="WORKER_INTERVAL_SECONDS",
+                description="Seconds between runs",
+                default=str(interval),
             )
         )
-    config += [var for patterns, var in INTEGRATIONS if _matches(text, patterns)]
+    integrations = [item for patterns, item in INTEGRATIONS if _matches(text, patterns)]
 
+    if schedule is not None and schedule.cron is not None:
+        notes.append(
+            f"Время расписания ({schedule.cron}) принято в UTC."
+            if language == "ru"
+            else f"The schedule's time ({schedule.cron}) is taken as UTC."
+        )
     phrases = " + ".join(_KIND_PHRASE[language][kind] for kind in kinds)
     if language == "ru":
         keeps = ", ".join(rule.label_ru.lower() for rule in rules)
@@ -479,5 +562,8 @@ def _spec(
             config=tuple(config),
             acceptance_criteria=tuple(criteria),
             checks=tuple(checks),
+            schedules=(schedule,) if schedule else (),
+            integrations=tuple(integrations),
+            persistence=_persistence(text, rules),
         )
     )

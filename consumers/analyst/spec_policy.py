@@ -2,7 +2,11 @@
 
 Later steps rely on them: the repo step names the repository after the slug, the deployer
 writes one `.env` line per config variable and reads every secret from Vault, and the bot
-template registers the commands with Telegram. An LLM that gets a detail slightly wrong (a
+template registers the commands with Telegram. An integration's variables and a PostgreSQL
+database's URL become secret config variables, so the deploy waits for them exactly as it
+waits for any other secret; a schedule needs the worker, which runs it.
+
+An LLM that gets a detail slightly wrong (a
 slug with capitals, a command with a slash, a default for a secret) is corrected here rather
 than sent back for another paid round trip.
 """
@@ -12,12 +16,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from contracts.spec import BotCommand, ConfigVar, ProjectSpec, ServiceKind
+from contracts.spec import BotCommand, ConfigVar, PersistenceKind, ProjectSpec, ServiceKind
 
 from .slugs import is_valid_slug, slugify
 
 #: The name (never the value) of the secret every Telegram bot needs.
 BOT_TOKEN = "TELEGRAM_BOT_TOKEN"  # noqa: S105 - a variable name, not a credential
+DATABASE_URL = "DATABASE_URL"
 
 
 def repair_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +42,14 @@ def repair_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
             else var
             for var in config
         ]
+    integrations = repaired.get("integrations")
+    if isinstance(integrations, list):
+        repaired["integrations"] = [
+            {**item, "env_vars": [_env_name(n) if isinstance(n, str) else n for n in names]}
+            if isinstance(item, dict) and isinstance(names := item.get("env_vars"), list)
+            else item
+            for item in integrations
+        ]
     return repaired
 
 
@@ -54,6 +67,8 @@ def _env_name(name: str) -> str:
 def enforce(spec: ProjectSpec) -> ProjectSpec:
     """The spec with the invariants later steps rely on made true."""
     kinds = tuple(dict.fromkeys(spec.kinds)) or (ServiceKind.HTTP,)
+    if spec.schedules and ServiceKind.WORKER not in kinds:
+        kinds = (*kinds, ServiceKind.WORKER)
 
     config: dict[str, ConfigVar] = {}
     for var in spec.config:
@@ -67,6 +82,21 @@ def enforce(spec: ProjectSpec) -> ProjectSpec:
     if ServiceKind.TELEGRAM_BOT in kinds:
         config[BOT_TOKEN] = ConfigVar(
             name=BOT_TOKEN, description="Token of the bot from @BotFather", secret=True
+        )
+    for integration in spec.integrations:
+        for name in integration.env_vars:
+            described = config.get(name)
+            config[name] = ConfigVar(
+                name=name,
+                description=described.description if described else f"{integration.name} key",
+                secret=True,
+            )
+    if spec.persistence is not None and spec.persistence.kind is PersistenceKind.POSTGRES:
+        # The URL carries the database password: a secret the deploy waits for.
+        config[DATABASE_URL] = ConfigVar(
+            name=DATABASE_URL,
+            description="PostgreSQL URL (postgresql://user:password@host/db) of the data",
+            secret=True,
         )
 
     commands: dict[str, BotCommand] = {}

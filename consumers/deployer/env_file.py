@@ -42,6 +42,9 @@ def render_env(
             values[var.name] = secrets.get(var.name, "")
         else:
             values[var.name] = var.default or ""
+    for name in spec.secret_names:
+        # An integration's variable the analyst did not also list in `config`.
+        values.setdefault(name, secrets.get(name, ""))
     # The platform's variables win: the port is the one allocated, whatever the spec says.
     values.update({"PORT": str(port), "HOST": bind_host, "APP_VERSION": version})
     if data_dir is not None:

@@ -18,7 +18,9 @@ from contracts.spec import (
     ConfigVar,
     Entity,
     HttpCheck,
+    PersistenceKind,
     ProjectSpec,
+    Schedule,
     ServiceKind,
     WorkerCheck,
 )
@@ -289,7 +291,27 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
         # DATABASE_URL is always optional (empty: SQLite in DATA_DIR). deploy.json says so, so
         # a deploy never waits for it, whoever reads the repository later (an adoption reads
         # any *_URL as a possible credential).
-        "database_optional": any(v.env == _DATABASE_URL for v in variables),
+        # A spec that asks for PostgreSQL makes the URL required: the deploy waits for it.
+        "database_optional": any(v.env == _DATABASE_URL for v in variables)
+        and not _wants_postgres(spec),
+        "schedules": [
+            {"name": s.name, "timing": _timing(s), "action": one_line(s.action)}
+            for s in spec.schedules
+        ],
+        "integrations": [
+            {
+                "name": one_line(i.name),
+                "base_url": i.base_url,
+                "env_vars": list(i.env_vars),
+                "purpose": one_line(i.purpose),
+            }
+            for i in spec.integrations
+        ],
+        "persistence": (
+            {"kind": spec.persistence.kind.value, "stores": one_line(spec.persistence.stores)}
+            if spec.persistence is not None
+            else None
+        ),
         # The checks reach the generated tests as one JSON document inside a Python literal.
         "checks_json": json.dumps(
             [check.model_dump(mode="json") for check in spec.checks], ensure_ascii=False
@@ -301,6 +323,16 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
         "has_worker_checks": ServiceKind.WORKER in kinds
         and any(isinstance(c, WorkerCheck) for c in spec.checks),
     }
+
+
+def _wants_postgres(spec: ProjectSpec) -> bool:
+    return spec.persistence is not None and spec.persistence.kind is PersistenceKind.POSTGRES
+
+
+def _timing(schedule: Schedule) -> str:
+    if schedule.cron is not None:
+        return f"cron `{schedule.cron}` (UTC)"
+    return f"every {schedule.every_seconds} s"
 
 
 def _test_value(var: VarView) -> str:

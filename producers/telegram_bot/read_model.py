@@ -42,11 +42,19 @@ class SqlProjectReadModel:
             project = await session.get(Project, project_id)
         if project is None or not project.spec:
             return ()
-        return tuple(
+        names = [
             str(var["name"])
             for var in project.spec.get("config", [])
             if isinstance(var, dict) and var.get("secret") and var.get("name")
-        )
+        ]
+        # An integration's variables are secrets too (ProjectSpec.secret_names).
+        names += [
+            str(name)
+            for item in project.spec.get("integrations", [])
+            if isinstance(item, dict)
+            for name in item.get("env_vars", [])
+        ]
+        return tuple(dict.fromkeys(names))
 
     async def awaiting_answer(self, user_id: str) -> ProjectView | None:
         async with self._sessionmaker() as session:

@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from consumers.analyst.graph import build_graph
+from consumers.analyst.prompts import EXAMPLES, AskClarification
 from consumers.analyst.service import (
     AnalystService,
     FailureOutcome,
@@ -17,7 +18,8 @@ from consumers.analyst.service import (
     QuestionOutcome,
     SpecOutcome,
 )
-from contracts.spec import ServiceKind
+from consumers.analyst.spec_policy import enforce
+from contracts.spec import PersistenceKind, ProjectSpec, ServiceKind
 from infra.settings import LLMSettings
 from tests.analyst.conftest import PROVIDER_KEY
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
@@ -241,3 +243,66 @@ async def test_provider_errors_are_retryable_and_resume_from_the_checkpoint(
     outcome = await service.analyse(project, flow, DESCRIPTION, ())
     assert isinstance(outcome, SpecOutcome)
     assert len(openai_server.requests) == 4
+
+
+async def test_the_prompt_teaches_by_examples_and_the_new_fields_round_trip(
+    openai_server: ScriptedOpenAI,
+    chat_model: BaseChatModel,
+    checkpointer: AsyncPostgresSaver,
+    llm_settings: LLMSettings,
+) -> None:
+    openai_server.replies(
+        Reply.tool_call(
+            "ProjectSpec",
+            expense_spec(
+                kinds=["telegram_bot"],  # the schedule needs the worker: the policy adds it
+                schedules=[{"name": "monthly_report", "cron": "0 9 1 * *", "action": "report"}],
+                integrations=[
+                    {
+                        "name": "Fixer",
+                        "base_url": "https://api.fixer.io/v1",
+                        "env_vars": ["fixer_api_key"],  # repaired to FIXER_API_KEY
+                    }
+                ],
+                persistence={"kind": "postgres", "stores": "expenses"},
+            ),
+        )
+    )
+    service = llm_service(chat_model, checkpointer, llm_settings)
+
+    outcome = await service.analyse(uuid.uuid4(), uuid.uuid4(), DESCRIPTION, ())
+
+    assert isinstance(outcome, SpecOutcome)
+    spec = outcome.spec
+    assert spec.kinds == (ServiceKind.TELEGRAM_BOT, ServiceKind.WORKER)
+    assert [(s.name, s.cron) for s in spec.schedules] == [("monthly_report", "0 9 1 * *")]
+    assert spec.integrations[0].env_vars == ("FIXER_API_KEY",)
+    assert spec.persistence is not None
+    assert spec.persistence.kind is PersistenceKind.POSTGRES
+    assert {"FIXER_API_KEY", "DATABASE_URL", "TELEGRAM_BOT_TOKEN"} <= set(spec.secret_names)
+    assert ProjectSpec.model_validate_json(spec.model_dump_json()) == spec
+
+    request = openai_server.requests[0]
+    system = request["messages"][0]["content"]
+    # Every kind, a combination with a schedule, English and Russian, and vague requests.
+    for request_text, _tool, _ in EXAMPLES:
+        assert f"Request: {request_text}" in system
+    assert {tool for _, tool, _ in EXAMPLES} == {"ProjectSpec", "AskClarification"}
+    example_kinds = {
+        k for _, tool, args in EXAMPLES if tool == "ProjectSpec" for k in args["kinds"]
+    }
+    assert example_kinds == {kind.value for kind in ServiceKind}
+    assert {"Хочу бота", "Make me something cool for my friends"} <= {r for r, _, _ in EXAMPLES}
+    spec_tool = next(t for t in request["tools"] if t["function"]["name"] == "ProjectSpec")
+    assert {"schedules", "integrations", "persistence"} <= set(
+        spec_tool["function"]["parameters"]["properties"]
+    )
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_every_example_in_the_prompt_is_a_valid_answer(index: int) -> None:
+    _, tool, arguments = EXAMPLES[index]
+    if tool == "ProjectSpec":
+        assert enforce(ProjectSpec.model_validate(arguments)) is not None
+    else:
+        assert AskClarification.model_validate(arguments).question

@@ -6,7 +6,14 @@ import pytest
 
 from consumers.analyst.rules import OFFLINE_PREFIX, Question, decide
 from consumers.analyst.slugs import SLUG_PATTERN, slugify
-from contracts.spec import BotCheck, HttpCheck, ProjectSpec, ServiceKind, WorkerCheck
+from contracts.spec import (
+    BotCheck,
+    HttpCheck,
+    PersistenceKind,
+    ProjectSpec,
+    ServiceKind,
+    WorkerCheck,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +117,85 @@ def test_a_bot_only_spec_has_no_http_checks() -> None:
     assert isinstance(spec, ProjectSpec)
     assert spec.checks
     assert all(isinstance(c, BotCheck) for c in spec.checks)
+
+
+@pytest.mark.parametrize(
+    ("description", "cron", "every_seconds"),
+    [
+        ("A Telegram bot that sends me the weather every day at 9", "0 9 * * *", None),
+        ("Бот, который каждый день в 21:30 присылает отчёт по расходам", "30 21 * * *", None),
+        ("Воркер, который каждый час проверяет курс валют", None, 3600),
+        ("A worker that checks my website every 5 minutes", None, 300),
+        ("Каждые 2 часа собирать статьи из блога", None, 7200),
+    ],
+)
+def test_a_plainly_stated_schedule_becomes_a_schedule_run_by_the_worker(
+    description: str, cron: str | None, every_seconds: int | None
+) -> None:
+    spec = decide(description, [])
+    assert isinstance(spec, ProjectSpec)
+    assert ServiceKind.WORKER in spec.kinds
+    (schedule,) = spec.schedules
+    assert (schedule.cron, schedule.every_seconds) == (cron, every_seconds)
+    assert schedule.action  # the sentence that asked for it
+    interval = next(v for v in spec.config if v.name == "WORKER_INTERVAL_SECONDS")
+    assert interval.default == str(every_seconds or 3600)
+    if cron:
+        assert "UTC" in spec.summary
+
+
+def test_a_schedule_the_rules_cannot_read_exactly_is_not_guessed() -> None:
+    spec = decide("A background worker that tidies my notes twice a week", [])
+    assert isinstance(spec, ProjectSpec)
+    assert spec.schedules == ()
+
+
+@pytest.mark.parametrize(
+    ("description", "kind"),
+    [
+        ("REST API for my books, store them in Postgres", PersistenceKind.POSTGRES),
+        ("API для заметок, хранить в PostgreSQL", PersistenceKind.POSTGRES),
+        ("A notes API on sqlite", PersistenceKind.SQLITE),
+        ("Бот для учёта расходов", PersistenceKind.SQLITE),
+    ],
+)
+def test_the_store_is_postgres_when_asked_and_a_sqlite_file_otherwise(
+    description: str, kind: PersistenceKind
+) -> None:
+    spec = decide(description, [])
+    assert isinstance(spec, ProjectSpec)
+    assert spec.persistence is not None
+    assert spec.persistence.kind is kind
+    assert spec.persistence.stores
+    # PostgreSQL's URL carries a password: a secret the deploy waits for; SQLite needs none.
+    assert ("DATABASE_URL" in spec.secret_names) is (kind is PersistenceKind.POSTGRES)
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["A worker that posts the OpenWeather forecast to my chat", "Бот: прогноз погоды утром"],
+)
+def test_a_known_api_becomes_an_integration_whose_key_is_a_secret(description: str) -> None:
+    spec = decide(description, [])
+    assert isinstance(spec, ProjectSpec)
+    (weather,) = spec.integrations
+    assert weather.name == "OpenWeather"
+    assert weather.base_url.startswith("https://api.openweathermap.org/")
+    assert weather.env_vars == ("OPENWEATHER_API_KEY",)
+    key = next(var for var in spec.config if var.name == "OPENWEATHER_API_KEY")
+    assert key.secret
+    assert key.default is None
+
+
+def test_a_combination_fills_every_new_field_at_once() -> None:
+    spec = decide(
+        "Telegram bot and API: every day at 8 send subscribers the weather, keep them in postgres",
+        [],
+    )
+    assert isinstance(spec, ProjectSpec)
+    assert set(spec.kinds) == {ServiceKind.TELEGRAM_BOT, ServiceKind.HTTP, ServiceKind.WORKER}
+    assert [s.cron for s in spec.schedules] == ["0 8 * * *"]
+    assert [i.name for i in spec.integrations] == ["OpenWeather"]
+    assert spec.persistence is not None
+    assert spec.persistence.kind is PersistenceKind.POSTGRES
+    assert set(spec.secret_names) == {"TELEGRAM_BOT_TOKEN", "OPENWEATHER_API_KEY", "DATABASE_URL"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from consumers.deployer.ansible_playbooks import PLAYBOOK_DIR
 from consumers.deployer.env_file import render_env
-from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from contracts.spec import ConfigVar, Integration, ProjectSpec, ServiceKind
 
 from .conftest import read_env_file
 
@@ -102,3 +102,23 @@ def test_process_mode_data_dir_is_the_platforms() -> None:
     )
     assert "DATA_DIR='/srv/o/x/data'\n" in rendered
     assert "/tmp/elsewhere" not in rendered
+
+
+def test_an_integrations_key_reaches_the_env_file_even_when_config_omits_it() -> None:
+    spec = ProjectSpec(
+        name="x",
+        slug="weather-bot",
+        summary="x",
+        kinds=(ServiceKind.HTTP,),
+        integrations=(
+            Integration(
+                name="OpenWeather",
+                base_url="https://api.openweathermap.org/data/2.5",
+                env_vars=("OPENWEATHER_API_KEY",),
+            ),
+        ),
+    )
+    rendered = render_env(
+        spec, port=9, bind_host="127.0.0.1", version="v", secrets={"OPENWEATHER_API_KEY": "k-1"}
+    )
+    assert rendered.startswith("OPENWEATHER_API_KEY='k-1'\n")

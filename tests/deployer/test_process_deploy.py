@@ -25,7 +25,7 @@ from contracts.events import (
     DeployRolledBack,
     DeploySucceeded,
 )
-from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from contracts.spec import ConfigVar, Integration, ProjectSpec, ServiceKind
 from infra.db.models import Server
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
@@ -223,6 +223,34 @@ async def test_a_missing_secret_makes_the_deploy_wait_for_it(
     assert waiting.commit == service_repo.good
     assert not (deploy_root / slug / "current").exists()
     assert not (deploy_root / slug / "run" / "supervisor.pid").exists()
+
+
+async def test_an_integrations_variable_is_a_secret_the_deploy_waits_for(
+    deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup, deploy_root: Path
+) -> None:
+    slug = "needs-the-weather"
+    weather = Integration(
+        name="OpenWeather",
+        base_url="https://api.openweathermap.org/data/2.5",
+        env_vars=("OPENWEATHER_API_KEY",),
+    )
+    # Not listed in `config`: the integration alone makes it a secret the deploy reads.
+    project_spec = spec(slug).model_copy(update={"integrations": (weather,)})
+    events, _ = await deployer.deploy(
+        request(
+            vault_setup,
+            service_repo,
+            service_repo.good,
+            project_spec=project_spec,
+            port=free_port(),
+        )
+    )
+
+    assert [type(e) for e in events] == [DeployAwaitingSecrets]
+    waiting = events[0]
+    assert isinstance(waiting, DeployAwaitingSecrets)
+    assert waiting.missing == ("OPENWEATHER_API_KEY",)
+    assert not (deploy_root / slug / "current").exists()
 
 
 async def test_host_key_mismatch_refuses_to_connect(

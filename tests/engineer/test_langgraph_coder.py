@@ -12,12 +12,14 @@ from langchain_core.tools import BaseTool
 
 from consumers.engineer.agent import CodingTask
 from consumers.engineer.agent import TestRunner as Runner  # "Test*" would be collected
+from consumers.engineer.coder.prompts import task_message
 from consumers.engineer.coder.tools import make_workspace_tools, resolve_inside
 from consumers.engineer.langgraph_coder import LangGraphCoder
 from consumers.engineer.service import EngineerService
 from consumers.engineer.test_runner import PytestRunner, TestReport
 from consumers.engineer.workspace import GitWorkspaces
 from contracts.events import CodeFailed, CodeGenerated
+from contracts.spec import Integration, Persistence, PersistenceKind, Schedule
 from infra.llm import build_chat_model
 from infra.settings import LLMSettings
 from tests.engineer.conftest import (
@@ -428,3 +430,25 @@ async def test_old_tool_results_are_trimmed_to_a_stub(tmp_path: Path) -> None:
     stub = "[earlier read_file output trimmed to keep the conversation short; call the tool again"
     assert all(answer.startswith(stub) for answer in answers[:2]), answers[:2]
     assert answers[2:] == [SERVICE_FILES["app/calc.py"]] * 8
+
+
+def test_the_task_spells_out_schedules_integrations_and_storage() -> None:
+    spec = code_requested("git://127.0.0.1/calculator.git", "a" * 40).spec.model_copy(
+        update={
+            "schedules": (Schedule(name="hourly_sync", every_seconds=3600, action="sync rates"),),
+            "integrations": (
+                Integration(
+                    name="Fixer", base_url="https://api.fixer.io/v1", env_vars=("FIXER_API_KEY",)
+                ),
+            ),
+            "persistence": Persistence(kind=PersistenceKind.POSTGRES, stores="rates"),
+        }
+    )
+    message = task_message(spec, TestReport(passed=3, failed=0))
+    assert "Schedule hourly_sync: run every 3600 seconds" in message
+    assert "sync rates" in message
+    assert "Call Fixer at https://api.fixer.io/v1 with FIXER_API_KEY" in message
+    assert "PostgreSQL at DATABASE_URL" in message
+    assert "rates" in message
+    plain = task_message(code_requested("git://h/c.git", "a" * 40).spec, TestReport(1, 0))
+    assert "Requirements beyond the scaffold" not in plain

@@ -24,6 +24,13 @@ Usage::
 
     with ScriptedOpenAI() as server: ...      # start() on enter, stop() on exit
 
+`POST /v1/embeddings` answers with deterministic vectors (`fake_embedding`): a hashed bag of
+words in `EMBEDDING_DIMENSIONS` dimensions, L2-normalised, where the words of one group in
+`SYNONYMS` share a dimension. So a text and its paraphrase ("car" and "automobile") are close,
+which lets a test see what dense search adds over words alone. `server.embedding_requests`
+and `server.embedding_headers` record those calls; `server.fail_embeddings(503, times=2)`
+makes the next calls fail with an OpenAI-style error.
+
 Instead of a list, a callable can answer every request: `ScriptedOpenAI(script=fn)` or
 `server.respond_with(fn)`, where `fn(request_json) -> Reply | dict` (a dict is sent verbatim as
 the JSON body of a non-streaming response). Queued replies are used first, then the callable.
@@ -42,8 +49,11 @@ alike and never competes with the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
+import math
+import re
 import threading
 import time
 import uuid
@@ -56,6 +66,26 @@ from aiohttp import web
 
 JsonDict = dict[str, Any]
 Script = Callable[[JsonDict], "Reply | JsonDict"]
+
+EMBEDDING_DIMENSIONS = 64
+#: Words that mean the same to the fake embedding model (each group shares one dimension).
+SYNONYMS: tuple[frozenset[str], ...] = (
+    frozenset({"car", "cars", "automobile", "automobiles", "vehicle", "vehicles"}),
+    frozenset({"money", "expense", "expenses", "spending", "cost", "costs", "budget"}),
+    frozenset({"weather", "forecast", "forecasts", "rain", "temperature"}),
+    frozenset({"shop", "store", "retail", "orders", "order", "purchase"}),
+)
+
+
+def fake_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector: one dimension per word (synonyms share one)."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"[a-z]+", text.lower()):
+        key = next((min(group) for group in SYNONYMS if word in group), word)
+        digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
+        vector[int.from_bytes(digest, "big") % dimensions] += 1.0
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,11 @@ class ScriptedOpenAI:
             self._queue.extend(script)
         self.requests: list[JsonDict] = []
         self.headers: list[dict[str, str]] = []
+        self.embedding_requests: list[JsonDict] = []
+        self.embedding_headers: list[dict[str, str]] = []
+        self._embedding_failures: deque[int] = deque()
+        #: Size of the vectors `/embeddings` returns (set it to act as another model).
+        self.embedding_dimensions = EMBEDDING_DIMENSIONS
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,6 +189,12 @@ class ScriptedOpenAI:
     def respond_with(self, script: Script) -> Self:
         """Answer requests with `script(request_json)` once the queued replies are used up."""
         self._fallback = script
+        return self
+
+    def fail_embeddings(self, status: int, times: int = 1) -> Self:
+        """Answer the next `times` embeddings calls with an error of this status."""
+        with self._lock:
+            self._embedding_failures.extend([status] * times)
         return self
 
     def prompt_text(self) -> str:
@@ -212,6 +253,7 @@ class ScriptedOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -230,6 +272,39 @@ class ScriptedOpenAI:
     async def _models(self, _request: web.Request) -> web.Response:
         models = [{"id": "scripted", "object": "model"}]
         return web.json_response({"object": "list", "data": models})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _error(400, "request body is not JSON")
+        with self._lock:
+            self.embedding_requests.append(body)
+            self.embedding_headers.append(dict(request.headers))
+            failure = self._embedding_failures.popleft() if self._embedding_failures else None
+        if failure is not None:
+            return _error(failure, "scripted embeddings error")
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+            return _error(400, "'input' must be a string or a non-empty list of strings")
+        data = [
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": fake_embedding(text, self.embedding_dimensions),
+            }
+            for index, text in enumerate(texts)
+        ]
+        tokens = sum(_estimate_tokens(text) for text in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": str(body.get("model", "scripted-embeddings")),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _next_reply(self, body: JsonDict) -> Reply | JsonDict | None:
         with self._lock:

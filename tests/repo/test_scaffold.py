@@ -11,7 +11,17 @@ import yaml
 from consumers.analyst.rules import decide
 from consumers.repo.scaffold import COMMON_FILES, JinjaScaffolder
 from consumers.repo.scaffold_context import build_context, command_action, plural, snake_case
-from contracts.spec import ConfigVar, Entity, EntityField, ProjectSpec, ServiceKind
+from contracts.spec import (
+    ConfigVar,
+    Entity,
+    EntityField,
+    Integration,
+    Persistence,
+    PersistenceKind,
+    ProjectSpec,
+    Schedule,
+    ServiceKind,
+)
 from tests.repo.conftest import make_spec
 
 HTTP, BOT, WORKER = ServiceKind.HTTP, ServiceKind.TELEGRAM_BOT, ServiceKind.WORKER
@@ -248,3 +258,29 @@ def test_a_secret_database_url_is_optional_and_read_as_a_secret() -> None:
     assert json.loads(files["deploy.json"])["optional_secrets"] == ["DATABASE_URL"]
     assert "settings.database_url.get_secret_value()" in files["app/main.py"]
     assert "psycopg[binary]==" in files["requirements.txt"]
+
+
+def test_schedules_integrations_and_postgres_reach_the_readme_and_deploy_json() -> None:
+    spec = make_spec(HTTP, WORKER).model_copy(
+        update={
+            "schedules": (
+                Schedule(name="morning_digest", cron="0 8 * * *", action="send the digest"),
+            ),
+            "integrations": (
+                Integration(
+                    name="OpenWeather",
+                    base_url="https://api.openweathermap.org/data/2.5",
+                    env_vars=("OPENWEATHER_API_KEY",),
+                ),
+            ),
+            "persistence": Persistence(kind=PersistenceKind.POSTGRES, stores="subscribers"),
+        }
+    )
+    files = render(spec=spec)
+    readme = files["README.md"]
+    assert "- `morning_digest`, cron `0 8 * * *` (UTC): send the digest" in readme
+    assert "OpenWeather at `https://api.openweathermap.org/data/2.5`" in readme
+    assert "`OPENWEATHER_API_KEY`" in readme
+    assert "PostgreSQL at `DATABASE_URL`" in readme
+    # Asked for PostgreSQL, the URL is no longer optional: the deploy waits for it.
+    assert json.loads(files["deploy.json"])["optional_secrets"] == []

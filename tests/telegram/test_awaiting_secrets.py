@@ -43,3 +43,42 @@ async def test_the_card_of_a_waiting_deploy_names_the_secret_and_how_to_send_it(
     assert [b["text"] for row in markup["inline_keyboard"] for b in row] == [
         "Set TELEGRAM_BOT_TOKEN"
     ]
+
+
+async def test_an_integrations_key_gets_its_own_button(
+    chat: ChatUser,
+    telegram: FakeTelegramAPI,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    seed_project: SeedProject,
+) -> None:
+    project = await seed_project(chat.user_id, state=ProjectState.AWAITING_SECRETS, name="sky")
+    weather = {
+        "name": "OpenWeather",
+        "base_url": "https://api.openweathermap.org/data/2.5",
+        "env_vars": ["OPENWEATHER_API_KEY"],
+    }
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Project)
+            .where(Project.id == project.id)
+            .values(
+                # The key is named under integrations only, as an older analyst might leave it.
+                spec={
+                    "config": [{"name": "TELEGRAM_BOT_TOKEN", "secret": True}],
+                    "integrations": [weather],
+                },
+                missing_secrets=["TELEGRAM_BOT_TOKEN", "OPENWEATHER_API_KEY"],
+            )
+        )
+
+    await chat.say(f"/status {project.id}")
+
+    (markup,) = [
+        c.params["reply_markup"]
+        for c in telegram.calls_of("sendMessage")
+        if c.params.get("chat_id") == chat.chat_id and "reply_markup" in c.params
+    ]
+    assert [b["text"] for row in markup["inline_keyboard"] for b in row] == [
+        "Set TELEGRAM_BOT_TOKEN",
+        "Set OPENWEATHER_API_KEY",
+    ]

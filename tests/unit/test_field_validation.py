@@ -23,7 +23,11 @@ from contracts.spec import (
     ConfigVar,
     HttpCheck,
     HttpStep,
+    Integration,
+    Persistence,
+    PersistenceKind,
     ProjectSpec,
+    Schedule,
     ServiceKind,
     WorkerCheck,
 )
@@ -278,3 +282,111 @@ def test_check_sizes_are_bounded() -> None:
         HttpStep(path="/x", capture={"id": "../etc"})
     with pytest.raises(ValidationError):
         HttpCheck(name="too long", steps=tuple(HttpStep(path="/x") for _ in range(21)))
+
+
+def schedule(**change: Any) -> Schedule:
+    return Schedule(**{"name": "daily_digest", "action": "send the digest", **change})
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * *", "*/15 * * * *", "0 9 * * 1-5", "0,30 8-18 * * *"])
+def test_a_schedule_takes_a_five_field_cron_expression(cron: str) -> None:
+    assert schedule(cron=cron).cron == cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "problem"),
+    [
+        ("0 9 * *", "has 5 fields"),
+        ("0 0 9 * * *", "has 5 fields"),
+        ("60 * * * *", "minute field '60' is outside 0-59"),
+        ("0 24 * * *", "hour field '24' is outside 0-23"),
+        ("0 9 * * MON", "names such as MON are not accepted"),
+        ("@daily", "has 5 fields"),
+        ("*/0 * * * *", "step of 0"),
+        ("0 18-9 * * *", "runs backwards"),
+    ],
+)
+def test_a_bad_cron_expression_is_refused_with_what_is_wrong(cron: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        schedule(cron=cron)
+
+
+def test_a_schedule_has_exactly_one_timing_and_a_sane_interval() -> None:
+    assert schedule(every_seconds=3600).every_seconds == 3600
+    for timing in ({}, {"cron": "0 9 * * *", "every_seconds": 3600}):
+        with pytest.raises(ValidationError, match="exactly one of cron"):
+            schedule(**timing)
+    with pytest.raises(ValidationError, match="greater than or equal to 60"):
+        schedule(every_seconds=5)
+    with pytest.raises(ValidationError, match="pattern"):
+        schedule(name="Daily Digest", every_seconds=3600)
+
+
+def integration(**change: Any) -> Integration:
+    fields = {
+        "name": "OpenWeather",
+        "base_url": "https://api.openweathermap.org/data/2.5",
+        "env_vars": ["OPENWEATHER_API_KEY"],
+        **change,
+    }
+    return Integration(**fields)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://api.openweathermap.org", "must be https://"),
+        ("ftp://api.example.com", "must be https://"),
+        ("api.example.com/v1", "must be https://"),
+        ("https://", "needs a host"),
+        ("https://key:secret@api.example.com", "may not carry credentials"),
+        ("https://api.example.com/v1?appid=abc", "no query"),
+        ("https://api.example.com/ v1", "whitespace"),
+    ],
+)
+def test_an_integration_base_url_is_https_without_credentials(url: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        integration(base_url=url)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("openweather_api_key", "pattern"),
+        ("OPENWEATHER-API-KEY", "pattern"),
+        ("1PASSWORD_TOKEN", "pattern"),
+        ("AKIAIOSFODNN7EXAMPLE", "looks like a secret value"),
+        ("SK_LIVE_4EC39HQLYJWDARJTT1ZDP7DC", "looks like a secret value"),
+    ],
+)
+def test_an_integration_names_its_variables_and_never_holds_a_value(
+    name: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem) as refused:
+        integration(env_vars=[name])
+    # The message (what the analyst feeds back to the model) does not repeat a pasted key.
+    assert name not in refused.value.errors()[0]["msg"]
+    assert integration(env_vars=["OAUTH2_CLIENT_ID", "S3_BUCKET"]).env_vars == (
+        "OAUTH2_CLIENT_ID",
+        "S3_BUCKET",
+    )
+
+
+def test_persistence_is_one_of_three_kinds() -> None:
+    assert Persistence(kind="postgres", stores="books").kind is PersistenceKind.POSTGRES
+    with pytest.raises(ValidationError, match="'none', 'sqlite' or 'postgres'"):
+        Persistence(kind="mongodb")
+
+
+def test_an_integrations_variables_are_secrets_of_the_spec_and_repair_upcases_them() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "config": (ConfigVar(name="TOKEN", secret=True),),
+            "integrations": (integration(env_vars=["OPENWEATHER_API_KEY", "TOKEN"]),),
+        }
+    )
+    assert spec.secret_names == ("TOKEN", "OPENWEATHER_API_KEY")
+    repaired = repair_arguments(
+        {"integrations": [{"name": "X", "base_url": "https://x.io", "env_vars": ["x_api-key"]}]}
+    )
+    assert repaired["integrations"][0]["env_vars"] == ["X_API_KEY"]

@@ -33,9 +33,40 @@ def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str
     return (
         f"{revision}Specification (JSON):\n"
         f"{spec.model_dump_json(indent=2)}\n\n"
+        f"{_requirements(spec)}"
         f"Current test results:\n{report.summary(limit=10)}\n\n"
         "Implement the specification so that all tests, old and new, pass."
     )
+
+
+def _requirements(spec: ProjectSpec) -> str:
+    """What the scaffold does not do by itself, spelled out: schedules, external APIs, storage."""
+    lines: list[str] = []
+    for schedule in spec.schedules:
+        timing = (
+            f"on cron '{schedule.cron}' (UTC)"
+            if schedule.cron is not None
+            else f"every {schedule.every_seconds} seconds"
+        )
+        lines.append(
+            f"- Schedule {schedule.name}: run {timing} in the background worker "
+            f"(app/worker.py): {schedule.action}"
+        )
+    for api in spec.integrations:
+        keys = ", ".join(api.env_vars) or "no key"
+        lines.append(
+            f"- Call {api.name} at {api.base_url} with {keys} read from the environment; make "
+            "the base URL a setting with that default so tests can point it at a fake"
+        )
+    if spec.persistence is not None:
+        where = {
+            "none": "keep nothing across restarts",
+            "sqlite": "keep data in the SQLite store (app/store.py, DATA_DIR)",
+            "postgres": "keep data in PostgreSQL at DATABASE_URL through app/store.py",
+        }[spec.persistence.kind.value]
+        stores = f": {spec.persistence.stores}" if spec.persistence.stores else ""
+        lines.append(f"- Storage: {where}{stores}")
+    return "Requirements beyond the scaffold:\n" + "\n".join(lines) + "\n\n" if lines else ""
 
 
 def retry_message(iteration: int, problem: str) -> str:

@@ -9,16 +9,16 @@ searched through the indexer over NATS (`infra.memory_client.BusMemorySearch`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from nats.aio.client import Client
 
 from infra.bus.runtime import ConsumerApp
 from infra.llm import build_chat_model
+from infra.llm_key import ApiKeySource, vault_api_key_source
 from infra.memory_client import BusMemorySearch
 from infra.settings import Settings, get_settings
-from infra.vault import SecretNotFound, VaultClient
 
 from .checkpointer import postgres_checkpointer
 from .graph import build_graph
@@ -27,29 +27,8 @@ from .revision import Reviser
 from .revision_handlers import register_revisions
 from .service import AnalystService
 
-ApiKeySource = Callable[[], Awaitable[str]]
-
 #: Checkpoint reads and writes per message are few; the bus's own pool does the heavy work.
 CHECKPOINT_CONNECTIONS = 5
-
-
-def vault_api_key_source(settings: Settings) -> ApiKeySource:
-    """Reads the LLM provider key from Vault with this process's AppRole."""
-
-    async def read() -> str:
-        vault = VaultClient.from_settings(settings.vault)
-        await vault.login()
-        try:
-            secret = await vault.read_secret(settings.llm.api_key_secret)
-        except SecretNotFound as exc:
-            raise SecretNotFound(
-                f"LLM provider {settings.llm.provider!r} is configured but Vault has no key at "
-                f"{settings.llm.api_key_secret} (key `api_key`); store it with "
-                "`orchestrator secrets set-platform llm api_key`, or set ORCH_LLM__PROVIDER=offline"
-            ) from exc
-        return secret.get("api_key", "")
-
-    return read
 
 
 class _Analyst:

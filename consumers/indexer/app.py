@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from infra.bus.runtime import ConsumerApp, StepContext
 from infra.git_access import github_token_env
+from infra.llm_key import ApiKeySource, vault_api_key_source
 from infra.memory import MemoryStore
 from infra.memory_search import LocalMemorySearch
 from infra.repo_urls import ForgeSettings
@@ -50,14 +51,24 @@ def github_read_env(settings: Settings, token_path: str) -> GitEnvProvider:
 class _Indexer:
     """The store and the search responder, opened on startup and closed on shutdown."""
 
-    def __init__(self, app: ConsumerApp, releases: ReleaseReader, forge: ForgeSettings) -> None:
+    def __init__(
+        self,
+        app: ConsumerApp,
+        releases: ReleaseReader,
+        forge: ForgeSettings,
+        api_key_source: ApiKeySource,
+    ) -> None:
         self._app = app
         self._releases = releases
         self._forge = forge
+        self._api_key_source = api_key_source
         self._store: MemoryStore | None = None
 
     async def start(self) -> None:
-        self._store = await asyncio.to_thread(MemoryStore.from_settings, self._app.settings)
+        settings = self._app.settings
+        # With an OpenAI-compatible provider the store is hybrid and embeds through it.
+        api_key = await self._api_key_source() if settings.llm.provider == "openai" else ""
+        self._store = await asyncio.to_thread(MemoryStore.from_settings, settings, api_key)
         if self._app.nc is None:
             raise RuntimeError("the indexer starts its search before its NATS connection")
         await SearchResponder(LocalMemorySearch(self._store)).start(self._app.nc)
@@ -77,8 +88,10 @@ def build_app(
     *,
     indexer_settings: IndexerSettings | None = None,
     forge: ForgeSettings | None = None,
+    api_key_source: ApiKeySource | None = None,
 ) -> ConsumerApp:
-    """The indexer process; tests pass their settings and forge instead of the environment."""
+    """The indexer process; tests pass their settings, forge and LLM key source instead of the
+    environment and Vault."""
     settings = settings or get_settings()
     indexer = indexer_settings or IndexerSettings()
     forge = forge or ForgeSettings()
@@ -89,7 +102,7 @@ def build_app(
     releases = ReleaseReader(
         root=indexer.checkout_root, git_env=git_env, timeout=indexer.git_timeout_seconds
     )
-    state = _Indexer(app, releases, forge)
+    state = _Indexer(app, releases, forge, api_key_source or vault_api_key_source(settings))
     app.on_startup.append(state.start)
     app.on_shutdown.append(state.stop)
     register(app, state.service)

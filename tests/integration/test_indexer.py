@@ -29,6 +29,7 @@ from infra.repo_urls import ForgeSettings
 from infra.settings import Settings
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
+from tests.fakes.openai_server import ScriptedOpenAI
 
 from .conftest import sql, wait_for
 from .test_coordinator import sql_exec
@@ -284,3 +285,52 @@ async def test_a_release_replaces_the_previous_commits_code(
 async def test_without_an_indexer_a_search_says_memory_is_unavailable(nc: Client) -> None:
     with pytest.raises(MemoryUnavailable, match="no indexer is running"):
         await BusMemorySearch(nc, timeout=1.0).search(Scope(ALICE), "anything")
+
+
+async def test_with_an_llm_provider_the_indexer_embeds_through_it_with_the_key_from_its_source(
+    fresh_nats: NatsServer, migrated_db: str, git_daemon: GitDaemon, tmp_path: Path, nc: Client
+) -> None:
+    """LLM mode: the indexer process opens a hybrid store, embeds what it stores through the
+    provider's `/embeddings` with the key its source gave (Vault in production), and a search
+    over the bus finds the text by meaning as well as by words."""
+    key = "sk-indexer-" + uuid.uuid4().hex
+    with ScriptedOpenAI() as provider:
+        settings = Settings(
+            nats={"url": fresh_nats.url},
+            database={"url": migrated_db},
+            memory={"path": tmp_path / "memory"},
+            llm={"provider": "openai", "base_url": provider.base_url, "model": "scripted"},
+        )
+
+        async def api_key() -> str:
+            return key
+
+        app = build_app(
+            settings, forge=ForgeSettings(daemon_url=git_daemon.base_url), api_key_source=api_key
+        )
+        stop = asyncio.Event()
+        serving = asyncio.create_task(app.serve(stop))
+        try:
+            await wait_for(lambda: app.publisher is not None or serving.done(), 60)
+            shop = add_project(migrated_db, ALICE, "book-shop")
+            summary = "A book shop bot taking orders"
+            await JetStreamPublisher.from_client(nc).publish(
+                ev.SpecReady(
+                    **envelope(),
+                    project_id=shop,
+                    spec=spec("book-shop", "book-shop", summary),
+                    offline=True,
+                )
+            )
+            memory = BusMemorySearch(nc)
+            [hit] = await eventually(memory, Scope(ALICE), "book shop", MemoryKind.SPEC, 1)
+            assert hit.project_id == shop
+            assert provider.embedding_requests, "the stored spec was not embedded"
+            assert all(
+                headers.get("Authorization") == f"Bearer {key}"
+                for headers in provider.embedding_headers
+            )
+            assert key not in hit.text
+        finally:
+            stop.set()
+            await serving

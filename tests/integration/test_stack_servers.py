@@ -266,7 +266,8 @@ def test_openbao_approles_are_least_privilege(openbao: BootstrappedOpenBao) -> N
             path="projects/p1/db_password", mount_point="secret", raise_on_deleted_version=True
         )
 
-    # The indexer reads its own read-only GitHub token, never the one that pushes.
+    # The indexer reads its own read-only GitHub token, never the one that pushes, and the LLM
+    # key it embeds with.
     operator.secrets.kv.v2.create_or_update_secret(
         path="platform/github_read", secret={"token": "ro-test"}, mount_point="secret"
     )
@@ -275,7 +276,7 @@ def test_openbao_approles_are_least_privilege(openbao: BootstrappedOpenBao) -> N
         path="platform/github_read", mount_point="secret", raise_on_deleted_version=True
     )
     assert read_only["data"]["data"] == {"token": "ro-test"}
-    for path in ("platform/github", "platform/llm", "projects/p1/db_password"):
+    for path in ("platform/github", "projects/p1/db_password"):
         with pytest.raises(hvac.exceptions.Forbidden):
             indexer.secrets.kv.v2.read_secret_version(
                 path=path, mount_point="secret", raise_on_deleted_version=True

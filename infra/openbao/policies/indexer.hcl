@@ -6,6 +6,12 @@ path "secret/data/platform/github_read" {
   capabilities = ["read"]
 }
 
+# With an OpenAI-compatible LLM provider memory is hybrid: the indexer embeds every text it
+# stores through the provider's /embeddings, with the provider key (to the HTTP client only).
+path "secret/data/platform/llm" {
+  capabilities = ["read"]
+}
+
 # Every process may look up and renew its own token, and nothing else by default.
 path "auth/token/lookup-self" {
   capabilities = ["read"]

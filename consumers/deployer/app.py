@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from contracts.topology import DEPLOYER
 from infra.bus.runtime import ConsumerApp
+from infra.bus.topology import with_concurrency
 from infra.settings import Settings, get_settings
 from infra.vault import VaultClient
 
@@ -30,7 +32,11 @@ def build_app(
     """The deployer process; tests pass their own runner, secret source or config."""
     settings = settings or get_settings()
     deployer_settings = deployer_settings or DeployerSettings()
-    app = ConsumerApp("deployer", settings=settings)
+    app = ConsumerApp(
+        "deployer",
+        settings=settings,
+        specs=(with_concurrency(DEPLOYER, deployer_settings.concurrency),),
+    )
     if secrets is None:
         vault = VaultClient.from_settings(settings.vault)
         renewal: list[asyncio.Task[None]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,16 @@ class DeployerSettings(BaseSettings):
     )
     run_timeout_seconds: int = Field(900, description="Longest a playbook run may take")
     docker_command: str = Field("docker", description="docker CLI on compose-mode servers")
+    concurrency: int = Field(
+        default_factory=lambda: 2 * (os.cpu_count() or 1),
+        ge=1,
+        description=(
+            "Deploys at once across every deployer replica (the durable's max_ack_pending); "
+            "the rest wait in the stream, shown by `orchestrator lag`. A deploy mostly waits "
+            "on its server, so the default is twice this machine's CPUs; size it down to what "
+            "the deploy servers take"
+        ),
+    )
 
     def service_config(self, heartbeat_seconds: float) -> DeployerConfig:
         return DeployerConfig(

@@ -31,7 +31,9 @@ from consumers.engineer.test_runner import PytestRunner
 from consumers.engineer.usage_ledger import STAGE
 from consumers.engineer.verifier import RepositoryVerifier
 from consumers.engineer.workspace import GitEnvProvider, GitUnavailable, GitWorkspaces
+from contracts.topology import ENGINEER
 from infra.bus.runtime import ConsumerApp
+from infra.bus.topology import with_concurrency
 from infra.git_access import github_token_env
 from infra.llm import LLMConfigurationError
 from infra.memory_client import BusMemorySearch
@@ -130,7 +132,8 @@ class _Engineer:
         if mode == "offline":
             return TemplateEngineer(runner)
         proxy = ProxyLauncher(
-            settings.llm, self._api_key_source,
+            settings.llm,
+            self._api_key_source,
             time_limit_seconds=engineer.llm_time_limit_seconds,
         )
         if mode == "container":
@@ -142,7 +145,8 @@ class _Engineer:
                 ledger=self._ledger,
                 settings=settings.llm,
                 limits=ContainerLimits(
-                    memory=engineer.container_memory, cpus=engineer.container_cpus,
+                    memory=engineer.container_memory,
+                    cpus=engineer.container_cpus,
                     pids=engineer.container_pids,
                 ),
                 timeout_seconds=engineer.container_timeout_seconds,
@@ -155,7 +159,10 @@ class _Engineer:
                 "or use ORCH_ENGINEER_MODE=offline"
             )
         return MeteredCoder(
-            proxy, self._ledger, runner, settings.llm,
+            proxy,
+            self._ledger,
+            runner,
+            settings.llm,
             time_limit_seconds=engineer.coder_time_limit_seconds,
         )
 
@@ -165,8 +172,11 @@ class _Engineer:
         if sessionmaker is None or task.request_id is None:
             raise RuntimeError("the engineer runs a coding task before its database is ready")
         return DatabaseLedger(
-            sessionmaker, project_id=uuid.UUID(task.project_id), event_id=task.request_id,
-            stage=STAGE, quotas=self._settings.quotas,
+            sessionmaker,
+            project_id=uuid.UUID(task.project_id),
+            event_id=task.request_id,
+            stage=STAGE,
+            quotas=self._settings.quotas,
         )
 
     def service(self) -> EngineerService:
@@ -184,10 +194,15 @@ def build_app(
 ) -> ConsumerApp:
     """The engineer process; tests pass a key source and git env instead of Vault logins."""
     settings = settings or get_settings()
-    app = ConsumerApp("engineer", settings=settings)
+    engineer_settings = engineer_settings or EngineerSettings()
+    app = ConsumerApp(
+        "engineer",
+        settings=settings,
+        specs=(with_concurrency(ENGINEER, engineer_settings.concurrency),),
+    )
     engineer = _Engineer(
         settings,
-        engineer_settings or EngineerSettings(),
+        engineer_settings,
         api_key_source
         or vault_value(settings, settings.llm.api_key_secret, "api_key", "the LLM provider"),
         git_env,

@@ -7,6 +7,7 @@ follows the LLM provider: `offline` when `ORCH_LLM__PROVIDER=offline`, else `inp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,15 @@ class EngineerSettings(BaseSettings):
         "platform/github", description="Vault KV path holding the GitHub token under `token`"
     )
 
+    concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description=(
+            "Builds at once across every engineer replica (the durable's max_ack_pending); the "
+            "rest wait in the stream, shown by `orchestrator lag`. A build runs installs and "
+            "tests, about one CPU each, so the default is this machine's CPUs"
+        ),
+    )
     sandbox: Literal["bubblewrap", "none"] = Field(
         "bubblewrap",
         description="How model-written code (installs, tests) runs: bubblewrap (namespaces, "

@@ -10,6 +10,7 @@ project it finds there), while processes started together still see every messag
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,18 @@ def server_max_deliver(spec: ConsumerSpec) -> int:
 
 #: Default of `ORCH_NATS__NEW_DURABLE_LOOKBACK_SECONDS`.
 NEW_DURABLE_LOOKBACK_SECONDS = 600.0
+
+
+def with_concurrency(spec: ConsumerSpec, concurrency: int) -> ConsumerSpec:
+    """`spec` doing at most `concurrency` messages at once, across every replica of its process.
+
+    The server enforces it (`max_ack_pending` counts what all replicas hold, a message waiting
+    for its retry included) and shows it to `orchestrator lag`; each process runs as many pull
+    loops, so one replica alone can use every slot.
+    """
+    if concurrency < 1:
+        raise ValueError(f"{spec.durable}: concurrency must be at least 1, got {concurrency}")
+    return replace(spec, parallel=concurrency, max_ack_pending=concurrency)
 
 
 def consumer_config(spec: ConsumerSpec, *, starts_at: datetime | None = None) -> ConsumerConfig:

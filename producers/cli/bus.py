@@ -123,6 +123,12 @@ def _describe(subject: str, headers: dict[str, str] | None, data: bytes) -> str:
 
 
 async def lag(endpoints: Endpoints, out: Out, *, as_json: bool = False) -> int:
+    """Per durable: pending (waiting), in flight (ack pending) and the concurrency it allows.
+
+    The concurrency is the durable's `max_ack_pending` on the server, which its process sets
+    from its settings (ORCH_ENGINEER_CONCURRENCY, ORCH_DEPLOYER__CONCURRENCY) and which counts
+    across all its replicas.
+    """
     rows: list[dict[str, object]] = []
     async with nats_client(endpoints) as nc:
         jsm = nc.jsm()
@@ -131,11 +137,18 @@ async def lag(endpoints: Endpoints, out: Out, *, as_json: bool = False) -> int:
             try:
                 info = await jsm.consumer_info(spec.stream.name, spec.durable)
             except Exception as exc:  # a missing durable is a row, not a crash
-                row.update(pending=None, ack_pending=None, redelivered=None, error=str(exc))
+                row.update(
+                    pending=None,
+                    ack_pending=None,
+                    concurrency=None,
+                    redelivered=None,
+                    error=str(exc),
+                )
             else:
                 row.update(
                     pending=info.num_pending or 0,
                     ack_pending=info.num_ack_pending or 0,
+                    concurrency=info.config.max_ack_pending,
                     redelivered=info.num_redelivered or 0,
                     error=None,
                 )
@@ -143,12 +156,16 @@ async def lag(endpoints: Endpoints, out: Out, *, as_json: bool = False) -> int:
     if as_json:
         out(document(rows))
         return 0
-    out(f"{'durable':<22} {'stream':<8} {'pending':>8} {'ack pending':>12} {'redelivered':>12}")
+    out(
+        f"{'durable':<22} {'stream':<8} {'pending':>8} {'in flight':>10} {'concurrency':>12} "
+        f"{'redelivered':>12}"
+    )
     for r in rows:
-        counts = [r["pending"], r["ack_pending"], r["redelivered"]]
-        pending, ack_pending, redelivered = ("-" if c is None else c for c in counts)
+        counts = [r["pending"], r["ack_pending"], r["concurrency"], r["redelivered"]]
+        pending, in_flight, concurrency, redelivered = ("-" if c is None else c for c in counts)
         line = (
-            f"{r['durable']:<22} {r['stream']:<8} {pending:>8} {ack_pending:>12} {redelivered:>12}"
+            f"{r['durable']:<22} {r['stream']:<8} {pending:>8} {in_flight:>10} "
+            f"{concurrency:>12} {redelivered:>12}"
         )
         out(f"{line}  {r['error']}" if r["error"] else line)
     return 0

@@ -57,8 +57,9 @@ async def test_deploy_request_on_the_bus_is_deployed(
         )
         app = build_app(
             settings,
+            # One deploy at once: the forged request and the real one take turns.
             deployer_settings=DeployerSettings(
-                deploy_root=str(deploy_root), health_timeout_seconds=10
+                deploy_root=str(deploy_root), health_timeout_seconds=10, concurrency=1
             ),
         )
         stop = asyncio.Event()
@@ -67,6 +68,9 @@ async def test_deploy_request_on_the_bus_is_deployed(
         try:
             while app.publisher is None:
                 await asyncio.sleep(0.05)
+            # The server holds the deployer to its configured concurrency, for every replica.
+            info = await nc.jsm().consumer_info(DEPLOYER.stream.name, DEPLOYER.durable)
+            assert info.config.max_ack_pending == 1
             outcomes = await nc.jetstream().subscribe("deploy.succeeded", ordered_consumer=True)
             request = DeployRequested(
                 correlation_id=uuid.uuid4(),

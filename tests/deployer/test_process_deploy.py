@@ -190,6 +190,9 @@ async def test_broken_release_is_rolled_back(
     assert isinstance(rolled_back, DeployRolledBack)
     assert failed.rolled_back is True
     assert "health check" in failed.reason.lower()
+    # What the poll saw, not the SSH client's "Shared connection ... closed." noise.
+    assert "did not answer 200 within 6s (last: HTTP 500)" in failed.reason
+    assert "Shared connection" not in failed.reason
     assert rolled_back.failed_release == service_repo.broken[:12]
     assert rolled_back.restored_release == service_repo.good_v2[:12]
     # The previous release serves again, behind `current`.

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from sqlalchemy import update
 
-from contracts.topology import CONSUMERS, INTENTS
+from contracts.topology import CONSUMERS, DEPLOYER, INTENTS
 from infra.bus.dead_letter import dead_letter
 from infra.bus.publisher import JetStreamPublisher
+from infra.bus.topology import apply_consumers, apply_streams, with_concurrency
 from infra.db.models import Project, ProjectState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.inventory import NewServer, add_server
@@ -168,7 +170,9 @@ async def test_bus_reads_answer_json(system: System) -> None:
     lag = system.json("lag")
     assert isinstance(lag, list)
     assert {row["durable"] for row in lag} == {c.durable for c in CONSUMERS}
-    assert set(lag[0]) == {"durable", "stream", "pending", "ack_pending", "redelivered", "error"}
+    assert set(lag[0]) == {
+        "durable", "stream", "pending", "ack_pending", "concurrency", "redelivered", "error"
+    }  # fmt: skip
 
     (letter,) = system.json("dlq", "list")
     assert (letter["subject"], letter["deliveries"], letter["error"]) == (
@@ -193,8 +197,38 @@ async def test_lag_without_json_prints_the_same_table(system: System) -> None:
         "durable",
         "stream",
         "pending",
-        "ack",
-        "pending",
+        "in",
+        "flight",
+        "concurrency",
         "redelivered",
     ]
     assert len(done.stdout.splitlines()) == len(CONSUMERS) + 1
+
+
+async def test_lag_shows_a_step_at_its_concurrency_with_the_rest_waiting(
+    system: System, nc: Client
+) -> None:
+    """The deployer's durable as its process applies it with concurrency 1, three deploys
+    requested: the server hands out one, the other two wait, and `lag` says so."""
+    jsm = nc.jsm()
+    await apply_streams(jsm)
+    await apply_consumers(jsm, (with_concurrency(DEPLOYER, 1),))
+    js = nc.jetstream()
+    for _ in range(3):
+        await js.publish(DEPLOYER.subjects[0], b"{}", stream=DEPLOYER.stream.name)
+    worker = await js.pull_subscribe_bind(durable=DEPLOYER.durable, stream=DEPLOYER.stream.name)
+    (held,) = await worker.fetch(1, timeout=10)
+    with pytest.raises(nats.errors.TimeoutError):  # the one slot is taken
+        await worker.fetch(1, timeout=1)
+
+    table = system.cli("lag")
+    assert table.returncode == 0, table.stderr
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith("deployer "))
+    assert row[:6] == ["deployer", DEPLOYER.stream.name, "2", "1", "1", "0"]
+    (deployer,) = (r for r in system.json("lag") if r["durable"] == DEPLOYER.durable)
+    assert (deployer["pending"], deployer["ack_pending"], deployer["concurrency"]) == (2, 1, 1)
+
+    await held.ack_sync()
+    await worker.fetch(1, timeout=10)  # the freed slot goes to the next waiting deploy
+    (deployer,) = (r for r in system.json("lag") if r["durable"] == DEPLOYER.durable)
+    assert (deployer["pending"], deployer["ack_pending"], deployer["concurrency"]) == (1, 1, 1)

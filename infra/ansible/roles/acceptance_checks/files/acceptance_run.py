@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Run a release's executable acceptance checks against it, from the server, in one invocation.
 
-Usage: acceptance_run.py <base URL> <checks JSON file> [<seconds per request>]. Exit 0 when every
-check passes; else 1, with the failing check, the request and what the service answered
-(truncated) on stdout (over SSH a pty merges the streams, so the role reads stdout): the deploy
-playbook's rescue rolls the release back and that text becomes the reason the user reads.
+Usage: acceptance_run.py <base URL> <checks JSON file, or - for stdin> [<seconds per request>]
+(the role runs it as `python3 -c <source> <URL> - <seconds>` with the checks on stdin: one
+remote Python start). Exit 0 when every check passes; else 1, with the failing check, the
+request and what the service answered (truncated) on stdout: the deploy playbook's rescue rolls
+the release back and that text becomes the reason the user reads.
 
 The checks are `ProjectSpec.checks` without the bot ones (a deploy cannot talk to Telegram on a
 user's behalf): "http" checks send their steps in order, capturing values from one answer for
@@ -179,8 +180,11 @@ def run_checks(base: str, checks: list[dict[str, Any]], timeout: float = 10.0) -
 
 
 if __name__ == "__main__":
-    with open(sys.argv[2], encoding="utf-8") as source:
-        loaded = json.load(source)
+    if sys.argv[2] == "-":
+        loaded = json.load(sys.stdin)
+    else:
+        with open(sys.argv[2], encoding="utf-8") as source:
+            loaded = json.load(source)
     sys.exit(
         run_checks(
             sys.argv[1].rstrip("/"), loaded, float(sys.argv[3]) if len(sys.argv) > 3 else 10.0

@@ -30,6 +30,7 @@ from .endpoints import Endpoints, resolve
 from .exit_codes import ExitCode
 from .json_output import document
 from .running import print_line, run
+from .tables import table_lines
 
 Out = Callable[[str], None]
 JOB = "reconcile"
@@ -108,8 +109,9 @@ async def reconcile(
     if not findings:
         out("nothing to reconcile: every repository, release and port has its project")
         return ExitCode.OK
-    for finding in findings:
-        out(f"{finding['kind']:<24}{finding['summary']}")
+    table = [(f["kind"], f["summary"]) for f in findings]
+    for line in table_lines(("finding", "what to do"), table):
+        out(line)
     return ExitCode.OK
 
 

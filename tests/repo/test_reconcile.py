@@ -151,6 +151,19 @@ async def test_reconcile_reports_repairs_and_resolves_once_the_causes_are_fixed(
             async with sessions() as session:
                 assert await session.scalar(select(func.count()).select_from(Incident)) == 4
 
+            # Without --json (piped): a plain table, one row per finding, kind first.
+            table = (await reconcile(tmp_path, nats_url, migrated_url)).splitlines()
+            assert table[0].split() == ["finding", "what", "to", "do"]
+            assert sorted(line.split()[0] for line in table[1:]) == [
+                "orphan_release",
+                "orphan_repository",
+                "port_held_by_archived",
+                "repository_missing",
+            ]
+            assert any(
+                line.startswith("orphan_repository") and "stray-repo" in line for line in table
+            )
+
             # The operator fixes each cause; the next scheduled tick resolves every incident
             # and frees the archived project's port, now that its stop is recorded.
             shutil.rmtree(forge.path_for("stray-repo"))

@@ -184,6 +184,15 @@ REPO = ConsumerSpec(
     ack_wait_seconds=120.0,
     parallel=4,
 )
+REPO_RECONCILE = ConsumerSpec(
+    "repo-reconcile",
+    "repo",
+    OPS,
+    (tick_subject("reconcile"),),
+    "Finds repositories, releases and ports no project owns, and projects whose repository "
+    "is gone; frees ports nothing listens on; opens and resolves incidents",
+    ack_wait_seconds=120.0,
+)
 ENGINEER = ConsumerSpec(
     "engineer",
     "engineer",
@@ -263,6 +272,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ANALYST,
     PROVISIONER,
     REPO,
+    REPO_RECONCILE,
     ENGINEER,
     DEPLOYER,
     NOTIFIER,
@@ -331,6 +341,10 @@ CONSUMER_EMITS: dict[str, tuple[str, ...]] = {
         ev.RepoRevised.TYPE,
         ev.RepoRevisionFailed.TYPE,
         ev.RepoAdopted.TYPE,
+        # The reconciliation: incidents, and the ports it frees.
+        ev.IncidentOpened.TYPE,
+        ev.IncidentResolved.TYPE,
+        ev.ResourcesReleased.TYPE,
     ),
     "engineer": (ev.CodeGenerated.TYPE, ev.CodeFailed.TYPE),
     "deployer": (

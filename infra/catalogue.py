@@ -52,22 +52,29 @@ DOCUMENTED_SERVER = "nats://127.0.0.1:4222"
 #: a consumer (tests/unit/test_contracts.py checks both directions).
 TERMINAL_EVENTS: dict[type[Event], str] = {
     ResourcesReleased: (
-        "The last step of an archive: the project is already archived and nothing waits for "
-        "its port; the event stays in the PROJECT stream for `orchestrator events tail`."
+        "The last step of an archive (or the reconciliation freeing a port nothing listens "
+        "on): nothing waits for the port; the event stays in the PROJECT stream for "
+        "`orchestrator events tail`."
     ),
     IncidentOpened: (
-        "A signal for operators: the `incidents` table holds the open incident and the ops "
-        "process notifies the project's owner itself (a `notify.requested` it emits with it)."
+        "A signal for operators: the `incidents` table holds the open incident (listed by "
+        "`GET /admin/incidents` and `orchestrator reconcile`); ops' health sweep notifies the "
+        "project's owner itself (a `notify.requested` it emits with it)."
     ),
     IncidentResolved: (
         "A signal for operators: the `incidents` table marks the incident resolved; nothing "
-        "else changes when a service answers its health check again."
+        "else changes when its condition is gone."
     ),
 }
 
-# Modules whose functions build intents for several producers: each producer that calls one
-# of their functions emits what it builds; the module itself publishes nothing.
-_BUILDER_MODULES = (Path("producers") / "intents.py", Path("producers") / "adoption.py")
+# Modules whose functions build events for several processes: each process that calls one of
+# their functions emits what it builds; the module itself publishes nothing (intents for the
+# producers; incidents for ops' health sweep and the repo process's reconciliation).
+_BUILDER_MODULES = (
+    Path("producers") / "intents.py",
+    Path("producers") / "adoption.py",
+    Path("infra") / "incidents.py",
+)
 _PROCESS_ROOTS = ("consumers", "producers")
 
 

@@ -1,7 +1,7 @@
 """On each health tick, probe every active service; open or resolve one incident per project.
 
-An incident's natural key is `health:<project id>`, unique among open incidents (a partial
-unique index), so a redelivered tick or a second ops replica never opens it twice.
+An incident's natural key is `health:<project id>`; `infra.incidents` keeps one open per key,
+so a redelivered tick or a second ops replica never opens it twice.
 """
 
 from __future__ import annotations
@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import events as ev
 from contracts.envelope import Event
-from infra.db.models import Incident, Project, ProjectState
+from infra.db.models import Project, ProjectState
+from infra.incidents import open_incident, open_incidents, resolve_incident
 
 ACTOR = "ops"
 HEALTH_PATH = "/health"
@@ -50,59 +49,31 @@ class OpsService:
         results = await asyncio.gather(
             *(self.probe.healthy(str(p.url).rstrip("/") + HEALTH_PATH) for p in projects)
         )
-        open_incidents = {
-            i.key: i
-            for i in (
-                await self.session.scalars(select(Incident).where(Incident.status == "open"))
-            ).all()
-        }
+        incidents = await open_incidents(self.session, "health:")
         emitted: list[Event] = []
         for index, (project, (healthy, seen)) in enumerate(zip(projects, results, strict=True)):
             key = incident_key(project.id)
-            incident = open_incidents.get(key)
+            incident = incidents.get(key)
             if not healthy and incident is None:
                 emitted.extend(await self._open(tick, project, key, seen, index))
             elif healthy and incident is not None:
-                incident.status = "resolved"
-                incident.resolved_at = datetime.now(UTC)
-                emitted.append(
-                    tick.derive(
-                        ev.IncidentResolved,
-                        actor=ACTOR,
-                        index=index,
-                        incident_id=incident.id,
-                        key=key,
-                    )
-                )
+                emitted.append(resolve_incident(incident, tick, actor=ACTOR, index=index))
         return emitted
 
     async def _open(
         self, tick: ev.SchedulerTick, project: Project, key: str, seen: str, index: int
     ) -> Sequence[Event]:
-        opened = tick.derive(
-            ev.IncidentOpened,
+        opened = await open_incident(
+            self.session,
+            tick,
             actor=ACTOR,
             index=index,
-            incident_id=uuid.uuid4(),
             kind="health_check_failed",
             key=key,
             summary=f"{project.name or project.slug} at {project.url} is unhealthy: {seen}",
             project_id=project.id,
         )
-        inserted = await self.session.scalar(
-            insert(Incident)
-            .values(
-                id=opened.incident_id,
-                kind=opened.kind,
-                key=key,
-                summary=opened.summary,
-                project_id=project.id,
-                status="open",
-            )
-            .on_conflict_do_nothing()
-            .returning(Incident.id)
-        )
-        if inserted is None:  # another replica opened it first
+        if opened is None:  # another replica opened it first
             return []
         return [
             opened,

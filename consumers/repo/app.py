@@ -10,9 +10,10 @@ from infra.vault import SecretNotFound, VaultClient
 from .adoption import Adopter
 from .errors import RepoHostError
 from .github_host import GitHubHost, TokenProvider
-from .handlers import register, register_adoption, register_revisions
+from .handlers import register, register_adoption, register_reconciliation, register_revisions
 from .local_forge import LocalForge
 from .ports import GitHost, Scaffolder
+from .reconciliation import Reconciler
 from .revision import RevisionRenderer
 from .scaffold import JinjaScaffolder
 from .service import RepoService
@@ -66,6 +67,7 @@ def build_app(
     register(app, RepoService(git_host, renderer))
     register_revisions(app, RevisionRenderer(git_host, renderer))
     register_adoption(app, Adopter(git_host, forge or forge_of(repo)))
+    register_reconciliation(app, Reconciler(git_host))
     return app
 
 

@@ -22,6 +22,8 @@ TokenProvider = Callable[[], Awaitable[str]]
 
 #: GitHub rejects longer repository descriptions.
 _MAX_DESCRIPTION = 350
+#: Pages of repositories the reconciliation reads at most.
+_MAX_PAGES = 50
 
 
 class GitHubHost:
@@ -36,6 +38,7 @@ class GitHubHost:
         api_base_url: str = "https://api.github.com",
         private: bool = True,
         timeout_seconds: float = 30.0,
+        list_page_size: int = 100,
     ) -> None:
         self._token_provider = token_provider
         self.owner = owner
@@ -43,6 +46,8 @@ class GitHubHost:
         self.api_base_url = api_base_url
         self.private = private
         self._timeout = timeout_seconds
+        #: Repositories per listed page; 100 is GitHub's maximum.
+        self._page = list_page_size
 
     async def _client(self) -> GitHub[Any]:
         token = await self._token_provider()
@@ -97,6 +102,39 @@ class GitHubHost:
         except RequestError as exc:
             raise _unreachable(exc, action) from exc
         return _hosted(response.json())
+
+    async def list_repos(self) -> list[HostedRepo]:
+        """The owner's repositories, page by page (`GET /orgs/{owner}/repos` or `/user/repos`)."""
+        github = await self._client()
+        found: list[HostedRepo] = []
+        for page in range(1, _MAX_PAGES + 1):
+            try:
+                body: Any = (
+                    (
+                        await github.rest.repos.async_list_for_org(
+                            self.owner, per_page=self._page, page=page
+                        )
+                    ).json()
+                    if self.owner_is_org
+                    else (
+                        await github.rest.repos.async_list_for_authenticated_user(
+                            affiliation="owner", per_page=self._page, page=page
+                        )
+                    ).json()
+                )
+            except RequestFailed as exc:
+                raise _domain_error(exc, f"list the repositories of {self.owner}") from exc
+            except RequestError as exc:
+                raise _unreachable(exc, f"list the repositories of {self.owner}") from exc
+            if not isinstance(body, list):
+                raise RepoHostError("GitHub sent an unexpected repository list")
+            found.extend(_hosted(item) for item in body)
+            if len(body) < self._page:
+                return found
+        raise RepoHostError(
+            f"{self.owner} has more than {self._page * _MAX_PAGES} repositories; "
+            "the reconciliation reads at most that many"
+        )
 
     async def git_auth_config(self) -> Mapping[str, str]:
         """An HTTP Basic header with the token, as GitHub documents for `x-access-token`."""

@@ -12,11 +12,13 @@ from contracts.events import (
     RepoRevised,
     RepoRevisionFailed,
     RepoRevisionRequested,
+    SchedulerTick,
 )
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
 
 from .adoption import Adopter
 from .errors import GitHostUnavailable, RepoHostError
+from .reconciliation import Reconciler
 from .revision import RevisionRenderer
 from .service import RepoService
 
@@ -126,3 +128,17 @@ def register_adoption(app: ConsumerApp, adopter: Adopter) -> None:
             commit=result.commit,
             findings=result.inspection.findings[:200],
         )
+
+
+def register_reconciliation(app: ConsumerApp, reconciler: Reconciler) -> None:
+    @app.handles(SchedulerTick)
+    async def on_reconcile_tick(ctx: StepContext, tick: SchedulerTick) -> list[Event]:
+        """Compare the git host and the inventory with the projects (see `reconciliation`).
+
+        An unreachable or refusing host is retried by redelivery: a tick that could not list
+        the repositories must not resolve the incidents it could not check.
+        """
+        try:
+            return await reconciler.reconcile(ctx.session, tick, ctx.consumer)
+        except (GitHostUnavailable, RepoHostError) as exc:
+            raise TransientError(str(exc)) from exc

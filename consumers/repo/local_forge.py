@@ -65,6 +65,25 @@ class LocalForge:
             default_branch=head.strip() or DEFAULT_BRANCH,
         )
 
+    async def list_repos(self) -> list[HostedRepo]:
+        """The bare repositories under `base_dir` (a directory with a `HEAD` is one)."""
+        if not self.base_dir.is_dir():
+            return []
+        names = sorted(
+            path.name.removesuffix(".git")
+            for path in self.base_dir.glob("*.git")
+            if (path / "HEAD").is_file()
+        )
+        return [
+            HostedRepo(
+                name=name,
+                clone_url=f"{self.daemon_url}/{name}.git",
+                web_url="",
+                default_branch=DEFAULT_BRANCH,
+            )
+            for name in names
+        ]
+
     async def git_auth_config(self) -> Mapping[str, str]:
         """Push to the bare repositories' paths: the daemon serves reads only."""
         return push_by_path(self.base_dir, self.daemon_url)

@@ -24,10 +24,14 @@ class HostedRepo:
 
 
 class GitHost(Protocol):
-    """Where repositories live: get-or-create by name and the credentials git needs to push."""
+    """Where repositories live: get-or-create by name, listing, and the credentials to push."""
 
     async def ensure_repo(self, name: str, description: str) -> HostedRepo:
         """Return the repository called `name`, creating it first if it does not exist."""
+        ...
+
+    async def list_repos(self) -> list[HostedRepo]:
+        """Every repository the host keeps for this deployment (the reconciliation reads it)."""
         ...
 
     async def git_auth_config(self) -> Mapping[str, str]:

@@ -18,6 +18,7 @@ from .connection import nats_client, publisher
 from .endpoints import Endpoints, resolve
 from .json_output import document, record
 from .running import print_line, run
+from .tables import table_lines
 
 Out = Callable[[str], None]
 
@@ -156,18 +157,20 @@ async def lag(endpoints: Endpoints, out: Out, *, as_json: bool = False) -> int:
     if as_json:
         out(document(rows))
         return 0
-    out(
-        f"{'durable':<22} {'stream':<8} {'pending':>8} {'in flight':>10} {'concurrency':>12} "
-        f"{'redelivered':>12}"
-    )
-    for r in rows:
-        counts = [r["pending"], r["ack_pending"], r["concurrency"], r["redelivered"]]
-        pending, in_flight, concurrency, redelivered = ("-" if c is None else c for c in counts)
-        line = (
-            f"{r['durable']:<22} {r['stream']:<8} {pending:>8} {in_flight:>10} "
-            f"{concurrency:>12} {redelivered:>12}"
-        )
-        out(f"{line}  {r['error']}" if r["error"] else line)
+    header = ["durable", "stream", "pending", "in flight", "concurrency", "redelivered"]
+    errors = any(r["error"] for r in rows)
+    counts = ("pending", "ack_pending", "concurrency", "redelivered")
+    table = [
+        [
+            r["durable"],
+            r["stream"],
+            *("-" if r[c] is None else r[c] for c in counts),
+            *([r["error"] or ""] if errors else []),
+        ]
+        for r in rows
+    ]
+    for line in table_lines(header + (["error"] if errors else []), table, right=(2, 3, 4, 5)):
+        out(line)
     return 0
 
 
@@ -189,11 +192,21 @@ async def dlq(
                 return 0
             if not letters:
                 out("the dead-letter queue is empty")
-            for letter in letters:
-                out(
-                    f"{letter.seq:>6}  {letter.failed_at[:19]}  {letter.consumer:<20} "
-                    f"{letter.subject:<30} x{letter.deliveries}  {letter.error[:90]}"
+                return 0
+            table = [
+                (
+                    letter.seq,
+                    letter.failed_at[:19],
+                    letter.consumer,
+                    letter.subject,
+                    f"x{letter.deliveries}",
+                    letter.error[:90],
                 )
+                for letter in letters
+            ]
+            header = ("seq", "failed at", "consumer", "subject", "tries", "error")
+            for line in table_lines(header, table, right=(0,)):
+                out(line)
             return 0
         if seq is None:
             out(f"`dlq {action}` needs a sequence number: see `orchestrator dlq list`")

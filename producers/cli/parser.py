@@ -215,6 +215,16 @@ def _bus_commands(sub: Subparsers) -> None:
     )
     _json(p)
 
+    p = _run_by(
+        sub.add_parser(
+            "reconcile",
+            help="find repositories, releases and ports no project owns, and projects whose "
+            "repository is gone; free ports nothing listens on (the repo process runs it)",
+        ),
+        "producers.cli.reconcile",
+    )
+    _json(p)
+
     p = _run_by(sub.add_parser("dlq", help="the dead-letter queue"), "producers.cli.bus")
     dlq_sub = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     d = dlq_sub.add_parser("list", help="list dead letters")

@@ -19,6 +19,7 @@ from .database import database
 from .endpoints import Endpoints, resolve
 from .json_output import document
 from .running import print_line, run
+from .tables import table_lines
 
 Out = Callable[[str], None]
 
@@ -63,13 +64,19 @@ async def projects(
     if not rows:
         out("no projects" + (" match" if states or user else ' yet: orchestrator request "..."'))
         return 0
-    out(f"{'project':<10}{'name':<28}{'state':<18}{'owner':<22}{'created':<18}url")
-    for p in rows:
-        name = p.slug or p.name or "(unnamed yet)"
-        out(
-            f"{str(p.id)[:8]:<10}{name[:27]:<28}{p.state:<18}{p.user_id[:21]:<22}"
-            f"{p.created_at:%Y-%m-%d %H:%M}  {p.url or p.error or ''}"[:200]
+    table = [
+        (
+            str(p.id)[:8],
+            (p.slug or p.name or "(unnamed yet)")[:40],
+            p.state,
+            p.user_id,
+            f"{p.created_at:%Y-%m-%d %H:%M}",
+            (p.url or p.error or "")[:120],
         )
+        for p in rows
+    ]
+    for line in table_lines(("project", "name", "state", "owner", "created", "url"), table):
+        out(line)
     return 0
 
 

@@ -39,6 +39,7 @@ from .project_output import (
 )
 from .running import print_line, run
 from .stdin_value import read_value
+from .tables import table_lines
 
 Out = Callable[[str], None]
 
@@ -200,14 +201,18 @@ async def projects(
     if not rows:
         out("no projects" + (" match" if states else ' yet: orchestrator request "..."'))
         return ExitCode.OK
-    out(f"{'project':<10}{'name':<28}{'state':<18}{'created':<18}url")
-    for p in rows:
-        name = p["slug"] or p["name"] or "(unnamed yet)"
-        created = datetime.fromisoformat(p["created_at"])
-        out(
-            f"{p['id'][:8]:<10}{name[:27]:<28}{p['state']:<18}"
-            f"{created:%Y-%m-%d %H:%M}  {p['url'] or ''}"[:200]
+    table = [
+        (
+            p["id"][:8],
+            (p["slug"] or p["name"] or "(unnamed yet)")[:40],
+            p["state"],
+            f"{datetime.fromisoformat(p['created_at']):%Y-%m-%d %H:%M}",
+            (p["url"] or "")[:120],
         )
+        for p in rows
+    ]
+    for line in table_lines(("project", "name", "state", "created", "url"), table):
+        out(line)
     return ExitCode.OK
 
 

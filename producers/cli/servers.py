@@ -35,6 +35,7 @@ from infra.vault import VaultClient, VaultError
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
 from producers.cli.json_output import document
+from producers.cli.tables import table_lines
 
 Out = Callable[[str], None]
 
@@ -144,7 +145,7 @@ def _server_object(s: ServerSummary) -> dict[str, object]:
 
 
 def _table(servers: list[ServerSummary]) -> list[str]:
-    rows = [_TABLE_HEADER] + [
+    rows = [
         (
             s.name,
             s.host if s.ssh_port == 22 else f"{s.host}:{s.ssh_port}",
@@ -156,9 +157,7 @@ def _table(servers: list[ServerSummary]) -> list[str]:
         )
         for s in servers
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]  # fmt: skip
+    return table_lines(_TABLE_HEADER, rows, right=(3, 4))
 
 
 def handle(args: argparse.Namespace) -> int:

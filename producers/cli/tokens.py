@@ -28,6 +28,7 @@ from producers.api.tokens import (
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
 from producers.cli.json_output import document
+from producers.cli.tables import table_lines
 
 Out = Callable[[str], None]
 
@@ -65,7 +66,7 @@ async def show(
     if not tokens:
         out("no API tokens: create one with `orchestrator tokens create NAME --user USER`")
         return 0
-    rows = [_TABLE_HEADER] + [
+    rows = [
         (
             t.name,
             t.user_id,
@@ -77,9 +78,8 @@ async def show(
         )
         for t in tokens
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER))]
-    for row in rows:
-        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in table_lines(_TABLE_HEADER, rows):
+        out(line)
     return 0
 
 

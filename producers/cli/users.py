@@ -23,6 +23,7 @@ from producers.access import AccessError, Directory, Person, normalise_user_id, 
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
 from producers.cli.json_output import document
+from producers.cli.tables import table_lines
 from producers.read_model import ProjectNotFound
 
 Out = Callable[[str], None]
@@ -107,12 +108,11 @@ def _show(people: list[Person], as_json: bool, out: Out) -> int:
         out("no users yet: add one with `orchestrator users add <telegram id> --role admin`")
         return 0
     header = ("USER", "ROLE", "STATUS", "ADDED BY", "BUDGET/MONTH")
-    rows = [header] + [
+    rows = [
         (p.id, p.role, p.status, p.added_by or "-", _usd(p.llm_budget_usd_month)) for p in people
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in table_lines(header, rows, right=(4,)):
+        out(line)
     return 0
 
 

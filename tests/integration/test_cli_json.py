@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -203,6 +204,16 @@ async def test_lag_without_json_prints_the_same_table(system: System) -> None:
         "redelivered",
     ]
     assert len(done.stdout.splitlines()) == len(CONSUMERS) + 1
+    assert not any("\x1b" in line or "─" in line for line in done.stdout.splitlines())
+
+    letters = system.cli("dlq", "list")
+    assert letters.returncode == 0, letters.stderr
+    header, row = letters.stdout.splitlines()
+    columns = ["seq", "failed at", "consumer", "subject", "tries", "error"]
+    assert re.split(r"\s{2,}", header) == columns
+    cells = dict(zip(columns, re.split(r"\s{2,}", row.strip()), strict=True))
+    assert (cells["subject"], cells["tries"]) == ("intents.project.requested", "x3")
+    assert cells["error"] == "boom: the handler raised"
 
 
 async def test_lag_shows_a_step_at_its_concurrency_with_the_rest_waiting(

@@ -92,6 +92,8 @@ class FakeGitHub:
         app.router.add_get("/repos/{owner}/{repo}", self._get_repo)
         app.router.add_post("/orgs/{org}/repos", self._create_in_org)
         app.router.add_post("/user/repos", self._create_for_user)
+        app.router.add_get("/orgs/{org}/repos", self._list_for_org)
+        app.router.add_get("/user/repos", self._list_for_user)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -118,6 +120,19 @@ class FakeGitHub:
         full_name = f"{request.match_info['owner']}/{request.match_info['repo']}"
         repo = self.repos.get(full_name)
         return _json(200, repo) if repo else _json(404, NOT_FOUND)
+
+    async def _list_for_org(self, request: web.Request) -> web.Response:
+        return self._list(request, request.match_info["org"])
+
+    async def _list_for_user(self, request: web.Request) -> web.Response:
+        return self._list(request, "octo-user")
+
+    def _list(self, request: web.Request, owner: str) -> web.Response:
+        """One page of the owner's repositories, as GitHub pages them (`page`, `per_page`)."""
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        owned = [doc for name, doc in sorted(self.repos.items()) if name.startswith(f"{owner}/")]
+        return _json(200, owned[(page - 1) * per_page : page * per_page])
 
     async def _create_in_org(self, request: web.Request) -> web.Response:
         return await self._create(request, request.match_info["org"], "Organization")

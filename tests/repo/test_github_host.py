@@ -145,3 +145,23 @@ async def test_the_step_on_github_creates_pushes_and_converges(
     assert created.web_url == f"https://github.com/acme/{spec.slug}"
     assert git("rev-parse", "main", cwd=git_daemon.path_for(spec.slug)) == created.commit
     assert GITHUB_TOKEN not in repr(created)
+
+
+@pytest.mark.parametrize("org", [True, False])
+async def test_list_repos_reads_every_page_of_the_owner(github: FakeGitHub, org: bool) -> None:
+    async def token_provider() -> str:
+        return GITHUB_TOKEN
+
+    # Two per page: three repositories come over two pages.
+    host = GitHubHost(
+        token_provider, "acme", owner_is_org=org, api_base_url=github.base_url, list_page_size=2
+    )
+    names = sorted(name() for _ in range(3))
+    for repo in names:
+        await host.ensure_repo(repo, "listed")
+    listed = await host.list_repos()
+    owner = "acme" if org else "octo-user"
+    assert [r.name for r in listed] == [f"{owner}/{n}" for n in names]
+    assert all(r.clone_url == github.clone_url_for(r.name.split("/")[1]) for r in listed)
+    path = "/orgs/acme/repos" if org else "/user/repos"
+    assert [p for m, p in github.requests if m == "GET" and p == path] == [path, path]

@@ -38,6 +38,7 @@ CLIENT_LIBRARIES = {
     "openai",
     "psycopg",
     "pydantic",
+    "rich",
     "sqlalchemy",
     "structlog",
 }

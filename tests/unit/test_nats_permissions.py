@@ -57,7 +57,10 @@ def test_each_outcome_has_exactly_its_step_as_publisher() -> None:
     assert publishers_of(ev.RepoCreated.TYPE) == {"repo"}
     assert publishers_of(ev.CodeGenerated.TYPE) == {"engineer"}
     assert publishers_of(ev.DeploySucceeded.TYPE) == {"deployer"}
-    assert publishers_of(ev.IncidentOpened.TYPE) == {"ops"}
+    # Incidents come from ops' health sweep and from the repo process's reconciliation, which
+    # also frees the ports nothing listens on.
+    assert publishers_of(ev.IncidentOpened.TYPE) == {"ops", "repo"}
+    assert publishers_of(ev.ResourcesReleased.TYPE) == {"provisioner", "repo"}
 
 
 def test_every_event_type_has_a_publisher_and_a_stream() -> None:

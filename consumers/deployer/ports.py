@@ -67,7 +67,7 @@ class SecretSource(Protocol):
 
 class ServerInventory(Protocol):
     async def get(self, name: str) -> ServerTarget | None:
-        """The enabled server called `name`, or None."""
+        """The server called `name` if releases may go there (not new, provisioning, retired)."""
         ...
 
 

@@ -38,7 +38,7 @@ from producers.cli.json_output import document
 
 Out = Callable[[str], None]
 
-_TABLE_HEADER = ("NAME", "HOST", "LABELS", "CAPACITY", "USED", "PORTS", "ENABLED")
+_TABLE_HEADER = ("NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "PORTS")
 
 
 async def add(
@@ -138,7 +138,8 @@ def _server_object(s: ServerSummary) -> dict[str, object]:
         "used_ports": s.used_ports,
         "port_min": s.port_min,
         "port_max": s.port_max,
-        "enabled": s.enabled,
+        "state": s.state,
+        "state_reason": s.state_reason,
         "host_key_fingerprints": fingerprints(s.host_key),
     }
 
@@ -148,11 +149,11 @@ def _table(servers: list[ServerSummary]) -> list[str]:
         (
             s.name,
             s.host if s.ssh_port == 22 else f"{s.host}:{s.ssh_port}",
+            s.state,
             ",".join(s.labels) or "-",
             str(s.capacity),
             str(s.used_ports),
             f"{s.port_min}-{s.port_max}",
-            "yes" if s.enabled else "no",
         )
         for s in servers
     ]

@@ -35,7 +35,7 @@ from consumers.deployer.vault_secrets import VaultSecretSource
 from contracts.envelope import Event
 from contracts.events import DeployRequested, DeployRestartRequested, DeployStopRequested
 from infra.db.migrate import upgrade
-from infra.db.models import Deployment, Server
+from infra.db.models import Deployment, Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
@@ -191,6 +191,7 @@ async def deploy_database_url(
                 ssh_port=sshd_server.port,
                 ssh_user=sshd_server.user,
                 host_key=sshd_server.known_hosts_line,
+                state=ServerState.READY,
             )
         )
     await engine.dispose()

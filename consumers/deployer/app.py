@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 
 from infra.bus.runtime import ConsumerApp
+from infra.playbook_runner import AnsibleRunner
 from infra.settings import Settings, get_settings
 from infra.vault import VaultClient
 
-from .ansible_playbooks import AnsibleRunner
 from .handlers import DeployerPorts, register
 from .ports import PlaybookRunner, SecretSource
 from .service import DeployerConfig

@@ -1,4 +1,4 @@
-"""`orchestrator servers add | list | remove`: the operator's deploy-target inventory.
+"""`orchestrator servers add | list | bootstrap | remove`: the operator's deploy-target inventory.
 
 The command functions take their dependencies explicitly (a sessionmaker, a secret store, an
 output function) so tests call them against real PostgreSQL and OpenBao; `handle` builds those
@@ -31,6 +31,9 @@ from infra.inventory import (
     remove_server,
     scan_host_key,
 )
+from infra.playbook_runner import AnsibleRunner
+from infra.server_bootstrap import BootstrapOptions, KeySource, Runner, bootstrap_server
+from infra.server_lifecycle import TransitionRefused
 from infra.vault import VaultClient, VaultError
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
@@ -126,6 +129,25 @@ async def remove(
     return 0
 
 
+async def bootstrap(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    keys: KeySource,
+    runner: Runner,
+    out: Out,
+    *,
+    name: str,
+    options: BootstrapOptions,
+) -> int:
+    """Prepare a server with Ansible; ready on success, else one line on stderr and exit 1."""
+    outcome = await bootstrap_server(sessionmaker, keys, runner, name, options)
+    if not outcome.ok:
+        print(f"orchestrator servers bootstrap: {name} is new again, {outcome.reason}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    out(f"server {name} is ready: {outcome.reason}")
+    return 0
+
+
 def _server_object(s: ServerSummary) -> dict[str, object]:
     return {
         "name": s.name,
@@ -166,7 +188,7 @@ def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(run(args, resolve(args.state_dir)))
-    except (InventoryError, VaultError) as exc:
+    except (InventoryError, VaultError, TransitionRefused) as exc:
         print(f"orchestrator servers {args.servers_command}: {exc}", file=sys.stderr)
         return 1
 
@@ -180,6 +202,16 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
         vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
         if args.servers_command == "remove":
             return await remove(sessionmaker, vault, out, name=args.name, force=args.force)
+        if args.servers_command == "bootstrap":
+            options = BootstrapOptions(
+                deploy_root=args.deploy_root,
+                login_user=args.login,
+                firewall_apply=args.firewall_apply,
+                firewall_file=args.firewall_file,
+            )
+            return await bootstrap(
+                sessionmaker, vault, AnsibleRunner(), out, name=args.name, options=options
+            )
         return await add(
             sessionmaker, vault, out,
             name=args.name, host=args.host, key_file=args.key_file, host_key=args.host_key,

@@ -27,7 +27,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.service import DeployerConfig, DeployerService
 from consumers.deployer.sql_inventory import SqlServerInventory
 from consumers.deployer.sql_records import SqlDeploymentRecords
@@ -37,6 +36,7 @@ from contracts.events import DeployRequested, DeployRestartRequested, DeployStop
 from infra.db.migrate import upgrade
 from infra.db.models import Deployment, Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
+from infra.playbook_runner import AnsibleRunner
 from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
 from infra.stack.git_daemon import GitDaemon

@@ -220,6 +220,15 @@ OPS_TICKS = ConsumerSpec(
     (tick_subject("health"),),
     "Health checks of deployed services; opens and resolves incidents",
 )
+OPS_SERVER_TICKS = ConsumerSpec(
+    "ops-servers",
+    "ops",
+    OPS,
+    (tick_subject("server-health"),),
+    "SSH, disk and memory checks of servers; incidents; moves servers ready <-> unreachable",
+    # Each server's SSH check is bounded (ORCH_OPS__SSH_TIMEOUT_SECONDS) and they run at once.
+    ack_wait_seconds=60.0,
+)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     COORDINATOR_INTENTS,
@@ -233,6 +242,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     DEPLOYER,
     NOTIFIER,
     OPS_TICKS,
+    OPS_SERVER_TICKS,
 )
 
 

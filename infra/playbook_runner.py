@@ -89,6 +89,11 @@ def _write_private(path: Path, content: str) -> None:
         handle.write(content)
 
 
+def write_private_key(path: Path, private_key: str) -> None:
+    """An SSH private key file, 0600 from its creation (OpenSSH wants the final newline)."""
+    _write_private(path, private_key.rstrip("\n") + "\n")
+
+
 class AnsibleRunner:
     """Runs one playbook from `infra/ansible/` against one server, in a worker thread."""
 
@@ -139,8 +144,7 @@ class AnsibleRunner:
         secrets_dir = private_dir / "secrets"
         secrets_dir.mkdir(mode=0o700)
         key_path = secrets_dir / "ssh_key"
-        # OpenSSH refuses a key without its final newline.
-        _write_private(key_path, run.private_key.rstrip("\n") + "\n")
+        write_private_key(key_path, run.private_key)
         secrets_path = secrets_dir / "vars.json"
         _write_private(secrets_path, json.dumps(dict(run.secrets)))
 

@@ -14,7 +14,6 @@ The server passes through `provisioning`; success makes it `ready`, a failure pu
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.enums import ServerState
 from infra.inventory import PRIVATE_KEY_FIELD, InventoryError, get_server
-from infra.playbook_runner import PlaybookResult, PlaybookRun, ServerTarget
+from infra.playbook_runner import PlaybookResult, PlaybookRun, ServerTarget, write_private_key
 from infra.server_lifecycle import transition
 from infra.stack.deploy_account import DEPLOY_USER
 from infra.vault import server_secret_path
@@ -128,9 +127,7 @@ async def _public_key(private_key: str) -> str:
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="bootstrap-key-"))
     try:
         path = directory / "key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(private_key.rstrip("\n") + "\n")
+        write_private_key(path, private_key)
         process = await asyncio.create_subprocess_exec(
             "ssh-keygen", "-y", "-f", str(path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

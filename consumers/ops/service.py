@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import events as ev
 from contracts.envelope import Event
-from infra.db.models import Incident, Project, ProjectState
+from infra.db.models import Project, ProjectState
+
+from .incidents import open_incidents, record_opened, resolve
 
 ACTOR = "ops"
 HEALTH_PATH = "/health"
@@ -50,30 +50,15 @@ class OpsService:
         results = await asyncio.gather(
             *(self.probe.healthy(str(p.url).rstrip("/") + HEALTH_PATH) for p in projects)
         )
-        open_incidents = {
-            i.key: i
-            for i in (
-                await self.session.scalars(select(Incident).where(Incident.status == "open"))
-            ).all()
-        }
+        opened_before = await open_incidents(self.session)
         emitted: list[Event] = []
         for index, (project, (healthy, seen)) in enumerate(zip(projects, results, strict=True)):
             key = incident_key(project.id)
-            incident = open_incidents.get(key)
+            incident = opened_before.get(key)
             if not healthy and incident is None:
                 emitted.extend(await self._open(tick, project, key, seen, index))
             elif healthy and incident is not None:
-                incident.status = "resolved"
-                incident.resolved_at = datetime.now(UTC)
-                emitted.append(
-                    tick.derive(
-                        ev.IncidentResolved,
-                        actor=ACTOR,
-                        index=index,
-                        incident_id=incident.id,
-                        key=key,
-                    )
-                )
+                emitted.append(resolve(tick, incident, index))
         return emitted
 
     async def _open(
@@ -89,20 +74,7 @@ class OpsService:
             summary=f"{project.name or project.slug} at {project.url} is unhealthy: {seen}",
             project_id=project.id,
         )
-        inserted = await self.session.scalar(
-            insert(Incident)
-            .values(
-                id=opened.incident_id,
-                kind=opened.kind,
-                key=key,
-                summary=opened.summary,
-                project_id=project.id,
-                status="open",
-            )
-            .on_conflict_do_nothing()
-            .returning(Incident.id)
-        )
-        if inserted is None:  # another replica opened it first
+        if not await record_opened(self.session, opened):  # another replica opened it first
             return []
         return [
             opened,

@@ -252,7 +252,9 @@ def _secrets(sub: Subparsers) -> None:
 
 def _servers(sub: Subparsers) -> None:
     parser = _run_by(
-        sub.add_parser("servers", help="deploy targets: add, list, bootstrap, remove"),
+        sub.add_parser(
+            "servers", help="deploy targets: add, list, bootstrap, drain, resume, retire, remove"
+        ),
         "producers.cli.servers",
     )
     actions = parser.add_subparsers(dest="servers_command", required=True, metavar="ACTION")
@@ -282,6 +284,13 @@ def _servers(sub: Subparsers) -> None:
     p = actions.add_parser("remove", help="unregister a server and delete its key")
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="also drop its port allocations")
+
+    for action, help_text in (
+        ("drain", "take no new projects; the ones there stay (ready -> draining)"),
+        ("resume", "take new projects again (draining -> ready)"),
+        ("retire", "for good, once no project holds a port there (-> retired)"),
+    ):
+        actions.add_parser(action, help=help_text).add_argument("name")
 
     p = actions.add_parser(
         "bootstrap",

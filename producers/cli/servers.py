@@ -1,4 +1,4 @@
-"""`orchestrator servers add | list | bootstrap | remove`: the operator's deploy-target inventory.
+"""`orchestrator servers add | list | bootstrap | drain | resume | retire | remove`: the inventory.
 
 The command functions take their dependencies explicitly (a sessionmaker, a secret store, an
 output function) so tests call them against real PostgreSQL and OpenBao; `handle` builds those
@@ -16,14 +16,18 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.db.enums import ServerState
 from infra.inventory import (
     InvalidServer,
     InventoryError,
     NewServer,
     SecretStore,
+    ServerInUse,
+    ServerNotFound,
     ServerSummary,
     add_server,
     fingerprints,
+    get_server,
     list_servers,
     parse_labels,
     parse_port_range,
@@ -33,7 +37,7 @@ from infra.inventory import (
 )
 from infra.playbook_runner import AnsibleRunner
 from infra.server_bootstrap import BootstrapOptions, KeySource, Runner, bootstrap_server
-from infra.server_lifecycle import TransitionRefused
+from infra.server_lifecycle import TransitionRefused, transition
 from infra.vault import VaultClient, VaultError
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
@@ -148,6 +152,34 @@ async def bootstrap(
     return 0
 
 
+#: The operator's own moves; the lifecycle table (`infra.server_lifecycle`) decides if allowed.
+_MOVES = {
+    "drain": ServerState.DRAINING,
+    "resume": ServerState.READY,
+    "retire": ServerState.RETIRED,
+}
+
+
+async def move(sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, action: str,
+               name: str) -> int:  # fmt: skip
+    """Drain, resume or retire a server; retiring is refused while projects hold ports there."""
+    after = _MOVES[action]
+    async with sessionmaker.begin() as session:
+        if after is ServerState.RETIRED:
+            used = (await get_server(sessionmaker, name)).used_ports
+            if used:
+                raise ServerInUse(
+                    f"server {name!r} still has {used} allocated port(s); drain it "
+                    f"(`orchestrator servers drain {name}`) and archive those projects first"
+                )
+        try:
+            moved = await transition(session, name, after, reason=f"operator: servers {action}")
+        except LookupError as exc:
+            raise ServerNotFound(str(exc)) from exc
+    out(f"server {name} is {moved.after} (was {moved.before})")
+    return 0
+
+
 def _server_object(s: ServerSummary) -> dict[str, object]:
     return {
         "name": s.name,
@@ -199,6 +231,8 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
     async with database(endpoints) as sessionmaker:
         if args.servers_command == "list":
             return await show(sessionmaker, out, as_json=args.json)
+        if args.servers_command in _MOVES:
+            return await move(sessionmaker, out, action=args.servers_command, name=args.name)
         vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
         if args.servers_command == "remove":
             return await remove(sessionmaker, vault, out, name=args.name, force=args.force)

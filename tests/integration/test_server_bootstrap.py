@@ -22,6 +22,8 @@ from infra.stack.deploy_account import DEPLOY_HOME, SHARED_DEPLOY_BASE
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
+from tests.integration.test_cli_json import PRIVATE_KEY, host_key_line
+from tests.integration.test_coordinator import sql_exec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,3 +156,41 @@ def test_bootstrap_refuses_a_server_whose_login_is_not_the_deploy_account(
     assert refused.returncode == 1
     assert "re-add it with `--user orch-deploy`" in refused.stderr
     assert operator.servers()["odd-1"]["state"] == "new"
+
+
+def test_operators_drain_resume_and_retire_within_the_lifecycle(
+    operator: Operator, migrated_db: str, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(PRIVATE_KEY)
+    added = operator.cli(
+        "add", "edge-9", "--host", "10.0.0.9", "--user", "orch-deploy",
+        "--key-file", str(key_file), "--host-key", f"10.0.0.9 {host_key_line()}",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+    refused = operator.cli("drain", "edge-9")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "orchestrator servers drain: server 'edge-9' is new and cannot become draining; "
+        "from new it may become provisioning, retired"
+    )
+    sql_exec(migrated_db, "UPDATE servers SET state = 'ready' WHERE name = 'edge-9'")
+    for action, line in (
+        ("drain", "server edge-9 is draining (was ready)"),
+        ("resume", "server edge-9 is ready (was draining)"),
+        ("retire", "server edge-9 is retired (was ready)"),
+    ):
+        done = operator.cli(action, "edge-9")
+        assert (done.returncode, done.stdout.strip()) == (0, line), done.stderr
+    server = operator.servers()["edge-9"]
+    assert (server["state"], server["state_reason"]) == ("retired", "operator: servers retire")
+    final = operator.cli("resume", "edge-9")
+    assert final.returncode == 1
+    assert "may become nothing (it is final)" in final.stderr
+    missing = operator.cli("drain", "nowhere")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1,
+        "orchestrator servers drain: no server named 'nowhere'; "
+        "`orchestrator servers list` shows them",
+    )

@@ -229,6 +229,15 @@ OPS_TICKS = ConsumerSpec(
     (tick_subject("health"),),
     "Health checks of deployed services; opens and resolves incidents",
 )
+OPS_SERVER_TICKS = ConsumerSpec(
+    "ops-servers",
+    "ops",
+    OPS,
+    (tick_subject("server-health"),),
+    "SSH, disk and memory checks of servers; incidents; moves servers ready <-> unreachable",
+    # Each server's SSH check is bounded (ORCH_OPS__SSH_TIMEOUT_SECONDS) and they run at once.
+    ack_wait_seconds=60.0,
+)
 
 INDEXER_PROJECT = ConsumerSpec(
     "indexer-project",
@@ -279,6 +288,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     OPS_TICKS,
     INDEXER_PROJECT,
     INDEXER_DEPLOYS,
+    OPS_SERVER_TICKS,
 )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.db.models import PortAllocation, Server
+from infra.db.models import PortAllocation, Server, ServerState
 from infra.vault import server_secret_path
 
 #: Field of the Vault secret at `servers/<name>` that holds the OpenSSH private key.
@@ -130,7 +130,9 @@ class ServerSummary:
     port_min: int
     port_max: int
     public_host: str
-    enabled: bool
+    state: ServerState
+    #: Why it is in that state (the failed bootstrap step, the failing health check), or "".
+    state_reason: str
     host_key: str
 
 
@@ -260,7 +262,7 @@ async def add_server(
                 port_min=server.port_min,
                 port_max=server.port_max,
                 public_host=server.public_host,
-                enabled=True,
+                state=ServerState.NEW,
             )
         )
         try:
@@ -284,7 +286,8 @@ async def add_server(
         port_min=server.port_min,
         port_max=server.port_max,
         public_host=server.public_host,
-        enabled=True,
+        state=ServerState.NEW,
+        state_reason="",
         host_key=host_key,
     )
 
@@ -367,7 +370,8 @@ def _summary(server: Server, used: int) -> ServerSummary:
         port_min=server.port_min,
         port_max=server.port_max,
         public_host=server.public_host,
-        enabled=server.enabled,
+        state=ServerState(server.state),
+        state_reason=server.state_reason,
         host_key=server.host_key,
     )
 

@@ -8,10 +8,10 @@ import contextlib
 from contracts.topology import DEPLOYER
 from infra.bus.runtime import ConsumerApp
 from infra.bus.topology import with_concurrency
+from infra.playbook_runner import AnsibleRunner
 from infra.settings import Settings, get_settings
 from infra.vault import VaultClient
 
-from .ansible_playbooks import AnsibleRunner
 from .handlers import DeployerPorts, register
 from .ports import PlaybookRunner, SecretSource
 from .service import DeployerConfig

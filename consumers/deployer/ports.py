@@ -4,49 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-
-@dataclass(frozen=True)
-class ServerTarget:
-    """How to reach one inventory server over SSH; the host key is pinned, never learned."""
-
-    name: str
-    host: str
-    ssh_port: int
-    ssh_user: str
-    host_key: str
-
-
-@dataclass(frozen=True)
-class PlaybookRun:
-    """One playbook run against one server.
-
-    `extravars` are plain configuration and may be written anywhere; `secrets` and the private
-    key are handed over only through files the runner owns for the length of the run.
-    """
-
-    playbook: str
-    target: ServerTarget
-    extravars: Mapping[str, Any]
-    private_key: str = field(repr=False)
-    secrets: Mapping[str, str] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class PlaybookResult:
-    """What a run ended with.
-
-    `stats` holds what the playbook reported with `set_stats` (the deploy outcome); `failure`
-    is the message of the last failed task and `unreachable` the SSH error, each empty if none.
-    """
-
-    status: str
-    stats: Mapping[str, Any]
-    failure: str = ""
-    unreachable: str = ""
-    duration_seconds: float = 0.0
+# Re-exported: the deployer's modules and tests name them as its ports.
+from infra.playbook_runner import PlaybookResult as PlaybookResult
+from infra.playbook_runner import PlaybookRun as PlaybookRun
+from infra.playbook_runner import ServerTarget as ServerTarget
 
 
 class PlaybookRunner(Protocol):
@@ -67,7 +31,7 @@ class SecretSource(Protocol):
 
 class ServerInventory(Protocol):
     async def get(self, name: str) -> ServerTarget | None:
-        """The enabled server called `name`, or None."""
+        """The server called `name` if releases may go there (not new, provisioning, retired)."""
         ...
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from infra.db.models import Server
+from infra.db.models import Server, ServerState
 
 from .ports import ServerTarget
+
+#: Where a release may still go: a draining server keeps serving (and redeploying) its
+#: projects, and an unreachable one may be back by the time Ansible connects.
+DEPLOYABLE = (ServerState.READY, ServerState.DRAINING, ServerState.UNREACHABLE)
 
 
 class SqlServerInventory:
@@ -16,7 +20,7 @@ class SqlServerInventory:
 
     async def get(self, name: str) -> ServerTarget | None:
         server = await self._session.scalar(
-            select(Server).where(Server.name == name, Server.enabled.is_(True))
+            select(Server).where(Server.name == name, Server.state.in_(DEPLOYABLE))
         )
         if server is None:
             return None

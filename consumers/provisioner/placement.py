@@ -13,7 +13,7 @@ from fractions import Fraction
 
 @dataclass(frozen=True)
 class ServerLoad:
-    """One enabled server and how many ports it has handed out."""
+    """One ready server and how many ports it has handed out."""
 
     server_id: int
     name: str

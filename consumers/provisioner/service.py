@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consumers.provisioner.placement import ServerLoad, free_ports, rank_servers
-from infra.db.models import PortAllocation, Server
+from infra.db.models import PortAllocation, Server, ServerState
 from infra.stack.ports import tcp_accepts
 
 #: The constraint whose violation means "this project already has an allocation".
@@ -42,17 +42,27 @@ class Allocation:
 
 
 class NoCapacityError(Exception):
-    """No enabled server has every requested label and a free slot.
+    """No ready server has every requested label and a free slot.
 
     The message is written for the operator who reads it in the project's timeline or
-    the dead-letter listing: it says what is missing and the command that fixes it.
+    the dead-letter listing: it says what is missing, which registered servers are not
+    ready (and why), and the command that fixes it.
     """
 
-    def __init__(self, labels: Sequence[str]) -> None:
+    def __init__(self, labels: Sequence[str], not_ready: Sequence[tuple[str, str]] = ()) -> None:
         self.labels = tuple(labels)
+        self.not_ready = tuple(not_ready)
         label_option = f" --labels {','.join(self.labels)}" if self.labels else ""
+        waiting = ""
+        if self.not_ready:
+            listed = ", ".join(f"{name} is {state}" for name, state in self.not_ready)
+            waiting = (
+                f"; not ready, so not used: {listed} (a new or unreachable server becomes "
+                "ready with `orchestrator servers bootstrap NAME`)"
+            )
         super().__init__(
-            f"no server with free capacity and labels [{', '.join(self.labels)}]: add one with "
+            f"no server with free capacity and labels [{', '.join(self.labels)}] is ready"
+            f"{waiting}; or add one with "
             f"`orchestrator servers add NAME --host HOST --key-file PATH{label_option} --scan`"
         )
 
@@ -75,7 +85,7 @@ class ProvisionerService:
             allocation = await self._allocate_on(candidate.server_id, project_id)
             if allocation is not None:
                 return allocation
-        raise NoCapacityError(labels)
+        raise NoCapacityError(labels, await self._not_ready())
 
     async def find(self, project_id: uuid.UUID) -> Allocation | None:
         """The project's current allocation, if it has one."""
@@ -100,6 +110,15 @@ class ProvisionerService:
             )
         return allocation
 
+    async def _not_ready(self) -> list[tuple[str, str]]:
+        """(name, state) of every registered server placement skips, retired ones aside."""
+        rows = await self._session.execute(
+            select(Server.name, Server.state)
+            .where(Server.state.not_in((ServerState.READY, ServerState.RETIRED)))
+            .order_by(Server.name)
+        )
+        return [(name, state) for name, state in rows.tuples()]
+
     async def _loads(self) -> list[ServerLoad]:
         rows = await self._session.execute(
             select(
@@ -110,7 +129,7 @@ class ProvisionerService:
                 func.count(PortAllocation.id),
             )
             .outerjoin(PortAllocation, PortAllocation.server_id == Server.id)
-            .where(Server.enabled.is_(True))
+            .where(Server.state == ServerState.READY)
             .group_by(Server.id)
         )
         return [
@@ -131,7 +150,7 @@ class ProvisionerService:
             await self._session.execute(
                 select(Server.name, Server.host, Server.public_host, Server.capacity,
                        Server.port_min, Server.port_max)
-                .where(Server.id == server_id, Server.enabled.is_(True))
+                .where(Server.id == server_id, Server.state == ServerState.READY)
                 .with_for_update()
             )
         ).one_or_none()  # fmt: skip

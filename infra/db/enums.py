@@ -1,4 +1,4 @@
-"""The values `projects.state` and `users.role`/`status` hold, importable without SQLAlchemy.
+"""The values `projects.state`, `servers.state`, `users.role` and `users.status` hold.
 
 They live apart from the tables because light code reads them: the CLI's parser offers the roles
 as choices, and `infra.project_operations` (which the parser reads for the operation names)
@@ -25,6 +25,17 @@ class ProjectState(StrEnum):
     ARCHIVED = "archived"
     #: The deploy needs secrets Vault does not hold; it resumes when the last one is stored.
     AWAITING_SECRETS = "awaiting_secrets"
+
+
+class ServerState(StrEnum):
+    """A deploy target's lifecycle; the allowed moves are in `infra.server_lifecycle`."""
+
+    NEW = "new"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    DRAINING = "draining"
+    RETIRED = "retired"
 
 
 class UserRole(StrEnum):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -34,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Re-exported under their old home: code across the project imports them from this module.
 from infra.db.enums import ProjectState as ProjectState
+from infra.db.enums import ServerState as ServerState
 from infra.db.enums import UserRole as UserRole
 from infra.db.enums import UserStatus as UserStatus
 
@@ -289,8 +291,19 @@ class Server(Base):
     port_min: Mapped[int] = mapped_column(Integer, default=20000)
     port_max: Mapped[int] = mapped_column(Integer, default=20999)
     public_host: Mapped[str] = mapped_column(String(255), default="")
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Only `ready` servers take new projects; moves are checked by `infra.server_lifecycle`.
+    state: Mapped[str] = mapped_column(String(20), default=ServerState.NEW)
+    #: Why the server is in its state (a failed bootstrap, the failing health check), or "".
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('new', 'provisioning', 'ready', 'unreachable', 'draining', 'retired')",
+            name="ck_servers_state",
+        ),
+    )
 
 
 class PortAllocation(Base):

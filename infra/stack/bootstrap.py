@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.dialects.postgresql import insert
 
-from infra.db.models import Server
+from infra.db.models import Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.vault import VaultClient, server_secret_path
 
@@ -56,7 +56,7 @@ async def register_local_target(
                     capacity=capacity,
                     port_min=LOCAL_PORT_RANGE[0],
                     port_max=LOCAL_PORT_RANGE[1],
-                    enabled=True,
+                    state=ServerState.READY,
                     **values,
                 )
                 .on_conflict_do_update(index_elements=["name"], set_=values)

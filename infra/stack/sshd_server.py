@@ -38,9 +38,14 @@ PRIVSEP_DIR = Path("/run/sshd")
 class Sshd(ManagedProcess):
     """sshd accepting only the generated client key, for the current user."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, admit_root: bool = False
+    ) -> None:
+        """`admit_root`: root may log in too (with the same key), like the fresh host that
+        `orchestrator servers bootstrap` prepares; never for the stack itself."""
         super().__init__("sshd", data_dir)
         self.port = port or free_port()
+        self.admit_root = admit_root and running_as_root()
 
     @property
     def host(self) -> str:
@@ -125,12 +130,12 @@ class Sshd(ManagedProcess):
                     f"Port {self.port}",
                     f"HostKey {self.host_key_path}",
                     *keys,
-                    f"AllowUsers {self.user}",
+                    f"AllowUsers {self.user}" + (" root" if self.admit_root else ""),
                     f"PidFile {self.data_dir / 'sshd.pid'}",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     "PubkeyAuthentication yes",
-                    "PermitRootLogin no",
+                    "PermitRootLogin " + ("prohibit-password" if self.admit_root else "no"),
                     # The data dir may live under a group-writable temp dir sshd would reject.
                     "StrictModes no",
                     "UsePAM no",

@@ -156,7 +156,8 @@ def build_admin_router(
                     used_ports=s.used_ports,
                     port_min=s.port_min,
                     port_max=s.port_max,
-                    enabled=s.enabled,
+                    state=s.state,
+                    state_reason=s.state_reason,
                 )
                 for s in rows
             ]

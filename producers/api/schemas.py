@@ -221,7 +221,11 @@ class ServerOut(BaseModel):
     used_ports: int = Field(description="Ports allocated to projects now")
     port_min: int = Field(description="Lowest port handed out")
     port_max: int = Field(description="Highest port handed out")
-    enabled: bool = Field(description="False: no new project is placed here")
+    state: str = Field(
+        description="new, provisioning, ready, unreachable, draining or retired; only ready "
+        "servers take new projects"
+    )
+    state_reason: str = Field(description="Why it is in that state (empty when nothing to say)")
 
 
 class ServerList(BaseModel):

@@ -264,7 +264,10 @@ def _secrets(sub: Subparsers) -> None:
 
 def _servers(sub: Subparsers) -> None:
     parser = _run_by(
-        sub.add_parser("servers", help="deploy targets: add, list, remove"), "producers.cli.servers"
+        sub.add_parser(
+            "servers", help="deploy targets: add, list, bootstrap, drain, resume, retire, remove"
+        ),
+        "producers.cli.servers",
     )
     actions = parser.add_subparsers(dest="servers_command", required=True, metavar="ACTION")
 
@@ -293,6 +296,40 @@ def _servers(sub: Subparsers) -> None:
     p = actions.add_parser("remove", help="unregister a server and delete its key")
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="also drop its port allocations")
+
+    for action, help_text in (
+        ("drain", "take no new projects; the ones there stay (ready -> draining)"),
+        ("resume", "take new projects again (draining -> ready)"),
+        ("retire", "for good, once no project holds a port there (-> retired)"),
+    ):
+        actions.add_parser(action, help=help_text).add_argument("name")
+
+    p = actions.add_parser(
+        "bootstrap",
+        help="prepare a server over SSH with Ansible and make it ready",
+        description="Run infra/ansible/prepare_server.yml (idempotent) as a root-capable login "
+        "with the server's key from Vault and its pinned host key: Python 3 and venv, "
+        "start-stop-daemon, the orch-deploy account and sudoers rule, the deploy root, and an "
+        "nftables table allowing SSH and the server's port range. Success makes it ready.",
+    )
+    p.add_argument("name")
+    p.add_argument("--login", default="root", help="root-capable SSH login (default root)")
+    p.add_argument(
+        "--deploy-root",
+        default=os.environ.get("ORCH_DEPLOYER__DEPLOY_ROOT", "/srv/orchestrator"),
+        help="where releases go; must match ORCH_DEPLOYER__DEPLOY_ROOT (its default)",
+    )
+    p.add_argument(
+        "--firewall-file",
+        default="/etc/orchestrator/firewall.nft",
+        help="where the nftables table is written (default /etc/orchestrator/firewall.nft)",
+    )
+    p.add_argument(
+        "--no-firewall-apply",
+        dest="firewall_apply",
+        action="store_false",
+        help="write and check (nft -c) the table but do not load it",
+    )
 
 
 def _tokens(sub: Subparsers) -> None:

@@ -1,4 +1,4 @@
-"""`orchestrator servers add | list | remove`: the operator's deploy-target inventory.
+"""`orchestrator servers add | list | bootstrap | drain | resume | retire | remove`: the inventory.
 
 The command functions take their dependencies explicitly (a sessionmaker, a secret store, an
 output function) so tests call them against real PostgreSQL and OpenBao; `handle` builds those
@@ -16,14 +16,18 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.db.enums import ServerState
 from infra.inventory import (
     InvalidServer,
     InventoryError,
     NewServer,
     SecretStore,
+    ServerInUse,
+    ServerNotFound,
     ServerSummary,
     add_server,
     fingerprints,
+    get_server,
     list_servers,
     parse_labels,
     parse_port_range,
@@ -31,6 +35,9 @@ from infra.inventory import (
     remove_server,
     scan_host_key,
 )
+from infra.playbook_runner import AnsibleRunner
+from infra.server_bootstrap import BootstrapOptions, KeySource, Runner, bootstrap_server
+from infra.server_lifecycle import TransitionRefused, transition
 from infra.vault import VaultClient, VaultError
 from producers.cli.database import database
 from producers.cli.endpoints import Endpoints, resolve
@@ -39,7 +46,7 @@ from producers.cli.tables import table_lines
 
 Out = Callable[[str], None]
 
-_TABLE_HEADER = ("NAME", "HOST", "LABELS", "CAPACITY", "USED", "PORTS", "ENABLED")
+_TABLE_HEADER = ("NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "PORTS")
 
 
 async def add(
@@ -127,6 +134,53 @@ async def remove(
     return 0
 
 
+async def bootstrap(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    keys: KeySource,
+    runner: Runner,
+    out: Out,
+    *,
+    name: str,
+    options: BootstrapOptions,
+) -> int:
+    """Prepare a server with Ansible; ready on success, else one line on stderr and exit 1."""
+    outcome = await bootstrap_server(sessionmaker, keys, runner, name, options)
+    if not outcome.ok:
+        print(f"orchestrator servers bootstrap: {name} is new again, {outcome.reason}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    out(f"server {name} is ready: {outcome.reason}")
+    return 0
+
+
+#: The operator's own moves; the lifecycle table (`infra.server_lifecycle`) decides if allowed.
+_MOVES = {
+    "drain": ServerState.DRAINING,
+    "resume": ServerState.READY,
+    "retire": ServerState.RETIRED,
+}
+
+
+async def move(sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, action: str,
+               name: str) -> int:  # fmt: skip
+    """Drain, resume or retire a server; retiring is refused while projects hold ports there."""
+    after = _MOVES[action]
+    async with sessionmaker.begin() as session:
+        if after is ServerState.RETIRED:
+            used = (await get_server(sessionmaker, name)).used_ports
+            if used:
+                raise ServerInUse(
+                    f"server {name!r} still has {used} allocated port(s); drain it "
+                    f"(`orchestrator servers drain {name}`) and archive those projects first"
+                )
+        try:
+            moved = await transition(session, name, after, reason=f"operator: servers {action}")
+        except LookupError as exc:
+            raise ServerNotFound(str(exc)) from exc
+    out(f"server {name} is {moved.after} (was {moved.before})")
+    return 0
+
+
 def _server_object(s: ServerSummary) -> dict[str, object]:
     return {
         "name": s.name,
@@ -139,7 +193,8 @@ def _server_object(s: ServerSummary) -> dict[str, object]:
         "used_ports": s.used_ports,
         "port_min": s.port_min,
         "port_max": s.port_max,
-        "enabled": s.enabled,
+        "state": s.state,
+        "state_reason": s.state_reason,
         "host_key_fingerprints": fingerprints(s.host_key),
     }
 
@@ -149,11 +204,11 @@ def _table(servers: list[ServerSummary]) -> list[str]:
         (
             s.name,
             s.host if s.ssh_port == 22 else f"{s.host}:{s.ssh_port}",
+            s.state,
             ",".join(s.labels) or "-",
             str(s.capacity),
             str(s.used_ports),
             f"{s.port_min}-{s.port_max}",
-            "yes" if s.enabled else "no",
         )
         for s in servers
     ]
@@ -164,7 +219,7 @@ def handle(args: argparse.Namespace) -> int:
     """Entry point from `producers.cli.main.dispatch`: resolve endpoints, run, report errors."""
     try:
         return asyncio.run(run(args, resolve(args.state_dir)))
-    except (InventoryError, VaultError) as exc:
+    except (InventoryError, VaultError, TransitionRefused) as exc:
         print(f"orchestrator servers {args.servers_command}: {exc}", file=sys.stderr)
         return 1
 
@@ -175,9 +230,21 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
     async with database(endpoints) as sessionmaker:
         if args.servers_command == "list":
             return await show(sessionmaker, out, as_json=args.json)
+        if args.servers_command in _MOVES:
+            return await move(sessionmaker, out, action=args.servers_command, name=args.name)
         vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
         if args.servers_command == "remove":
             return await remove(sessionmaker, vault, out, name=args.name, force=args.force)
+        if args.servers_command == "bootstrap":
+            options = BootstrapOptions(
+                deploy_root=args.deploy_root,
+                login_user=args.login,
+                firewall_apply=args.firewall_apply,
+                firewall_file=args.firewall_file,
+            )
+            return await bootstrap(
+                sessionmaker, vault, AnsibleRunner(), out, name=args.name, options=options
+            )
         return await add(
             sessionmaker, vault, out,
             name=args.name, host=args.host, key_file=args.key_file, host_key=args.host_key,

@@ -23,7 +23,7 @@ class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCH_SCHEDULER__", extra="ignore")
 
     jobs: dict[str, float] = Field(
-        {"timeouts": 30.0, "health": 60.0, "reconcile": 600.0},
+        {"timeouts": 30.0, "health": 60.0, "server-health": 60.0, "reconcile": 600.0},
         description="Job name → period in seconds (JSON in ORCH_SCHEDULER__JOBS)",
     )
 

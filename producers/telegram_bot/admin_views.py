@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts.topology import CONSUMERS
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
-from infra.db.models import Incident
+from infra.db.models import Incident, ServerState
 from infra.inventory import list_servers
 from producers.access import Person
 
@@ -35,7 +35,8 @@ class AdminViews:
         lines = ["Servers:"]
         lines.extend(
             f"{s.name} {s.host}:{s.ssh_port} ports {s.used_ports}/{s.capacity} "
-            f"({s.port_min}-{s.port_max})" + ("" if s.enabled else " [disabled]")
+            f"({s.port_min}-{s.port_max})"
+            + ("" if s.state == ServerState.READY else f" [{s.state}]")
             for s in servers
         )
         return "\n".join(lines)

@@ -27,7 +27,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.service import DeployerConfig, DeployerService
 from consumers.deployer.sql_inventory import SqlServerInventory
 from consumers.deployer.sql_records import SqlDeploymentRecords
@@ -35,8 +34,9 @@ from consumers.deployer.vault_secrets import VaultSecretSource
 from contracts.envelope import Event
 from contracts.events import DeployRequested, DeployRestartRequested, DeployStopRequested
 from infra.db.migrate import upgrade
-from infra.db.models import Deployment, Server
+from infra.db.models import Deployment, Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
+from infra.playbook_runner import AnsibleRunner
 from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
 from infra.stack.git_daemon import GitDaemon
@@ -191,6 +191,7 @@ async def deploy_database_url(
                 ssh_port=sshd_server.port,
                 ssh_user=sshd_server.user,
                 host_key=sshd_server.known_hosts_line,
+                state=ServerState.READY,
             )
         )
     await engine.dispose()

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consumers.deployer.ansible_playbooks import AnsibleRunner
 from contracts.events import DeployMode, DeployRequested, DeploySucceeded
 from contracts.spec import ConfigVar, ProjectSpec, ServiceKind
+from infra.playbook_runner import AnsibleRunner
 from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import prepare_deploy_root
 from infra.stack.git_daemon import GitDaemon

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from consumers.deployer.ansible_playbooks import AnsibleRunner
 from consumers.deployer.ports import PlaybookRun, ServerTarget
 from contracts.events import DeployFailed, DeployStopped, DeployStopRequested, DeploySucceeded
+from infra.playbook_runner import AnsibleRunner
 from infra.stack.deploy_account import DEPLOY_USER, VENV_CACHE_DIR
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
@@ -118,9 +118,7 @@ async def test_projects_share_a_venv_neither_can_change(
 ) -> None:
     """Both tenants (same requirements) run from one venv the deploy account built; a project's
     user can run it but cannot plant code in it for the other project."""
-    links = [
-        deploy_root / slug / "releases" / service_repo.good[:12] / ".venv" for slug in TENANTS
-    ]
+    links = [deploy_root / slug / "releases" / service_repo.good[:12] / ".venv" for slug in TENANTS]
     assert all(link.is_symlink() for link in links), links
     (shared,) = {link.resolve() for link in links}
     assert shared.parent == VENV_CACHE_DIR

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.deployer.ansible_playbooks import PLAYBOOK_DIR
 from consumers.deployer.env_file import render_env
 from contracts.spec import ConfigVar, Integration, ProjectSpec, ServiceKind
+from infra.playbook_runner import PLAYBOOK_DIR
 
 from .conftest import read_env_file
 

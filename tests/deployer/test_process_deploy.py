@@ -26,7 +26,7 @@ from contracts.events import (
     DeploySucceeded,
 )
 from contracts.spec import ConfigVar, Integration, ProjectSpec, ServiceKind
-from infra.db.models import Server
+from infra.db.models import Server, ServerState
 from infra.stack.openbao_server import BootstrappedOpenBao
 from infra.stack.ports import free_port
 from infra.vault import VaultClient
@@ -280,6 +280,7 @@ async def test_host_key_mismatch_refuses_to_connect(
                 ssh_port=real.ssh_port,
                 ssh_user=real.ssh_user,
                 host_key=f"[{real.host}]:{real.ssh_port} {key_type} {key_body}",
+                state=ServerState.READY,
             )
         )
     operator = VaultClient(openbao.addr, token=openbao.root_token)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.deployer.ansible_playbooks import PLAYBOOK_DIR
+from infra.playbook_runner import PLAYBOOK_DIR
 
 SCRIPT = PLAYBOOK_DIR / "roles" / "release_venv" / "files" / "venv_cache.py"
 

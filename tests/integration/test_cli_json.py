@@ -154,6 +154,7 @@ async def test_inventory_people_and_tokens_answer_json(system: System) -> None:
     assert (server["name"], server["host"], server["labels"], server["used_ports"]) == (
         "edge-1", "10.0.0.7", ["eu"], 0
     )  # fmt: skip
+    assert (server["state"], server["state_reason"]) == ("new", "")
     assert server["host_key_fingerprints"][0].startswith("SHA256:")
     assert PRIVATE_KEY.splitlines()[1] not in json.dumps(server)
 

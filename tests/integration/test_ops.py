@@ -17,6 +17,7 @@ from contracts.topology import NOTIFY, OPS
 from infra.bus.publisher import JetStreamPublisher
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
+from infra.stack.openbao_server import BootstrappedOpenBao
 from producers.scheduler.ticks import tick_for
 
 from .conftest import sql, wait_for
@@ -47,7 +48,11 @@ def service() -> Iterator[tuple[Service, int]]:
 
 
 async def test_incident_opens_once_and_resolves(
-    fresh_nats: NatsServer, migrated_db: str, nc: Client, service: tuple[Service, int]
+    fresh_nats: NatsServer,
+    migrated_db: str,
+    nc: Client,
+    service: tuple[Service, int],
+    openbao: BootstrappedOpenBao,
 ) -> None:
     state, port = service
     project = uuid.uuid4()
@@ -62,7 +67,13 @@ async def test_incident_opens_once_and_resolves(
         f"('{project}', '{uuid.uuid4()}', 'cli:ops', 'x', 'Notes', 'notes', 'active', 1,"
         f" '[]', true, '{{}}', 'http://127.0.0.1:{port}', now(), now())",
     )
-    app = build_app(Settings(nats={"url": fresh_nats.url}, database={"url": migrated_db}))
+    app = build_app(
+        Settings(
+            nats={"url": fresh_nats.url},
+            database={"url": migrated_db},
+            vault={"addr": openbao.addr, "token": openbao.root_token},
+        )
+    )
     stop = asyncio.Event()
     serving = asyncio.create_task(app.serve(stop))
     publisher = JetStreamPublisher.from_client(nc)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.migrate import upgrade
-from infra.db.models import Server
+from infra.db.models import Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
 
 AddServer = Callable[..., Awaitable[int]]
@@ -41,7 +41,7 @@ def add_server(sessionmaker: async_sessionmaker[AsyncSession]) -> AddServer:
         labels: Sequence[str] = (),
         capacity: int = 20,
         ports: tuple[int, int] = (20000, 20999),
-        enabled: bool = True,
+        state: ServerState = ServerState.READY,
         public_host: str = "",
     ) -> int:
         async with sessionmaker.begin() as session:
@@ -53,7 +53,7 @@ def add_server(sessionmaker: async_sessionmaker[AsyncSession]) -> AddServer:
                 capacity=capacity,
                 port_min=ports[0],
                 port_max=ports[1],
-                enabled=enabled,
+                state=state,
                 public_host=public_host,
             )
             session.add(server)

@@ -46,6 +46,14 @@ class Lines(list[str]):
         return "\n".join(self)
 
 
+async def mark_ready(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> None:
+    """What a successful `servers bootstrap` leaves (tested in tests/integration)."""
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            text("UPDATE servers SET state = 'ready' WHERE name = :name"), {"name": name}
+        )
+
+
 def unique_name() -> str:
     return f"srv-{uuid.uuid4().hex[:8]}"
 
@@ -176,15 +184,16 @@ async def test_list_shows_capacity_and_used_ports(
             ports="30000-30099", labels=labels, key_file=sshd_server.client_key_path,
             host_key=sshd_server.known_hosts_line,
         )  # fmt: skip
+        await mark_ready(sessionmaker, name)
     async with sessionmaker.begin() as session:
         for _ in range(3):
             await ProvisionerService(session).allocate(uuid.uuid4(), ("gpu",))
     out = Lines()
     await servers.show(sessionmaker, out)
     header, alpha, beta = (line.split() for line in out)
-    assert header == ["NAME", "HOST", "LABELS", "CAPACITY", "USED", "PORTS", "ENABLED"]
-    assert alpha == ["alpha", "alpha.example", "gpu", "4", "3", "30000-30099", "yes"]
-    assert beta == ["beta", "beta.example", "-", "4", "0", "30000-30099", "yes"]
+    assert header == ["NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "PORTS"]
+    assert alpha == ["alpha", "alpha.example", "ready", "gpu", "4", "3", "30000-30099"]
+    assert beta == ["beta", "beta.example", "ready", "-", "4", "0", "30000-30099"]
 
 
 async def test_remove_refuses_while_ports_are_allocated_unless_forced(
@@ -197,6 +206,7 @@ async def test_remove_refuses_while_ports_are_allocated_unless_forced(
         sessionmaker, vault, Lines(), name=name, host="h", key_file=sshd_server.client_key_path,
         host_key=sshd_server.known_hosts_line,
     )  # fmt: skip
+    await mark_ready(sessionmaker, name)
     async with sessionmaker.begin() as session:
         await ProvisionerService(session).allocate(uuid.uuid4())
     with pytest.raises(ServerInUse, match="1 allocated port"):

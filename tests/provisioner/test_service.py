@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consumers.provisioner.service import Allocation, NoCapacityError, ProvisionerService
-from infra.db.models import PortAllocation
+from infra.db.models import PortAllocation, ServerState
 from tests.provisioner.conftest import AddServer
 
 
@@ -45,12 +45,22 @@ async def test_only_servers_with_every_label_qualify(
     assert allocation.port == 20000
 
 
-async def test_disabled_servers_are_never_chosen(
-    sessionmaker: async_sessionmaker[AsyncSession], add_server: AddServer
+@pytest.mark.parametrize("state", [s for s in ServerState if s is not ServerState.READY])
+async def test_only_ready_servers_are_chosen(
+    sessionmaker: async_sessionmaker[AsyncSession], add_server: AddServer, state: ServerState
 ) -> None:
-    await add_server("off", enabled=False)
-    with pytest.raises(NoCapacityError):
+    await add_server("elsewhere", state=state)
+    with pytest.raises(NoCapacityError) as caught:
         await allocate(sessionmaker)
+    message = str(caught.value)
+    assert "is ready" in message
+    if state is ServerState.RETIRED:
+        assert "elsewhere" not in message
+    else:
+        assert f"elsewhere is {state}" in message
+        assert "orchestrator servers bootstrap NAME" in message
+    await add_server("fresh")
+    assert (await allocate(sessionmaker)).server_name == "fresh"
 
 
 async def test_host_is_the_public_address_when_one_is_set(

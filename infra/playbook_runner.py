@@ -1,4 +1,7 @@
-"""`AnsibleRunner`: runs the deploy playbooks with ansible-runner over real, host-key-pinned SSH.
+"""`AnsibleRunner`: runs the playbooks of `infra/ansible/` with ansible-runner over pinned SSH.
+
+The deployer runs its deploy playbooks through it, and `orchestrator servers bootstrap` the
+playbook that prepares a server.
 
 Every run gets its own private data dir (mode 0700, removed afterwards). Secrets reach Ansible
 only through files in its `secrets/` subdirectory (mode 0600): the SSH key, referenced by path
@@ -21,15 +24,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ansible_runner.config.runner import RunnerConfig
 from ansible_runner.runner import Runner
 
-from .ports import PlaybookResult, PlaybookRun
-
-PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "infra" / "ansible"
+PLAYBOOK_DIR = Path(__file__).resolve().parent / "ansible"
 
 #: Inherited variables the playbook may see; everything else of this process stays out.
 INHERITED_ALLOWLIST = frozenset(
@@ -37,11 +39,59 @@ INHERITED_ALLOWLIST = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class ServerTarget:
+    """How to reach one inventory server over SSH; the host key is pinned, never learned."""
+
+    name: str
+    host: str
+    ssh_port: int
+    ssh_user: str
+    host_key: str
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One playbook run against one server.
+
+    `extravars` are plain configuration and may be written anywhere; `secrets` and the private
+    key are handed over only through files the runner owns for the length of the run.
+    """
+
+    playbook: str
+    target: ServerTarget
+    extravars: Mapping[str, Any]
+    private_key: str = field(repr=False)
+    secrets: Mapping[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """What a run ended with.
+
+    `stats` holds what the playbook reported with `set_stats` (the deploy outcome); `failure`
+    is the message of the last failed task and `unreachable` the SSH error, each empty if none.
+    """
+
+    status: str
+    stats: Mapping[str, Any]
+    failure: str = ""
+    unreachable: str = ""
+    duration_seconds: float = 0.0
+    #: Tasks that reported a change, over all hosts (0 on a run that was already converged).
+    changed: int = 0
+
+
 def _write_private(path: Path, content: str) -> None:
     """Create `path` with mode 0600 before any byte is written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
+
+
+def write_private_key(path: Path, private_key: str) -> None:
+    """An SSH private key file, 0600 from its creation (OpenSSH wants the final newline)."""
+    _write_private(path, private_key.rstrip("\n") + "\n")
 
 
 class AnsibleRunner:
@@ -94,8 +144,7 @@ class AnsibleRunner:
         secrets_dir = private_dir / "secrets"
         secrets_dir.mkdir(mode=0o700)
         key_path = secrets_dir / "ssh_key"
-        # OpenSSH refuses a key without its final newline.
-        _write_private(key_path, run.private_key.rstrip("\n") + "\n")
+        write_private_key(key_path, run.private_key)
         secrets_path = secrets_dir / "vars.json"
         _write_private(secrets_path, json.dumps(dict(run.secrets)))
 
@@ -179,6 +228,7 @@ def _without_inherited(env: Mapping[str, str], own: Mapping[str, str]) -> dict[s
 
 def _result(status: str, events: list[dict[str, Any]], duration: float) -> PlaybookResult:
     stats: dict[str, Any] = {}
+    changed = 0
     failure = ""
     unreachable = ""
     for event in events:
@@ -186,6 +236,7 @@ def _result(status: str, events: list[dict[str, Any]], duration: float) -> Playb
         kind = event.get("event")
         if kind == "playbook_on_stats":
             stats = dict(data.get("artifact_data") or {})
+            changed = sum(int(n) for n in (data.get("changed") or {}).values())
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             res = data.get("res") or {}
             failure = f"{data.get('task', 'a task')}: {res.get('msg', 'failed')}"
@@ -197,4 +248,5 @@ def _result(status: str, events: list[dict[str, Any]], duration: float) -> Playb
         failure=failure,
         unreachable=unreachable,
         duration_seconds=duration,
+        changed=changed,
     )

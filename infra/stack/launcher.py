@@ -61,7 +61,7 @@ from infra.stack.stack_info import (
     read_stack_info,
 )
 from infra.stack.supervisor import ChildSpec, Supervisor
-from infra.stack.zygote_client import ZygoteSpec
+from infra.stack.zygote_client import Zygote, ZygoteSpec
 
 ENV_FILE = "env"
 OPERATOR_ROLE = "operator"
@@ -328,15 +328,26 @@ def run_up(
         # Everything the stack writes (logs, stack.json, the console chat, credentials) is its
         # user's alone; children inherit the umask.
         previous_umask = os.umask(0o077)
+        # The zygote preloads while the servers start; nothing forks from it before they run.
+        zygote = Zygote(
+            ZygoteSpec(
+                PRELOADED_MODULES,
+                env={"PYTHONUNBUFFERED": "1", "ORCH_STATE_DIR": str(state_dir)},
+                cwd=_project_root(),
+            ),
+            state_dir / "logs" / "zygote.log",
+        )
         try:
+            zygote.launch()
             with LocalStack(state_dir) as stack:
-                return asyncio.run(_serve(stack, processes, on_ready))
+                return asyncio.run(_serve(stack, processes, zygote, on_ready))
         except (ServerStartError, CommandError, FileNotFoundError) as error:
             print(f"orchestrator up: the local stack could not start: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 0
         finally:
+            zygote.kill()  # only if the stack failed before the supervisor stopped it
             os.umask(previous_umask)
             signal.signal(signal.SIGTERM, previous)
             (state_dir / STACK_FILE).unlink(missing_ok=True)
@@ -369,6 +380,7 @@ def _select_processes(consumers: Sequence[str] | None) -> dict[str, str]:
 async def _serve(
     stack: LocalStack,
     processes: dict[str, str],
+    zygote: Zygote,
     on_ready: Callable[[StackInfo], None] | None,
 ) -> int:
     stop = asyncio.Event()
@@ -393,16 +405,9 @@ async def _serve(
         + "\n"
     )
 
-    project_root = _project_root()
-    supervisor = Supervisor(
-        Path(info.log_dir),
-        zygote=ZygoteSpec(
-            PRELOADED_MODULES,
-            env={"PYTHONUNBUFFERED": "1", "ORCH_STATE_DIR": str(stack.state_dir)},
-            cwd=project_root,
-        ),
-    )
+    supervisor = Supervisor(Path(info.log_dir), zygote=zygote)
     try:
+        project_root = _project_root()
         for name, module in processes.items():
             credentials = stack.credentials[name]
             private = stack.credential_files.directory(name)

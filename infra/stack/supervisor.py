@@ -28,7 +28,7 @@ from typing import Protocol, Self
 import structlog
 
 from infra.stack.process import child_environment, parent_death_preexec, signal_group
-from infra.stack.zygote_client import Zygote, ZygoteSpec
+from infra.stack.zygote_client import Zygote
 
 _log = structlog.get_logger(__name__)
 
@@ -85,7 +85,7 @@ class Supervisor:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         healthy_after: float = 60.0,
-        zygote: ZygoteSpec | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.grace_period = grace_period
@@ -94,7 +94,7 @@ class Supervisor:
         self.healthy_after = healthy_after
         self._children: dict[str, _Child] = {}
         self._stopping = False
-        self._zygote = Zygote(zygote, log_dir / "zygote.log") if zygote is not None else None
+        self._zygote = zygote
 
     def start(self, spec: ChildSpec) -> None:
         """Start keeping `spec` running (call from the event loop's thread, see PDEATHSIG)."""

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,12 +108,14 @@ class ForkedChild:
 
 
 class Zygote:
-    """Starts the zygote on first use (and again after it died) and forks children through it."""
+    """Starts the zygote (ahead of time with `launch`, else on first use, and again after it
+    died) and forks children through it."""
 
     def __init__(self, spec: ZygoteSpec, log_path: Path) -> None:
         self.spec = spec
         self.log_path = log_path
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._requests: dict[int, asyncio.Future[ForkedChild]] = {}
@@ -126,13 +129,58 @@ class Zygote:
         """The zygote's process id while it serves."""
         return self._process.pid if self._writer is not None and self._process else None
 
+    def launch(self) -> None:
+        """Start the zygote without waiting: it preloads while the caller does other work.
+
+        Call from the thread that runs the event loop later (PDEATHSIG, see `process.py`).
+        """
+        if self._process is not None:
+            return
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(descriptor, "ab") as log:
+                try:
+                    self._process = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "infra.stack.zygote",
+                            str(theirs.fileno()),
+                            *self.spec.preload,
+                        ],
+                        pass_fds=[theirs.fileno()],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=child_environment(self.spec.env),
+                        cwd=self.spec.cwd,
+                        start_new_session=True,
+                        preexec_fn=parent_death_preexec(),
+                    )
+                except BaseException:
+                    ours.close()
+                    raise
+        self._control = ours
+
+    def kill(self) -> None:
+        """SIGKILL a zygote that was launched but never served (the stack failed to start)."""
+        process, self._process = self._process, None
+        if process is not None:
+            signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
     async def spawn(
         self, name: str, module: str, env: Mapping[str, str], cwd: Path | None, log: Path
     ) -> ForkedChild:
         """Fork a child running `python -m module` with exactly `env`, output to `log`."""
         async with self._lock:
             if self._writer is None:
-                await self._start()
+                await self._connect()
             assert self._writer is not None
             self._next_id += 1
             request_id = self._next_id
@@ -150,14 +198,17 @@ class Zygote:
             await self._writer.drain()
         return await answer
 
-    async def _start(self) -> None:
-        ours, theirs = socket.socketpair()
+    async def _connect(self) -> None:
+        """Launch the zygote unless it was, and wait for it to report ready."""
+        self.launch()
+        process, control = self._process, self._control
+        assert process is not None and control is not None
+        self._control = None
         try:
-            with theirs:
-                process = await self._launch(theirs.fileno())
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            reader, writer = await asyncio.open_unix_connection(sock=control)
         except BaseException:
-            ours.close()
+            control.close()
+            self.kill()
             raise
         try:
             line = await asyncio.wait_for(reader.readline(), PRELOAD_TIMEOUT)
@@ -166,36 +217,15 @@ class Zygote:
             ready = {}
         if not ready.get("ready") or ready.get("threads") != 1:
             writer.close()
-            signal_group(process.pid, signal.SIGKILL)
-            await process.wait()
+            self.kill()
             raise ZygoteError(
                 f"the zygote did not become ready ({ready or 'no answer'}); see {self.log_path}"
             )
         _log.info("zygote ready", pid=process.pid, failed_preloads=ready.get("failed"))
-        self._process, self._writer = process, writer
+        self._writer = writer
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read(reader), name="zygote-reader"
         )
-
-    async def _launch(self, control_fd: int) -> asyncio.subprocess.Process:
-        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(descriptor, "ab") as log:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "infra.stack.zygote",
-                str(control_fd),
-                *self.spec.preload,
-                pass_fds=[control_fd],
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=child_environment(self.spec.env),
-                cwd=self.spec.cwd,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec(),
-            )
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
@@ -216,7 +246,6 @@ class Zygote:
 
     async def _gone(self) -> None:
         """The channel closed: the zygote is dead or dying; its children die with it."""
-        process, self._process = self._process, None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -226,9 +255,9 @@ class Zygote:
         for child in self._children.values():
             child.zygote_gone()
         self._children.clear()
+        process, self._process = self._process, None
         if process is not None:
-            code = await process.wait()
-            signal_group(process.pid, signal.SIGKILL)
+            code = await asyncio.to_thread(_reap, process, None)
             if not self._stopping:
                 _log.warning(
                     "zygote exited", pid=process.pid, exit_code=code, log=str(self.log_path)
@@ -241,15 +270,24 @@ class Zygote:
         # A child whose spawn was cancelled midway was never handed to the supervisor.
         for child in self._children.values():
             signal_group(child.pid, signal.SIGKILL)
+        if self._writer is None:
+            self.kill()  # launched ahead of time and never used
+            return
+        self._writer.close()
         process = self._process
-        if self._writer is not None:
-            self._writer.close()
         if process is not None:
-            try:
-                await asyncio.wait_for(process.wait(), grace_period)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+            await asyncio.to_thread(_reap, process, grace_period)
         if self._reader_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float | None) -> int:
+    """Wait for the zygote (SIGKILL after `timeout`), then kill what is left of its group."""
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    signal_group(process.pid, signal.SIGKILL)
+    return code

@@ -606,14 +606,19 @@ def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path, forked: 
     )
     # Forked: the supervisor's death ends the zygote, whose death ends the child.
     (tmp_path / "child.py").write_text(child_code)
-    zygote = f"ZygoteSpec((), cwd=pathlib.Path({str(PROJECT_ROOT)!r}))" if forked else "None"
+    zygote = (
+        f"Zygote(ZygoteSpec((), cwd=pathlib.Path({str(PROJECT_ROOT)!r})), logs / 'zygote.log')"
+        if forked
+        else "None"
+    )
     supervisor_script = f"""
         import asyncio, pathlib, sys
         from infra.stack.supervisor import ChildSpec, Supervisor
-        from infra.stack.zygote_client import ZygoteSpec
+        from infra.stack.zygote_client import Zygote, ZygoteSpec
 
         async def main() -> None:
-            supervisor = Supervisor(pathlib.Path({str(tmp_path / "logs")!r}), zygote={zygote})
+            logs = pathlib.Path({str(tmp_path / "logs")!r})
+            supervisor = Supervisor(logs, zygote={zygote})
             supervisor.start(
                 ChildSpec(
                     "child",
@@ -700,8 +705,9 @@ def _forked(name: str, tmp_path: Path, act: str) -> ChildSpec:
     )
 
 
-def _zygote(*preload: str) -> ZygoteSpec:
-    return ZygoteSpec(preload, env={"ZYGOTE_ONLY": "1"}, cwd=PROJECT_ROOT)
+def _zygote(tmp_path: Path, *preload: str) -> Zygote:
+    spec = ZygoteSpec(preload, env={"ZYGOTE_ONLY": "1"}, cwd=PROJECT_ROOT)
+    return Zygote(spec, tmp_path / "logs" / "zygote.log")
 
 
 async def test_a_forked_child_gets_exactly_its_environment_and_reports_its_exit_code(
@@ -709,7 +715,7 @@ async def test_a_forked_child_gets_exactly_its_environment_and_reports_its_exit_
 ) -> None:
     monkeypatch.setenv("OPERATOR_ONLY", "not for children")
     spec = _forked("exits", tmp_path, "exit7")
-    zygote = Zygote(_zygote(*PRELOADED_MODULES), tmp_path / "logs" / "zygote.log")
+    zygote = _zygote(tmp_path, *PRELOADED_MODULES)
     environment = child_environment(spec.env)
     try:
         child = await zygote.spawn("exits", "reporter", environment, tmp_path, tmp_path / "c.log")
@@ -738,7 +744,7 @@ async def test_a_forked_child_gets_exactly_its_environment_and_reports_its_exit_
 
 async def test_supervisor_restarts_a_forked_child_that_crashes(tmp_path: Path) -> None:
     supervisor = Supervisor(
-        tmp_path / "logs", initial_backoff=0.05, max_backoff=0.2, zygote=_zygote()
+        tmp_path / "logs", initial_backoff=0.05, max_backoff=0.2, zygote=_zygote(tmp_path)
     )
     async with supervisor:
         supervisor.start(_forked("flaky", tmp_path, "exit3"))
@@ -750,7 +756,7 @@ async def test_supervisor_restarts_a_forked_child_that_crashes(tmp_path: Path) -
 
 
 async def test_a_killed_zygote_takes_its_children_and_both_come_back(tmp_path: Path) -> None:
-    supervisor = Supervisor(tmp_path / "logs", initial_backoff=0.05, zygote=_zygote())
+    supervisor = Supervisor(tmp_path / "logs", initial_backoff=0.05, zygote=_zygote(tmp_path))
     async with supervisor:
         supervisor.start(_forked("one", tmp_path, "sleep"))
         supervisor.start(_forked("two", tmp_path, "sleep"))
@@ -776,7 +782,7 @@ async def test_a_killed_zygote_takes_its_children_and_both_come_back(tmp_path: P
 
 
 async def test_supervisor_stop_kills_a_forked_childs_group_and_the_zygote(tmp_path: Path) -> None:
-    supervisor = Supervisor(tmp_path / "logs", grace_period=0.5, zygote=_zygote())
+    supervisor = Supervisor(tmp_path / "logs", grace_period=0.5, zygote=_zygote(tmp_path))
     supervisor.start(_forked("stubborn", tmp_path, "stubborn"))
     report = tmp_path / "stubborn.jsonl"
     assert await _eventually(lambda: len(_reports(report)) == 1)

@@ -26,10 +26,12 @@ import pytest
 
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
+from infra.stack.credentials import DATABASE_URL_FILE, SECRET_ID_FILE
 from infra.stack.git_daemon import GitDaemon, local_forge_push_environment
 from infra.stack.launcher import PRELOADED_MODULES, LocalStack, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
+    APPROLE_MOUNT,
     AppRoleCredentials,
     BootstrappedOpenBao,
     OpenBaoDev,
@@ -440,17 +442,27 @@ OPERATOR_VARIABLES = {
 
 
 def _stack_children(state_dir: Path) -> dict[str, int]:
-    """Process name → pid of the supervised children of the stack running from `state_dir`."""
+    """Process name → pid of the supervised children of the stack running from `state_dir`.
+
+    A child forked from the zygote shows the zygote's command line and environment; its name
+    is its `comm`.
+    """
     found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             env = _environ(int(entry.name))
+            forked = b"infra.stack.zygote" in (entry / "cmdline").read_bytes()
+            name = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if env.get("ORCH_STATE_DIR") == str(state_dir) and "ORCH_PROCESS_NAME" in env:
+        if env.get("ORCH_STATE_DIR") != str(state_dir):
+            continue
+        if "ORCH_PROCESS_NAME" in env:
             found[env["ORCH_PROCESS_NAME"]] = int(entry.name)
+        elif forked and name != "zygote":
+            found[name] = int(entry.name)
     return found
 
 
@@ -465,13 +477,18 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
                 environments.append((entry / "environ").read_bytes())
     private = state_dir / "credentials"
     assert private.stat().st_mode & 0o777 == 0o700
+    # OpenBao keeps its store on disk; its unseal key and root token are in one private file.
+    init = state_dir / "openbao" / "init.json"
+    assert init.stat().st_mode & 0o777 == 0o600
+    root_token = json.loads(init.read_text())["root_token"]
+    vault = hvac.Client(url=vault_addr, token=root_token)
     for name, pid in _stack_children(state_dir).items():
+        # What anyone may read of the process (a forked child's is the zygote's).
         env = _environ(pid)
         assert not set(OPERATOR_VARIABLES) & set(env), name
         assert not any(value in str(env) for value in OPERATOR_VARIABLES.values()), name
-        secret_file = Path(env["ORCH_VAULT__SECRET_ID_FILE"])
-        url_file = Path(env["ORCH_DATABASE__URL_FILE"])
-        assert secret_file.parent == private / name
+        secret_file = private / name / SECRET_ID_FILE
+        url_file = private / name / DATABASE_URL_FILE
         assert secret_file.parent.stat().st_mode & 0o777 == 0o700
         for path in (secret_file, url_file):
             assert path.stat().st_mode & 0o777 == 0o600, path
@@ -480,13 +497,10 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
         for secret in (secret_id, password):
             assert not any(secret.encode() in line for line in command_lines), name
             assert not any(secret.encode() in environ for environ in environments), name
-        credentials = AppRoleCredentials(role_id=env["ORCH_VAULT__ROLE_ID"], secret_id=secret_id)
+        role_id = vault.auth.approle.read_role_id(name, mount_point=APPROLE_MOUNT)["data"]
+        credentials = AppRoleCredentials(role_id=role_id["role_id"], secret_id=secret_id)
         assert approle_login(vault_addr, credentials)
         assert (state_dir / "logs" / f"{name}.log").stat().st_mode & 0o777 == 0o600
-    # OpenBao keeps its store on disk; its unseal key and root token are in one private file.
-    init = state_dir / "openbao" / "init.json"
-    assert init.stat().st_mode & 0o777 == 0o600
-    root_token = json.loads(init.read_text())["root_token"]
     assert len(root_token) >= 16
     assert not any(root_token.encode() in line for line in command_lines)
     assert not any(root_token.encode() in environ for environ in environments)

@@ -8,6 +8,10 @@ in (N at once within 3x of one). It asserts nothing about timing: the figures be
 machine they ran on, and a busy machine shows in them (the load average is printed).
 
     python bench/pipeline.py [--projects 20] [--timeout 1800]
+    python bench/pipeline.py --up-only     # `orchestrator up` alone, then stop
+
+With `--up-only` it starts the stack, prints the `orchestrator up` figures below and the
+stack's RSS, PSS and CPU seconds at the moment it is ready, and stops it.
 
 What it prints:
 - `orchestrator up`: seconds until the ready line, and each process's seconds to `/readyz`;
@@ -165,12 +169,16 @@ def busy_cpu_seconds() -> float:
 
 
 def process_label(pid: int) -> str:
-    """A short name for a stack process: the module of `python -m x.y`, else the program."""
+    """A short name for a stack process: the module of `python -m x.y`, else the program
+    (a process forked from the zygote is named after its child, the zygote itself "zygote")."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
     words = [arg.decode(errors="replace") for arg in argv if arg]
+    if "infra.stack.zygote" in words and Path(f"/proc/{pid}/comm").exists():
+        # A process forked from the zygote keeps its command line; its name is the child's.
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     if "-m" in words[:-1]:
         parts = words[words.index("-m") + 1].split(".")
         while len(parts) > 1 and parts[-1] in ("__main__", "main", "app"):
@@ -201,6 +209,27 @@ def cpu_table(before: dict[tuple[int, str], float], after: dict[tuple[int, str],
         used[key[1]] = used.get(key[1], 0.0) + seconds - before.get(key, 0.0)
     top = sorted(used.items(), key=lambda item: -item[1])[:10]
     return ", ".join(f"{label} {seconds:.0f}" for label, seconds in top if seconds >= 0.5)
+
+
+def measure_ready(stack: Stack) -> None:
+    """The stack's figures at the moment it is ready: memory, CPU used to get there; then stop."""
+    try:
+        pids = tree(stack.process.pid)
+        rss, pss = memory_kib(pids)
+        cpu = sum(cpu_by_process(stack.process.pid).values())
+        print(f"orchestrator up: ready line after {stack.ready_seconds:.1f} s "
+              f"(load average {os.getloadavg()[0]:.2f} at ready)")  # fmt: skip
+        for line in stack.table:
+            if "/readyz" in line or "(HTTP API)" in line:
+                print("  " + " ".join(line.split()))
+        print(
+            f"at ready: {len(pids)} processes, RSS {rss / 1024**2:.2f} GiB, "
+            f"PSS {pss / 1024**2:.2f} GiB, CPU {cpu:.1f} s (the tree, with what it reaped)"
+        )
+    finally:
+        stack.process.send_signal(signal.SIGINT)
+        stack.process.wait(timeout=120)
+        shutil.rmtree(stack.state_dir, ignore_errors=True)
 
 
 def median_wall(command: list[str], runs: int = 5) -> float:
@@ -253,11 +282,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--projects", type=int, default=20, help="projects at once (default 20)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for them")
+    parser.add_argument(
+        "--up-only", action="store_true", help="only start the stack, measure it ready, stop it"
+    )
     args = parser.parse_args()
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     state_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     stack = start_stack(state_dir)
+    if args.up_only:
+        measure_ready(stack)
+        return
     peak = MemoryPeak(stack.process.pid)
     peak.start()
     ids: list[str] = []

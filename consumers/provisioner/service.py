@@ -63,7 +63,8 @@ class NoCapacityError(Exception):
         super().__init__(
             f"no server with free capacity and labels [{', '.join(self.labels)}] is ready"
             f"{waiting}; or add one with "
-            f"`orchestrator servers add NAME --host HOST --key-file PATH{label_option} --scan`"
+            f"`orchestrator servers add NAME --host HOST --key-file PATH{label_option} --scan` "
+            "and prepare it with `orchestrator servers bootstrap NAME`"
         )
 
 

@@ -5,6 +5,11 @@ is the normal way it recovers. Restarts back off exponentially so a process that
 does not spin; the delay resets once a process has stayed up long enough to count as healthy.
 Each child leads its own process group and gets PDEATHSIG, so neither a stopped nor a killed
 supervisor leaves one behind.
+
+A child whose spec names a `module` is forked from the supervisor's zygote when it has one
+(infra/stack/zygote.py: the shared imports paid once, their pages shared); any other child, or
+every child of a supervisor without a zygote, is started from its `argv` with a fresh
+interpreter. Either way it gets the same environment, session, log and restarts.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import structlog
 
 from infra.stack.process import child_environment, parent_death_preexec, signal_group
+from infra.stack.zygote_client import Zygote
 
 _log = structlog.get_logger(__name__)
 
@@ -40,13 +46,31 @@ class ChildSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     before_start: Callable[[], None] | None = None
+    #: Run as `python -m module` forked from the supervisor's zygote, if it has one; `argv`
+    #: is then what runs without a zygote. None for what must start from `argv` (a program
+    #: that is not Python, or one that needs a fresh interpreter).
+    module: str | None = None
+
+
+class ChildProcess(Protocol):
+    """A running child as the supervisor handles it: exec'd (asyncio's) or forked (a zygote's)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    async def wait(self) -> int | None: ...
+
+    def send_signal(self, sig: int, /) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
 class _Child:
     spec: ChildSpec
     task: asyncio.Task[None] | None = None
-    process: asyncio.subprocess.Process | None = None
+    process: ChildProcess | None = None
+    running: bool = False
     restarts: int = 0
 
 
@@ -61,6 +85,7 @@ class Supervisor:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         healthy_after: float = 60.0,
+        zygote: Zygote | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.grace_period = grace_period
@@ -69,6 +94,7 @@ class Supervisor:
         self.healthy_after = healthy_after
         self._children: dict[str, _Child] = {}
         self._stopping = False
+        self._zygote = zygote
 
     def start(self, spec: ChildSpec) -> None:
         """Start keeping `spec` running (call from the event loop's thread, see PDEATHSIG)."""
@@ -84,10 +110,15 @@ class Supervisor:
 
     def pid_of(self, name: str) -> int | None:
         """The current process id of child `name`, if it is running."""
-        process = self._children[name].process
-        if process is None or process.returncode is not None:
+        child = self._children[name]
+        if child.process is None or not child.running:
             return None
-        return process.pid
+        return child.process.pid
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's process id while it serves (None without one, or before first use)."""
+        return self._zygote.pid if self._zygote is not None else None
 
     def restarts_of(self, name: str) -> int:
         """How many times child `name` has been restarted."""
@@ -97,10 +128,18 @@ class Supervisor:
         """Where child `name` writes its stdout and stderr."""
         return self.log_dir / f"{name}.log"
 
-    async def _spawn(self, spec: ChildSpec) -> asyncio.subprocess.Process:
+    async def _spawn(self, spec: ChildSpec) -> ChildProcess:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec.before_start is not None:
             spec.before_start()
+        if spec.module is not None and self._zygote is not None:
+            return await self._zygote.spawn(
+                spec.name,
+                spec.module,
+                child_environment(spec.env),
+                spec.cwd,
+                self.log_path(spec.name),
+            )
         # A log may quote what a process was handed, so only its owner reads it.
         descriptor = os.open(
             self.log_path(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -123,6 +162,7 @@ class Supervisor:
             started = time.monotonic()
             try:
                 child.process = await self._spawn(child.spec)
+                child.running = True
             # A child whose preparation fails (Vault briefly unreachable while minting its secret
             # id) is retried with the same backoff as one that exits.
             except Exception as error:
@@ -131,6 +171,7 @@ class Supervisor:
             else:
                 _log.info("child started", child=child.spec.name, pid=child.process.pid)
                 code = await child.process.wait()
+                child.running = False
             if self._stopping:
                 return
             if time.monotonic() - started >= self.healthy_after:
@@ -150,6 +191,8 @@ class Supervisor:
         """SIGTERM every child, SIGKILL those still alive after the grace period."""
         self._stopping = True
         await asyncio.gather(*(self._finish(child) for child in self._children.values()))
+        if self._zygote is not None:
+            await self._zygote.stop(self.grace_period)
 
     async def _finish(self, child: _Child) -> None:
         # Cancel the keeper first so nothing respawns; a spawn cancelled midway is killed by
@@ -161,7 +204,7 @@ class Supervisor:
         process = child.process
         if process is None:
             return
-        if process.returncode is None:
+        if child.running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:

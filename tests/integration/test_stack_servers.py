@@ -26,10 +26,12 @@ import pytest
 
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
+from infra.stack.credentials import DATABASE_URL_FILE, SECRET_ID_FILE
 from infra.stack.git_daemon import GitDaemon, local_forge_push_environment
-from infra.stack.launcher import LocalStack, run_up
+from infra.stack.launcher import PRELOADED_MODULES, LocalStack, run_up
 from infra.stack.nats_server import NatsCluster, NatsServer
 from infra.stack.openbao_server import (
+    APPROLE_MOUNT,
     AppRoleCredentials,
     BootstrappedOpenBao,
     OpenBaoDev,
@@ -37,10 +39,11 @@ from infra.stack.openbao_server import (
     bootstrap_openbao,
 )
 from infra.stack.postgres_server import PostgresServer
-from infra.stack.process import ManagedProcess, ServerStartError
+from infra.stack.process import ManagedProcess, ServerStartError, child_environment
 from infra.stack.sshd_server import Sshd
 from infra.stack.stack_info import read_stack_info
 from infra.stack.supervisor import ChildSpec, Supervisor
+from infra.stack.zygote_client import Zygote, ZygoteSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -455,17 +458,27 @@ OPERATOR_VARIABLES = {
 
 
 def _stack_children(state_dir: Path) -> dict[str, int]:
-    """Process name → pid of the supervised children of the stack running from `state_dir`."""
+    """Process name → pid of the supervised children of the stack running from `state_dir`.
+
+    A child forked from the zygote shows the zygote's command line and environment; its name
+    is its `comm`.
+    """
     found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             env = _environ(int(entry.name))
+            forked = b"infra.stack.zygote" in (entry / "cmdline").read_bytes()
+            name = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if env.get("ORCH_STATE_DIR") == str(state_dir) and "ORCH_PROCESS_NAME" in env:
+        if env.get("ORCH_STATE_DIR") != str(state_dir):
+            continue
+        if "ORCH_PROCESS_NAME" in env:
             found[env["ORCH_PROCESS_NAME"]] = int(entry.name)
+        elif forked and name != "zygote":
+            found[name] = int(entry.name)
     return found
 
 
@@ -480,13 +493,18 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
                 environments.append((entry / "environ").read_bytes())
     private = state_dir / "credentials"
     assert private.stat().st_mode & 0o777 == 0o700
+    # OpenBao keeps its store on disk; its unseal key and root token are in one private file.
+    init = state_dir / "openbao" / "init.json"
+    assert init.stat().st_mode & 0o777 == 0o600
+    root_token = json.loads(init.read_text())["root_token"]
+    vault = hvac.Client(url=vault_addr, token=root_token)
     for name, pid in _stack_children(state_dir).items():
+        # What anyone may read of the process (a forked child's is the zygote's).
         env = _environ(pid)
         assert not set(OPERATOR_VARIABLES) & set(env), name
         assert not any(value in str(env) for value in OPERATOR_VARIABLES.values()), name
-        secret_file = Path(env["ORCH_VAULT__SECRET_ID_FILE"])
-        url_file = Path(env["ORCH_DATABASE__URL_FILE"])
-        assert secret_file.parent == private / name
+        secret_file = private / name / SECRET_ID_FILE
+        url_file = private / name / DATABASE_URL_FILE
         assert secret_file.parent.stat().st_mode & 0o777 == 0o700
         for path in (secret_file, url_file):
             assert path.stat().st_mode & 0o777 == 0o600, path
@@ -495,13 +513,10 @@ def _assert_children_hold_only_their_own_credentials(state_dir: Path, vault_addr
         for secret in (secret_id, password):
             assert not any(secret.encode() in line for line in command_lines), name
             assert not any(secret.encode() in environ for environ in environments), name
-        credentials = AppRoleCredentials(role_id=env["ORCH_VAULT__ROLE_ID"], secret_id=secret_id)
+        role_id = vault.auth.approle.read_role_id(name, mount_point=APPROLE_MOUNT)["data"]
+        credentials = AppRoleCredentials(role_id=role_id["role_id"], secret_id=secret_id)
         assert approle_login(vault_addr, credentials)
         assert (state_dir / "logs" / f"{name}.log").stat().st_mode & 0o777 == 0o600
-    # OpenBao keeps its store on disk; its unseal key and root token are in one private file.
-    init = state_dir / "openbao" / "init.json"
-    assert init.stat().st_mode & 0o777 == 0o600
-    root_token = json.loads(init.read_text())["root_token"]
     assert len(root_token) >= 16
     assert not any(root_token.encode() in line for line in command_lines)
     assert not any(root_token.encode() in environ for environ in environments)
@@ -612,19 +627,36 @@ def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [False, True], ids=["exec", "forked"])
+def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path, forked: bool) -> None:
     pid_file = tmp_path / "child.pid"
     child_code = (
         f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()));"
         " time.sleep(60)"
     )
+    # Forked: the supervisor's death ends the zygote, whose death ends the child.
+    (tmp_path / "child.py").write_text(child_code)
+    zygote = (
+        f"Zygote(ZygoteSpec((), cwd=pathlib.Path({str(PROJECT_ROOT)!r})), logs / 'zygote.log')"
+        if forked
+        else "None"
+    )
     supervisor_script = f"""
         import asyncio, pathlib, sys
         from infra.stack.supervisor import ChildSpec, Supervisor
+        from infra.stack.zygote_client import Zygote, ZygoteSpec
 
         async def main() -> None:
-            supervisor = Supervisor(pathlib.Path({str(tmp_path / "logs")!r}))
-            supervisor.start(ChildSpec("child", [sys.executable, "-c", {child_code!r}]))
+            logs = pathlib.Path({str(tmp_path / "logs")!r})
+            supervisor = Supervisor(logs, zygote={zygote})
+            supervisor.start(
+                ChildSpec(
+                    "child",
+                    [sys.executable, "-c", {child_code!r}],
+                    cwd=pathlib.Path({str(tmp_path)!r}),
+                    module="child",
+                )
+            )
             await asyncio.sleep(60)
 
         asyncio.run(main())
@@ -636,11 +668,161 @@ def test_supervisor_killed_with_sigkill_leaves_no_child(tmp_path: Path) -> None:
         assert _wait_until(pid_file.exists, timeout=20)
         child_pid = int(pid_file.read_text())
         assert _alive(child_pid)
+        forked_from_zygote = (
+            b"infra.stack.zygote" in Path(f"/proc/{child_pid}/cmdline").read_bytes()
+        )
+        assert forked_from_zygote == forked
         parent.send_signal(signal.SIGKILL)
         assert _wait_until(lambda: not _alive(child_pid))
     finally:
         parent.kill()
         parent.wait()
+
+
+# A module a forked child runs: it reports what it was given, then does what `ACT` says.
+_REPORTER = """
+import json, os, signal, subprocess, sys, threading, time
+report = {
+    "env": dict(os.environ),
+    "pid": os.getpid(),
+    "ppid": os.getppid(),
+    "sid": os.getsid(0),
+    "cwd": os.getcwd(),
+    "argv": sys.argv,
+    "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    "stdin": os.readlink("/proc/self/fd/0"),
+    "threads": threading.active_count(),
+    "preloaded": "infra.bus.runtime" in sys.modules,
+}
+act = os.environ.get("ACT", "")
+if act == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    report["grandchild"] = subprocess.Popen(["sleep", "60"]).pid
+with open(os.environ["REPORT"], "a") as out:
+    out.write(json.dumps(report) + "\\n")
+print("reported", flush=True)
+if act.startswith("exit"):
+    sys.exit(int(act[4:]))
+if act == "raise":
+    raise RuntimeError("the module failed")
+if act == "stubborn":
+    signal.pause()
+time.sleep(60)
+"""
+
+
+def _reports(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in _read(path).splitlines()]
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+def _forked(name: str, tmp_path: Path, act: str) -> ChildSpec:
+    """A child forked from the zygote running `_REPORTER` (argv is what runs without one)."""
+    (tmp_path / "reporter.py").write_text(_REPORTER)
+    report = tmp_path / f"{name}.jsonl"
+    return ChildSpec(
+        name,
+        [sys.executable, "-m", "reporter"],
+        env={"ACT": act, "REPORT": str(report)},
+        cwd=tmp_path,
+        module="reporter",
+    )
+
+
+def _zygote(tmp_path: Path, *preload: str) -> Zygote:
+    spec = ZygoteSpec(preload, env={"ZYGOTE_ONLY": "1"}, cwd=PROJECT_ROOT)
+    return Zygote(spec, tmp_path / "logs" / "zygote.log")
+
+
+async def test_a_forked_child_gets_exactly_its_environment_and_reports_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPERATOR_ONLY", "not for children")
+    spec = _forked("exits", tmp_path, "exit7")
+    zygote = _zygote(tmp_path, *PRELOADED_MODULES)
+    environment = child_environment(spec.env)
+    try:
+        child = await zygote.spawn("exits", "reporter", environment, tmp_path, tmp_path / "c.log")
+        assert await asyncio.wait_for(child.wait(), 30) == 7
+        (report,) = _reports(tmp_path / "exits.jsonl")
+        assert report["ppid"] == zygote.pid
+        failing = await zygote.spawn(
+            "raises", "reporter", {**environment, "ACT": "raise"}, tmp_path, tmp_path / "r.log"
+        )
+        assert await asyncio.wait_for(failing.wait(), 30) == 1
+    finally:
+        await zygote.stop(5)
+    # Exactly what the supervisor computed: nothing of the zygote's or the operator's own.
+    assert report["env"] == environment
+    assert "ZYGOTE_ONLY" not in environment and "OPERATOR_ONLY" not in environment
+    assert report["sid"] == report["pid"]
+    assert report["cwd"] == str(tmp_path)
+    assert report["argv"] == [str(tmp_path / "reporter.py")]
+    assert report["fds"] == [0, 1, 2, 3]  # 3 is the listing's own
+    assert report["stdin"] == os.devnull
+    assert report["threads"] == 1
+    assert report["preloaded"] is True
+    assert "reported" in _read(tmp_path / "c.log")
+    assert "RuntimeError: the module failed" in _read(tmp_path / "r.log")
+
+
+async def test_supervisor_restarts_a_forked_child_that_crashes(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        tmp_path / "logs", initial_backoff=0.05, max_backoff=0.2, zygote=_zygote(tmp_path)
+    )
+    async with supervisor:
+        supervisor.start(_forked("flaky", tmp_path, "exit3"))
+        assert await _eventually(lambda: supervisor.restarts_of("flaky") >= 3)
+        zygote = supervisor.zygote_pid
+    reports = _reports(tmp_path / "flaky.jsonl")
+    assert len(reports) >= 3
+    assert {report["ppid"] for report in reports} == {zygote}
+
+
+async def test_a_killed_zygote_takes_its_children_and_both_come_back(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "logs", initial_backoff=0.05, zygote=_zygote(tmp_path))
+    async with supervisor:
+        supervisor.start(_forked("one", tmp_path, "sleep"))
+        supervisor.start(_forked("two", tmp_path, "sleep"))
+        report = tmp_path / "one.jsonl"
+        assert await _eventually(lambda: len(_reports(report)) == 1)
+        assert await _eventually(lambda: len(_reports(tmp_path / "two.jsonl")) == 1)
+        old_zygote = supervisor.zygote_pid
+        old = [supervisor.pid_of("one"), supervisor.pid_of("two")]
+        assert old_zygote is not None and all(pid is not None for pid in old)
+
+        os.kill(old_zygote, signal.SIGKILL)
+
+        assert await _eventually(lambda: not any(_alive(pid) for pid in old if pid))
+        assert await _eventually(
+            lambda: all(supervisor.restarts_of(name) == 1 for name in ("one", "two"))
+        )
+        assert await _eventually(lambda: len(_reports(report)) == 2)
+        assert supervisor.zygote_pid not in (None, old_zygote)
+        assert _reports(report)[1]["ppid"] == supervisor.zygote_pid
+        new = supervisor.pid_of("one")
+        assert new is not None and new not in old and _alive(new)
+    assert not _alive(new)
+
+
+async def test_supervisor_stop_kills_a_forked_childs_group_and_the_zygote(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "logs", grace_period=0.5, zygote=_zygote(tmp_path))
+    supervisor.start(_forked("stubborn", tmp_path, "stubborn"))
+    report = tmp_path / "stubborn.jsonl"
+    assert await _eventually(lambda: len(_reports(report)) == 1)
+    (started,) = _reports(report)
+    pids = [started["pid"], started["grandchild"], supervisor.zygote_pid]
+    assert all(isinstance(pid, int) and _alive(pid) for pid in pids)
+
+    await supervisor.stop()
+
+    assert not any(isinstance(pid, int) and _alive(pid) for pid in pids)
 
 
 def test_run_up_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:

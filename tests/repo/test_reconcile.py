@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
+import pytest
 from sqlalchemy import delete, func, select
 
 from consumers.repo.app import build_app
@@ -78,9 +79,18 @@ async def reconcile(tmp_path: Path, nats_url: str, database_url: str, *args: str
     return result.stdout
 
 
+@pytest.fixture
+def own_git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
+    """A forge of its own: the session's git daemon holds other tests' repositories, which
+    this test's reconciliation would rightly report as orphans."""
+    with GitDaemon(tmp_path / "git") as server:
+        yield server
+
+
 async def test_reconcile_reports_repairs_and_resolves_once_the_causes_are_fixed(
-    tmp_path: Path, migrated_url: str, git_daemon: GitDaemon
+    tmp_path: Path, migrated_url: str, own_git_daemon: GitDaemon
 ) -> None:
+    git_daemon = own_git_daemon
     forge = LocalForge(git_daemon.data_dir, git_daemon.base_url)
     engine = make_engine(migrated_url)
     sessions = make_sessionmaker(engine)

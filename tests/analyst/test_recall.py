@@ -104,8 +104,11 @@ async def test_offline_builds_on_the_earlier_project_it_refers_to(
 
     assert isinstance(outcome, SpecOutcome)
     spec = outcome.spec
-    # The rules alone make a bot without the API or the report; the earlier spec has both.
-    assert set(spec.kinds) == {ServiceKind.TELEGRAM_BOT, ServiceKind.HTTP}
+    # The rules alone make a bot without the API or the report; the earlier spec has both
+    # (and its weekly report makes it a worker too).
+    earlier = earlier_expenses_spec()
+    assert set(spec.kinds) == set(earlier.kinds) >= {ServiceKind.TELEGRAM_BOT, ServiceKind.HTTP}
+    assert spec.schedules == earlier.schedules
     assert "report" in {command.command for command in spec.commands}
     assert "/report" in {endpoint.path for endpoint in spec.endpoints}
     assert [entity.name for entity in spec.entities] == ["Expense"]

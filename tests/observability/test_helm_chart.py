@@ -46,7 +46,10 @@ WITHOUT_OPERATORS: dict[str, Any] = {
     "nats": {"enabled": False},
     "metrics": {"serviceMonitor": {"enabled": False}},
     "migrations": {"enabled": False},
-    "natsConnection": {"existingSecret": "external-nats"},
+    "natsConnection": {
+        "existingSecret": "external-nats",
+        "monitorUrls": "http://nats-a.nats.svc:8222,http://nats-b.nats.svc:8222",
+    },
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -246,6 +249,9 @@ def test_without_operators_nothing_needs_keda_prometheus_or_the_subchart() -> No
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         url = next(e for e in container["env"] if e["name"] == "ORCH_NATS__URL")
         assert url["valueFrom"]["secretKeyRef"]["name"] == "external-nats"
+        monitors = env_of(container).get("ORCH_LAG_EXPORTER__MONITOR_URLS")
+        if monitors is not None:
+            assert monitors == WITHOUT_OPERATORS["natsConnection"]["monitorUrls"]
         assert deployment["spec"]["replicas"] >= 1
 
 
@@ -382,6 +388,26 @@ def test_every_address_follows_the_release_and_its_namespace(release: str, names
         f"http://{nats}-{i}.{headless}.{namespace}.svc:8222" for i in range(replicas)
     ]
     assert {role.namespace for role in roles_file(objects, release).roles} == {namespace}
+
+
+@pytest.mark.parametrize(
+    ("values", "setting"),
+    [
+        ({"keda": {"enabled": True}}, "keda.natsMonitoringEndpoint"),
+        ({"natsConnection": {"existingSecret": ""}}, "natsConnection.url"),
+        ({"natsConnection": {"monitorUrls": ""}}, "natsConnection.monitorUrls"),
+    ],
+    ids=["keda-endpoint", "nats-url", "monitor-urls"],
+)
+def test_without_the_subchart_each_nats_address_must_be_given(
+    values: dict[str, Any], setting: str
+) -> None:
+    """No address may silently point at a NATS subchart that is not installed."""
+    merged = copy.deepcopy(WITHOUT_OPERATORS)
+    for key, value in values.items():
+        merged[key] = {**merged[key], **value}
+    with pytest.raises(helm.HelmRenderError, match=f"nats.enabled is false: set {setting}"):
+        render(merged)
 
 
 def test_nats_config_includes_the_users_and_keeps_jetstream_on_files() -> None:

@@ -42,6 +42,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The subchart's NATS, addressed in the release's namespace. */}}
 {{- define "orchestrator.natsUrl" -}}
+{{- if not (or .Values.nats.enabled .Values.natsConnection.url) -}}
+{{- fail "nats.enabled is false: set natsConnection.url (or natsConnection.existingSecret) to your NATS" -}}
+{{- end -}}
 {{- .Values.natsConnection.url | default (printf "nats://%s.%s.svc:4222" (include "orchestrator.natsFullname" .) .Release.Namespace) -}}
 {{- end -}}
 
@@ -49,6 +52,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "orchestrator.natsMonitorUrls" -}}
 {{- if .Values.natsConnection.monitorUrls -}}
 {{- .Values.natsConnection.monitorUrls -}}
+{{- else if not .Values.nats.enabled -}}
+{{- fail "nats.enabled is false: set natsConnection.monitorUrls to your NATS servers' monitoring URLs (comma separated)" -}}
 {{- else -}}
 {{- $nats := include "orchestrator.natsFullname" . -}}
 {{- $urls := list -}}
@@ -61,6 +66,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* KEDA's NATS monitoring endpoint (host:port); KEDA finds each consumer's leader from it. */}}
 {{- define "orchestrator.kedaNatsEndpoint" -}}
+{{- if not (or .Values.nats.enabled .Values.keda.natsMonitoringEndpoint) -}}
+{{- fail "nats.enabled is false: set keda.natsMonitoringEndpoint (host:port of your NATS monitoring endpoint)" -}}
+{{- end -}}
 {{- .Values.keda.natsMonitoringEndpoint | default (printf "%s-headless.%s.svc.cluster.local:8222" (include "orchestrator.natsFullname" .) .Release.Namespace) -}}
 {{- end -}}
 

@@ -21,14 +21,20 @@ from infra.stack.credentials import write_private
 from infra.vault import SecretNotFound, VaultClient, VaultError
 
 
-async def copy_value(vault: VaultClient, path: str, key: str, out: Path) -> None:
+async def copy_value(
+    vault: VaultClient, path: str, key: str, out: Path, *, kv_mount: str = "secret"
+) -> None:
     """Write `key` of the secret at `path` to `out`; raise SecretNotFound if either is absent."""
     await vault.login()
-    secret = await vault.read_secret(path)
+    try:
+        secret = await vault.read_secret(path)
+    except SecretNotFound:
+        secret = {}
     if not secret.get(key):
+        # An operator stores it before installing; the pod's init container retries meanwhile.
         raise SecretNotFound(
-            f"the Vault secret {path} has no `{key}`; store it with "
-            f"`bao kv put -mount=secret {path} {key}=...`"
+            f"Vault has no `{key}` at {kv_mount}/{path}; store it with "
+            f"`bao kv put -mount={kv_mount} {path} {key}=...`"
         )
     write_private(out, secret[key])
 
@@ -39,9 +45,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("key", help="the key whose value is written, e.g. url")
     parser.add_argument("out", type=Path, help="the file to write (mode 0600)")
     args = parser.parse_args(argv)
-    vault = VaultClient.from_settings(get_settings().vault)
+    settings = get_settings().vault
+    vault = VaultClient.from_settings(settings)
     try:
-        asyncio.run(copy_value(vault, args.path, args.key, args.out))
+        asyncio.run(copy_value(vault, args.path, args.key, args.out, kv_mount=settings.kv_mount))
     except (SecretNotFound, VaultError) as error:
         raise SystemExit(str(error)) from error
     except OSError as error:

@@ -74,6 +74,18 @@ def _environment(**settings: str) -> dict[str, str]:
     return {**inherited, **settings}
 
 
+def _run(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGV` in a clean environment plus `env`, as a pod would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        env=_environment(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def kubernetes_vault(
     openbao: BootstrappedOpenBao, tmp_path_factory: pytest.TempPathFactory
@@ -94,13 +106,11 @@ def kubernetes_vault(
         roles = tmp_path_factory.mktemp("vault-roles") / "roles.json"
         roles.write_text(roles_map["data"]["roles.json"])
         # What the chart's bootstrap Job runs, with the operator's token.
-        bootstrap = subprocess.run(
-            [sys.executable, "-m", "infra.kubernetes_auth", str(roles)],
-            env=_environment(ORCH_VAULT__ADDR=openbao.addr, ORCH_VAULT__TOKEN=openbao.root_token),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        bootstrap = _run(
+            "infra.kubernetes_auth",
+            str(roles),
+            ORCH_VAULT__ADDR=openbao.addr,
+            ORCH_VAULT__TOKEN=openbao.root_token,
         )
         yield KubernetesVault(openbao, api, mount, bootstrap, rendered)
 
@@ -116,6 +126,16 @@ def token_file(kv: KubernetesVault, directory: Path, process: str, **where: str)
 
 def test_the_bootstrap_writes_a_role_per_process(kubernetes_vault: KubernetesVault) -> None:
     kv = kubernetes_vault
+    # The fixture ran what the chart's Job runs: this module on the ConfigMap's roles.json.
+    job = next(m for m in kv.rendered if m["metadata"]["name"].endswith("-vault-bootstrap"))
+    container = containers_of(job)["vault-bootstrap"]
+    (mount,) = container["volumeMounts"]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "infra.kubernetes_auth",
+        f"{mount['mountPath']}/roles.json",
+    ]
     assert kv.bootstrap.returncode == 0, kv.bootstrap.stderr
     written = {line.split("/")[-1].split()[0] for line in kv.bootstrap.stdout.splitlines()}
     assert {"analyst", "deployer", "scheduler", "migrate"} <= written
@@ -213,15 +233,14 @@ def test_the_init_container_writes_the_database_url_to_a_private_file(
     init = containers_of(deployment)["database-url"]
     out = tmp_path / "database-url"
     # The init container's own command and environment, pointed at this machine's paths.
-    command = [sys.executable, *init["command"][1:-1], str(out)]
+    assert init["command"][:2] == ["python", "-m"]
+    module_and_args = init["command"][2:-1]
     env = {
         **env_of(init),
         "ORCH_VAULT__ADDR": kv.openbao.addr,
         "ORCH_VAULT__KUBERNETES_TOKEN_FILE": str(token_file(kv, tmp_path, "coordinator")),
     }
-    result = subprocess.run(
-        command, env=_environment(**env), capture_output=True, text=True, timeout=60, check=False
-    )
+    result = _run(*module_and_args, str(out), **env)
     assert result.returncode == 0, result.stderr
     assert out.read_text() == url
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -230,17 +249,29 @@ def test_the_init_container_writes_the_database_url_to_a_private_file(
     # With the scheduler's role the same command fails and says why, leaking nothing.
     env["ORCH_VAULT__KUBERNETES_ROLE"] = "scheduler"
     env["ORCH_VAULT__KUBERNETES_TOKEN_FILE"] = str(token_file(kv, tmp_path, "scheduler"))
-    refused = subprocess.run(
-        [*command[:-1], str(tmp_path / "refused")],
-        env=_environment(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = _run(*module_and_args, str(tmp_path / "refused"), **env)
     assert refused.returncode == 1
     assert "may not read secret/platform/database" in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_commands_say_what_is_missing(openbao: BootstrappedOpenBao, tmp_path: Path) -> None:
+    roles = tmp_path / "roles.json"
+    roles.write_text('{"mount": "kubernetes"}')
+    no_token = _run("infra.kubernetes_auth", str(roles), ORCH_VAULT__ADDR=openbao.addr)
+    assert no_token.returncode == 1
+    assert "set ORCH_VAULT__TOKEN" in no_token.stderr
+    operator = {"ORCH_VAULT__ADDR": openbao.addr, "ORCH_VAULT__TOKEN": openbao.root_token}
+    malformed = _run("infra.kubernetes_auth", str(roles), **operator)
+    assert malformed.returncode == 1
+    assert "not a roles file" in malformed.stderr and "vault-roles ConfigMap" in malformed.stderr
+
+    path = f"platform/absent-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "database-url"
+    absent = _run("infra.vault_file", path, "url", str(out), **operator)
+    assert absent.returncode == 1
+    assert f"bao kv put -mount=secret {path} url=" in absent.stderr
+    assert not out.exists()
 
 
 async def test_kubernetes_auth_needs_a_role_and_a_readable_token(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,10 @@ def _read_credential(path: Path, setting: str) -> str:
             f"{setting}={path} cannot be read ({error.strerror}); the local stack writes it "
             "before starting the process, so start the process through `orchestrator up`"
         ) from error
+
+
+#: Where the Helm chart projects each pod's service account token for Vault (audience `vault`).
+KUBERNETES_TOKEN_FILE = Path("/var/run/secrets/vault/token")
 
 
 class NatsSettings(BaseModel):
@@ -95,8 +100,33 @@ class VaultSettings(BaseModel):
     token: SecretStr = Field(
         SecretStr(""), description="A token to use instead of AppRole (operators and tests only)"
     )
+    auth: Literal["approle", "kubernetes"] = Field(
+        "approle",
+        description="How the process logs in: `approle` (role id and secret id; the local stack "
+        "and compose) or `kubernetes` (its pod's service account token; the Helm chart)",
+    )
+    kubernetes_role: str = Field(
+        "",
+        description="With auth=kubernetes: the Vault role bound to this process's service "
+        "account and namespace (the chart names it after the process)",
+    )
+    kubernetes_token_file: Path = Field(
+        KUBERNETES_TOKEN_FILE,
+        description="With auth=kubernetes: the projected service account token (audience "
+        "`vault`); read at each login, as the kubelet rotates it",
+    )
+    kubernetes_mount: str = Field("kubernetes", description="The Kubernetes auth method's mount")
     kv_mount: str = Field("secret", description="KV v2 mount point")
     transit_mount: str = Field("transit", description="Transit engine mount point")
+
+    @model_validator(mode="after")
+    def _kubernetes_auth_names_its_role(self) -> VaultSettings:
+        if self.auth == "kubernetes" and not self.kubernetes_role:
+            raise ValueError(
+                "ORCH_VAULT__AUTH=kubernetes needs ORCH_VAULT__KUBERNETES_ROLE, the Vault role "
+                "bound to this process's service account"
+            )
+        return self
 
     @model_validator(mode="after")
     def _read_secret_id_file(self) -> VaultSettings:

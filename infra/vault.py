@@ -1,4 +1,9 @@
-"""Vault / OpenBao access: AppRole login, token renewal, KV v2 secrets.
+"""Vault / OpenBao access: AppRole or Kubernetes login, token renewal, KV v2 secrets.
+
+A process logs in with its AppRole (the local stack, compose) or, in Kubernetes, with its pod's
+projected service account token against the `kubernetes` auth method, whose role is bound to
+that service account and namespace and carries the same policy the AppRole would. Either way the
+token lapses and the client logs in again by the same method.
 
 hvac is synchronous and has no renewer, so calls run in a worker thread and `keep_renewed`
 renews the token at two thirds of its TTL. Every value read is registered with the log
@@ -16,7 +21,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 
-from infra.settings import VaultSettings
+from infra.settings import KUBERNETES_TOKEN_FILE, VaultSettings
 
 T = TypeVar("T")
 
@@ -39,8 +44,15 @@ def _register(values: Mapping[str, Any]) -> None:
                 register_secret(value)
 
 
+async def _read_credential_file(path: Path, what: str, hint: str) -> str:
+    try:
+        return (await asyncio.to_thread(path.read_text)).strip()
+    except OSError as exc:
+        raise VaultError(f"{what} {path} cannot be read ({exc.strerror}); {hint}") from exc
+
+
 class VaultClient:
-    """One client per process. Use a token (operators, tests) or an AppRole (services)."""
+    """One client per process: a token (operators, tests), an AppRole or a Kubernetes role."""
 
     def __init__(
         self,
@@ -50,13 +62,17 @@ class VaultClient:
         role_id: str = "",
         secret_id: str = "",
         secret_id_file: Path | None = None,
+        kubernetes_role: str = "",
+        kubernetes_token_file: Path = KUBERNETES_TOKEN_FILE,
+        kubernetes_mount: str = "kubernetes",
         kv_mount: str = "secret",
         transit_mount: str = "transit",
     ) -> None:
-        if not token and not role_id:
+        if not token and not role_id and not kubernetes_role:
             raise VaultError(
                 f"no Vault credentials for {addr}: set ORCH_VAULT__ROLE_ID and "
-                "ORCH_VAULT__SECRET_ID_FILE (or ORCH_VAULT__TOKEN for an operator)"
+                "ORCH_VAULT__SECRET_ID_FILE, or ORCH_VAULT__AUTH=kubernetes and "
+                "ORCH_VAULT__KUBERNETES_ROLE (or ORCH_VAULT__TOKEN for an operator)"
             )
         # hvac reads VAULT_ADDR only from the environment; the URL is always passed explicitly.
         self._client = hvac.Client(url=addr, token=token or None)
@@ -64,6 +80,10 @@ class VaultClient:
         self._secret_id = secret_id
         # The local stack rotates secret ids by rewriting this file; each login reads it again.
         self._secret_id_file = secret_id_file
+        self._kubernetes_role = kubernetes_role
+        # Projected tokens expire and the kubelet replaces the file; each login reads it again.
+        self._kubernetes_token_file = kubernetes_token_file
+        self._kubernetes_mount = kubernetes_mount
         self._kv_mount = kv_mount
         self._transit_mount = transit_mount
         self._lease_seconds = 0
@@ -71,12 +91,16 @@ class VaultClient:
 
     @classmethod
     def from_settings(cls, settings: VaultSettings) -> VaultClient:
+        kubernetes = settings.auth == "kubernetes"
         return cls(
             settings.addr,
             token=settings.token.get_secret_value(),
-            role_id=settings.role_id,
+            role_id="" if kubernetes else settings.role_id,
             secret_id=settings.secret_id.get_secret_value(),
-            secret_id_file=settings.secret_id_file,
+            secret_id_file=None if kubernetes else settings.secret_id_file,
+            kubernetes_role=settings.kubernetes_role if kubernetes else "",
+            kubernetes_token_file=settings.kubernetes_token_file,
+            kubernetes_mount=settings.kubernetes_mount,
             kv_mount=settings.kv_mount,
             transit_mount=settings.transit_mount,
         )
@@ -84,18 +108,53 @@ class VaultClient:
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
 
+    @property
+    def _logs_in(self) -> bool:
+        """Whether the token comes from a login (and a lapsed one is replaced by another)."""
+        return bool(self._role_id or self._kubernetes_role)
+
     async def login(self) -> None:
-        """AppRole login (no-op for a token client); safe to call again after expiry."""
-        if not self._role_id:
+        """AppRole or Kubernetes login (no-op for a token client); safe to call again."""
+        if self._kubernetes_role:
+            auth = await self._kubernetes_login()
+        elif self._role_id:
+            auth = await self._approle_login()
+        else:
             return
+        self._lease_seconds = int(auth.get("lease_duration") or 0)
+
+    async def _kubernetes_login(self) -> dict[str, Any]:
+        jwt = await _read_credential_file(
+            self._kubernetes_token_file,
+            "the service account token",
+            "the pod mounts it as a projected volume with audience `vault` "
+            "(ORCH_VAULT__KUBERNETES_TOKEN_FILE)",
+        )
+        role, mount = self._kubernetes_role, self._kubernetes_mount
+
+        def _login() -> dict[str, Any]:
+            result: dict[str, Any] = self._client.auth.kubernetes.login(
+                role=role, jwt=jwt, mount_point=mount
+            )
+            return result
+
+        try:
+            auth: dict[str, Any] = (await self._call(_login))["auth"]
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(
+                f"Kubernetes login to {self.addr} as role {role!r} failed: {exc}; the role must "
+                "be bound to this pod's service account and namespace (see the chart's "
+                "vault-roles ConfigMap)"
+            ) from exc
+        return auth
+
+    async def _approle_login(self) -> dict[str, Any]:
         if self._secret_id_file is not None:
-            try:
-                self._secret_id = (await asyncio.to_thread(self._secret_id_file.read_text)).strip()
-            except OSError as exc:
-                raise VaultError(
-                    f"the AppRole secret id file {self._secret_id_file} cannot be read "
-                    f"({exc.strerror}); the local stack writes it before starting the process"
-                ) from exc
+            self._secret_id = await _read_credential_file(
+                self._secret_id_file,
+                "the AppRole secret id file",
+                "the local stack writes it before starting the process",
+            )
 
         def _login() -> dict[str, Any]:
             result: dict[str, Any] = self._client.auth.approle.login(
@@ -104,10 +163,10 @@ class VaultClient:
             return result
 
         try:
-            auth = (await self._call(_login))["auth"]
+            auth: dict[str, Any] = (await self._call(_login))["auth"]
         except hvac.exceptions.VaultError as exc:
             raise VaultError(f"AppRole login to {self.addr} failed: {exc}") from exc
-        self._lease_seconds = int(auth.get("lease_duration") or 0)
+        return auth
 
     async def keep_renewed(self) -> None:
         """Renew the token at 2/3 of its TTL forever; log in again if renewal is refused."""
@@ -120,14 +179,14 @@ class VaultClient:
                 await self.login()
 
     async def _call_logged_in(self, fn: Callable[[], T]) -> T:
-        """Run `fn`; if an AppRole token expired meanwhile (403), log in again and retry once.
+        """Run `fn`; if a login's token expired meanwhile (403), log in again and retry once.
 
         Processes that never start `keep_renewed` still work past their token's TTL this way.
         """
         try:
             return await self._call(fn)
         except hvac.exceptions.Forbidden:
-            if not self._role_id:
+            if not self._logs_in:
                 raise
             await self.login()
             return await self._call(fn)

@@ -2,8 +2,9 @@
 
 Each process's NATS password lives in Vault at `platform/nats/<process>` (written by the stack
 launcher, or by the deployment's bootstrap job), readable only by that process's policy. A
-process logs in to Vault with its AppRole, reads its password and connects with it and with its
-own inbox prefix; the password never travels through argv, the environment or a log line.
+process logs in to Vault (with its AppRole, or its service account in Kubernetes), reads its
+password and connects with it and with its own inbox prefix; the password never travels through
+argv, the environment or a log line.
 
 A process with no Vault configured (a unit of the test suite against a bare nats-server)
 connects without credentials; a server that requires authentication then refuses it with
@@ -72,7 +73,7 @@ async def store_credentials(vault: VaultClient, passwords: Mapping[str, str]) ->
 async def process_credentials(
     settings: Settings, vault: VaultClient | None = None
 ) -> NatsCredentials | None:
-    """This process's NATS credentials, read from Vault after its AppRole login.
+    """This process's NATS credentials, read from Vault after its login (AppRole or Kubernetes).
 
     `vault` is the process's client if it already logged in (else one is made from settings).
     None when Vault is not configured at all, or when it holds no NATS secret for this process
@@ -104,4 +105,4 @@ async def connect(
 
 
 def _vault_configured(vault: VaultSettings) -> bool:
-    return bool(vault.role_id or vault.token.get_secret_value())
+    return bool(vault.role_id or vault.auth == "kubernetes" or vault.token.get_secret_value())

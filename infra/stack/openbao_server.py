@@ -228,7 +228,7 @@ def bootstrap_openbao(
     log in from (the local stack: loopback only). Policies are rewritten from
     `<policies_dir>/<process>.hcl`, so an edited policy takes effect on the next start.
     """
-    policy_texts = {name: _read_policy(policies_dir, name) for name in processes}
+    policy_texts = {name: read_policy(policies_dir, name) for name in processes}
     client = hvac.Client(url=addr, token=root_token)
     _ensure_kv_v2(client)
     mounts = client.sys.list_mounted_secrets_engines()["data"]
@@ -293,7 +293,7 @@ def policy_names(policies_dir: Path = POLICIES_DIR) -> list[str]:
     return sorted(path.stem for path in policies_dir.glob("*.hcl"))
 
 
-def _read_policy(policies_dir: Path, process: str) -> str:
+def read_policy(policies_dir: Path, process: str) -> str:
     path = policies_dir / f"{process}.hcl"
     if not path.is_file():
         raise FileNotFoundError(

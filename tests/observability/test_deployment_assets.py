@@ -204,7 +204,7 @@ def test_chart_runs_the_lag_exporter_and_reaches_the_api() -> None:
     exporter = processes["lag_exporter"]
     assert exporter["module"] == "infra.lag_exporter"
     assert exporter["durables"] == []
-    assert "ORCH_LAG_EXPORTER__MONITOR_URLS" in exporter["env"]
+    assert exporter["natsMonitoring"] is True  # the monitor URLs: test_helm_chart.py
     api = processes["api"]
     assert api["env"]["ORCH_API__HOST"] == "0.0.0.0"
     assert int(api["env"]["ORCH_API__PORT"]) == api["httpPort"]

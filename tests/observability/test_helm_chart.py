@@ -25,11 +25,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from infra.kubernetes_auth import DATABASE_POLICY, RolesFile, policy_text
+from infra.settings import KUBERNETES_TOKEN_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "codegen-orchestrator"
 CRDS = REPO / "tests" / "data" / "crds"
 RULES = REPO / "infra" / "prometheus" / "rules.yml"
 RELEASE = "codegen-orchestrator"
+# Not `default`: a name that leaked into a template unrendered would point there.
+NAMESPACE = "orchestrator"
 # The oldest minor the chart supports: schemas only grow, so a field valid here is valid later.
 KUBERNETES_VERSION = "1.30.0"
 
@@ -41,7 +46,10 @@ WITHOUT_OPERATORS: dict[str, Any] = {
     "nats": {"enabled": False},
     "metrics": {"serviceMonitor": {"enabled": False}},
     "migrations": {"enabled": False},
-    "natsConnection": {"existingSecret": "external-nats"},
+    "natsConnection": {
+        "existingSecret": "external-nats",
+        "monitorUrls": "http://nats-a.nats.svc:8222,http://nats-b.nats.svc:8222",
+    },
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -52,13 +60,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def render(values: dict[str, Any]) -> dict[str, list[Manifest]]:
+def render(
+    values: dict[str, Any], *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> dict[str, list[Manifest]]:
     """The objects of each rendered template, as `helm template` would print them.
 
     NOTES.txt is text for the person installing, not a manifest, so it is left out.
     """
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values, name=RELEASE, namespace="default")
+        rendered = chart.render(values, name=release, namespace=namespace)
     return {
         path: [document for document in yaml.safe_load_all(text) if document]
         for path, text in rendered.items()
@@ -190,13 +200,15 @@ def test_defaults_render_the_processes_nats_and_the_monitoring() -> None:
         "Deployment": len(procs),
         # One per process, and the subchart's client and headless Services.
         "Service": len(procs) + 2,
+        # One per process and the migration's: each the identity of one Vault role.
+        "ServiceAccount": len(procs) + 1,
         "ScaledObject": len(consumers),
-        # Ours and the NATS server config.
-        "ConfigMap": 2,
-        "Secret": 1,
+        # Ours, the Vault roles and the NATS server config. No Secret: credentials are in Vault.
+        "ConfigMap": 3,
         "StatefulSet": 1,
         "PodDisruptionBudget": 1,
-        "Job": 1,
+        # The Vault roles' bootstrap and the migration.
+        "Job": 2,
         "ServiceMonitor": 1,
         "PrometheusRule": 1,
     }
@@ -226,12 +238,176 @@ def test_without_operators_nothing_needs_keda_prometheus_or_the_subchart() -> No
     assert not [path for path in rendered if "/charts/nats/" in path and rendered[path]]
     objects = [m for items in rendered.values() for m in items]
     kinds = Counter(m["kind"] for m in objects)
-    assert kinds == {"Deployment": len(processes()), "Service": len(processes()), "ConfigMap": 1}
+    assert kinds == {
+        "Deployment": len(processes()),
+        "Service": len(processes()),
+        "ServiceAccount": len(processes()),
+        "ConfigMap": 2,
+        "Job": 1,
+    }
     for deployment in (m for m in objects if m["kind"] == "Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         url = next(e for e in container["env"] if e["name"] == "ORCH_NATS__URL")
         assert url["valueFrom"]["secretKeyRef"]["name"] == "external-nats"
+        monitors = env_of(container).get("ORCH_LAG_EXPORTER__MONITOR_URLS")
+        if monitors is not None:
+            assert monitors == WITHOUT_OPERATORS["natsConnection"]["monitorUrls"]
         assert deployment["spec"]["replicas"] >= 1
+
+
+def containers_of(pod_owner: Manifest) -> dict[str, Manifest]:
+    spec = pod_owner["spec"]["template"]["spec"]
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def env_of(container: Manifest) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def fullname(release: str) -> str:
+    """The chart's prefix of its object names (`orchestrator.fullname`)."""
+    return release if "codegen-orchestrator" in release else f"{release}-codegen-orchestrator"
+
+
+def roles_file(objects: list[Manifest], release: str = RELEASE) -> RolesFile:
+    config = only(objects, "ConfigMap", f"{fullname(release)}-vault-roles")
+    return RolesFile.parse(config["data"]["roles.json"])
+
+
+def test_every_process_logs_in_to_vault_as_its_own_service_account() -> None:
+    objects = manifests("defaults")
+    accounts = {m["metadata"]["name"]: m for m in objects if m["kind"] == "ServiceAccount"}
+    roles = {role.name: role for role in roles_file(objects).roles}
+    assert set(roles) == {*processes(), "migrate"}
+    pods = [m for m in objects if m["kind"] in ("Deployment", "Job")]
+    seen: set[str] = set()
+    for owner in pods:
+        spec = owner["spec"]["template"]["spec"]
+        # Nothing here calls the API server, so its token is not mounted at all.
+        assert spec["automountServiceAccountToken"] is False, owner["metadata"]["name"]
+        containers = containers_of(owner)
+        if "vault-bootstrap" in containers:
+            # The one pod with an operator's token: it logs in with nothing else.
+            assert "serviceAccountName" not in spec
+            continue
+        account = spec["serviceAccountName"]
+        assert account in accounts and account not in seen, account
+        seen.add(account)
+        (token,) = [v for v in spec["volumes"] if v["name"] == "vault-token"]
+        (source,) = token["projected"]["sources"]
+        assert source["serviceAccountToken"]["audience"] == roles_file(objects).audience
+        vault_env = [env_of(c) for c in containers.values() if "ORCH_VAULT__AUTH" in env_of(c)]
+        assert vault_env, owner["metadata"]["name"]
+        for env in vault_env:
+            assert env["ORCH_VAULT__AUTH"] == "kubernetes"
+            role = roles[env["ORCH_VAULT__KUBERNETES_ROLE"]]
+            # The role admits this pod's ServiceAccount in this namespace and nothing else.
+            assert (role.service_account, role.namespace) == (account, NAMESPACE)
+        for container in containers.values():
+            mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+            if "ORCH_VAULT__AUTH" in env_of(container):
+                assert mounts["vault-token"] == str(KUBERNETES_TOKEN_FILE.parent)
+                assert KUBERNETES_TOKEN_FILE.name == source["serviceAccountToken"]["path"]
+    assert seen == set(accounts)
+
+
+def test_each_vault_role_carries_its_process_policy_and_the_database_only_if_used() -> None:
+    objects = manifests("defaults")
+    roles = {role.name: role for role in roles_file(objects).roles}
+    for name, proc in processes().items():
+        uses_database = proc.get("database", True)
+        # The same policy file as the process's AppRole in the local stack.
+        assert roles[name].policies[0] == name
+        assert (DATABASE_POLICY in roles[name].policies) == uses_database, name
+        deployment = only(objects, "Deployment", f"{RELEASE}-{name.replace('_', '-')}")
+        containers = containers_of(deployment)
+        main = env_of(containers[name.replace("_", "-")])
+        assert ("database-url" in containers) == uses_database, name
+        assert ("ORCH_DATABASE__URL_FILE" in main) == uses_database, name
+        if uses_database:
+            init = containers["database-url"]
+            assert init["command"][-1] == main["ORCH_DATABASE__URL_FILE"]
+            assert env_of(init)["ORCH_VAULT__KUBERNETES_ROLE"] == name
+    assert roles["migrate"].policies == (DATABASE_POLICY,)
+    for role in roles.values():
+        for policy in role.policies:
+            assert policy_text(policy)  # a policy file exists for every name a role carries
+
+
+def test_no_secret_or_credential_is_rendered() -> None:
+    """Vault holds every credential; the chart renders no Secret and no AppRole id."""
+    for variant in VARIANTS:
+        objects = manifests(variant)
+        assert [m["metadata"]["name"] for m in objects if m["kind"] == "Secret"] == []
+        for owner in (m for m in objects if m["kind"] in ("Deployment", "Job", "StatefulSet")):
+            for container in containers_of(owner).values():
+                env = env_of(container)
+                assert not {"ORCH_VAULT__ROLE_ID", "ORCH_VAULT__SECRET_ID"} & set(env)
+                assert "ORCH_DATABASE__URL" not in env
+                refs = {k for k, v in env.items() if isinstance(v, dict) and "secretKeyRef" in v}
+                # The operator's bootstrap token (read by that Job only), and a NATS URL that
+                # an operator chose to keep in a Secret of theirs.
+                assert refs <= {"ORCH_VAULT__TOKEN", "ORCH_NATS__URL"}, refs
+                if "ORCH_VAULT__TOKEN" in refs:
+                    assert container["name"] == "vault-bootstrap"
+        config = only(objects, "ConfigMap", f"{RELEASE}-config")["data"]
+        assert not [k for k in config if "DATABASE" in k or "VAULT__TOKEN" in k]
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in (key, *_strings(value))]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize(("release", "namespace"), [(RELEASE, "orchestrator"), ("orch", "ci-7")])
+def test_every_address_follows_the_release_and_its_namespace(release: str, namespace: str) -> None:
+    objects = [
+        m for items in render({}, release=release, namespace=namespace).values() for m in items
+    ]
+    assert not [s for s in _strings(objects) if ".default.svc" in s or ":default:" in s]
+    services = {m["metadata"]["name"] for m in objects if m["kind"] == "Service"}
+    nats = only(objects, "StatefulSet")["metadata"]["name"]
+    headless = only(objects, "StatefulSet")["spec"]["serviceName"]
+    config = next(m for m in objects if m["kind"] == "ConfigMap" and "ORCH_NATS__URL" in m["data"])
+    client = config["data"]["ORCH_NATS__URL"]
+    # The URLs name the subchart's own Services and pods, in the release's namespace.
+    assert client == f"nats://{nats}.{namespace}.svc:4222" and nats in services
+    assert headless in services
+    for scaled in (m for m in objects if m["kind"] == "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            endpoint = trigger["metadata"]["natsServerMonitoringEndpoint"]
+            assert endpoint == f"{headless}.{namespace}.svc.cluster.local:8222"
+    exporter = only(objects, "Deployment", f"{fullname(release)}-lag-exporter")
+    (container,) = exporter["spec"]["template"]["spec"]["containers"]
+    monitors = env_of(container)["ORCH_LAG_EXPORTER__MONITOR_URLS"].split(",")
+    replicas = only(objects, "StatefulSet")["spec"]["replicas"]
+    assert monitors == [
+        f"http://{nats}-{i}.{headless}.{namespace}.svc:8222" for i in range(replicas)
+    ]
+    assert {role.namespace for role in roles_file(objects, release).roles} == {namespace}
+
+
+@pytest.mark.parametrize(
+    ("values", "setting"),
+    [
+        ({"keda": {"enabled": True}}, "keda.natsMonitoringEndpoint"),
+        ({"natsConnection": {"existingSecret": ""}}, "natsConnection.url"),
+        ({"natsConnection": {"monitorUrls": ""}}, "natsConnection.monitorUrls"),
+    ],
+    ids=["keda-endpoint", "nats-url", "monitor-urls"],
+)
+def test_without_the_subchart_each_nats_address_must_be_given(
+    values: dict[str, Any], setting: str
+) -> None:
+    """No address may silently point at a NATS subchart that is not installed."""
+    merged = copy.deepcopy(WITHOUT_OPERATORS)
+    for key, value in values.items():
+        merged[key] = {**merged[key], **value}
+    with pytest.raises(helm.HelmRenderError, match=f"nats.enabled is false: set {setting}"):
+        render(merged)
 
 
 def test_nats_config_includes_the_users_and_keeps_jetstream_on_files() -> None:

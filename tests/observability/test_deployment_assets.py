@@ -315,9 +315,11 @@ def test_compose_deploy_target_is_built_here_registered_with_its_pinned_key_and_
         "vault-bootstrap": "service_completed_successfully",
     }
     script = (DOCKER / "deploy-target" / "register.sh").read_text()
-    assert 'orchestrator servers add "$name" --host "$name" --user orch-deploy' in script
+    assert 'host="${DEPLOY_TARGET_HOST:-deploy-target}"' in script
+    assert 'shared="${DEPLOY_TARGET_KEYS:-/run/deploy-target}"' in script
+    assert 'orchestrator servers add "$name" --host "$host" --ssh-port "$ssh_port"' in script
     assert '--host-key "$(cat "$shared/ssh_host_ed25519_key.pub")"' in script
-    assert script.rstrip().endswith('exec orchestrator servers bootstrap "$name"')
+    assert script.rstrip().endswith('exec orchestrator servers bootstrap "$name" "$@"')
     (ports,) = re.findall(r"--ports (\d+)-(\d+)", script)
     published = {(int(p["published"]), int(p["target"])) for p in target["ports"]}
     assert published == {(p, p) for p in range(int(ports[0]), int(ports[1]) + 1)}

@@ -10,10 +10,16 @@
 # bootstrap`, the playbook every production server gets (a re-run changes nothing), which
 # creates the orch-deploy account and authorizes the same key for it; a failed bootstrap
 # leaves the server `new` with the reason (`orchestrator servers list`).
+#
+# Arguments go to `servers bootstrap` (e.g. --deploy-root). The defaults below are compose's;
+# tests point them at a throwaway sshd.
 set -eu
 name=deploy-target
-shared=/run/deploy-target
-ORCH_VAULT__TOKEN="$(python -m infra.stack.openbao_unseal root-token --init-file /var/lib/openbao-keys/init.json)"
+host="${DEPLOY_TARGET_HOST:-deploy-target}"
+ssh_port="${DEPLOY_TARGET_SSH_PORT:-22}"
+shared="${DEPLOY_TARGET_KEYS:-/run/deploy-target}"
+init_file="${OPENBAO_INIT_FILE:-/var/lib/openbao-keys/init.json}"
+ORCH_VAULT__TOKEN="$(python -m infra.stack.openbao_unseal root-token --init-file "$init_file")"
 export ORCH_VAULT__TOKEN
 
 registered() {
@@ -26,7 +32,7 @@ if ! registered; then
     trap 'rm -rf "$keys"' EXIT
     ssh-keygen -q -t ed25519 -N '' -C orchestrator-deployer -f "$keys/id"
     install -m 0644 "$keys/id.pub" "$shared/authorized_keys"
-    orchestrator servers add "$name" --host "$name" --user orch-deploy \
+    orchestrator servers add "$name" --host "$host" --ssh-port "$ssh_port" --user orch-deploy \
         --host-key "$(cat "$shared/ssh_host_ed25519_key.pub")" --key-file "$keys/id" \
         --ports 20000-20019 --capacity 20 --public-host "${DEPLOY_TARGET_PUBLIC_HOST:-localhost}"
     rm -rf "$keys"
@@ -36,4 +42,4 @@ elif [ ! -s "$shared/authorized_keys" ]; then
         "and \`docker compose up register-target\` to register it with a new key" >&2
     exit 1
 fi
-exec orchestrator servers bootstrap "$name"
+exec orchestrator servers bootstrap "$name" "$@"

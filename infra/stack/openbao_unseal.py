@@ -37,13 +37,22 @@ _NOT_YET = (requests.RequestException, hvac.exceptions.VaultDown, StoreNotActive
 
 
 def watch(addr: str, init_file: Path, interval: float) -> int:
-    """Open the store whenever it is sealed, for ever; 1 if it cannot be opened at all."""
+    """Open the store whenever it is sealed, for ever; 1 if it cannot be opened at all.
+
+    A missing key file or a key the store refuses ends the keeper with the reason (Docker then
+    restarts it and it says so again), rather than retrying a key that cannot work.
+    """
     was_open = False
     while True:
         try:
             open_store(addr, init_file)
         except UnsealKeyMissing as exc:
             print(f"openbao-unseal: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except hvac.exceptions.InvalidRequest as exc:
+            print(f"openbao-unseal: {addr} refused the unseal key in {init_file} ({exc}); that "
+                  "file belongs to another store: restore this store's file",
+                  file=sys.stderr, flush=True)  # fmt: skip
             return 1
         except _NOT_YET as exc:
             if was_open:

@@ -99,7 +99,7 @@ async def test_store_is_initialised_once_and_unsealed_after_every_restart(
     assert "is initialised and unsealed" in out
 
 
-async def test_an_initialised_store_without_its_key_file_stops_the_keeper_with_the_reason(
+async def test_a_store_without_its_key_file_or_with_a_wrong_key_stops_the_keeper_with_the_reason(
     tmp_path: Path, keys_dir: Path, keeper_processes: list[subprocess.Popen[str]]
 ) -> None:
     init_file = keys_dir / "init.json"
@@ -119,3 +119,12 @@ async def test_an_initialised_store_without_its_key_file_stops_the_keeper_with_t
         assert again.returncode == 1
         assert f"{init_file} with its unseal key is missing" in err
         assert _health(server.addr) == 503  # still sealed: nothing was re-initialised
+
+        # Another store's file: the key is refused, and the keeper says so instead of retrying.
+        init_file.write_text(json.dumps({"unseal_key": "A" * 44, "root_token": "x"}))
+        wrong = _keeper(server.addr, init_file)
+        keeper_processes.append(wrong)
+        _, err = wrong.communicate(timeout=60)
+        assert wrong.returncode == 1
+        assert f"refused the unseal key in {init_file}" in err
+        assert _health(server.addr) == 503

@@ -4,10 +4,9 @@ Dev mode keeps everything in memory and starts unsealed with a known root token,
 throwaway test server wants. The embedded stack keeps its store on disk instead
 (`OpenBaoServer`), so the secrets people stored outlive a restart of `orchestrator up`; it and
 docker-compose's unseal keeper (`infra.stack.openbao_unseal`) open that store with the same
-`open_store`. The root
-token is used only by `bootstrap_openbao` to lay down mounts, policies and one AppRole per
-process; every process (and the operator CLI) then works with its own least-privilege token, as
-it would against a production Vault.
+`open_store`. The root token is used only by `bootstrap_openbao` to lay down mounts, policies
+and one AppRole per process; every process (and the operator CLI) then works with its own
+least-privilege token, as it would against a production Vault.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := git openssh-server openssh-client postgresql-15 prometheus do
 STAMP_APT := $(VENV)/.apt-$(shell echo $(DEBIAN_PACKAGES) | md5sum | cut -c1-8)
 STAMP_PIP := $(VENV)/.pip-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-8)
 
-.PHONY: setup demo up test lint bench coder-image
+.PHONY: setup demo up test lint bench coder-image app-image
 
 $(STAMP_APT):
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
@@ -49,3 +49,12 @@ bench: setup
 # the local engine) from a debootstrap base and pinned wheels; cached in ~/.cache, no registry.
 coder-image: setup
 	$(BIN)/python -m consumers.engineer.coder_image
+
+# The images of docker-compose.yml, from local files only: the orchestrator's
+# (codegen-orchestrator:local, every dependency at its constraints.txt version) and the deploy
+# target's. Needs a Docker engine, not the venv. `docker compose up` then uses them as built.
+APP_IMAGE ?= codegen-orchestrator:local
+DEPLOY_TARGET_IMAGE ?= codegen-orchestrator-deploy-target:local
+app-image:
+	docker build -f infra/docker/app.Dockerfile -t $(APP_IMAGE) .
+	docker build -f infra/docker/deploy-target.Dockerfile -t $(DEPLOY_TARGET_IMAGE) .

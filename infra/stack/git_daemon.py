@@ -9,6 +9,7 @@ instead, which the base directory's mode (0700) reserves to the stack's user.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import subprocess
@@ -43,21 +44,26 @@ class GitDaemon(ManagedProcess):
         self.data_dir.chmod(0o700)
 
     def _command(self) -> list[str]:
-        return [
-            _git_daemon_binary(),
-            "--reuseaddr",
-            f"--base-path={self.data_dir}",
-            "--export-all",
-            # Off by default; forbidding the override keeps `daemon.receivepack` from enabling it.
-            "--forbid-override=receive-pack",
-            "--informative-errors",
-            "--listen=127.0.0.1",
-            f"--port={self.port}",
-            str(self.data_dir),
-        ]
+        return daemon_command(self.data_dir, "127.0.0.1", self.port)
 
     def _is_ready(self) -> bool:
         return tcp_accepts(self.port)
+
+
+def daemon_command(base_dir: Path, listen: str, port: int) -> list[str]:
+    """The read-only `git-daemon` argv exporting every repository under `base_dir`."""
+    return [
+        _git_daemon_binary(),
+        "--reuseaddr",
+        f"--base-path={base_dir}",
+        "--export-all",
+        # Off by default; forbidding the override keeps `daemon.receivepack` from enabling it.
+        "--forbid-override=receive-pack",
+        "--informative-errors",
+        f"--listen={listen}",
+        f"--port={port}",
+        str(base_dir),
+    ]
 
 
 def push_by_path(base_dir: Path, daemon_url: str) -> dict[str, str]:
@@ -106,3 +112,22 @@ def _git_daemon_binary() -> str:
             f"git-daemon not found in {exec_path}; install it with `apt-get install git`"
         )
     return str(binary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m infra.stack.git_daemon BASE_DIR`: the forge of docker-compose, in the foreground.
+
+    The same read-only daemon the embedded stack runs, replacing this process (so Docker's
+    signals reach it). The repo and engineer containers push by path into the shared volume.
+    """
+    parser = argparse.ArgumentParser(prog="python -m infra.stack.git_daemon")
+    parser.add_argument("base_dir", type=Path, help="directory of the bare repositories")
+    parser.add_argument("--listen", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=9418, help="port to listen on")
+    args = parser.parse_args(argv)
+    command = daemon_command(args.base_dir, args.listen, args.port)
+    os.execv(command[0], command)  # noqa: S606 -- a fixed argv, the reason this module exists
+
+
+if __name__ == "__main__":
+    main()

@@ -2,10 +2,11 @@
 
 Dev mode keeps everything in memory and starts unsealed with a known root token, which is what a
 throwaway test server wants. The embedded stack keeps its store on disk instead
-(`OpenBaoServer`), so the secrets people stored outlive a restart of `orchestrator up`. The root
-token is used only by `bootstrap_openbao` to lay down mounts, policies and one AppRole per
-process; every process (and the operator CLI) then works with its own least-privilege token, as
-it would against a production Vault.
+(`OpenBaoServer`), so the secrets people stored outlive a restart of `orchestrator up`; it and
+docker-compose's unseal keeper (`infra.stack.openbao_unseal`) open that store with the same
+`open_store`. The root token is used only by `bootstrap_openbao` to lay down mounts, policies
+and one AppRole per process; every process (and the operator CLI) then works with its own
+least-privilege token, as it would against a production Vault.
 """
 
 from __future__ import annotations
@@ -115,23 +116,18 @@ class OpenBaoDev(ManagedProcess):
             return False
 
 
-class OpenBaoServer(ManagedProcess):
-    """`bao server` with raft storage on disk: what the stack stored is still there after a restart.
+class RaftOpenBao(ManagedProcess):
+    """`bao server` with raft storage on disk, started as it is: sealed until someone opens it.
 
-    The embedded stack runs this rather than dev mode. Dev mode keeps everything in memory, so
-    `orchestrator up` after a stop or a kill came back with an empty Vault: the bot tokens and
-    secrets people had stored were gone, and a deploy redelivered after the restart waited for
-    a secret its owner had already given. Here the first start initialises the store with one
-    unseal key; the key and the root token are kept beside it (0600, the stack's user only, as
-    the root token of dev mode was in the launcher's environment), and every later start
-    unseals with them. It guards against other users of the machine, not against its owner.
+    Ready means listening. `OpenBaoServer` opens it itself at every start; the compose keeper
+    (`infra.stack.openbao_unseal`) opens the same kind of server from outside, and its tests
+    run this class to have a server nobody else unseals.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         super().__init__("openbao", data_dir)
         self.port = port or free_port()
         self.cluster_port = free_port()
-        self.root_token = ""  # read from the init file once the server runs
 
     @property
     def addr(self) -> str:
@@ -141,11 +137,6 @@ class OpenBaoServer(ManagedProcess):
     @property
     def config_path(self) -> Path:
         return self.data_dir / "openbao.hcl"
-
-    @property
-    def init_path(self) -> Path:
-        """The unseal key and root token written at the first start (0600)."""
-        return self.data_dir / "init.json"
 
     def _prepare(self) -> None:
         storage = self.data_dir / "data"
@@ -168,40 +159,86 @@ class OpenBaoServer(ManagedProcess):
         return {"HOME": str(self.data_dir)}
 
     def _is_ready(self) -> bool:
-        # Listening is enough here: initialising and unsealing happen in `_on_ready`.
         try:
             httpx.get(f"{self.addr}/v1/sys/seal-status", timeout=1, trust_env=False)
         except httpx.HTTPError:
             return False
         return True
 
+
+class OpenBaoServer(RaftOpenBao):
+    """`bao server` with raft storage on disk: what the stack stored is still there after a restart.
+
+    The embedded stack runs this rather than dev mode. Dev mode keeps everything in memory, so
+    `orchestrator up` after a stop or a kill came back with an empty Vault: the bot tokens and
+    secrets people had stored were gone, and a deploy redelivered after the restart waited for
+    a secret its owner had already given. Here the first start initialises the store with one
+    unseal key; the key and the root token are kept beside it (0600, the stack's user only, as
+    the root token of dev mode was in the launcher's environment), and every later start
+    unseals with them (`open_store`). It guards against other users of the machine, not
+    against its owner.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.root_token = ""  # read from the init file once the server runs
+
+    @property
+    def init_path(self) -> Path:
+        """The unseal key and root token written at the first start (0600)."""
+        return self.data_dir / "init.json"
+
     def _on_ready(self) -> None:
-        client = hvac.Client(url=self.addr)
-        if not client.sys.is_initialized():
-            result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-            write_private(
-                self.init_path,
-                json.dumps({"unseal_key": result["keys"][0], "root_token": result["root_token"]}),
-            )
         try:
-            keys = json.loads(self.init_path.read_text())
-        except FileNotFoundError:
-            raise ServerStartError(
-                f"OpenBao's store in {self.data_dir / 'data'} is initialised but {self.init_path} "
-                "with its unseal key is missing, so it cannot be opened; remove that directory "
-                "to start with an empty Vault"
-            ) from None
-        if client.sys.is_sealed():
-            client.sys.submit_unseal_key(keys["unseal_key"])
-        self.root_token = keys["root_token"]
-        deadline = time.monotonic() + self.startup_timeout
-        while not _is_active(self.addr):
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"OpenBao at {self.addr} did not become active after unsealing:\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.05)
+            self.root_token = open_store(self.addr, self.init_path, self.startup_timeout)
+        except StoreNotActive as exc:
+            raise ServerStartError(f"{exc}:\n{self.log_tail()}") from None
+
+
+class UnsealKeyMissing(ServerStartError):
+    """The store is initialised but the file with its unseal key is gone: it cannot be opened."""
+
+
+class StoreNotActive(ServerStartError):
+    """OpenBao was unsealed but did not become active in time."""
+
+
+def open_store(addr: str, init_path: Path, timeout: float = 30.0) -> str:
+    """Initialise OpenBao at `addr` if it is new, unseal it if sealed; return its root token.
+
+    The first call initialises the store with one unseal key and writes the key and the root
+    token to `init_path` (0600); later calls unseal with them. Idempotent: on an open store it
+    only reads the file. Returns once the server answers as active (`/v1/sys/health` 200).
+    """
+    client = hvac.Client(url=addr)
+    if not client.sys.is_initialized():
+        result = client.sys.initialize(secret_shares=1, secret_threshold=1)
+        write_private(
+            init_path,
+            json.dumps({"unseal_key": result["keys"][0], "root_token": result["root_token"]}),
+        )
+    keys = read_init_file(init_path, addr)
+    if client.sys.is_sealed():
+        client.sys.submit_unseal_key(keys["unseal_key"])
+    deadline = time.monotonic() + timeout
+    while not _is_active(addr):
+        if time.monotonic() > deadline:
+            raise StoreNotActive(f"OpenBao at {addr} did not become active after unsealing")
+        time.sleep(0.05)
+    return keys["root_token"]
+
+
+def read_init_file(init_path: Path, addr: str = "OpenBao") -> dict[str, str]:
+    """The unseal key and root token `open_store` kept; `UnsealKeyMissing` if the file is gone."""
+    try:
+        keys: dict[str, str] = json.loads(init_path.read_text())
+    except FileNotFoundError:
+        raise UnsealKeyMissing(
+            f"{addr} is initialised but {init_path} with its unseal key is missing, so it "
+            "cannot be opened; restore that file, or remove OpenBao's storage to start with "
+            "an empty Vault"
+        ) from None
+    return keys
 
 
 def _is_active(addr: str) -> bool:

@@ -26,6 +26,8 @@ from tests.integration.test_cli_json import PRIVATE_KEY, host_key_line
 from tests.integration.test_coordinator import sql_exec
 
 ROOT = Path(__file__).resolve().parents[2]
+#: docker-compose's `register-target` one-shot (runs in the app image, as root).
+REGISTER_TARGET = ROOT / "infra" / "docker" / "deploy-target" / "register.sh"
 
 
 @dataclass(frozen=True)
@@ -193,4 +195,70 @@ def test_operators_drain_resume_and_retire_within_the_lifecycle(
         1,
         "orchestrator servers drain: no server named 'nowhere'; "
         "`orchestrator servers list` shows them",
+    )
+
+
+def test_compose_register_target_adds_the_server_once_and_bootstraps_it(
+    operator: Operator,
+    openbao: BootstrappedOpenBao,
+    fresh_host: Sshd,
+    deploy_root: Path,
+    tmp_path: Path,
+) -> None:
+    # The throwaway sshd keeps root's authorized keys and its public host key in its data dir,
+    # as the compose target does in the volume it shares with register-target.
+    shared = fresh_host.data_dir
+    assert fresh_host.host_key_path.with_suffix(".pub") == shared / "ssh_host_ed25519_key.pub"
+    init_file = tmp_path / "init.json"
+    init_file.write_text(json.dumps({"unseal_key": "-", "root_token": openbao.root_token}))
+    env = {k: v for k, v in operator.env.items() if k != "ORCH_VAULT__TOKEN"}
+    env |= {
+        "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        "DEPLOY_TARGET_HOST": fresh_host.host,
+        "DEPLOY_TARGET_SSH_PORT": str(fresh_host.port),
+        "DEPLOY_TARGET_KEYS": str(shared),
+        "OPENBAO_INIT_FILE": str(init_file),
+    }
+    argv = [
+        "sh", str(REGISTER_TARGET), "--deploy-root", str(deploy_root),
+        "--firewall-file", str(tmp_path / "fw.nft"), "--no-firewall-apply",
+    ]  # fmt: skip
+
+    def register() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+
+    first = register()
+    assert first.returncode == 0, first.stderr
+    assert "added server deploy-target (orch-deploy@" in first.stdout
+    assert "server deploy-target is ready: bootstrapped (" in first.stdout
+    authorized = (shared / "authorized_keys").read_text()
+    assert (
+        authorized.split()[:2]
+        != (fresh_host.client_key_path.with_suffix(".pub").read_text().split()[:2])
+    )  # a key pair of its own, whose private half only Vault keeps
+    server = operator.servers()["deploy-target"]
+    assert server["state"] == "ready"
+    assert (server["host"], server["ssh_port"]) == (fresh_host.host, fresh_host.port)
+    assert (server["port_min"], server["port_max"]) == (20000, 20019)
+    pinned = subprocess.run(
+        ["ssh-keygen", "-lf", str(fresh_host.host_key_path.with_suffix(".pub"))],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()[1]  # fmt: skip
+    assert [f.split()[0] for f in server["host_key_fingerprints"]] == [pinned]
+
+    for output in (first.stdout, first.stderr):
+        assert "PRIVATE KEY" not in output
+
+    # Registered already: it never adds again (nor makes a new key); a target whose authorized
+    # key was lost says how to start over instead of bootstrapping with a key it no longer has.
+    (shared / "authorized_keys").unlink()
+    lost = register()
+    assert lost.returncode == 1
+    assert "added server" not in lost.stdout
+    assert "deploy-target is registered but its authorized key is gone" in lost.stderr
+    assert (
+        operator.servers()["deploy-target"]["host_key_fingerprints"]
+        == (server["host_key_fingerprints"])
     )

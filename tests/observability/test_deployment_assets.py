@@ -55,6 +55,9 @@ def test_compose_runs_every_consumer_and_prometheus_scrapes_it() -> None:
         "nats-0",
         "postgres",
         "openbao",
+        "openbao-unseal",
+        "forge",
+        "deploy-target",
         "qdrant",
         "prometheus",
         "grafana",
@@ -232,3 +235,158 @@ def test_chart_probes_ask_liveness_readiness_and_startup_of_every_process() -> N
     assert all(p["timeoutSeconds"] > 4 for p in probes.values())
     # Liveness tolerates more than the loop's staleness limit (10 s) before a restart.
     assert probes["liveness"]["periodSeconds"] * probes["liveness"]["failureThreshold"] > 10
+
+
+APP_IMAGE = "codegen-orchestrator:local"
+DOCKER = REPO / "infra" / "docker"
+
+
+def volume_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Target path -> volume name, for the named volumes a resolved service mounts.
+
+    docker-compose renders each mount as `SOURCE:TARGET:MODE`; a bind mount's source is a path.
+    """
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if not source.startswith(("/", ".")):
+            mounts[target] = source
+    return mounts
+
+
+def test_compose_every_long_running_service_restarts_and_has_a_healthcheck() -> None:
+    services = compose_config()["services"]
+    one_shots = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert one_shots == {"migrate", "vault-bootstrap", "nats-users", "register-target"}
+    for name, service in services.items():
+        if name in one_shots:
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert not check.get("disable") and check["test"] != ["NONE"], name
+
+
+def test_compose_forge_serves_the_volume_the_writing_steps_push_into() -> None:
+    services = compose_config()["services"]
+    forge = services["forge"]
+    assert forge["image"] == APP_IMAGE  # git is in the app image: no other image to pull
+    base, port = "/srv/git", "9418"
+    assert forge["command"][:4] == ["python", "-m", "infra.stack.git_daemon", base]
+    assert forge["command"][forge["command"].index("--port") + 1] == port
+    repos = volume_mounts(forge)[base]
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if service.get("image") != APP_IMAGE or "ORCH_PROCESS_NAME" not in env:
+            continue
+        # Every process checks clone URLs against the forge (infra/repo_urls.py).
+        assert env["ORCH_REPO_DAEMON_URL"] == f"git://forge:{port}", name
+        writes = name in ("repo", "engineer")
+        assert (env.get("ORCH_REPO_LOCAL_BASE") == base) is writes, name
+        assert (volume_mounts(service).get(base) == repos) is writes, name
+        if writes or name == "indexer":
+            assert service["depends_on"]["forge"]["condition"] == "service_healthy", name
+
+
+def test_compose_deploy_target_is_built_here_registered_with_its_pinned_key_and_bootstrapped() -> (
+    None
+):
+    services = compose_config()["services"]
+    target = services["deploy-target"]
+    assert target["build"]["dockerfile"].endswith("infra/docker/deploy-target.Dockerfile")
+    dockerfile = (DOCKER / "deploy-target.Dockerfile").read_text()
+    assert dockerfile.splitlines()[-1].startswith("ENTRYPOINT")
+    base_images = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM")]
+    app_bases = [
+        line.split()[1]
+        for line in (DOCKER / "app.Dockerfile").read_text().splitlines()
+        if line.startswith("FROM")
+    ]
+    assert set(base_images) <= set(app_bases)  # no other registry image
+    shared = volume_mounts(target)["/etc/ssh/orchestrator/shared"]
+    assert volume_mounts(target)["/etc/ssh/orchestrator/host"] != shared
+
+    register = services["register-target"]
+    assert register["image"] == APP_IMAGE
+    assert volume_mounts(register)["/run/deploy-target"] == shared
+    assert {k: v["condition"] for k, v in register["depends_on"].items()} == {
+        "deploy-target": "service_healthy",
+        "migrate": "service_completed_successfully",
+        "vault-bootstrap": "service_completed_successfully",
+    }
+    script = (DOCKER / "deploy-target" / "register.sh").read_text()
+    assert 'host="${DEPLOY_TARGET_HOST:-deploy-target}"' in script
+    assert 'shared="${DEPLOY_TARGET_KEYS:-/run/deploy-target}"' in script
+    assert 'orchestrator servers add "$name" --host "$host" --ssh-port "$ssh_port"' in script
+    assert '--host-key "$(cat "$shared/ssh_host_ed25519_key.pub")"' in script
+    assert script.rstrip().endswith('exec orchestrator servers bootstrap "$name" "$@"')
+    (ports,) = re.findall(r"--ports (\d+)-(\d+)", script)
+    published = {(int(p["published"]), int(p["target"])) for p in target["ports"]}
+    assert published == {(p, p) for p in range(int(ports[0]), int(ports[1]) + 1)}
+    sshd = (DOCKER / "deploy-target" / "sshd_config").read_text()
+    assert "PasswordAuthentication no" in sshd
+    assert "HostKey /etc/ssh/orchestrator/host/ssh_host_ed25519_key" in sshd
+
+
+def test_compose_openbao_keeps_its_store_in_a_volume_and_is_opened_before_the_bootstrap() -> None:
+    services = compose_config()["services"]
+    openbao = services["openbao"]
+    command = " ".join(openbao.get("command") or [])
+    assert "-dev" not in command
+    assert not any(k.startswith("BAO_DEV") for k in openbao.get("environment") or {})
+    hcl = (REPO / "infra" / "openbao" / "openbao.hcl").read_text()
+    (raft_path,) = re.findall(r'storage "raft" \{\s*path\s*=\s*"([^"]+)"', hcl)
+    assert raft_path in volume_mounts(openbao)  # a named volume: it outlives the container
+    assert [p.split(":")[0] for p in openbao["ports"]] == ["127.0.0.1"]
+
+    keeper = services["openbao-unseal"]
+    assert keeper["command"][:4] == ["python", "-m", "infra.stack.openbao_unseal", "watch"]
+    init_file = keeper["command"][keeper["command"].index("--init-file") + 1]
+    keys = volume_mounts(keeper)[str(Path(init_file).parent)]
+    # The unseal key and root token: only the keeper and the bootstrap one-shots mount them.
+    holders = {n for n, s in services.items() if keys in volume_mounts(s).values()}
+    assert holders == {"openbao-unseal", "vault-bootstrap", "nats-users", "register-target"}
+
+    def conditions(name: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in services[name]["depends_on"].items()}
+
+    assert conditions("openbao-unseal") == {"openbao": "service_started"}
+    assert conditions("vault-bootstrap") == {
+        "openbao": "service_healthy",
+        "openbao-unseal": "service_healthy",
+    }
+    assert conditions("nats-users") == {"vault-bootstrap": "service_completed_successfully"}
+    assert "/v1/sys/health" in " ".join(openbao["healthcheck"]["test"])
+
+
+def test_compose_runs_the_postgres_major_version_the_tests_run() -> None:
+    from infra.stack.postgres_server import POSTGRES_BIN_DIR
+
+    image = compose_config()["services"]["postgres"]["image"]
+    assert image == f"postgres:{POSTGRES_BIN_DIR.parent.name}-alpine"
+
+
+def test_app_image_installs_every_dependency_with_the_constraints() -> None:
+    dockerfile = (DOCKER / "app.Dockerfile").read_text()
+    assert re.search(r"^COPY .*\bconstraints\.txt\b", dockerfile, re.M)
+    installs = re.findall(r"pip install [^\\\n]*", dockerfile)
+    assert installs
+    assert all("-c constraints.txt" in line for line in installs), installs
+
+
+def test_make_app_image_builds_the_compose_images_from_local_files() -> None:
+    result = subprocess.run(
+        ["make", "-n", "app-image"], cwd=REPO, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = compose_config()["services"]
+    built = {}
+    for line in result.stdout.splitlines():
+        argv = line.split()
+        assert argv[:2] == ["docker", "build"], line
+        built[argv[argv.index("-t") + 1]] = argv[argv.index("-f") + 1]
+    assert built == {
+        APP_IMAGE: "infra/docker/app.Dockerfile",
+        services["deploy-target"]["image"]: "infra/docker/deploy-target.Dockerfile",
+    }

@@ -232,8 +232,26 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     health: HealthSettings = HealthSettings()
     llm: LLMSettings = LLMSettings()
+    #: The engineer's model when it should differ from the analyst's (`ORCH_CODER_LLM__*`):
+    #: only the fields set here replace `llm`'s, so `ORCH_CODER_LLM__MODEL` alone keeps the
+    #: provider, base URL and key and changes the model. Read it through `coder`.
+    coder_llm: LLMSettings | None = None
     quotas: QuotaSettings = QuotaSettings()
     memory: MemorySettings = MemorySettings()
+
+    @property
+    def coder(self) -> LLMSettings:
+        """The engineer's LLM settings: `llm`, with every field `coder_llm` sets replaced.
+
+        Field by field rather than as a whole, so a stronger coding model on the same provider
+        is one variable, and a different provider is the few variables that differ (its
+        `api_key_secret` included when its key is not the analyst's).
+        """
+        if self.coder_llm is None:
+            return self.llm
+        return self.llm.model_copy(
+            update=self.coder_llm.model_dump(include=self.coder_llm.model_fields_set)
+        )
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from decimal import Decimal
+from functools import partial
 from typing import cast
 
 import structlog
@@ -81,10 +82,8 @@ class LangGraphCoder:
         async def run_tests() -> TestReport:
             return await self._runner.run(task.workspace)
 
-        async def app_problem() -> str:
-            assert self._app_checker is not None
-            return await self._app_checker.check_app(task.workspace)
-
+        checker = self._app_checker
+        app_problem = None if checker is None else partial(checker.check_app, task.workspace)
         guard = WorkspaceGuard(task.workspace)
         tools = make_workspace_tools(task.workspace, run_tests)
         if task.memory is not None:
@@ -98,7 +97,7 @@ class LangGraphCoder:
             max_iterations=task.max_iterations,
             workspace_problem=guard.problem,
             repo_map=repository_map(task.workspace),
-            app_problem=app_problem if self._app_checker is not None else None,
+            app_problem=app_problem,
         )
         final: CoderState = {}
         timed_out = False

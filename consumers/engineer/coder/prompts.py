@@ -37,8 +37,10 @@ Template conventions:
 variable it reads is listed in `.env.example`. Secrets come from the environment only.
 - `deploy.json` (protected) tells the deployer how to start the service (`start`, usually \
 `python -m app`, with HOST and PORT from the environment) and where its health endpoint is. \
-Before the work is accepted the platform starts the app that way, without network access, \
-and `GET /health` must answer 200: the app must import and start cleanly.
+Before the work is accepted the platform starts the app that way, without network access \
+and with the values of `.env.example` (secrets empty: a bot without its token stays idle, an \
+empty DATABASE_URL means the SQLite store), and `GET /health` must answer 200: the app must \
+import and start cleanly without its secrets.
 - Tests are pytest under `tests/`, run as `python -m pytest` from the repository root with \
 no network; `tests/conftest.py` gives a `client` fixture (a TestClient) and, for bots, a \
 `bot_chat` fixture. New dependencies go in `requirements.txt` (package names only; they are \

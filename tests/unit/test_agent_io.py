@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from consumers.analyst.rules import Question, decide
@@ -12,6 +13,7 @@ from consumers.engineer.agent_io import (
     report_to_json,
     write_task,
 )
+from consumers.engineer.container_tests import parse_junit
 from consumers.engineer.test_runner import FailedTest, TestReport
 
 
@@ -33,3 +35,17 @@ def test_a_test_report_keeps_the_names_of_the_passed_tests() -> None:
         passed_tests=("tests.test_acceptance::test_http_check[add]", "tests.test_calc::test_add"),
     )
     assert report_from_json(report_to_json(report)) == report
+
+
+def test_the_test_container_names_the_tests_that_passed() -> None:
+    junit = ET.fromstring(  # noqa: S314 - a literal written here, not untrusted input
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_acceptance" name="test_http_check[add]"/>'
+        '<testcase classname="tests.test_calc" name="test_subtract">'
+        '<failure message="assert 8 == 2">assert 8 == 2</failure></testcase>'
+        '<testcase classname="tests.test_calc" name="test_later"><skipped/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    report = parse_junit(junit, "")
+    assert (report.passed, report.failed, report.skipped) == (1, 1, 1)
+    assert report.passed_tests == ("tests.test_acceptance::test_http_check[add]",)

@@ -154,7 +154,7 @@ async def test_with_coder_settings_the_engineer_calls_the_coder_model_not_the_an
             provider="openai", base_url=analyst_provider.base_url, model="analyst-model",
             prompt_cost_per_1k=0.25, completion_cost_per_1k=1.0,
         )
-        # Only what differs: the provider stays the analyst's, as does the key.
+        # Only what differs: the provider stays the analyst's (the key comes from the test).
         coder = LLMSettings(
             base_url=coder_provider.base_url, model="coder-model",
             prompt_cost_per_1k=0.5, completion_cost_per_1k=2.0,

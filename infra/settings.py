@@ -204,6 +204,10 @@ class HealthSettings(BaseModel):
     )
 
 
+#: Where a coder on another provider or endpoint than the analyst's finds its key by default.
+CODER_KEY_SECRET = "platform/llm_coder"  # noqa: S105 - a Vault path, not a secret
+
+
 class LLMSettings(BaseModel):
     provider: str = Field(
         "offline", description="offline | openai (any OpenAI-compatible endpoint) | anthropic"
@@ -262,8 +266,32 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     health: HealthSettings = HealthSettings()
     llm: LLMSettings = LLMSettings()
+    #: The engineer's model when it should differ from the analyst's (`ORCH_CODER_LLM__*`):
+    #: only the fields set here replace `llm`'s, so `ORCH_CODER_LLM__MODEL` alone keeps the
+    #: provider, base URL and key and changes the model. Read it through `coder`.
+    coder_llm: LLMSettings | None = None
     quotas: QuotaSettings = QuotaSettings()
     memory: MemorySettings = MemorySettings()
+
+    @property
+    def coder(self) -> LLMSettings:
+        """The engineer's LLM settings: `llm`, with every field `coder_llm` sets replaced.
+
+        Field by field rather than as a whole, so a stronger coding model on the same provider
+        is one variable. The analyst's key only ever goes to the analyst's endpoint: a coder on
+        another provider does not inherit the base URL, and a coder on another provider or base
+        URL reads its key from `platform/llm_coder` unless it names a key path itself.
+        """
+        if self.coder_llm is None:
+            return self.llm
+        own = self.coder_llm.model_dump(include=self.coder_llm.model_fields_set)
+        merged = self.llm.model_copy(update=own)
+        if merged.provider != self.llm.provider and "base_url" not in own:
+            merged.base_url = ""
+        elsewhere = (merged.provider, merged.base_url) != (self.llm.provider, self.llm.base_url)
+        if elsewhere and "api_key_secret" not in own:
+            merged.api_key_secret = CODER_KEY_SECRET
+        return merged
 
 
 @lru_cache(maxsize=1)

@@ -49,6 +49,14 @@ class TestRunner(Protocol):
     async def run(self, workspace: Path) -> TestReport: ...
 
 
+class AppChecker(Protocol):
+    """Starts a workspace's app the way the deployer would and checks its health endpoint."""
+
+    async def check_app(self, workspace: Path) -> str:
+        """"" when the app answers its health endpoint; otherwise why not."""
+        ...
+
+
 @dataclass(frozen=True)
 class LLMUsage:
     """Tokens one model spent on a task, priced with the configured per-1k rates."""

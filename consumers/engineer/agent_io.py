@@ -122,6 +122,7 @@ def report_to_json(report: TestReport) -> dict[str, Any]:
         "skipped": report.skipped,
         "failures": [{"name": f.name, "detail": f.detail} for f in report.failures],
         "output": report.output,
+        "passed_tests": list(report.passed_tests),
     }
 
 
@@ -140,6 +141,7 @@ def report_from_json(payload: Any) -> TestReport:
                 for item in payload.get("failures", [])
             ),
             output=str(payload.get("output", "")),
+            passed_tests=tuple(str(name) for name in payload.get("passed_tests", [])),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"a test report lacks a field: {exc}") from exc

@@ -1,11 +1,12 @@
 """Composition root of the engineer process: the coding agent chosen by configuration.
 
 `ORCH_ENGINEER_MODE` picks the agent (see `settings.py`): the offline template engineer, the
-in-process LangGraph coder or the container coder. Both LLM modes reach the provider only
-through a per-run metering proxy (`llm_proxy/`), which reads the key from Vault at the start
-of each run, records every call in `llm_usage` and enforces the LLM budget; the model-facing
-client holds a one-time token only. Pushing to GitHub authenticates with a token read from
-Vault at each push.
+in-process LangGraph coder or the container coder. Its model is `Settings.coder`: the
+analyst's `ORCH_LLM__*` with whatever `ORCH_CODER_LLM__*` sets instead. Both LLM modes
+reach the provider only through a per-run metering proxy (`llm_proxy/`), which reads the key
+from Vault at the start of each run, records every call in `llm_usage` and enforces the LLM
+budget; the model-facing client holds a one-time token only. Pushing to GitHub authenticates
+with a token read from Vault at each push.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class _Engineer:
         self._service = EngineerService(
             await self._agent(runner),
             GitWorkspaces(root=engineer.workspace_root, git_env=git_env),
-            max_iterations=settings.llm.max_coder_iterations,
+            max_iterations=settings.coder.max_coder_iterations,
             heartbeat_seconds=settings.consumer.heartbeat_seconds,
             verifier=RepositoryVerifier(runner),
             # The project's code and history, searched through the indexer over NATS.
@@ -128,11 +129,12 @@ class _Engineer:
 
     async def _agent(self, runner: PytestRunner) -> CodingAgent:
         settings, engineer = self._settings, self._engineer
-        mode = engineer.resolved_mode(settings.llm)
+        coder = settings.coder
+        mode = engineer.resolved_mode(coder)
         if mode == "offline":
             return TemplateEngineer(runner)
         proxy = ProxyLauncher(
-            settings.llm,
+            coder,
             self._api_key_source,
             time_limit_seconds=engineer.llm_time_limit_seconds,
         )
@@ -143,7 +145,7 @@ class _Engineer:
                 image=engineer.image,
                 proxy=proxy,
                 ledger=self._ledger,
-                settings=settings.llm,
+                settings=coder,
                 limits=ContainerLimits(
                     memory=engineer.container_memory,
                     cpus=engineer.container_cpus,
@@ -153,17 +155,19 @@ class _Engineer:
                 test_timeout_seconds=engineer.test_timeout_seconds,
                 heartbeat_seconds=settings.consumer.heartbeat_seconds,
             )
-        if settings.llm.provider.strip().lower() == "offline":
+        if coder.provider.strip().lower() == "offline":
             raise LLMConfigurationError(
                 "ORCH_ENGINEER_MODE=inprocess needs an LLM provider; set ORCH_LLM__PROVIDER "
-                "or use ORCH_ENGINEER_MODE=offline"
+                "(or ORCH_CODER_LLM__PROVIDER) or use ORCH_ENGINEER_MODE=offline"
             )
         return MeteredCoder(
             proxy,
             self._ledger,
             runner,
-            settings.llm,
+            coder,
             time_limit_seconds=engineer.coder_time_limit_seconds,
+            # Before a commit the app must start as the deployer starts it, in the sandbox.
+            app_checker=runner,
         )
 
     def _ledger(self, task: CodingTask) -> DatabaseLedger:
@@ -204,7 +208,7 @@ def build_app(
         settings,
         engineer_settings,
         api_key_source
-        or vault_value(settings, settings.llm.api_key_secret, "api_key", "the LLM provider"),
+        or vault_value(settings, settings.coder.api_key_secret, "api_key", "the LLM provider"),
         git_env,
         lambda: app.sessionmaker,
         lambda: app.nc,

@@ -52,6 +52,7 @@ def run_pytest(workspace: Path, scratch: Path) -> TestReport:
 def parse_junit(root: ET.Element, output: str) -> TestReport:
     passed = failed = errors = skipped = 0
     failures: list[FailedTest] = []
+    passed_tests: list[str] = []
     for case in root.iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}".strip(":")
         outcome = next(
@@ -59,6 +60,7 @@ def parse_junit(root: ET.Element, output: str) -> TestReport:
         )
         if outcome is None:
             passed += 1
+            passed_tests.append(name)
         elif outcome.tag == "skipped":
             skipped += 1
         else:
@@ -67,7 +69,7 @@ def parse_junit(root: ET.Element, output: str) -> TestReport:
             detail = (outcome.text or outcome.get("message") or "").strip()
             failures.append(FailedTest(name, _tail(detail, _DETAIL_CHARS)))
     return TestReport(passed=passed, failed=failed, errors=errors, skipped=skipped,
-                      failures=tuple(failures), output=output)
+                      failures=tuple(failures), output=output, passed_tests=tuple(passed_tests))
 
 
 def _error(name: str, detail: str, output: str) -> TestReport:

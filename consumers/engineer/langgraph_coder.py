@@ -10,7 +10,9 @@ mislead the model. A redelivered request starts from the base commit again, and 
 that already succeeded is answered from git (see `workspace.previous_result`).
 
 A run passes only when the guard (`coder/guard.py`) accepts the workspace: green tests, no
-fewer than before, protected files unchanged, and a change at all. Its hash check runs once
+fewer than before, the acceptance tests among them, protected files unchanged, and a change
+at all; and, with an app checker (the sandboxed test runner in this process), when the app
+started as the deployer starts it answers its health endpoint. Its hash check runs once
 more after the loop, so a verdict is never older than the last thing that touched the files.
 A run also has a wall-clock bound, below the coordinator's step deadline: past it the run
 stops and reports why, instead of being cancelled without a word (and redelivered to spend
@@ -22,22 +24,26 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from decimal import Decimal
+from functools import partial
 from typing import cast
 
+import structlog
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 
 from consumers.engineer.agent import (
     AgentMode,
     AgentOutcome,
+    AppChecker,
     CodingTask,
     Heartbeat,
     LLMUsage,
     TestRunner,
 )
 from consumers.engineer.coder.graph import build_coder_graph, recursion_limit
-from consumers.engineer.coder.guard import WorkspaceGuard
+from consumers.engineer.coder.guard import WorkspaceGuard, acceptance_note
 from consumers.engineer.coder.memory_tool import make_memory_tool
+from consumers.engineer.coder.repo_map import repository_map
 from consumers.engineer.coder.state import CoderState
 from consumers.engineer.coder.tools import make_workspace_tools
 from consumers.engineer.test_runner import TestReport
@@ -48,6 +54,8 @@ from infra.llm import (
     usage_from,
 )
 from infra.settings import LLMSettings
+
+_log = structlog.get_logger(__name__)
 
 
 class LangGraphCoder:
@@ -62,16 +70,20 @@ class LangGraphCoder:
         settings: LLMSettings,
         *,
         time_limit_seconds: float,
+        app_checker: AppChecker | None = None,
     ) -> None:
         self._llm = llm
         self._runner = runner
         self._settings = settings
         self._time_limit = time_limit_seconds
+        self._app_checker = app_checker
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
         async def run_tests() -> TestReport:
             return await self._runner.run(task.workspace)
 
+        checker = self._app_checker
+        app_problem = None if checker is None else partial(checker.check_app, task.workspace)
         guard = WorkspaceGuard(task.workspace)
         tools = make_workspace_tools(task.workspace, run_tests)
         if task.memory is not None:
@@ -84,6 +96,8 @@ class LangGraphCoder:
             run_tests=run_tests,
             max_iterations=task.max_iterations,
             workspace_problem=guard.problem,
+            repo_map=repository_map(task.workspace),
+            app_problem=app_problem,
         )
         final: CoderState = {}
         timed_out = False
@@ -97,6 +111,8 @@ class LangGraphCoder:
                     {"recursion_limit": recursion_limit(task.max_iterations)},
                     stream_mode="values",
                 ):
+                    if "baseline" not in final and "baseline" in values:
+                        _log_acceptance(task, values["baseline"])
                     final = cast(CoderState, values)
         except TimeoutError:
             if not deadline.expired():
@@ -139,6 +155,13 @@ class LangGraphCoder:
             )
             for model, tokens in per_model.items()
         )
+
+
+def _log_acceptance(task: CodingTask, baseline: TestReport) -> None:
+    """Say in the log how the spec's acceptance checks stood before the model's first call."""
+    note = acceptance_note(baseline)
+    if note:
+        _log.info("engineer.acceptance_at_baseline", project_id=task.project_id, note=note)
 
 
 def _summary(messages: list[AnyMessage], task: CodingTask) -> str:

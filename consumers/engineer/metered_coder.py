@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat, TestRunner
+from consumers.engineer.agent import (
+    AgentMode,
+    AgentOutcome,
+    AppChecker,
+    CodingTask,
+    Heartbeat,
+    TestRunner,
+)
 from consumers.engineer.langgraph_coder import LangGraphCoder
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
@@ -36,8 +43,10 @@ class MeteredCoder:
         settings: LLMSettings,
         *,
         time_limit_seconds: float,
+        app_checker: AppChecker | None = None,
     ) -> None:
         self._proxy = proxy
+        self._app_checker = app_checker
         self._ledger = ledger
         self._runner = runner
         self._settings = settings
@@ -56,7 +65,8 @@ class MeteredCoder:
                 )
             try:
                 outcome = await LangGraphCoder(
-                    llm, self._runner, self._settings, time_limit_seconds=self._time_limit
+                    llm, self._runner, self._settings, time_limit_seconds=self._time_limit,
+                    app_checker=self._app_checker,
                 ).run(task, heartbeat)
             except Exception:
                 if proxied.proxy.refused is None:

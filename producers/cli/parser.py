@@ -25,6 +25,8 @@ from .exit_codes import exit_codes_help
 #: Platform secrets the system reads, and the field each process expects.
 PLATFORM_SECRETS = {
     "llm": ("api_key",),
+    # The coder's own provider key, when its provider is not the analyst's (ORCH_CODER_LLM__*).
+    "llm_coder": ("api_key",),
     "github": ("token",),
     # A read-only GitHub token for the indexer, which reads released commits and never pushes.
     "github_read": ("token",),

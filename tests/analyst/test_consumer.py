@@ -39,7 +39,11 @@ def migrated_url(database_url: str) -> str:
 
 @asynccontextmanager
 async def analyst_process(
-    tmp_path: Path, database_url: str, llm: LLMSettings, quotas: QuotaSettings | None = None
+    tmp_path: Path,
+    database_url: str,
+    llm: LLMSettings,
+    quotas: QuotaSettings | None = None,
+    coder_llm: LLMSettings | None = None,
 ) -> AsyncIterator[Running]:
     """An analyst serving on its own nats-server; yields a publisher and the next outcome."""
     with NatsServer(tmp_path / "nats") as server:
@@ -48,6 +52,7 @@ async def analyst_process(
             database={"url": database_url, "pool_size": 5},
             consumer={"backoff_seconds": [0.2]},
             llm=llm,
+            coder_llm=coder_llm,
             quotas=quotas or QuotaSettings(),
         )
 
@@ -123,7 +128,7 @@ async def test_offline_question_and_answer_over_the_bus(tmp_path: Path, migrated
 
 async def test_llm_spec_over_the_bus_records_usage(tmp_path: Path, migrated_url: str) -> None:
     flow, project = uuid.uuid4(), uuid.uuid4()
-    with ScriptedOpenAI() as provider:
+    with ScriptedOpenAI() as provider, ScriptedOpenAI() as coder_provider:
         provider.replies(
             Reply.tool_call(
                 "ProjectSpec", expense_spec(), prompt_tokens=2000, completion_tokens=500
@@ -136,7 +141,11 @@ async def test_llm_spec_over_the_bus_records_usage(tmp_path: Path, migrated_url:
             prompt_cost_per_1k=0.25,
             completion_cost_per_1k=1.0,
         )
-        async with analyst_process(tmp_path, migrated_url, llm) as (publish, next_outcome):
+        # The engineer's own model (ORCH_CODER_LLM__*) is not the analyst's.
+        coder = LLMSettings(base_url=coder_provider.base_url, model="coder-model")
+        async with analyst_process(
+            tmp_path, migrated_url, llm, coder_llm=coder
+        ) as (publish, next_outcome):
             request = spec_requested(flow, project, "A bot for family expenses")
             await publish.publish(request)
             ready = await next_outcome()
@@ -144,6 +153,8 @@ async def test_llm_spec_over_the_bus_records_usage(tmp_path: Path, migrated_url:
     assert not ready.offline
     assert ready.spec.slug == "family-expenses"
     assert "A bot for family expenses" in provider.prompt_text()
+    assert [body["model"] for body in provider.requests] == ["scripted-model"]
+    assert coder_provider.requests == []
     assert PROVIDER_KEY not in provider.raw_bodies()
 
     [row] = await usage_rows(migrated_url)

@@ -15,12 +15,20 @@ from contracts.spec import ProjectSpec, ServiceKind
 from infra.stack.git_daemon import GitDaemon
 from tests.engineer.docker_engine import DockerEngine
 
-#: A service in the shape the repo step scaffolds: requirements, app package, pytest tests.
+#: A service in the shape the repo step scaffolds: requirements, app package started by
+#: `python -m app` (deploy.json), pytest tests.
 SERVICE_FILES: dict[str, str] = {
-    "requirements.txt": "fastapi\nhttpx\npytest\n",
+    "requirements.txt": "fastapi\nhttpx\npytest\nuvicorn\n",
     "pytest.ini": "[pytest]\npythonpath = .\ntestpaths = tests\n",
-    "deploy.json": '{"kind": "http"}\n',
+    "deploy.json": '{"start": ["python", "-m", "app"], "health_path": "/health"}\n',
     "app/__init__.py": "",
+    # Started by the engineer before a commit, as the deployer starts it.
+    "app/__main__.py": (
+        "import os\n\n"
+        "import uvicorn\n\n"
+        "from app.main import app\n\n"
+        "uvicorn.run(app, host=os.environ['HOST'], port=int(os.environ['PORT']))\n"
+    ),
     "app/main.py": (
         "from fastapi import FastAPI\n\n"
         "from app.calc import add\n\n"

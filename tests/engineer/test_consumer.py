@@ -39,7 +39,7 @@ def migrated_url(database_url: str) -> str:
 
 @asynccontextmanager
 async def engineer_process(
-    tmp_path: Path, database_url: str, llm: LLMSettings
+    tmp_path: Path, database_url: str, llm: LLMSettings, coder_llm: LLMSettings | None = None
 ) -> AsyncIterator[Running]:
     """An engineer serving on its own nats-server; yields a publisher and the next outcome."""
     with NatsServer(tmp_path / "nats") as server:
@@ -48,6 +48,7 @@ async def engineer_process(
             database={"url": database_url, "pool_size": 5},
             consumer={"backoff_seconds": [0.2], "heartbeat_seconds": 1.0},
             llm=llm,
+            coder_llm=coder_llm,
         )
 
         async def provider_key() -> str:
@@ -136,6 +137,40 @@ async def test_llm_mode_pushes_the_fix_and_records_usage(
     assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(2000, 100), (2100, 10)]
     assert float(sum(r.cost_usd for r in rows)) == pytest.approx(
         4100 * 0.25 / 1000 + 110 * 1.0 / 1000
+    )
+
+
+async def test_with_coder_settings_the_engineer_calls_the_coder_model_not_the_analysts(
+    tmp_path: Path, migrated_url: str, make_repo: RepoFactory
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    with ScriptedOpenAI() as analyst_provider, ScriptedOpenAI() as coder_provider:
+        coder_provider.replies(
+            Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC},
+                            prompt_tokens=1000, completion_tokens=100),
+            Reply.text("Implemented subtract", prompt_tokens=1000, completion_tokens=10),
+        )
+        analyst = LLMSettings(
+            provider="openai", base_url=analyst_provider.base_url, model="analyst-model",
+            prompt_cost_per_1k=0.25, completion_cost_per_1k=1.0,
+        )
+        # Only what differs: the provider stays the analyst's (the key comes from the test).
+        coder = LLMSettings(
+            base_url=coder_provider.base_url, model="coder-model",
+            prompt_cost_per_1k=0.5, completion_cost_per_1k=2.0,
+        )
+        async with engineer_process(tmp_path, migrated_url, analyst, coder) as (publish, outcome):
+            request = code_requested(url, base)
+            await publish.publish(request)
+            generated = await outcome()
+    assert isinstance(generated, ev.CodeGenerated), generated
+    assert analyst_provider.requests == []
+    assert [body["model"] for body in coder_provider.requests] == ["coder-model"] * 2
+    assert PROVIDER_KEY not in coder_provider.raw_bodies()
+    rows = await usage_rows(migrated_url)
+    assert [(r.stage, r.model) for r in rows] == [("engineer", "coder-model")] * 2
+    assert float(sum(r.cost_usd for r in rows)) == pytest.approx(
+        2000 * 0.5 / 1000 + 110 * 2.0 / 1000
     )
 
 

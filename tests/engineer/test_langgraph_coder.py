@@ -15,7 +15,7 @@ from consumers.engineer.agent import TestRunner as Runner  # "Test*" would be co
 from consumers.engineer.coder.prompts import task_message
 from consumers.engineer.coder.tools import make_workspace_tools, resolve_inside
 from consumers.engineer.langgraph_coder import LangGraphCoder
-from consumers.engineer.service import EngineerService
+from consumers.engineer.service import EngineerResult, EngineerService
 from consumers.engineer.test_runner import PytestRunner, TestReport
 from consumers.engineer.workspace import GitWorkspaces
 from contracts.events import CodeFailed, CodeGenerated
@@ -50,8 +50,11 @@ def coder(
     )
     llm = build_chat_model(settings, "sk-test-never-in-prompts")
     assert llm is not None
+    runner = runner or PytestRunner()
     return LangGraphCoder(
-        llm, runner or PytestRunner(), settings, time_limit_seconds=time_limit_seconds
+        llm, runner, settings, time_limit_seconds=time_limit_seconds,
+        # The sandboxed runner also starts the app before a commit, as the engineer does.
+        app_checker=runner if isinstance(runner, PytestRunner) else None,
     )
 
 
@@ -452,3 +455,154 @@ def test_the_task_spells_out_schedules_integrations_and_storage() -> None:
     assert "rates" in message
     plain = task_message(code_requested("git://h/c.git", "a" * 40).spec, TestReport(1, 0))
     assert "Requirements beyond the scaffold" not in plain
+
+
+#: The spec's executable checks as the repo step renders them: here one that the scaffold
+#: does not satisfy yet (no /subtract endpoint) and one that it does (/add).
+ACCEPTANCE_TESTS = (
+    "from fastapi.testclient import TestClient\n\n"
+    "from app.main import app\n\n\n"
+    "def test_http_check_add() -> None:\n"
+    "    assert TestClient(app).get('/add?a=2&b=3').json() == {'sum': 5}\n\n\n"
+    "def test_http_check_subtract() -> None:\n"
+    "    assert TestClient(app).get('/subtract?a=5&b=3').json() == {'difference': 2}\n"
+)
+GREEN_ACCEPTANCE = ACCEPTANCE_TESTS.split("\n\n\ndef test_http_check_subtract")[0] + "\n"
+
+
+async def scripted_run(
+    url: str, base: str, max_iterations: int, *replies: Reply
+) -> tuple[EngineerResult, ScriptedOpenAI]:
+    """One request through the engineer step with the model's answers scripted in order."""
+    with ScriptedOpenAI() as server:
+        server.replies(*replies)
+        result = await coder_service(server, max_iterations).handle(
+            code_requested(url, base), no_heartbeat
+        )
+    return result, server
+
+
+def first_prompt(server: ScriptedOpenAI) -> str:
+    return str(server.requests[0]["messages"][-1]["content"])
+
+
+async def test_a_run_whose_acceptance_check_stays_red_fails_with_that_reason(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo({**SERVICE_FILES, "tests/test_acceptance.py": ACCEPTANCE_TESTS})
+    result, server = await scripted_run(
+        url, base, 1,
+        # A change, green everywhere else: the endpoint the check asks for is still missing.
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.text("Implemented subtract"),
+    )
+
+    assert "1 of 2 acceptance checks (tests/test_acceptance.py) fail before any change" in (
+        first_prompt(server)
+    )
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert event.reason.startswith(
+        "gave up after 1 iterations: the acceptance checks still fail "
+        "(tests/test_acceptance.py): tests.test_acceptance::test_http_check_subtract"
+    ), event.reason
+    assert remote_head(url, tmp_path) == base
+
+
+async def test_acceptance_checks_green_at_baseline_are_said_and_must_still_pass(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo({**BROKEN_FILES, "tests/test_acceptance.py": GREEN_ACCEPTANCE})
+    # Fixed code, and the acceptance file kept out of collection, with a filler test so the
+    # count still reaches the baseline's: green by the numbers, but not by the checks.
+    hide = "collect_ignore = ['test_acceptance.py']\n"
+    filler = "def test_filler() -> None:\n    assert True\n"
+    result, server = await scripted_run(
+        url, base, 1,
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.tool_call("write_file", {"path": "tests/conftest.py", "content": hide}),
+        Reply.tool_call("write_file", {"path": "tests/test_filler.py", "content": filler}),
+        Reply.text("Implemented subtract"),
+    )
+
+    assert "All 1 acceptance checks (tests/test_acceptance.py) already pass before any change" in (
+        first_prompt(server)
+    )
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert "the acceptance checks did not pass (tests/test_acceptance.py; skipped or not " in (
+        event.reason
+    )
+    assert "tests.test_acceptance::test_http_check_add" in event.reason
+    assert remote_head(url, tmp_path) == base
+
+
+#: An entry point the tests never import: green tests, and an app that cannot start.
+CRASHING_MAIN = "from app.server_settings import bind_address\n"
+
+
+async def test_an_app_whose_health_breaks_fails_before_the_commit_with_the_reason(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    result, _server = await scripted_run(
+        url, base, 1,
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.tool_call("write_file", {"path": "app/__main__.py", "content": CRASHING_MAIN}),
+        Reply.text("Implemented subtract"),
+    )
+
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert "the app does not start the way the deployer starts it" in event.reason
+    assert "`python -m app` exited with status 1 before GET /health answered" in event.reason
+    assert "ModuleNotFoundError: No module named 'app.server_settings'" in event.reason
+    assert remote_head(url, tmp_path) == base
+
+
+async def test_a_crashing_app_goes_back_to_the_model_like_a_failing_test(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    result, server = await scripted_run(
+        url, base, 2,
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.tool_call("write_file", {"path": "app/__main__.py", "content": CRASHING_MAIN}),
+        Reply.text("Implemented subtract"),
+        Reply.tool_call(
+            "write_file",
+            {"path": "app/__main__.py", "content": SERVICE_FILES["app/__main__.py"]},
+        ),
+        Reply.text("Implemented subtract; the app starts again"),
+    )
+
+    retry = server.requests[3]["messages"][-1]["content"]
+    assert "Iteration 1" in retry
+    assert "No module named 'app.server_settings'" in retry
+    event = result.event
+    assert isinstance(event, CodeGenerated), event
+    assert event.iterations == 2
+    assert remote_head(url, tmp_path) == event.commit != base
+
+
+async def test_the_first_request_carries_the_repository_map_and_conventions(
+    tmp_path: Path,
+) -> None:
+    workspace = tmp_path / "repo"
+    (workspace / ".git").mkdir(parents=True)
+    (workspace / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (workspace / "app" / "__pycache__").mkdir(parents=True)
+    (workspace / "app" / "__pycache__" / "calc.cpython-311.pyc").write_bytes(b"\0")
+    with ScriptedOpenAI(lambda _body: Reply.text("Nothing to do")) as server:
+        await coder(server, runner=GreenRunner()).run(task_in(workspace), no_heartbeat)
+
+    prompt = first_prompt(server)
+    size = len(SERVICE_FILES["app/calc.py"].encode())
+    assert "Files in the repository:\n" in prompt
+    assert f"app/calc.py ({size} bytes)" in prompt
+    assert f"deploy.json ({len(SERVICE_FILES['deploy.json'])} bytes)" in prompt
+    assert ".git" not in prompt.split("Files in the repository:")[1].split("\n\n")[0]
+    assert "__pycache__" not in prompt
+    assert "Template conventions:" in prompt
+    assert "HTTP routes live in `app/api.py`" in prompt
+    assert "`GET /health` must answer 200" in prompt

@@ -425,3 +425,22 @@ def test_loopback_is_really_listening_on_the_host() -> None:
         socket.create_connection(server.getsockname(), timeout=5).close()
     finally:
         server.close()
+
+
+async def test_the_app_is_started_as_the_deployer_would_and_its_health_asked(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """`check_app`: deploy.json's start command in the sandbox, GET /health, and what it costs."""
+    workspace = write_project(tmp_path, SERVICE_FILES)
+    runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=SandboxLimits(),
+                          cache_dir=cache_dir)
+    assert (await runner.run(workspace)).ok  # installs (or finds) the cached venv
+    started = time.monotonic()
+    assert await runner.check_app(workspace) == ""
+    print(f"app start and GET /health in the sandbox: {time.monotonic() - started:.2f} s")
+
+    (workspace / "app" / "__main__.py").write_text("import sys\n\nsys.exit('no server today')\n")
+    problem = await runner.check_app(workspace)
+    assert problem.startswith("the app does not start the way the deployer starts it"), problem
+    assert "`python -m app` exited with status 1 before GET /health answered" in problem
+    assert "no server today" in problem

@@ -1,11 +1,20 @@
-"""The task file the host hands the coding agent in its container carries the whole task."""
+"""What crosses the container boundary carries all of it: the task file, the test reports."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from consumers.analyst.rules import Question, decide
-from consumers.engineer.agent_io import ContainerTask, read_task, write_task
+from consumers.engineer.agent_io import (
+    ContainerTask,
+    read_task,
+    report_from_json,
+    report_to_json,
+    write_task,
+)
+from consumers.engineer.container_tests import parse_junit
+from consumers.engineer.test_runner import FailedTest, TestReport
 
 
 def test_a_revision_s_change_reaches_the_agent_in_the_container(tmp_path: Path) -> None:
@@ -16,3 +25,27 @@ def test_a_revision_s_change_reaches_the_agent_in_the_container(tmp_path: Path) 
     task = ContainerTask("p-1", spec, 12, change="Add a /stats endpoint with the top ten links")
     write_task(tmp_path, task)
     assert read_task(tmp_path) == task
+
+
+def test_a_test_report_keeps_the_names_of_the_passed_tests() -> None:
+    """The coder in the container checks the acceptance tests by name against the host's
+    reports: without the names it could not tell them from a filler test."""
+    report = TestReport(
+        passed=2, failed=1, failures=(FailedTest("tests.test_calc::test_subtract", "8 != 2"),),
+        passed_tests=("tests.test_acceptance::test_http_check[add]", "tests.test_calc::test_add"),
+    )
+    assert report_from_json(report_to_json(report)) == report
+
+
+def test_the_test_container_names_the_tests_that_passed() -> None:
+    junit = ET.fromstring(  # noqa: S314 - a literal written here, not untrusted input
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_acceptance" name="test_http_check[add]"/>'
+        '<testcase classname="tests.test_calc" name="test_subtract">'
+        '<failure message="assert 8 == 2">assert 8 == 2</failure></testcase>'
+        '<testcase classname="tests.test_calc" name="test_later"><skipped/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    report = parse_junit(junit, "")
+    assert (report.passed, report.failed, report.skipped) == (1, 1, 1)
+    assert report.passed_tests == ("tests.test_acceptance::test_http_check[add]",)

@@ -2,10 +2,12 @@
 
 The model sees the spec and the failing tests, edits files with its tools until it stops
 calling them, then the tests run. The loop ends when the work is done in the guard's sense
-(`guard.py`): tests green, at least as many passing as existed before, the protected files
-untouched and something changed. Anything else goes back to the model with the reason, until
-`max_iterations` test runs have been spent. The graph is built by a factory so tests inject a
-model talking to a scripted server and the container entry point builds the very same loop.
+(`guard.py`): tests green, at least as many passing as existed before, the acceptance tests
+among them, the protected files untouched and something changed; then, when an app check
+is given, the app must start the way the deployer starts it and answer its health endpoint.
+Anything else goes back to the model with the reason, until `max_iterations` test runs have
+been spent. The graph is built by a factory so tests inject a model talking to a scripted
+server and the container entry point builds the very same loop.
 
 Only the last `keep_tool_results` tool answers are sent to the model in full; older ones
 become a one-line stub. File contents and test output are most of a run's prompt, and the
@@ -26,7 +28,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 
-from consumers.engineer.coder.guard import tests_problem
+from consumers.engineer.coder.guard import acceptance_note, tests_problem
 from consumers.engineer.coder.prompts import SYSTEM_PROMPT, retry_message, task_message
 from consumers.engineer.coder.state import CoderState
 from consumers.engineer.test_runner import TestReport
@@ -40,6 +42,8 @@ KEEP_TOOL_RESULTS = 8
 RunTests = Callable[[], Awaitable[TestReport]]
 #: Why the workspace cannot be shipped as it is ("" when it can): `WorkspaceGuard.problem`.
 WorkspaceProblem = Callable[[], str]
+#: Why the app does not start and answer its health endpoint ("" when it does).
+AppProblem = Callable[[], Awaitable[str]]
 
 
 def recursion_limit(max_iterations: int, max_tool_rounds: int = MAX_TOOL_ROUNDS) -> int:
@@ -59,14 +63,20 @@ def build_coder_graph(
     change: str = "",
     workspace_problem: WorkspaceProblem = lambda: "",
     keep_tool_results: int = KEEP_TOOL_RESULTS,
+    repo_map: str = "",
+    app_problem: AppProblem | None = None,
 ) -> CompiledStateGraph[CoderState, Any, CoderState, CoderState]:
-    """Compile the loop for one task; `tools` act on that task's workspace."""
+    """Compile the loop for one task; `tools` act on that task's workspace, `repo_map` lists
+    its files for the first message, and `app_problem` (when given) is asked once the tests
+    and the workspace pass, so it costs an app start only for work that is otherwise done."""
     model = llm.bind_tools(list(tools))
 
     async def baseline(state: CoderState) -> dict[str, Any]:
         report = await run_tests()
         return {
-            "messages": [HumanMessage(task_message(spec, report, change))],
+            "messages": [HumanMessage(
+                task_message(spec, report, change, repo_map, acceptance_note(report))
+            )],
             "iteration": 0,
             "tool_rounds": 0,
             "report": report,
@@ -91,6 +101,8 @@ def build_coder_graph(
         report = await run_tests()
         iteration = state["iteration"] + 1
         problem = tests_problem(report, state["baseline"]) or workspace_problem()
+        if not problem and app_problem is not None:
+            problem = await app_problem()
         update: dict[str, Any] = {
             "report": report, "iteration": iteration, "tool_rounds": 0, "problem": problem,
         }

@@ -9,7 +9,12 @@ guard closes those doors. It is taken before the run and asked after every test 
   workspace writable, so only a hash comparison proves they were not changed;
 - the workspace differs from how the run found it (the base commit): "no change" is a failure;
 - at least as many tests pass as existed before the run: removing or skipping a failing test
-  is not a fix.
+  is not a fix;
+- every acceptance test that ran before the run (`tests/test_acceptance.py`, the spec's
+  executable checks) passes, by name. They are meant to start red, describing what the
+  scaffold does not do yet; when the scaffold already satisfies them (CRUD checks on an
+  entity the template serves) they start green, the model is told so, and they still must
+  pass at the end: however the counts add up, a run never succeeds without them.
 The snapshot reads files rather than asking git, so the same check runs in the coding
 container, whose image has no git and whose user does not own the checkout.
 """
@@ -33,6 +38,11 @@ PROTECTED_FILES: Final = (
     "tests/test_acceptance.py",
 )
 
+#: The spec's executable checks, rendered by the repo step; JUnit names their tests
+#: `tests.test_acceptance::<test>`.
+ACCEPTANCE_TESTS: Final = "tests/test_acceptance.py"
+_ACCEPTANCE_PREFIX: Final = "tests.test_acceptance::"
+
 #: Directories and suffixes that test runs leave behind or the scaffold ignores: not changes.
 _IGNORED_PARTS: Final = frozenset({".git", "__pycache__", ".pytest_cache", ".venv", "data"})
 _IGNORED_SUFFIXES: Final = (".pyc",)
@@ -50,17 +60,60 @@ def tests_problem(report: TestReport, baseline: TestReport) -> str:
     """Why `report` does not count as done given the tests that existed before; "" if it does.
 
     The bar is every test that ran at baseline (passed, failed or erroring), so deleting the
-    failing test leaves fewer passing tests than the bar, not a green suite.
+    failing test leaves fewer passing tests than the bar, not a green suite; and every
+    acceptance test of the baseline must be among the passed ones.
     """
     if not report.ok:
-        return report.summary(limit=10)
+        failing = [failure.name for failure in report.failures if _is_acceptance(failure.name)]
+        named = (
+            f"the acceptance checks still fail ({ACCEPTANCE_TESTS}): {', '.join(failing)}\n"
+            if failing
+            else ""
+        )
+        return named + report.summary(limit=10)
     required = baseline.passed + baseline.failed + baseline.errors
     if report.passed < required:
         return (
             f"only {report.passed} tests pass, fewer than the {required} tests the project "
             "had before this run: tests were removed or skipped instead of made to pass"
         )
+    missing = [name for name in _acceptance(baseline) if name not in report.passed_tests]
+    if missing:
+        return (
+            f"the acceptance checks did not pass ({ACCEPTANCE_TESTS}; skipped or not "
+            f"collected): {', '.join(missing)}"
+        )
     return ""
+
+
+def acceptance_note(baseline: TestReport) -> str:
+    """How the acceptance checks stand before any change, for the model and the log; "" when
+    the project has none."""
+    passing = [name for name in baseline.passed_tests if _is_acceptance(name)]
+    failing = [failure.name for failure in baseline.failures if _is_acceptance(failure.name)]
+    if failing:
+        return (
+            f"{len(failing)} of {len(passing) + len(failing)} acceptance checks "
+            f"({ACCEPTANCE_TESTS}) fail before any change: implement the behaviour they "
+            "describe; the run succeeds only when all of them pass."
+        )
+    if passing:
+        return (
+            f"All {len(passing)} acceptance checks ({ACCEPTANCE_TESTS}) already pass before "
+            "any change: the scaffold does what they check. They must still pass when you are "
+            "done; implement the rest of the specification all the same."
+        )
+    return ""
+
+
+def _acceptance(report: TestReport) -> list[str]:
+    """Every acceptance test `report` ran, passed or not."""
+    names = [*report.passed_tests, *(failure.name for failure in report.failures)]
+    return [name for name in names if _is_acceptance(name)]
+
+
+def _is_acceptance(test_name: str) -> bool:
+    return test_name.startswith(_ACCEPTANCE_PREFIX)
 
 
 class WorkspaceGuard:

@@ -1,4 +1,9 @@
-"""What the coding model is told: its job, the spec, and how the tests stand."""
+"""What the coding model is told: its job, the spec, the repository, and how the tests stand.
+
+The first message carries a map of the workspace (`repo_map.py`) and the template's
+conventions, so the model starts from where things live instead of spending its first calls
+(each re-sending the conversation) discovering them.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +25,41 @@ When you are done, stop calling tools and answer with one line summarising what 
 for the user."""
 
 
-def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str:
-    """The first user message: the spec as JSON and the tests' state before any change; for a
-    revision of a live service, also the change asked for (the workspace is its current code)."""
+#: Where things live in a scaffolded service, and what the platform relies on.
+CONVENTIONS = """\
+Template conventions:
+- One FastAPI process serves everything: `app/main.py` (protected) builds the app \
+(`create_app`) with its `GET /health`, and starts the bot and the worker in its lifespan.
+- HTTP routes live in `app/api.py` (`build_router`), bot commands in `app/bot.py` \
+(`build_dispatcher`), the background job in `app/worker.py`, data in `app/models.py` and \
+`app/store.py`. Add modules beside them in `app/` when that reads better.
+- Configuration is `app/settings.py` (pydantic-settings, read from the environment); every \
+variable it reads is listed in `.env.example`. Secrets come from the environment only.
+- `deploy.json` (protected) tells the deployer how to start the service (`start`, usually \
+`python -m app`, with HOST and PORT from the environment) and where its health endpoint is. \
+Before the work is accepted the platform starts the app that way, without network access \
+and with the values of `.env.example` (secrets empty: a bot without its token stays idle, an \
+empty DATABASE_URL means the SQLite store), and `GET /health` must answer 200: the app must \
+import and start cleanly without its secrets.
+- Tests are pytest under `tests/`, run as `python -m pytest` from the repository root with \
+no network; `tests/conftest.py` gives a `client` fixture (a TestClient) and, for bots, a \
+`bot_chat` fixture. New dependencies go in `requirements.txt` (package names only; they are \
+installed as binary wheels).
+- `tests/test_acceptance.py` (protected) holds the specification's executable acceptance \
+checks: all of them must pass when you are done."""
+
+
+def task_message(
+    spec: ProjectSpec,
+    report: TestReport,
+    change: str = "",
+    repo_map: str = "",
+    acceptance: str = "",
+) -> str:
+    """The first user message: the spec as JSON, the repository's files and conventions, and
+    the tests' state before any change; for a revision of a live service, also the change
+    asked for (the workspace is its current code). `acceptance` says how the acceptance
+    checks stand before any change (`guard.acceptance_note`)."""
     revision = (
         "This service is live and the workspace holds its current code. Its owner asked for "
         f"this change, which the specification below already includes:\n{change.strip()}\n\n"
@@ -30,13 +67,16 @@ def task_message(spec: ProjectSpec, report: TestReport, change: str = "") -> str
         if change.strip()
         else ""
     )
-    return (
-        f"{revision}Specification (JSON):\n"
-        f"{spec.model_dump_json(indent=2)}\n\n"
-        f"{_requirements(spec)}"
-        f"Current test results:\n{report.summary(limit=10)}\n\n"
-        "Implement the specification so that all tests, old and new, pass."
-    )
+    parts = [
+        f"{revision}Specification (JSON):\n{spec.model_dump_json(indent=2)}\n\n",
+        _requirements(spec),
+        f"Files in the repository:\n{repo_map}\n\n" if repo_map else "",
+        f"{CONVENTIONS}\n\n",
+        f"Current test results:\n{report.summary(limit=10)}\n\n",
+        f"{acceptance}\n\n" if acceptance else "",
+        "Implement the specification so that all tests, old and new, pass.",
+    ]
+    return "".join(parts)
 
 
 def _requirements(spec: ProjectSpec) -> str:

@@ -3,6 +3,11 @@ path "secret/data/platform/llm" {
   capabilities = ["read"]
 }
 
+# The coder's own provider key when ORCH_CODER_LLM__API_KEY_SECRET=platform/llm_coder.
+path "secret/data/platform/llm_coder" {
+  capabilities = ["read"]
+}
+
 path "secret/data/platform/github" {
   capabilities = ["read"]
 }

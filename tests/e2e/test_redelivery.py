@@ -91,7 +91,12 @@ def shorten_ack_wait(stack: LocalStackProcess, name: str) -> None:
 
 def consumer_pid(stack: LocalStackProcess, name: str, timeout: float = 30,
                  other_than: int | None = None) -> int:
-    """The pid of `python -m consumers.<name>` of this stack (not its git or pytest children)."""
+    """The pid of consumer `name` of this stack (not its git or pytest children).
+
+    The stack forks its consumers from a preloading zygote (`infra/stack/zygote.py`): such a
+    child keeps the zygote's command line and environment block, and its `comm` is its name.
+    One started directly is `python -m consumers.<name>`.
+    """
     marker = f"ORCH_STATE_DIR={stack.state_dir}".encode()
     module = f"consumers.{name}".encode()
     deadline = time.monotonic() + timeout
@@ -102,9 +107,11 @@ def consumer_pid(stack: LocalStackProcess, name: str, timeout: float = 30,
             try:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
                 environ = (proc / "environ").read_bytes().split(b"\0")
+                comm = (proc / "comm").read_text().strip()
             except OSError:
                 continue
-            if argv[1:3] == [b"-m", module] and marker in environ:
+            forked = argv[1:3] == [b"-m", b"infra.stack.zygote"] and comm == name[:15]
+            if (forked or argv[1:3] == [b"-m", module]) and marker in environ:
                 return int(proc.name)
         time.sleep(0.1)
     raise AssertionError(f"no running {name} process of the stack after {timeout}s")

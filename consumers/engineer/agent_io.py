@@ -28,7 +28,7 @@ from consumers.engineer.agent import LLMUsage
 from consumers.engineer.coder.memory_tool import MAX_QUERY_CHARS
 from consumers.engineer.test_runner import FailedTest, TestReport
 from contracts.spec import ProjectSpec
-from infra.memory import MemoryHit, MemoryKind
+from infra.memory_types import MemoryHit, MemoryKind
 
 TASK_FILE = "task.json"
 RESULT_FILE = "result.json"

@@ -41,8 +41,8 @@ from consumers.engineer.llm_proxy.forwarder import loopback_to_unix
 from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.test_runner import TestReport
 from infra.llm import build_chat_model, proxy_base_url
-from infra.memory import MemoryHit
 from infra.memory_search import MemoryUnavailable
+from infra.memory_types import MemoryHit
 from infra.settings import LLMSettings, Settings
 
 

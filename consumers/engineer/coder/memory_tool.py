@@ -28,8 +28,8 @@ from typing import Protocol
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from infra.memory import MemoryHit, MemoryKind, Scope
 from infra.memory_search import MemorySearch
+from infra.memory_types import MemoryHit, MemoryKind, Scope
 
 #: The project's own code and the specs it was built from; answers and outcomes are the analyst's.
 MEMORY_KINDS = (MemoryKind.CODE, MemoryKind.SPEC, MemoryKind.SPEC_REVISION)

@@ -6,9 +6,9 @@ the model is reached through the host's metering proxy, whose socket and the run
 token are mounted at /run/llm-proxy. The `run_tests` tool asks the host, over that socket, to
 run the suite in a second container: model-written code never runs in this one. When the host
 offers memory (`ContainerTask.memory`), `search_memory` asks it over the same socket; the
-host chooses the scope, this side only sends words. The result
-goes to `/agent-io/result.json`; its token counts are empty because the proxy recorded every
-call as it happened.
+host chooses the scope, this side only sends words. The result goes to
+`/agent-io/result.json`; its token counts are empty because the proxy recorded every call as
+it happened.
 """
 
 from __future__ import annotations

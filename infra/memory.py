@@ -62,13 +62,15 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
 
 from qdrant_client import QdrantClient, models
 
 from infra.embeddings import OpenAIEmbedder
+from infra.memory_types import MemoryHit as MemoryHit
+from infra.memory_types import MemoryKind as MemoryKind
+from infra.memory_types import Scope as Scope
 from infra.settings import Settings
 
 LEXICAL_VECTOR = "lexical"
@@ -104,26 +106,6 @@ class Embedder(Protocol):
     """Turns texts into dense vectors of one size (`infra.embeddings.OpenAIEmbedder`)."""
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
-
-
-class MemoryKind(StrEnum):
-    SPEC = "spec"
-    SPEC_REVISION = "spec_revision"
-    OUTCOME = "outcome"
-    ANSWER = "answer"
-    CODE = "code"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Whose memory a search sees: always one user, optionally one of their projects."""
-
-    user_id: str
-    project_id: uuid.UUID | None = None
-
-    def __post_init__(self) -> None:
-        if not self.user_id:
-            raise ValueError("a memory scope needs a user id; there is no unscoped search")
 
 
 @dataclass(frozen=True)
@@ -182,19 +164,6 @@ class MemoryDocument:
             )
         )
         return str(uuid.uuid5(_POINT_NAMESPACE, key))
-
-
-@dataclass(frozen=True)
-class MemoryHit:
-    score: float
-    project_id: uuid.UUID
-    kind: MemoryKind
-    source_id: str
-    text: str
-    path: str | None
-    commit: str | None
-    start_line: int | None
-    end_line: int | None
 
 
 def tokenize(text: str) -> list[str]:

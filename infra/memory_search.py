@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from infra.memory import MemoryHit, MemoryKind, MemoryStore, Scope
+from infra.memory_types import MemoryHit, MemoryKind, Scope
+
+if TYPE_CHECKING:
+    # Only `LocalMemorySearch` holds a store; the coding container imports this module
+    # (for `MemorySearch` and `MemoryUnavailable`) without qdrant-client.
+    from infra.memory import MemoryStore
 
 
 class MemorySearch(Protocol):

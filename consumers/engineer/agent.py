@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol
 
-from consumers.engineer.coder.memory_tool import ProjectMemory
+from consumers.engineer.coder.memory_tool import ProjectSearch
 from consumers.engineer.test_runner import TestReport
 from contracts.spec import ProjectSpec
 
@@ -39,8 +39,9 @@ class CodingTask:
     #: project's current code, not the scaffold).
     change: str = ""
     #: The project's memory (its indexed code and specs), when memory is configured and the
-    #: owner is known; the in-process coder offers it as the `search_memory` tool.
-    memory: ProjectMemory | None = None
+    #: owner is known: a `ProjectMemory` scoped on the host (inside the coding container, the
+    #: socket client that asks the host). The coder offers it as the `search_memory` tool.
+    memory: ProjectSearch | None = None
 
 
 class TestRunner(Protocol):

@@ -7,19 +7,28 @@ host, and the container holds only the run's one-time proxy token (a file beside
 
 The test container writes a `TestReport` as JSON (`REPORT_FILE`); the host reads it with a
 size cap and never parses anything richer than JSON written by model-controlled code.
+
+The socket's host routes speak JSON too: `TESTS_ROUTE` takes `{}` and answers a report;
+`MEMORY_ROUTE` takes `{"query": str}` and answers `{"hits": [...]}`, searched on the host in
+the scope the host fixed. The container never names a user or project, so a body that does
+is read for its query only.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from consumers.engineer.agent import LLMUsage
+from consumers.engineer.coder.memory_tool import MAX_QUERY_CHARS
 from consumers.engineer.test_runner import FailedTest, TestReport
 from contracts.spec import ProjectSpec
+from infra.memory_types import MemoryHit, MemoryKind
 
 TASK_FILE = "task.json"
 RESULT_FILE = "result.json"
@@ -31,8 +40,12 @@ PROXY_DIR = "/run/llm-proxy"
 SOCKET_NAME = "llm.sock"
 #: The host route (on the proxy socket) that runs the tests in a second container.
 TESTS_ROUTE = "/agent/tests"
+#: The host route that searches the project's memory (offered when `ContainerTask.memory`).
+MEMORY_ROUTE = "/agent/memory"
 #: A report larger than this is not read: it did not come from our test runner.
 MAX_REPORT_BYTES = 1_000_000
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,9 @@ class ContainerTask:
     max_iterations: int
     #: For a revision: the change asked for (as `CodingTask.change`).
     change: str = ""
+    #: Whether the host serves `MEMORY_ROUTE` for this run (the agent then offers
+    #: `search_memory`); the scope stays on the host.
+    memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ def write_task(io_dir: Path, task: ContainerTask) -> None:
         "spec": task.spec.model_dump(mode="json"),
         "max_iterations": task.max_iterations,
         "change": task.change,
+        "memory": task.memory,
     }
     (io_dir / TASK_FILE).write_text(json.dumps(payload))
 
@@ -71,6 +88,7 @@ def read_task(io_dir: Path) -> ContainerTask:
         spec=ProjectSpec.model_validate(payload["spec"]),
         max_iterations=int(payload["max_iterations"]),
         change=str(payload.get("change", "")),
+        memory=payload.get("memory") is True,
     )
 
 
@@ -145,6 +163,62 @@ def report_from_json(payload: Any) -> TestReport:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"a test report lacks a field: {exc}") from exc
+
+
+def memory_query_from_json(body: Mapping[str, Any]) -> str:
+    """The words of a `MEMORY_ROUTE` request; ValueError saying what to send otherwise."""
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError('send {"query": "words to search for"}')
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"a memory query is at most {MAX_QUERY_CHARS} characters")
+    return query
+
+
+def hits_to_json(hits: Sequence[MemoryHit]) -> dict[str, Any]:
+    return {
+        "hits": [
+            {
+                "score": hit.score,
+                "project_id": str(hit.project_id),
+                "kind": hit.kind.value,
+                "source_id": hit.source_id,
+                "text": hit.text,
+                "path": hit.path,
+                "commit": hit.commit,
+                "start_line": hit.start_line,
+                "end_line": hit.end_line,
+            }
+            for hit in hits
+        ]
+    }
+
+
+def hits_from_json(payload: Any) -> list[MemoryHit]:
+    """Memory hits from the host's JSON; ValueError when it has not the expected shape."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("hits"), list):
+        raise ValueError('memory hits must be a JSON object {"hits": [...]}')
+    try:
+        return [
+            MemoryHit(
+                score=float(item["score"]),
+                project_id=uuid.UUID(str(item["project_id"])),
+                kind=MemoryKind(item["kind"]),
+                source_id=str(item["source_id"]),
+                text=str(item["text"]),
+                path=_optional(item.get("path"), str),
+                commit=_optional(item.get("commit"), str),
+                start_line=_optional(item.get("start_line"), int),
+                end_line=_optional(item.get("end_line"), int),
+            )
+            for item in payload["hits"]
+        ]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"a memory hit lacks a field: {exc}") from exc
+
+
+def _optional(value: Any, kind: Callable[[Any], _T]) -> _T | None:
+    return None if value is None else kind(value)
 
 
 def read_report(directory: Path) -> TestReport | None:

@@ -45,7 +45,7 @@ _COMPLETE = ".complete-"
 #: The repository paths the agent imports; nothing of the platform's secrets handling.
 IMAGE_SOURCES = (
     "contracts", "consumers/__init__.py", "consumers/engineer", "infra/__init__.py",
-    "infra/settings.py", "infra/llm.py",
+    "infra/settings.py", "infra/llm.py", "infra/memory_types.py", "infra/memory_search.py",
 )
 
 

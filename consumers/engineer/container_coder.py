@@ -18,6 +18,10 @@ The host also hashes the workspace before the container sees it (`coder/guard.py
 changed protected file or an unchanged workspace fails the run whatever the container says;
 a failure the agent reports (e.g. fewer tests than before) fails it too, even if green.
 
+When the task carries the project's memory, `search_memory` calls back over the socket too
+(`MEMORY_ROUTE`, `memory_route`): the host searches its own `ProjectMemory`, whose owner and
+project were fixed on the host, so the container sends words and never a scope.
+
 While the containers run, the broker gets `in_progress` heartbeats; past a deadline a
 container is killed. Containers are always removed. A refusal by the proxy (budget or time
 spent) fails the task with the proxy's reason.
@@ -42,19 +46,24 @@ import structlog
 
 from consumers.engineer.agent import AgentMode, AgentOutcome, CodingTask, Heartbeat
 from consumers.engineer.agent_io import (
+    MEMORY_ROUTE,
     PROXY_DIR,
     TESTS_ROUTE,
     TOKEN_FILE,
     ContainerResult,
     ContainerTask,
+    hits_to_json,
+    memory_query_from_json,
     read_report,
     read_result,
     report_to_json,
     write_task,
 )
 from consumers.engineer.coder.guard import WorkspaceGuard
+from consumers.engineer.coder.memory_tool import ProjectSearch
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
+from consumers.engineer.llm_proxy.server import HostRoute, HostRouteError
 from consumers.engineer.test_runner import FailedTest, TestReport
 from infra.settings import LLMSettings
 
@@ -126,19 +135,27 @@ class ContainerCoder:
         io_dir = task.workspace.parent / "agent-io"
         io_dir.mkdir(exist_ok=True)
         write_task(
-            io_dir, ContainerTask(task.project_id, task.spec, task.max_iterations, task.change)
+            io_dir,
+            ContainerTask(
+                task.project_id,
+                task.spec,
+                task.max_iterations,
+                task.change,
+                memory=task.memory is not None,
+            ),
         )
         # Short, private path: a UNIX socket path must stay under 108 bytes.
         proxy_dir = Path(tempfile.mkdtemp(prefix="llm-proxy-"))
 
-        async def tests_route() -> Mapping[str, Any]:
+        async def tests_route(_body: Mapping[str, Any]) -> Mapping[str, Any]:
             return report_to_json(await self.test_in_container(task.workspace, heartbeat))
 
+        routes: dict[str, HostRoute] = {TESTS_ROUTE: tests_route}
+        if task.memory is not None:
+            routes[MEMORY_ROUTE] = memory_route(task.memory)
         guard = WorkspaceGuard(task.workspace)
         try:
-            async with self._proxy.on_socket(
-                proxy_dir, self._ledger(task), {TESTS_ROUTE: tests_route}
-            ) as proxied:
+            async with self._proxy.on_socket(proxy_dir, self._ledger(task), routes) as proxied:
                 (proxy_dir / TOKEN_FILE).write_text(proxied.token)
                 await asyncio.to_thread(
                     self._hand_over, task.workspace, io_dir, proxy_dir
@@ -313,6 +330,32 @@ class ContainerCoder:
             return str(container.logs(stdout=True, stderr=True).decode(errors="replace"))
         finally:
             container.remove(force=True)
+
+
+def memory_route(memory: ProjectSearch) -> HostRoute:
+    """The host side of the container's `search_memory`: `{"query": str}` in, hits out.
+
+    Only the query is read from the body; the scope is `memory`'s (the task's `ProjectMemory`,
+    fixed by the host), so a body naming another user or project changes nothing. A memory
+    that is down or slow is a 503 the container's tool turns into its error text, never the
+    run's failure.
+    """
+
+    async def search(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            query = memory_query_from_json(body)
+        except ValueError as exc:
+            raise HostRouteError(400, str(exc)) from exc
+        try:
+            hits = await memory.search(query)
+        except Exception as exc:
+            _log.warning("engineer.memory_unavailable", error=type(exc).__name__)
+            raise HostRouteError(
+                503, f"project memory is unavailable right now ({type(exc).__name__})"
+            ) from exc
+        return hits_to_json(hits)
+
+    return search
 
 
 def _chown_tree(root: Path, owner: tuple[int, int]) -> None:

@@ -4,7 +4,8 @@ The image is built from infra/docker/coder.Dockerfile for real (`build_coder_ima
 per machine). The model is the scripted OpenAI-compatible server on the host; the container
 reaches it only through the metering proxy's socket. What these tests hold the adapter to:
 no network, no key or token in `docker inspect`, capabilities dropped, limits set, every test
-run in a second container, and the host never running model-written code.
+run in a second container, the host never running model-written code, and the project's
+memory searched on the host, in the host's scope, for the agent's `search_memory`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from consumers.engineer.llm_proxy.run import ProxyLauncher
 from consumers.engineer.service import EngineerService
 from consumers.engineer.workspace import GitWorkspaces
 from contracts.events import CodeFailed, CodeGenerated
+from infra.memory import MemoryStore
+from infra.memory_search import LocalMemorySearch
 from infra.settings import LLMSettings
 from tests.engineer.conftest import (
     BROKEN_FILES,
@@ -36,7 +39,8 @@ from tests.engineer.conftest import (
     no_heartbeat,
 )
 from tests.engineer.docker_engine import DockerEngine
-from tests.engineer.test_langgraph_coder import RIGHT_CALC
+from tests.engineer.test_langgraph_coder import RIGHT_CALC, tool_contents
+from tests.engineer.test_memory_tool import ALICE, BOB, EARLIER_COMMIT, code
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
 PROVIDER_KEY = "sk-container-provider-key-123"
@@ -100,6 +104,11 @@ def container_coder(
     )
 
 
+def offered_tools(provider: ScriptedOpenAI) -> set[str]:
+    """The tools the agent offered the model on its first call."""
+    return {tool["function"]["name"] for tool in provider.requests[0]["tools"]}
+
+
 def containers_left(engine: DockerEngine) -> list[object]:
     return list(engine.client().containers.list(all=True))
 
@@ -144,6 +153,8 @@ async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in
         "container", 1, 4, 0,
     )
     assert event.summary == "Implemented subtract"
+    # No memory configured: the agent is not offered a tool that could only fail.
+    assert "search_memory" not in offered_tools(provider)
     # Each call was metered by the proxy as it happened, not reported by the container.
     assert [(c.prompt_tokens, c.completion_tokens) for c in ledger.calls] == [(1200, 60),
                                                                                (1300, 5)]
@@ -162,6 +173,42 @@ async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in
         assert host["ReadonlyRootfs"] is True
         assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (2 * 1024**3, 10**9, 256)
         assert attrs["Config"]["User"] == "65534:65534"
+    assert containers_left(docker_engine) == []
+
+
+async def test_search_memory_in_the_container_answers_from_the_hosts_scope(
+    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    make_repo: RepoFactory, memory_store: MemoryStore,
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    request = code_requested(url, base)
+    # Text matching the query better lives in Alice's other project and in Bob's copy of this
+    # very project id: the host's scope keeps both out of the container.
+    memory_store.upsert(
+        [
+            code(ALICE, request.project_id, "app/calc.py", RIGHT_CALC),
+            code(ALICE, uuid.uuid4(), "app/other.py", "# other-project subtract subtract"),
+            code(BOB, request.project_id, "app/bob.py", "# bob-code subtract subtract subtract"),
+        ]
+    )
+    provider.replies(
+        Reply.tool_call("search_memory", {"query": "subtract"}),
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.text("Restored subtract(a, b) from the earlier revision"),
+    )
+    coder = container_coder(docker_engine, provider, MemoryLedger(), image=coder_image)
+    service = EngineerService(
+        coder, GitWorkspaces(), max_iterations=3, memory=LocalMemorySearch(memory_store)
+    )
+
+    result = await service.handle(request, no_heartbeat, owner=ALICE)
+
+    assert isinstance(result.event, CodeGenerated), result.event
+    assert "search_memory" in offered_tools(provider)
+    found = tool_contents(provider.requests[1])[0]
+    assert found.startswith(f"== app/calc.py:1-6 (commit {EARLIER_COMMIT[:12]})\n"), found
+    assert "return a - b" in found
+    assert "other-project" not in found and "bob-code" not in found
     assert containers_left(docker_engine) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def test_a_test_report_keeps_the_names_of_the_passed_tests() -> None:
     """The coder in the container checks the acceptance tests by name against the host's
     reports: without the names it could not tell them from a filler test."""
     report = TestReport(
-        passed=2, failed=1, failures=(FailedTest("tests.test_calc::test_subtract", "8 != 2"),),
+        passed=2,
+        failed=1,
+        failures=(FailedTest("tests.test_calc::test_subtract", "8 != 2"),),
         passed_tests=("tests.test_acceptance::test_http_check[add]", "tests.test_calc::test_add"),
     )
     assert report_from_json(report_to_json(report)) == report
@@ -49,3 +52,19 @@ def test_the_test_container_names_the_tests_that_passed() -> None:
     report = parse_junit(junit, "")
     assert (report.passed, report.failed, report.skipped) == (1, 1, 1)
     assert report.passed_tests == ("tests.test_acceptance::test_http_check[add]",)
+
+
+def test_the_task_says_whether_the_host_serves_memory_and_only_true_means_yes(
+    tmp_path: Path,
+) -> None:
+    spec = decide("An HTTP service that shortens URLs and counts visits", [])
+    assert not isinstance(spec, Question)
+    write_task(tmp_path, ContainerTask("p-1", spec, 12, memory=True))
+    assert read_task(tmp_path).memory is True
+
+    task_file = tmp_path / "task.json"
+    payload = json.loads(task_file.read_text())
+    for absent in ("yes", 1, None):
+        payload["memory"] = absent
+        task_file.write_text(json.dumps(payload))
+        assert read_task(tmp_path).memory is False

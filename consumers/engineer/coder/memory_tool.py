@@ -11,25 +11,41 @@ path, line range and commit, so the model reads the current file before editing 
 code may be from an earlier commit. A memory that is down or slow is the tool's error, which
 the model reads and works around with `search` and `read_file`; the run never fails for it.
 
-Only the in-process coder offers it. The container coder's loop runs in a container with no
-network and one socket to the host; it does not get this tool (see docs/architecture.md).
+The tool is built over any `ProjectSearch`: words in, this project's hits out, with no scope
+to choose. The in-process coder hands it a `ProjectMemory` (the scope fixed on the host). The
+container coder's loop runs with no network and one socket to the host, so inside the
+container it is a client that posts the words to the host's memory route
+(`container_entry.HostMemory`); the host answers from its own `ProjectMemory`, so the scope
+never crosses the socket and nothing the container sends can widen it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
+from typing import Protocol
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from infra.memory import MemoryHit, MemoryKind, Scope
 from infra.memory_search import MemorySearch
+from infra.memory_types import MemoryHit, MemoryKind, Scope
 
 #: The project's own code and the specs it was built from; answers and outcomes are the analyst's.
 MEMORY_KINDS = (MemoryKind.CODE, MemoryKind.SPEC, MemoryKind.SPEC_REVISION)
 MAX_HITS = 5
 MAX_SNIPPET_CHARS = 2000
+#: Words to search for, not a file: a longer query is refused before any search.
+MAX_QUERY_CHARS = 500
 SEARCH_TIMEOUT_SECONDS = 10.0
+
+
+class ProjectSearch(Protocol):
+    """The one project's memory, searched by words; the scope is the implementation's own."""
+
+    async def search(self, text: str) -> list[MemoryHit]:
+        """At most `MAX_HITS` hits, best first, each text at most `MAX_SNIPPET_CHARS` (marked)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,10 +61,11 @@ class ProjectMemory:
 
     async def search(self, text: str) -> list[MemoryHit]:
         async with asyncio.timeout(SEARCH_TIMEOUT_SECONDS):
-            return await self.memory.search(self.scope, text, kinds=MEMORY_KINDS, limit=MAX_HITS)
+            hits = await self.memory.search(self.scope, text, kinds=MEMORY_KINDS, limit=MAX_HITS)
+        return [_bounded(hit) for hit in hits[:MAX_HITS]]
 
 
-def make_memory_tool(memory: ProjectMemory) -> BaseTool:
+def make_memory_tool(memory: ProjectSearch) -> BaseTool:
     """`search_memory`, bound to one project's memory."""
 
     async def search_memory(query: str) -> str:
@@ -57,6 +74,8 @@ def make_memory_tool(memory: ProjectMemory) -> BaseTool:
         the code may be older than the workspace, so read_file a path before editing it."""
         if not query.strip():
             raise ToolException("give words to search for, e.g. 'weekly report handler'")
+        if len(query) > MAX_QUERY_CHARS:
+            raise ToolException(f"give at most {MAX_QUERY_CHARS} characters of words to search for")
         try:
             hits = await memory.search(query)
         except Exception as exc:
@@ -82,7 +101,11 @@ def _shown(hit: MemoryHit) -> str:
         head = f"{where} (commit {hit.commit[:12]})" if hit.commit else where
     else:
         head = f"{hit.kind.value} {hit.source_id}"
-    text = hit.text
-    if len(text) > MAX_SNIPPET_CHARS:
-        text = text[:MAX_SNIPPET_CHARS] + f"\n... truncated ({len(hit.text)} characters)"
-    return f"== {head}\n{text}"
+    return f"== {head}\n{hit.text}"
+
+
+def _bounded(hit: MemoryHit) -> MemoryHit:
+    if len(hit.text) <= MAX_SNIPPET_CHARS:
+        return hit
+    text = hit.text[:MAX_SNIPPET_CHARS] + f"\n... truncated ({len(hit.text)} characters)"
+    return dataclasses.replace(hit, text=text)

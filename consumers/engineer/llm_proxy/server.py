@@ -16,8 +16,11 @@ in-process loop) gets the proxy's address and a one-time token instead of the pr
 
 It listens on a UNIX socket (bind-mounted into a container that has no network at all) or on
 a loopback TCP port (the in-process coder). `host_routes` adds token-checked endpoints the
-container may call on the host (running its tests in a second container) through the same
-socket, so that socket is the container's only door.
+container may call on the host (running its tests in a second container, searching the
+project's memory) through the same socket, so that socket is the container's only door. A
+route gets the request's JSON object (at most `MAX_HOST_ROUTE_BODY_BYTES`; an empty body is
+`{}`) and decides nothing from the caller's identity: whatever it acts on (the workspace, the
+memory scope) was fixed on the host when the route was made.
 
 aiohttp serves (it streams responses and serves UNIX sockets); httpx talks to the provider.
 """
@@ -52,10 +55,22 @@ ROUTES = {
 #: Request headers a client may pass through to the provider; everything else is dropped.
 _FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta")
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+#: A host route's request is a few fields (a search query), never a payload.
+MAX_HOST_ROUTE_BODY_BYTES = 16 * 1024
 _UPSTREAM_TIMEOUT = httpx.Timeout(300.0, connect=15.0)
 _log = structlog.get_logger(__name__)
 
-HostRoute = Callable[[], Awaitable[Mapping[str, Any]]]
+#: A host endpoint: the request's JSON object in, a JSON object out.
+HostRoute = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+class HostRouteError(Exception):
+    """A host route's refusal: the HTTP status and the reason its caller reads."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class LLMProxy:
@@ -150,7 +165,23 @@ class LLMProxy:
     async def _host_route(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
             return _error(401, "this socket needs the run's token")
-        return web.json_response(dict(await self._host_routes[request.path]()))
+        raw = await _bounded_body(request, MAX_HOST_ROUTE_BODY_BYTES)
+        if raw is None:
+            return _error(
+                413,
+                f"a request to {request.path} is at most {MAX_HOST_ROUTE_BODY_BYTES} bytes of JSON",
+            )
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return _error(400, f"the body of {request.path} is not JSON; send a JSON object")
+        if not isinstance(body, dict):
+            return _error(400, f"the body of {request.path} must be a JSON object")
+        try:
+            answer = await self._host_routes[request.path](body)
+        except HostRouteError as refused:
+            return _error(refused.status, refused.reason)
+        return web.json_response(dict(answer))
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
@@ -247,6 +278,18 @@ class LLMProxy:
             # The call happened; losing its row would under-count, so say so loudly.
             _log.error("llm_proxy.usage_not_recorded", call=index, model=call.model,
                        prompt_tokens=call.prompt_tokens, error=str(exc))
+
+
+async def _bounded_body(request: web.Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it proves longer than `limit` bytes."""
+    if (request.content_length or 0) > limit:
+        return None
+    raw = b""
+    while chunk := await request.content.read(limit + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return raw
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -215,7 +215,8 @@ def test_an_offline_spec_persists_its_records_and_passes_its_acceptance_checks(
     with serving(python, repo, DATA_DIR=str(data_dir)) as url:
         status, created = call("POST", f"{url}/expenses", expense)
         assert status == 201
-        assert call("GET", f"{url}/worker/status")[1]["interval_seconds"] == 3600.0
+        # "a daily background job" is a schedule of one day, which the worker runs on.
+        assert call("GET", f"{url}/worker/status")[1]["interval_seconds"] == 86400.0
     with serving(python, repo, DATA_DIR=str(data_dir)) as url:
         assert call("GET", f"{url}/expenses") == (200, [created])
     assert (data_dir / "app.db").is_file()

@@ -8,6 +8,7 @@ validates what it renders).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -375,9 +376,12 @@ def test_app_image_installs_every_dependency_with_the_constraints() -> None:
 
 
 def test_make_app_image_builds_the_compose_images_from_local_files() -> None:
+    # Run as CI runs it (inside `make test`): a sub-make inherits MAKEFLAGS and MAKELEVEL and
+    # would print "Entering directory" lines, so the test sets neither.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     result = subprocess.run(
-        ["make", "-n", "app-image"], cwd=REPO, capture_output=True, text=True, timeout=60,
-        check=False,
+        ["make", "-n", "--no-print-directory", "app-image"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     services = compose_config()["services"]

@@ -379,5 +379,9 @@ MEMORY_SEARCH_QUEUE = "indexer"
 MEMORY_SEARCHERS: tuple[str, ...] = ("analyst", "engineer")
 MEMORY_RESPONDER = "indexer"
 
+#: Durables a process may read the info of besides its own: the coordinator tells a person how
+#: many builds or deploys are ahead of their project (`consumers/coordinator/queues.py`).
+QUEUE_READERS: dict[str, tuple[ConsumerSpec, ...]] = {"coordinator": (ENGINEER, DEPLOYER)}
+
 #: The subject prefix other systems may publish to, with the `external` NATS user.
 EXTERNAL_PUBLISH: tuple[str, ...] = ("intents.>",)

@@ -11,6 +11,7 @@ from infra.bus.runtime import ConsumerApp, StepContext
 from infra.repo_urls import ForgeSettings
 from infra.settings import QuotaSettings
 
+from .queues import DurableQueues
 from .service import Coordinator
 
 UseCase = Callable[[Coordinator, Any], Awaitable[Sequence[Event]]]
@@ -54,13 +55,14 @@ ROUTES: dict[type[Event], UseCase] = {
 def register(
     app: ConsumerApp, *, offline: bool, quotas: QuotaSettings, forge: ForgeSettings
 ) -> None:
+    queues = DurableQueues(lambda: app.nc)
     for event_type, use_case in ROUTES.items():
 
         async def handle(
             ctx: StepContext, event: Event, use_case: UseCase = use_case
         ) -> Sequence[Event]:
             coordinator = Coordinator(
-                ctx.session, offline=offline, quota_defaults=quotas, forge=forge
+                ctx.session, offline=offline, quota_defaults=quotas, forge=forge, queues=queues
             )
             return await use_case(coordinator, event)
 

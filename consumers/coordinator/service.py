@@ -48,6 +48,7 @@ from .lifecycle import (
     checklist,
     retry_step,
 )
+from .queues import WorkQueues, with_queue
 
 S = ProjectState
 ACTOR = "coordinator"
@@ -63,11 +64,14 @@ class Coordinator:
         offline: bool,
         quota_defaults: QuotaSettings | None = None,
         forge: ForgeSettings | None = None,
+        queues: WorkQueues | None = None,
     ) -> None:
         self.session = session
         self.offline = offline
         self.quota_defaults = quota_defaults or QuotaSettings()
         self.forge = forge or ForgeSettings()
+        #: The engineer's and deployer's queues, for progress messages (None: not reported).
+        self.queues = queues
 
     # ------------------------------------------------------------------ helpers
 
@@ -515,10 +519,11 @@ class Coordinator:
         await self._timeline(project, event, f"port {event.port} on {event.server_name}")
         if project.state in TERMINAL_STATES:
             return []
-        return [
-            self._progress(event, project, f"Resources ready: {event.host}:{event.port}"),
-            *self._deploy_if_ready(event, project),
-        ]
+        deploy = self._deploy_if_ready(event, project)
+        ready = f"Resources ready: {event.host}:{event.port}"
+        if deploy:
+            ready = await with_queue(self.queues, "deploy", ready)
+        return [self._progress(event, project, ready), *deploy]
 
     async def provisioning_failed(self, event: ev.ProvisioningFailed) -> list[Event]:
         return await self._step_failed(
@@ -549,6 +554,7 @@ class Coordinator:
             await self._timeline(project, event, f"{summary}; queued: {ahead} builds ahead")
             return [self._progress(event, project, f"{ready}. queued: {ahead} builds ahead of you")]
         await self._timeline(project, event, summary)
+        ready = await with_queue(self.queues, "build", ready)
         return [self._progress(event, project, ready), self._code_request(event, project)]
 
     async def repo_adopted(self, event: ev.RepoAdopted) -> list[Event]:
@@ -589,6 +595,7 @@ class Coordinator:
             project.step_deadline = None
             found += f" queued: {ahead} builds ahead of you"
         else:
+            found = await with_queue(self.queues, "build", found)
             commands.append(self._code_request(event, project))
         return [self._progress(event, project, found), *commands]
 
@@ -692,11 +699,13 @@ class Coordinator:
             event,
             f"code {event.commit[:8]}: {event.tests_passed} tests passed ({event.mode})",
         )
+        deploy = self._deploy_if_ready(event, project)
+        ready = f"Code ready: {event.tests_passed} tests pass ({event.mode})."
+        if deploy:
+            ready = await with_queue(self.queues, "deploy", ready)
         return [
-            self._progress(
-                event, project, f"Code ready: {event.tests_passed} tests pass ({event.mode})."
-            ),
-            *self._deploy_if_ready(event, project),
+            self._progress(event, project, ready),
+            *deploy,
             *await self._start_waiting_builds(event, project.user_id),
         ]
 

@@ -35,6 +35,7 @@ from contracts.topology import (
     MEMORY_SEARCH_SUBJECT,
     MEMORY_SEARCHERS,
     PRODUCER_EMITS,
+    QUEUE_READERS,
     STREAMS,
     consumers_of,
     dlq_subject,
@@ -115,6 +116,10 @@ def consumer_permissions(process: str) -> Permissions:
     publish += [f"$JS.API.STREAM.INFO.{stream.name}" for stream in STREAMS]
     for spec in specs:
         publish += _durable_api(spec.stream.name, spec.durable)
+    publish += [
+        f"$JS.API.CONSUMER.INFO.{spec.stream.name}.{spec.durable}"
+        for spec in QUEUE_READERS.get(process, ())
+    ]
     subscribe = [f"{inbox_prefix(process)}.>"]
     if process in MEMORY_SEARCHERS:
         publish.append(MEMORY_SEARCH_SUBJECT)

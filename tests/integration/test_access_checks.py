@@ -20,10 +20,11 @@ from nats.aio.client import Client
 from consumers.coordinator.app import build_app
 from contracts import events as ev
 from contracts.envelope import Event
-from contracts.topology import DEPLOY, DEPLOYER, NOTIFY, PROJECT
+from contracts.topology import DEPLOY, DEPLOYER, ENGINEER, NOTIFY, PROJECT
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.runtime import ConsumerApp, StepContext
+from infra.bus.topology import apply_consumers, with_concurrency
 from infra.repo_urls import ForgeSettings
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
@@ -325,6 +326,47 @@ async def test_builds_over_the_limit_wait_and_start_when_one_finishes(
         f"SELECT build_queued_at, step_deadline FROM projects WHERE id = '{second.project_id}'",
     )[0]
     assert queued_at is None and deadline is not None
+
+
+async def progress_of(nc: Client, project_id: uuid.UUID, starts: str) -> str:
+    """The text of the project's progress message that starts with `starts`."""
+    for _ in range(300):
+        for note in await stored(nc, NOTIFY.name, ev.NotificationRequested.TYPE):
+            text = str(note["text"])
+            if note["project_id"] == str(project_id) and text.startswith(starts):
+                return text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no progress message starting {starts!r} for {project_id}")
+
+
+@pytest.mark.usefixtures("coordinator")
+async def test_a_build_behind_the_engineers_busy_slots_is_told_how_many_are_ahead(
+    nc: Client, migrated_db: str
+) -> None:
+    """The engineer's durable as its process applies it with concurrency 1: the first build
+    takes the slot, so the second is told one build is ahead and the third two (one running,
+    one waiting). Each person's own quota (5 at once) never holds them back."""
+    add_user(migrated_db, "telegram:500", chat_id=500, builds_at_once=5)
+    await apply_consumers(nc.jsm(), (with_concurrency(ENGINEER, 1),))
+    js = nc.jetstream()
+    engineer = await js.pull_subscribe_bind(durable=ENGINEER.durable, stream=ENGINEER.stream.name)
+    publisher = JetStreamPublisher.from_client(nc)
+
+    first = await repo_ready(nc, publisher, "telegram:500", "queue-one")
+    assert " queued" not in await progress_of(nc, first.project_id, "Repository ready")
+    (taken,) = await engineer.fetch(1, timeout=30)  # the engineer is building the first
+    assert json.loads(taken.data)["project_id"] == str(first.project_id)
+
+    second = await repo_ready(nc, publisher, "telegram:500", "queue-two")
+    text = await progress_of(nc, second.project_id, "Repository ready")
+    assert text.endswith(". queued: 1 builds ahead of you"), text
+    await until_found(nc, PROJECT.name, ev.CodeRequested.TYPE, second.project_id)
+
+    third = await repo_ready(nc, publisher, "telegram:500", "queue-three")
+    text = await progress_of(nc, third.project_id, "Repository ready")
+    assert text.endswith(". queued: 2 builds ahead of you"), text
+    # Only the platform's queue held them: each build was requested at once.
+    await until_found(nc, PROJECT.name, ev.CodeRequested.TYPE, third.project_id)
 
 
 @pytest.mark.usefixtures("coordinator")

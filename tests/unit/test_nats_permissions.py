@@ -14,7 +14,11 @@ from contracts import events as ev
 from contracts.topology import (
     CONSUMER_EMITS,
     CONSUMERS,
+    DEPLOYER,
+    ENGINEER,
     MEMORY_SEARCH_SUBJECT,
+    OPS_SERVER_TICKS,
+    PROJECT,
     PRODUCER_EMITS,
     STREAMS,
     dlq_subject,
@@ -159,3 +163,15 @@ def test_the_lag_exporter_reads_every_durable_and_nothing_else() -> None:
     assert all(
         subject.startswith("$JS.API.") and ".INFO." in subject for subject in exporter.publish
     )
+
+
+def test_the_coordinator_reads_the_build_and_deploy_queues_and_takes_nothing_from_them() -> None:
+    coordinator = USERS["coordinator"]
+    for spec in (ENGINEER, DEPLOYER):
+        stream, durable = spec.stream.name, spec.durable
+        assert coordinator.may_publish(f"$JS.API.CONSUMER.INFO.{stream}.{durable}")
+        assert not coordinator.may_publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
+        assert not coordinator.may_publish(f"$JS.ACK.{stream}.{durable}.1.2.3.4.5")
+    servers = OPS_SERVER_TICKS
+    assert not coordinator.may_publish(f"$JS.API.CONSUMER.INFO.{servers.stream.name}.ops-servers")
+    assert not USERS["analyst"].may_publish(f"$JS.API.CONSUMER.INFO.{PROJECT.name}.engineer")

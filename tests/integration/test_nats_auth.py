@@ -21,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import SecretStr
 
+from consumers.coordinator.queues import DurableQueues
 from consumers.indexer.search_responder import SearchResponder
 from contracts.topology import ANALYST, DEPLOY, DEPLOYER, INTENTS, PROJECT
 from infra.bus.credentials import (
@@ -161,6 +162,26 @@ async def test_analyst_cannot_read_the_deployers_durable(
     deployer = await admin.jsm().consumer_info(DEPLOY.name, DEPLOYER.durable)
     assert deployer.num_pending == 1
     assert deployer.num_ack_pending == 0
+
+
+async def test_the_coordinator_counts_the_deploy_queue_and_cannot_take_from_it(
+    auth_nats: NatsServer, admin: Client
+) -> None:
+    for _ in range(3):
+        await admin.jetstream().publish("deploy.requested", b"{}", timeout=5)
+    errors: list[Exception] = []
+    async with client_as(auth_nats, "coordinator", errors) as coordinator:
+        assert await DurableQueues(lambda: coordinator).ahead("deploy") == 3
+        taken = await coordinator.jetstream().pull_subscribe_bind(
+            durable=DEPLOYER.durable, stream=DEPLOY.name
+        )
+        with pytest.raises(NatsTimeoutError):
+            await taken.fetch(1, timeout=1)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{DEPLOY.name}.{DEPLOYER.durable}"
+        await wait_for(lambda: violation(errors, next_subject), timeout=10)
+    async with client_as(auth_nats, "analyst") as analyst:  # not a reader: the count is unknown
+        assert await DurableQueues(lambda: analyst).ahead("deploy") is None
+    assert (await admin.jsm().consumer_info(DEPLOY.name, DEPLOYER.durable)).num_pending == 3
 
 
 async def test_external_user_may_publish_intents_only(auth_nats: NatsServer, admin: Client) -> None:

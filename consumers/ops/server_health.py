@@ -26,9 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import events as ev
 from contracts.envelope import Event
-from infra.db.enums import ServerState, UserRole, UserStatus
-from infra.db.models import Server, User
-from infra.incidents import open_incident, open_incidents, resolve_incident
+from infra.db.enums import ServerState
+from infra.db.models import Server
+from infra.incidents import (
+    admin_chats,
+    open_incident,
+    open_incidents,
+    resolve_incident,
+    tell_admins,
+)
 from infra.inventory import PRIVATE_KEY_FIELD
 from infra.playbook_runner import write_private_key
 from infra.server_lifecycle import MONITORED, transition
@@ -136,7 +142,7 @@ class ServerHealthService:
         ).all()
         failures = await asyncio.gather(*(self._failures(server) for server in servers))
         opened_before = await open_incidents(self.session, SERVER_KEY_PREFIX)
-        admins = await self._admins()
+        admins = await admin_chats(self.session)
         emitted: list[Event] = []
         for server, failed in zip(servers, failures, strict=True):
             for check in CHECKS:
@@ -210,27 +216,5 @@ class ServerHealthService:
 
     def _tell(
         self, tick: ev.SchedulerTick, admins: Sequence[tuple[str, int]], index: int, text: str
-    ) -> list[Event]:
-        return [
-            tick.derive(
-                ev.NotificationRequested,
-                actor=ACTOR,
-                index=index + n,
-                user_id=user_id,
-                chat_id=chat_id,
-                kind=ev.NotificationKind.FAILURE,
-                text=text,
-            )
-            for n, (user_id, chat_id) in enumerate(admins)
-        ]
-
-    async def _admins(self) -> list[tuple[str, int]]:
-        """(user id, chat id) of every active admin with a chat, as the API's alerts do."""
-        rows = await self.session.execute(
-            select(User.id, User.chat_id).where(
-                User.role == UserRole.ADMIN,
-                User.status == UserStatus.ACTIVE,
-                User.chat_id.is_not(None),
-            )
-        )
-        return [(user_id, chat_id) for user_id, chat_id in rows.tuples() if chat_id is not None]
+    ) -> list[ev.NotificationRequested]:
+        return tell_admins(tick, admins, actor=ACTOR, index=index, text=text)

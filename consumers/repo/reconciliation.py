@@ -6,7 +6,8 @@ git host: it holds the forge and the GitHub token's Vault policy. Projects, port
 deployments and incidents are rows of the shared database, read here in the tick's transaction.
 
 Findings, each an incident under one natural key (`infra.incidents`), resolved at the first
-tick that no longer finds it:
+tick that no longer finds it; every admin with a chat is told when one opens (with what to do)
+and when it is resolved, as the server checks tell them:
 - `orphan_repository` (`reconcile:repo:<name>`): a repository no project records. It is never
   deleted: an operator adopts it (`orchestrator adopt`) or deletes it on the host.
 - `repository_missing` (`reconcile:project-repo:<project id>`): a project that is not archived
@@ -34,7 +35,13 @@ from contracts import events as ev
 from contracts.envelope import Event
 from infra.db.models import Deployment, PortAllocation, Project, ProjectEvent, ProjectState, Server
 from infra.incidents import RECONCILE_KEY_PREFIX as KEY_PREFIX
-from infra.incidents import open_incident, open_incidents, resolve_incident
+from infra.incidents import (
+    admin_chats,
+    open_incident,
+    open_incidents,
+    resolve_incident,
+    tell_admins,
+)
 
 from .ports import GitHost, HostedRepo
 
@@ -68,7 +75,13 @@ class Reconciler:
         """Find, repair what is safe, and open or resolve one incident per finding."""
         report = await self.check(session, tick, actor)
         incidents = await open_incidents(session, KEY_PREFIX)
+        admins = await admin_chats(session)
         emitted: list[Event] = list(report.released)
+        told: list[Event] = []  # their own derived-id indexes: one per admin and message
+
+        def tell(text: str) -> None:
+            told.extend(tell_admins(tick, admins, actor=actor, index=len(told), text=text))
+
         current = {finding.key for finding in report.findings}
         for index, finding in enumerate(report.findings):
             if finding.key in incidents:
@@ -83,12 +96,14 @@ class Reconciler:
                 summary=finding.summary,
                 project_id=finding.project_id,
             )
-            if opened is not None:
+            if opened is not None:  # None: another replica opened it and tells the admins
                 emitted.append(opened)
+                tell(f"Reconciliation: {finding.summary}")
         for index, (key, incident) in enumerate(sorted(incidents.items())):
             if key not in current:
                 emitted.append(resolve_incident(incident, tick, actor=actor, index=index))
-        return emitted
+                tell(f"Reconciliation: resolved: {incident.summary}")
+        return emitted + told
 
     async def check(self, session: AsyncSession, tick: ev.SchedulerTick, actor: str) -> Report:
         repos = await self._host.list_repos()

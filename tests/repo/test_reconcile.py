@@ -22,8 +22,9 @@ from sqlalchemy import delete, func, select
 from consumers.repo.app import build_app
 from consumers.repo.local_forge import LocalForge
 from contracts import events as ev
-from contracts.topology import OPS
+from contracts.topology import NOTIFY, OPS
 from infra.bus.publisher import JetStreamPublisher
+from infra.db.enums import UserRole
 from infra.db.models import (
     Deployment,
     Incident,
@@ -32,6 +33,7 @@ from infra.db.models import (
     ProjectEvent,
     ProjectState,
     Server,
+    User,
 )
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import Settings
@@ -111,6 +113,13 @@ async def test_reconcile_reports_repairs_and_resolves_once_the_causes_are_fixed(
             )
         server = Server(name="web-1", host="127.0.0.1", host_key="127.0.0.1 ssh-ed25519 AAAA")
         session.add(server)
+        # Who hears about it: the admin with a chat; never a member, even one with a chat.
+        session.add_all(
+            [
+                User(id="telegram:9", role=UserRole.ADMIN, chat_id=9),
+                User(id="telegram:8", role=UserRole.MEMBER, chat_id=8),
+            ]
+        )
         await session.flush()
         session.add_all(
             [
@@ -210,6 +219,16 @@ async def test_reconcile_reports_repairs_and_resolves_once_the_causes_are_fixed(
                 )
                 assert len(await stored(nc, OPS.name, ev.IncidentOpened.TYPE)) == 4
                 assert len(await stored(nc, OPS.name, ev.IncidentResolved.TYPE)) == 4
+                told = await stored(nc, NOTIFY.name, ev.NotificationRequested.TYPE)
+                assert {(n["user_id"], n["chat_id"]) for n in told} == {("telegram:9", 9)}
+                texts = sorted(str(n["text"]) for n in told)
+                assert len(texts) == 8, texts
+                assert any(
+                    "stray-repo" in t and "adopt it (orchestrator adopt)" in t
+                    and not t.startswith("Reconciliation: resolved")
+                    for t in texts
+                ), texts
+                assert sum(t.startswith("Reconciliation: resolved: ") for t in texts) == 4
             finally:
                 await nc.close()
             async with sessions() as session:

@@ -176,6 +176,14 @@ def test_compose_runs_the_broker_and_secret_store_versions_the_tests_run() -> No
     assert services["openbao"]["image"] == f"openbao/openbao:{bao_version}"
 
 
+def test_compose_runs_the_qdrant_server_of_the_client_the_code_uses() -> None:
+    """qdrant-client warns against (and may not speak to) a server a minor version or more
+    apart; the embedded default runs the client's local mode, compose the server."""
+    image = compose_config()["services"]["qdrant"]["image"]
+    client = ".".join(metadata.version("qdrant-client").split(".")[:2])
+    assert re.fullmatch(rf"qdrant/qdrant:v{re.escape(client)}\.\d+", image), (image, client)
+
+
 def test_compose_runs_the_lag_exporter_and_alertmanager_and_prometheus_uses_both() -> None:
     services = compose_config()["services"]
     exporter = services["lag-exporter"]

@@ -383,6 +383,21 @@ def test_app_image_installs_every_dependency_with_the_constraints() -> None:
     assert all("-c constraints.txt" in line for line in installs), installs
 
 
+def test_only_the_engineer_may_build_namespaces_and_its_image_has_bubblewrap() -> None:
+    """The engineer's sandbox needs new namespaces and a fresh /proc inside its container
+    (tests/engineer/test_compose_sandbox.py runs it); no other service gets those options."""
+    services = compose_config()["services"]
+    relaxed = {name for name, service in services.items() if service.get("security_opt")}
+    assert relaxed == {"engineer"}, relaxed
+    assert set(services["engineer"]["security_opt"]) >= {
+        "seccomp=unconfined",
+        "systempaths=unconfined",
+    }
+    assert "privileged" not in services["engineer"] and "cap_add" not in services["engineer"]
+    dockerfile = (DOCKER / "app.Dockerfile").read_text()
+    assert re.search(r"apt-get install [^\n]*\bbubblewrap\b", dockerfile)
+
+
 def test_make_app_image_builds_the_compose_images_from_local_files() -> None:
     # Run as CI runs it (inside `make test`): a sub-make inherits MAKEFLAGS and MAKELEVEL and
     # would print "Entering directory" lines, so the test sets neither.

@@ -311,6 +311,27 @@ def test_every_process_logs_in_to_vault_as_its_own_service_account() -> None:
     assert seen == set(accounts)
 
 
+def test_only_the_engineer_runs_in_a_user_namespace_able_to_build_its_sandbox() -> None:
+    """The engineer's bubblewrap sandbox needs new namespaces and a fresh /proc inside its pod
+    (what compose grants it, run for real in tests/engineer/test_compose_sandbox.py); it gets
+    them in a pod user namespace, and no other pod relaxes anything."""
+    for owner in manifests("defaults"):
+        if owner["kind"] != "Deployment":
+            continue
+        spec = owner["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        if owner["metadata"]["name"].endswith("-engineer"):
+            assert spec["hostUsers"] is False
+            assert context["procMount"] == "Unmasked"
+            assert context["seccompProfile"] == {"type": "Unconfined"}
+        else:
+            assert "hostUsers" not in spec, owner["metadata"]["name"]
+            assert not {"procMount", "seccompProfile", "appArmorProfile"} & set(context)
+
+
 def test_each_vault_role_carries_its_process_policy_and_the_database_only_if_used() -> None:
     objects = manifests("defaults")
     roles = {role.name: role for role in roles_file(objects).roles}

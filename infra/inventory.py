@@ -80,6 +80,8 @@ class NewServer:
     port_min: int = 20000
     port_max: int = 20999
     public_host: str = ""
+    #: Deploys at once on this server; None: no limit but the deployer's concurrency.
+    deploy_slots: int | None = None
 
     def validate(self) -> None:
         """Raise `InvalidServer` naming the first bad field."""
@@ -108,12 +110,26 @@ class NewServer:
             raise InvalidServer(
                 f"port range {self.port_min}-{self.port_max} is empty: write it as LOW-HIGH"
             )
+        check_deploy_slots(self.deploy_slots)
         size = self.port_max - self.port_min + 1
         if not 1 <= self.capacity <= size:
             raise InvalidServer(
                 f"capacity {self.capacity} must be between 1 and the {size} ports of "
                 f"{self.port_min}-{self.port_max}"
             )
+
+
+#: More deploys at once than this on one server is a typo, not a plan.
+MAX_DEPLOY_SLOTS = 64
+
+
+def check_deploy_slots(slots: int | None) -> None:
+    """Raise `InvalidServer` unless `slots` is None (no limit) or 1 to `MAX_DEPLOY_SLOTS`."""
+    if slots is not None and not 1 <= slots <= MAX_DEPLOY_SLOTS:
+        raise InvalidServer(
+            f"deploy slots {slots} must be between 1 and {MAX_DEPLOY_SLOTS} "
+            "(or none: no limit but the deployer's concurrency)"
+        )
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class ServerSummary:
     ssh_user: str
     labels: tuple[str, ...]
     capacity: int
+    deploy_slots: int | None
     used_ports: int
     port_min: int
     port_max: int
@@ -259,6 +276,7 @@ async def add_server(
                 host_key=host_key,
                 labels=list(server.labels),
                 capacity=server.capacity,
+                deploy_slots=server.deploy_slots,
                 port_min=server.port_min,
                 port_max=server.port_max,
                 public_host=server.public_host,
@@ -282,6 +300,7 @@ async def add_server(
         ssh_user=server.ssh_user,
         labels=server.labels,
         capacity=server.capacity,
+        deploy_slots=server.deploy_slots,
         used_ports=0,
         port_min=server.port_min,
         port_max=server.port_max,
@@ -305,6 +324,22 @@ async def get_server(sessionmaker: async_sessionmaker[AsyncSession], name: str) 
     if not found:
         raise _not_found(name)
     return found[0]
+
+
+async def set_deploy_slots(
+    sessionmaker: async_sessionmaker[AsyncSession], name: str, slots: int | None
+) -> ServerSummary:
+    """Change how many deploys `name` takes at once (None: no limit of its own).
+
+    The deployer reads it at each deploy, so the next deploy to the server obeys it; deploys
+    already holding a slot finish."""
+    check_deploy_slots(slots)
+    async with sessionmaker() as session, session.begin():
+        server = await session.scalar(select(Server).where(Server.name == name).with_for_update())
+        if server is None:
+            raise _not_found(name)
+        server.deploy_slots = slots
+    return await get_server(sessionmaker, name)
 
 
 async def remove_server(
@@ -366,6 +401,7 @@ def _summary(server: Server, used: int) -> ServerSummary:
         ssh_user=server.ssh_user,
         labels=tuple(str(label) for label in server.labels),
         capacity=server.capacity,
+        deploy_slots=server.deploy_slots,
         used_ports=used,
         port_min=server.port_min,
         port_max=server.port_max,

@@ -12,6 +12,7 @@ from infra.playbook_runner import AnsibleRunner
 from infra.settings import Settings, get_settings
 from infra.vault import VaultClient
 
+from .deploy_slots import AdvisoryDeploySlots
 from .handlers import DeployerPorts, register
 from .ports import PlaybookRunner, SecretSource
 from .service import DeployerConfig
@@ -64,6 +65,7 @@ def build_app(
             inventory=SqlServerInventory,
             records=SqlDeploymentRecords,
             config=config or deployer_settings.service_config(settings.consumer.heartbeat_seconds),
+            slots=AdvisoryDeploySlots(lambda: app.engine),
         ),
     )
     return app

@@ -23,6 +23,7 @@ from infra.bus.runtime import ConsumerApp, PermanentError, StepContext, Transien
 from infra.metrics import DEPLOYS
 from infra.repo_urls import ForeignCloneUrl
 
+from .deploy_slots import DeploySlots, ServerBusy
 from .ports import DeploymentRecords, PlaybookRunner, SecretSource, ServerInventory
 from .service import DeployerConfig, DeployerService, StopFailed, TargetUnreachable
 
@@ -43,6 +44,8 @@ class DeployerPorts:
     inventory: Callable[[AsyncSession], ServerInventory]
     records: Callable[[AsyncSession], DeploymentRecords]
     config: DeployerConfig
+    #: Each server's own deploy limit (`deploy_slots.py`); None: only the concurrency.
+    slots: DeploySlots | None = None
 
 
 def register(app: ConsumerApp, ports: DeployerPorts) -> None:
@@ -54,6 +57,7 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             ports.records(ctx.session),
             config=ports.config,
             actor=ctx.consumer,
+            slots=ports.slots,
         )
 
     @app.handles(DeployStopRequested)
@@ -83,6 +87,9 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             raise PermanentError(f"deploy refused: {exc}") from exc
         except TargetUnreachable as exc:
             # The server may come back; after max_deliver the request lands in the DLQ.
+            raise TransientError(str(exc)) from exc
+        except ServerBusy as exc:
+            # Waiting for one of the server's deploy slots: the transient schedule's long budget.
             raise TransientError(str(exc)) from exc
         for outcome in emitted:
             if type(outcome) in DEPLOY_OUTCOMES:

@@ -24,6 +24,7 @@ the playbook's no-op, health check and rollback guarantees hold for them as for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from contracts.spec import BotCheck
 from infra.repo_urls import ForgeSettings, check_clone_url
 from infra.vault import project_secret_path, server_secret_path
 
+from .deploy_slots import DeploySlots
 from .env_file import render_env
 from .ports import (
     DeploymentRecord,
@@ -127,6 +129,7 @@ class DeployerService:
         *,
         config: DeployerConfig | None = None,
         actor: str = "deployer",
+        slots: DeploySlots | None = None,
     ) -> None:
         self._runner = runner
         self._secrets = secrets
@@ -134,6 +137,8 @@ class DeployerService:
         self._records = records
         self._config = config or DeployerConfig()
         self._actor = actor
+        #: The servers' own deploy limits (None: only the deployer's concurrency).
+        self._slots = slots
 
     async def deploy(
         self, request: DeployRequested, heartbeat: Heartbeat | None = None
@@ -203,7 +208,9 @@ class DeployerService:
             private_key=private_key,
             secrets=run_secrets,
         )
-        result = await self._run_with_heartbeat(run, heartbeat)
+        # Raises ServerBusy (retried on the transient schedule) when the server's slots are taken.
+        async with self._slots.hold(target.name) if self._slots else contextlib.nullcontext():
+            result = await self._run_with_heartbeat(run, heartbeat)
         known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
         if str((result.stats.get("deploy") or {}).get("outcome")) == "awaiting_secrets":
             return await self._awaiting_secrets(request, result, missing, checked_at)

@@ -288,6 +288,9 @@ class Server(Base):
     host_key: Mapped[str] = mapped_column(Text)
     labels: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     capacity: Mapped[int] = mapped_column(Integer, default=20)
+    #: Deploys this server takes at once (`consumers/deployer/deploy_slots.py`); None: only the
+    #: deployer's own concurrency bounds them.
+    deploy_slots: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     port_min: Mapped[int] = mapped_column(Integer, default=20000)
     port_max: Mapped[int] = mapped_column(Integer, default=20999)
     public_host: Mapped[str] = mapped_column(String(255), default="")
@@ -302,6 +305,9 @@ class Server(Base):
         CheckConstraint(
             "state IN ('new', 'provisioning', 'ready', 'unreachable', 'draining', 'retired')",
             name="ck_servers_state",
+        ),
+        CheckConstraint(
+            "deploy_slots IS NULL OR deploy_slots >= 1", name="ck_servers_deploy_slots"
         ),
     )
 

@@ -267,7 +267,8 @@ def _secrets(sub: Subparsers) -> None:
 def _servers(sub: Subparsers) -> None:
     parser = _run_by(
         sub.add_parser(
-            "servers", help="deploy targets: add, list, bootstrap, drain, resume, retire, remove"
+            "servers",
+            help="deploy targets: add, list, set, bootstrap, drain, resume, retire, remove",
         ),
         "producers.cli.servers",
     )
@@ -287,6 +288,8 @@ def _servers(sub: Subparsers) -> None:
     p.add_argument("--key-file", type=Path, required=True, help="SSH private key file")
     p.add_argument("--labels", default="", help="comma-separated, e.g. gpu,eu")
     p.add_argument("--capacity", type=int, default=20, help="most projects at once (default 20)")
+    p.add_argument("--deploy-slots", type=_slots, default=None, metavar="N|none",
+                   help="deploys it takes at once (default none: only the deployer's limit)")
     p.add_argument("--ports", default="20000-20999", help="port range LOW-HIGH for services")
     p.add_argument("--public-host", default="", help="address users reach (default: --host)")
     pin = p.add_mutually_exclusive_group(required=True)
@@ -294,6 +297,16 @@ def _servers(sub: Subparsers) -> None:
     pin.add_argument("--scan", action="store_true", help="fetch it once with ssh-keyscan")
 
     _json(actions.add_parser("list", help="the inventory, with allocated ports per server"))
+
+    p = actions.add_parser(
+        "set",
+        help="change a server's deploy slots",
+        description="How many deploys the server takes at once: further deploys to it wait "
+        "(and are retried) until one finishes. `none` leaves only the deployer's own "
+        "concurrency. The next deploy obeys it; running ones finish.",
+    )
+    p.add_argument("name")
+    p.add_argument("--deploy-slots", type=_slots, required=True, metavar="N|none")
 
     p = actions.add_parser("remove", help="unregister a server and delete its key")
     p.add_argument("name")
@@ -332,6 +345,16 @@ def _servers(sub: Subparsers) -> None:
         action="store_false",
         help="write and check (nft -c) the table but do not load it",
     )
+
+
+def _slots(text: str) -> int | None:
+    """A number of deploy slots, or `none` for no limit of the server's own."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of slots (or `none`)") from exc
 
 
 def _tokens(sub: Subparsers) -> None:

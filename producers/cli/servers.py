@@ -34,6 +34,7 @@ from infra.inventory import (
     pin_host_key,
     remove_server,
     scan_host_key,
+    set_deploy_slots,
 )
 from infra.playbook_runner import AnsibleRunner
 from infra.server_bootstrap import BootstrapOptions, KeySource, Runner, bootstrap_server
@@ -46,7 +47,7 @@ from producers.cli.tables import table_lines
 
 Out = Callable[[str], None]
 
-_TABLE_HEADER = ("NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "PORTS")
+_TABLE_HEADER = ("NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "DEPLOYS", "PORTS")
 
 
 async def add(
@@ -65,6 +66,7 @@ async def add(
     capacity: int = 20,
     ports: str = "20000-20999",
     public_host: str = "",
+    deploy_slots: int | None = None,
 ) -> int:
     """Register a server: private key to Vault, host key pinned (given or scanned once)."""
     if scan == (host_key is not None):
@@ -90,6 +92,7 @@ async def add(
         port_min=port_min,
         port_max=port_max,
         public_host=public_host,
+        deploy_slots=deploy_slots,
     )
     added = await add_server(sessionmaker, secrets, server, private_key)
     out(f"added server {added.name} ({added.ssh_user}@{added.host}:{added.ssh_port}); "
@@ -181,6 +184,16 @@ async def move(sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, acti
     return 0
 
 
+async def set_slots(
+    sessionmaker: async_sessionmaker[AsyncSession], out: Out, *, name: str, slots: int | None
+) -> int:
+    """Change how many deploys the server takes at once."""
+    changed = await set_deploy_slots(sessionmaker, name, slots)
+    limit = "no limit of its own" if slots is None else f"{slots} deploy(s) at once"
+    out(f"server {changed.name} takes {limit}")
+    return 0
+
+
 def _server_object(s: ServerSummary) -> dict[str, object]:
     return {
         "name": s.name,
@@ -191,6 +204,7 @@ def _server_object(s: ServerSummary) -> dict[str, object]:
         "labels": list(s.labels),
         "capacity": s.capacity,
         "used_ports": s.used_ports,
+        "deploy_slots": s.deploy_slots,
         "port_min": s.port_min,
         "port_max": s.port_max,
         "state": s.state,
@@ -208,11 +222,12 @@ def _table(servers: list[ServerSummary]) -> list[str]:
             ",".join(s.labels) or "-",
             str(s.capacity),
             str(s.used_ports),
+            "-" if s.deploy_slots is None else str(s.deploy_slots),
             f"{s.port_min}-{s.port_max}",
         )
         for s in servers
     ]
-    return table_lines(_TABLE_HEADER, rows, right=(3, 4))
+    return table_lines(_TABLE_HEADER, rows, right=(4, 5, 6))
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -232,6 +247,8 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
             return await show(sessionmaker, out, as_json=args.json)
         if args.servers_command in _MOVES:
             return await move(sessionmaker, out, action=args.servers_command, name=args.name)
+        if args.servers_command == "set":
+            return await set_slots(sessionmaker, out, name=args.name, slots=args.deploy_slots)
         vault = VaultClient(endpoints.vault_addr, token=endpoints.vault_token)
         if args.servers_command == "remove":
             return await remove(sessionmaker, vault, out, name=args.name, force=args.force)
@@ -250,4 +267,5 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
             name=args.name, host=args.host, key_file=args.key_file, host_key=args.host_key,
             scan=args.scan, ssh_port=args.ssh_port, user=args.user, labels=args.labels,
             capacity=args.capacity, ports=args.ports, public_host=args.public_host,
+            deploy_slots=args.deploy_slots,
         )  # fmt: skip

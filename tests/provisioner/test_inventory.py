@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import uuid
 from pathlib import Path
 
@@ -188,12 +189,21 @@ async def test_list_shows_capacity_and_used_ports(
     async with sessionmaker.begin() as session:
         for _ in range(3):
             await ProvisionerService(session).allocate(uuid.uuid4(), ("gpu",))
+    said = Lines()
+    assert await servers.set_slots(sessionmaker, said, name="alpha", slots=2) == 0
+    assert "server alpha takes 2 deploy(s) at once" in said.text
     out = Lines()
     await servers.show(sessionmaker, out)
     header, alpha, beta = (line.split() for line in out)
-    assert header == ["NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "PORTS"]
-    assert alpha == ["alpha", "alpha.example", "ready", "gpu", "4", "3", "30000-30099"]
-    assert beta == ["beta", "beta.example", "ready", "-", "4", "0", "30000-30099"]
+    assert header == ["NAME", "HOST", "STATE", "LABELS", "CAPACITY", "USED", "DEPLOYS", "PORTS"]
+    assert alpha == ["alpha", "alpha.example", "ready", "gpu", "4", "3", "2", "30000-30099"]
+    assert beta == ["beta", "beta.example", "ready", "-", "4", "0", "-", "30000-30099"]
+    with pytest.raises(InvalidServer, match="deploy slots 0 must be between 1 and 64"):
+        await servers.set_slots(sessionmaker, Lines(), name="beta", slots=0)
+    with pytest.raises(ServerNotFound, match="servers list"):
+        await servers.set_slots(sessionmaker, Lines(), name="gamma", slots=1)
+    await servers.set_slots(sessionmaker, Lines(), name="alpha", slots=None)
+    assert (await get_server(sessionmaker, "alpha")).deploy_slots is None
 
 
 async def test_remove_refuses_while_ports_are_allocated_unless_forced(
@@ -246,8 +256,16 @@ async def test_the_argparse_commands_drive_the_same_functions(
     key = str(sshd_server.client_key_path)
     assert await cli("servers", "add", "cli-one", "--host", sshd_server.host,
                      "--ssh-port", str(sshd_server.port), "--key-file", key,
-                     "--scan", "--labels", "a,b") == 0  # fmt: skip
+                     "--scan", "--labels", "a,b", "--deploy-slots", "3") == 0  # fmt: skip
     assert "added server cli-one" in capsys.readouterr().out
+    assert await cli("servers", "list", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["deploy_slots"] == 3
+    assert await cli("servers", "set", "cli-one", "--deploy-slots", "none") == 0
+    assert "takes no limit of its own" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["servers", "set", "cli-one", "--deploy-slots", "many"])
+    assert "not a number of slots" in capsys.readouterr().err
     assert await cli("servers", "add", "cli-one", "--host", "x", "--key-file", key,
                      "--host-key", sshd_server.known_hosts_line) == 1  # fmt: skip
     assert "already registered" in capsys.readouterr().err

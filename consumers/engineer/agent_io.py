@@ -5,8 +5,10 @@ files in a mounted directory beside the workspace, and the metering proxy's sock
 whole interface. Neither file ever holds a secret: the model key stays in the proxy on the
 host, and the container holds only the run's one-time proxy token (a file beside the socket).
 
-The test container writes a `TestReport` as JSON (`REPORT_FILE`); the host reads it with a
-size cap and never parses anything richer than JSON written by model-controlled code.
+The test container writes a `TestReport` as JSON (`REPORT_FILE`); the host reads it, and
+the coding container's result, as untrusted: a regular file (never a symlink, which would
+make the host read a file of its own choosing), under a size cap, and never anything richer
+than JSON written by model-controlled code.
 
 The socket's host routes speak JSON too: `TESTS_ROUTE` takes `{}` and answers a report;
 `MEMORY_ROUTE` takes `{"query": str}` and answers `{"hits": [...]}`, searched on the host in
@@ -17,6 +19,8 @@ is read for its query only.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ TESTS_ROUTE = "/agent/tests"
 MEMORY_ROUTE = "/agent/memory"
 #: A report larger than this is not read: it did not come from our test runner.
 MAX_REPORT_BYTES = 1_000_000
+MAX_RESULT_BYTES = 1_000_000
 
 _T = TypeVar("_T")
 
@@ -62,7 +67,8 @@ class ContainerTask:
 
 @dataclass(frozen=True)
 class ContainerResult:
-    """What the agent in the container claims; the host re-runs the tests before believing it."""
+    """What the agent in the container claims: its failure fails the run, its success is only
+    believed when the host's own checks agree (`ContainerCoder`)."""
 
     iterations: int
     summary: str
@@ -111,25 +117,31 @@ def write_result(io_dir: Path, result: ContainerResult) -> None:
 
 
 def read_result(io_dir: Path) -> ContainerResult | None:
-    """The agent's result, or None when it wrote none (it crashed or was killed)."""
+    """The agent's result, or None when it wrote none (it crashed or was killed); ValueError
+    saying why when what it wrote is not a result."""
     path = io_dir / RESULT_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    payload = json.loads(path.read_text())
-    return ContainerResult(
-        iterations=int(payload.get("iterations", 0)),
-        summary=str(payload.get("summary", "")),
-        reason=str(payload.get("reason", "")),
-        usage=tuple(
-            LLMUsage(
-                model=str(item["model"]),
-                prompt_tokens=int(item["prompt_tokens"]),
-                completion_tokens=int(item["completion_tokens"]),
-                cost_usd=Decimal(str(item["cost_usd"])),
-            )
-            for item in payload.get("usage", [])
-        ),
-    )
+    payload = _read_json(path, MAX_RESULT_BYTES)
+    if not isinstance(payload, dict):
+        raise ValueError(f"{RESULT_FILE} is not a JSON object")
+    try:
+        return ContainerResult(
+            iterations=int(payload.get("iterations", 0)),
+            summary=str(payload.get("summary", "")),
+            reason=str(payload.get("reason", "")),
+            usage=tuple(
+                LLMUsage(
+                    model=str(item["model"]),
+                    prompt_tokens=int(item["prompt_tokens"]),
+                    completion_tokens=int(item["completion_tokens"]),
+                    cost_usd=Decimal(str(item["cost_usd"])),
+                )
+                for item in payload.get("usage", [])
+            ),
+        )
+    except (KeyError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"{RESULT_FILE} lacks a field or has a wrong one: {exc!r}") from exc
 
 
 def report_to_json(report: TestReport) -> dict[str, Any]:
@@ -223,10 +235,26 @@ def _optional(value: Any, kind: Callable[[Any], _T]) -> _T | None:
 
 def read_report(directory: Path) -> TestReport | None:
     """The report the test container wrote, or None when it wrote none (or garbage)."""
-    path = directory / REPORT_FILE
-    if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
-        return None
     try:
-        return report_from_json(json.loads(path.read_text(errors="replace")))
+        return report_from_json(_read_json(directory / REPORT_FILE, MAX_REPORT_BYTES))
     except ValueError:
         return None
+
+
+def _read_json(path: Path, max_bytes: int) -> Any:
+    """JSON from a file a container wrote; ValueError unless it is a regular file (not a
+    symlink) of at most `max_bytes` holding JSON."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValueError(f"{path.name} cannot be opened as a file: {exc.strerror}") from exc
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path.name} is larger than {max_bytes} bytes")
+    try:
+        return json.loads(data.decode(errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path.name} is not JSON: {exc}") from exc

@@ -14,8 +14,11 @@ The environment is the deployer's with Vault left out: the variables of `.env.ex
 their example values (secrets are empty there, so a bot without its token idles and the app
 still serves /health), HOST, PORT and APP_VERSION, and DATA_DIR in a scratch directory.
 
-It runs as `python -c <this file's source> WORKSPACE DATA_DIR WAIT_SECONDS` with the venv's
-interpreter, which sees nothing of the platform: standard library only, no package imports.
+It runs as `python -I -c <this file's source> WORKSPACE DATA_DIR WAIT_SECONDS` with the venv's
+interpreter, or in the coding image as `python -I <this file> ...` (`container_coder.py`, where
+the app check gets a container of its own): standard library only, no package imports. `-I`
+keeps the workspace (the current directory) off the probe's own import path, so a module the
+model wrote (a `json.py` beside `deploy.json`) cannot stand in for the probe and say "healthy".
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+#: The start of every reason this check gives, wherever it runs.
+NOT_STARTED = (
+    "the app does not start the way the deployer starts it (deploy.json's `start`, then GET "
+    "on its health path)"
+)
 _DEFAULT_START = ["python", "-m", "app"]
 _POLL_SECONDS = 0.2
 _OUTPUT_TAIL_CHARS = 1500
@@ -97,8 +105,12 @@ def probe(workspace: Path, data_dir: str, wait_seconds: float) -> str:
     except (OSError, ValueError) as error:
         return f"cannot read deploy.json: {error}"
     port = free_port()
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    # The deployer sets no PYTHONPATH: an image's own (the coding image points it at the
+    # platform's code) must not make an import work here that fails when deployed.
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     env = {
-        **os.environ,
+        **inherited,
         **example_env(workspace),
         "HOST": "127.0.0.1",
         "PORT": str(port),

@@ -35,17 +35,31 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TAG = "codegen-orchestrator/coder:latest"
 BASE_TAG = "codegen-orchestrator/coder-base:bookworm"
 DEPS_REPOSITORY = "codegen-orchestrator/coder-deps"
-#: What the agent and a generated service's tests need inside the container. The container has
-#: no network, so a generated project can only use what is installed here.
+#: What the agent and a generated service's tests and start (`python -m app` runs uvicorn in
+#: the host's app check) need inside the container. The container has no network, so a
+#: generated project can only use what is installed here.
 CODER_REQUIREMENTS = (
-    "langchain-openai", "langchain-anthropic", "langgraph", "pydantic-settings", "httpx",
-    "pytest", "fastapi", "structlog",
+    "langchain-openai",
+    "langchain-anthropic",
+    "langgraph",
+    "pydantic-settings",
+    "httpx",
+    "pytest",
+    "fastapi",
+    "uvicorn",
+    "structlog",
 )
 _COMPLETE = ".complete-"
 #: The repository paths the agent imports; nothing of the platform's secrets handling.
 IMAGE_SOURCES = (
-    "contracts", "consumers/__init__.py", "consumers/engineer", "infra/__init__.py",
-    "infra/settings.py", "infra/llm.py", "infra/memory_types.py", "infra/memory_search.py",
+    "contracts",
+    "consumers/__init__.py",
+    "consumers/engineer",
+    "infra/__init__.py",
+    "infra/settings.py",
+    "infra/llm.py",
+    "infra/memory_types.py",
+    "infra/memory_search.py",
 )
 
 
@@ -65,7 +79,8 @@ def ensure_base(docker_url: str, client: docker.DockerClient) -> None:
         pass
     subprocess.run(
         [str(ROOT / "infra/docker/coder_base.sh"), docker_url, BASE_TAG],
-        check=True, env={**os.environ, "CODER_BASE_CACHE": str(cache_dir())},
+        check=True,
+        env={**os.environ, "CODER_BASE_CACHE": str(cache_dir())},
     )
 
 
@@ -77,17 +92,26 @@ def ensure_wheelhouse() -> Path:
     """
     constraints = (ROOT / "constraints.txt").read_bytes()
     wheelhouse = cache_dir() / "wheelhouse"
-    wanted = hashlib.sha256(
-        constraints + "\n".join(CODER_REQUIREMENTS).encode()
-    ).hexdigest()[:16]
+    wanted = hashlib.sha256(constraints + "\n".join(CODER_REQUIREMENTS).encode()).hexdigest()[:16]
     marker = wheelhouse / f"{_COMPLETE}{wanted}"
     if marker.exists():
         return wheelhouse
     wheelhouse.mkdir(parents=True, exist_ok=True)
     # pip keeps the wheels already in --dest.
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--dest", str(wheelhouse), "-c", str(ROOT / "constraints.txt"), *CODER_REQUIREMENTS],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--dest",
+            str(wheelhouse),
+            "-c",
+            str(ROOT / "constraints.txt"),
+            *CODER_REQUIREMENTS,
+        ],
         check=True,
     )
     marker.touch()
@@ -96,10 +120,13 @@ def ensure_wheelhouse() -> Path:
 
 def ensure_deps(client: docker.DockerClient) -> str:
     """The dependencies image's tag: in the engine, loaded from the cache, or built and cached."""
-    recipe = b"".join(
-        (ROOT / path).read_bytes()
-        for path in ("infra/docker/coder-deps.Dockerfile", "constraints.txt")
-    ) + "\n".join(CODER_REQUIREMENTS).encode()
+    recipe = (
+        b"".join(
+            (ROOT / path).read_bytes()
+            for path in ("infra/docker/coder-deps.Dockerfile", "constraints.txt")
+        )
+        + "\n".join(CODER_REQUIREMENTS).encode()
+    )
     version = hashlib.sha256(recipe).hexdigest()[:16]
     tag = f"{DEPS_REPOSITORY}:{version}"
     tarball = cache_dir() / f"coder-deps-{version}.tar"
@@ -120,7 +147,11 @@ def ensure_deps(client: docker.DockerClient) -> str:
         (context / "coder-requirements.txt").write_text("\n".join(CODER_REQUIREMENTS) + "\n")
         shutil.copytree(wheelhouse, context / "wheelhouse", ignore=_ignored)
         client.images.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none",
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            network_mode="none",
             buildargs={"BASE": BASE_TAG},
         )
     partial = tarball.with_suffix(".partial")
@@ -149,7 +180,11 @@ def build_coder_image(docker_url: str, tag: str = DEFAULT_TAG) -> float:
                 else:
                     shutil.copy(source, target)
             client.images.build(
-                path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none",
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                network_mode="none",
                 buildargs={"DEPS": deps},
             )
     finally:
@@ -159,15 +194,19 @@ def build_coder_image(docker_url: str, tag: str = DEFAULT_TAG) -> float:
 
 def _ignored(_directory: str, names: list[str]) -> list[str]:
     return [
-        name for name in names
+        name
+        for name in names
         if name == "__pycache__" or name.startswith(_COMPLETE) or name.endswith(".pyc")
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the coding agent's container image.")
-    parser.add_argument("--docker-url", default=os.environ.get(
-        "DOCKER_HOST", "unix:///var/run/docker.sock"), help="Docker engine API URL")
+    parser.add_argument(
+        "--docker-url",
+        default=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+        help="Docker engine API URL",
+    )
     parser.add_argument("--tag", default=DEFAULT_TAG, help="image tag to build")
     args = parser.parse_args(argv)
     seconds = build_coder_image(args.docker_url, args.tag)

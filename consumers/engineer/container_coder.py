@@ -12,11 +12,20 @@ directory, writes the run's one-time token beside it, and starts the coding cont
 
 The model's `run_tests` tool calls back over the socket; the host runs the suite in a second
 container with the same limits, the workspace read-only and also no network, and hands back
-the counts. When the agent is done, the host verifies the result the same way (a fresh test
-container): the agent's own claim is never trusted, and the host never runs the model's code.
-The host also hashes the workspace before the container sees it (`coder/guard.py`), so a
-changed protected file or an unchanged workspace fails the run whatever the container says;
-a failure the agent reports (e.g. fewer tests than before) fails it too, even if green.
+the counts. Everything the coding container says (its result file, its test runs) is the
+model's word, so the host decides on its own measurements, taken the same way (fresh test
+containers), and never runs the model's code itself:
+- before the coding container starts, the host hashes the workspace (`coder/guard.py`) and
+  runs its tests once for its own baseline;
+- after it, the host runs the tests again and applies LLM mode's rule to the pair
+  (`guard.tests_problem`): green, no fewer tests passing than existed before, every
+  acceptance test among them by name; then the hashes: protected files unchanged, something
+  changed at all;
+- then it starts the app the way the deployer does and asks its health endpoint, in a third
+  kind of container (`app_in_container`: `app_probe.py` run by the image's interpreter, the
+  workspace read-only, no network, the same limits).
+A result that claims success fails on any of these with the host's reason; a failure the
+agent reports fails the run even when the host's checks pass.
 
 When the task carries the project's memory, `search_memory` calls back over the socket too
 (`MEMORY_ROUTE`, `memory_route`): the host searches its own `ProjectMemory`, whose owner and
@@ -59,17 +68,33 @@ from consumers.engineer.agent_io import (
     report_to_json,
     write_task,
 )
-from consumers.engineer.coder.guard import WorkspaceGuard
+from consumers.engineer.app_probe import NOT_STARTED
+from consumers.engineer.coder.guard import WorkspaceGuard, tests_problem
 from consumers.engineer.coder.memory_tool import ProjectSearch
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
 from consumers.engineer.llm_proxy.server import HostRoute, HostRouteError
-from consumers.engineer.test_runner import FailedTest, TestReport
+from consumers.engineer.test_runner import APP_START_SECONDS, FailedTest, TestReport
 from infra.settings import LLMSettings
 
 DEFAULT_COMMAND = ("python", "-m", "consumers.engineer.container_entry", "/workspace", "/agent-io")
-DEFAULT_TEST_COMMAND = ("python", "-m", "consumers.engineer.container_tests", "/workspace",
-                        "/results")
+DEFAULT_TEST_COMMAND = (
+    "python",
+    "-m",
+    "consumers.engineer.container_tests",
+    "/workspace",
+    "/results",
+)
+#: The app check: the image's copy of `app_probe.py` (infra/docker/coder.Dockerfile puts the
+#: agent's code at /opt/orchestrator), isolated (`-I`) from anything in the workspace.
+DEFAULT_APP_COMMAND = (
+    "python",
+    "-I",
+    "/opt/orchestrator/consumers/engineer/app_probe.py",
+    "/workspace",
+    "/tmp/app-data",  # noqa: S108 - the container's private tmpfs
+    f"{APP_START_SECONDS:g}",
+)
 #: The uid:gid containers run as when the engineer itself runs as root (`nobody`).
 UNPRIVILEGED_USER = (65534, 65534)
 _LOG_TAIL_CHARS = 2000
@@ -108,6 +133,7 @@ class ContainerCoder:
         settings: LLMSettings,
         command: Sequence[str] = DEFAULT_COMMAND,
         test_command: Sequence[str] = DEFAULT_TEST_COMMAND,
+        app_command: Sequence[str] = DEFAULT_APP_COMMAND,
         limits: ContainerLimits | None = None,
         timeout_seconds: float = 1800.0,
         test_timeout_seconds: float = 600.0,
@@ -121,6 +147,7 @@ class ContainerCoder:
         self._settings = settings
         self._command = list(command)
         self._test_command = list(test_command)
+        self._app_command = list(app_command)
         self._limits = limits or ContainerLimits()
         self._timeout = timeout_seconds
         self._test_timeout = test_timeout_seconds
@@ -155,40 +182,77 @@ class ContainerCoder:
             routes[MEMORY_ROUTE] = memory_route(task.memory)
         guard = WorkspaceGuard(task.workspace)
         try:
+            # Every container runs as the containers' uid; the checkout stays handed over
+            # until the host's own checks after the run are done.
+            await asyncio.to_thread(self._hand_over, task.workspace, io_dir)
+            baseline = await self.test_in_container(task.workspace, heartbeat)
             async with self._proxy.on_socket(proxy_dir, self._ledger(task), routes) as proxied:
                 (proxy_dir / TOKEN_FILE).write_text(proxied.token)
-                await asyncio.to_thread(
-                    self._hand_over, task.workspace, io_dir, proxy_dir
-                )
+                await asyncio.to_thread(self._hand_over_token, proxy_dir)
                 exit_code, self.last_logs = await self._run_container(
-                    self._command, self._coder_mounts(task.workspace, io_dir, proxy_dir),
-                    heartbeat, self._timeout, task.project_id, "coder",
+                    self._command,
+                    self._coder_mounts(task.workspace, io_dir, proxy_dir),
+                    heartbeat,
+                    self._timeout,
+                    task.project_id,
+                    "coder",
                 )
                 refused = proxied.proxy.refused
+            try:
+                result, unusable = read_result(io_dir), ""
+            except ValueError as exc:
+                result, unusable = None, f"its result file is unusable ({exc})"
+            if refused is not None:
+                return _failure(result, refused)
+            if exit_code is None:
+                return _failure(
+                    result, f"the coding container timed out after {self._timeout:.0f} s"
+                )
+            if result is None:
+                return _failure(
+                    None,
+                    f"the coding container exited with status {exit_code} without a result: "
+                    f"{unusable or _tail(self.last_logs)}",
+                )
+            return await self._verify(task, result, baseline, guard, heartbeat)
         finally:
             await asyncio.to_thread(self._take_back, task.workspace, io_dir)
             shutil.rmtree(proxy_dir, ignore_errors=True)
-        result = read_result(io_dir)
-        if refused is not None:
-            return _failure(result, refused)
-        if exit_code is None:
-            return _failure(result, f"the coding container timed out after {self._timeout:.0f} s")
-        if result is None:
-            return _failure(
-                None,
-                f"the coding container exited with status {exit_code} without a result: "
-                f"{_tail(self.last_logs)}",
-            )
+
+    async def _verify(
+        self,
+        task: CodingTask,
+        result: ContainerResult,
+        baseline: TestReport,
+        guard: WorkspaceGuard,
+        heartbeat: Heartbeat,
+    ) -> AgentOutcome:
+        """The host's verdict on its own measurements; the container's claim only adds a
+        failure, never a pass."""
         report = await self.test_in_container(task.workspace, heartbeat)
-        problem = ("" if report.ok else report.summary()) or guard.problem()
+        problem = tests_problem(report, baseline) or guard.problem()
+        if not problem and not result.reason:
+            problem = await self.app_in_container(task.workspace, heartbeat)
         if not problem and not result.reason:
             return AgentOutcome(
-                passed=True, iterations=result.iterations, report=report,
+                passed=True,
+                iterations=result.iterations,
+                report=report,
                 summary=result.summary or f"Implemented {task.spec.name}",
             )
+        if result.reason:
+            reason = result.reason
+        else:
+            reason = (
+                f"the coding container reported success after {result.iterations} iterations, "
+                f"but the engineer's own check disagrees: {problem}"
+            )
         return AgentOutcome(
-            passed=False, iterations=result.iterations, report=report, summary="",
-            reason=result.reason or f"gave up after {result.iterations} iterations: {problem}",
+            passed=False,
+            iterations=result.iterations,
+            report=report,
+            summary="",
+            reason=reason,
         )
 
     async def test_in_container(self, workspace: Path, heartbeat: Heartbeat) -> TestReport:
@@ -209,11 +273,35 @@ class ContainerCoder:
         if report is not None:
             return report
         detail = (
-            f"timed out after {self._test_timeout:.0f} s" if exit_code is None
+            f"timed out after {self._test_timeout:.0f} s"
+            if exit_code is None
             else f"the test container exited with status {exit_code} without a report"
         )
-        return TestReport(passed=0, failed=0, errors=1,
-                          failures=(FailedTest("pytest", detail),), output=_tail(logs))
+        return TestReport(
+            passed=0,
+            failed=0,
+            errors=1,
+            failures=(FailedTest("pytest", detail),),
+            output=_tail(logs),
+        )
+
+    async def app_in_container(self, workspace: Path, heartbeat: Heartbeat) -> str:
+        """ "" when the app, started as the deployer starts it in a fresh container (no
+        network, workspace read-only, the test containers' limits), answers its health
+        endpoint; otherwise why not, with the tail of what the app printed."""
+        mounts = {str(workspace): {"bind": "/workspace", "mode": "ro"}}
+        exit_code, logs = await self._run_container(
+            self._app_command, mounts, heartbeat, self._test_timeout, "", "app"
+        )
+        if exit_code == 0:
+            return ""
+        if exit_code is None:
+            detail = f"the app check timed out after {self._test_timeout:.0f} s"
+        elif exit_code == 1:  # the probe's verdict: the app crashed or did not answer
+            detail = _tail(logs)
+        else:
+            detail = f"the app check exited with status {exit_code}: {_tail(logs)}"
+        return f"{NOT_STARTED}: {detail}"
 
     def _coder_mounts(
         self, workspace: Path, io_dir: Path, proxy_dir: Path
@@ -224,10 +312,13 @@ class ContainerCoder:
             str(proxy_dir): {"bind": PROXY_DIR, "mode": "ro"},
         }
 
-    def _hand_over(self, workspace: Path, io_dir: Path, proxy_dir: Path) -> None:
-        """Let the container's uid write the checkout and read the token (only it and us)."""
+    def _hand_over(self, workspace: Path, io_dir: Path) -> None:
+        """Let the containers' uid read and (the coding container) write the checkout."""
         for path in (workspace, io_dir):
             _chown_tree(path, self._user)
+
+    def _hand_over_token(self, proxy_dir: Path) -> None:
+        """Let the coding container's uid read the token (only it and us)."""
         token = proxy_dir / TOKEN_FILE
         _chown_tree(token, self._user)
         token.chmod(0o400)
@@ -299,9 +390,7 @@ class ContainerCoder:
             raise ContainerEngineError(f"cannot start the {role} container: {exc}") from exc
         return container
 
-    async def _wait(
-        self, container: Any, heartbeat: Heartbeat, limit_seconds: float
-    ) -> int | None:
+    async def _wait(self, container: Any, heartbeat: Heartbeat, limit_seconds: float) -> int | None:
         """The exit code, or None when the deadline passed and the container was killed."""
         waiting = asyncio.ensure_future(asyncio.to_thread(container.wait))
         deadline = time.monotonic() + limit_seconds
@@ -388,4 +477,3 @@ def _kill_quietly(container: Any) -> None:
 def _tail(text: str) -> str:
     text = text.strip()
     return text if len(text) <= _LOG_TAIL_CHARS else "..." + text[-_LOG_TAIL_CHARS:]
-

@@ -8,7 +8,8 @@ run the suite in a second container: model-written code never runs in this one. 
 offers memory (`ContainerTask.memory`), `search_memory` asks it over the same socket; the
 host chooses the scope, this side only sends words. The result goes to
 `/agent-io/result.json`; its token counts are empty because the proxy recorded every call as
-it happened.
+it happened. The loop here has no app check: starting the app is the host's, in a container
+of its own, after this one is gone (and the host takes nothing here on trust).
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ async def _no_heartbeat() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m consumers.engineer.container_entry WORKSPACE IO_DIR",
-              file=sys.stderr)
+        print(
+            "usage: python -m consumers.engineer.container_entry WORKSPACE IO_DIR", file=sys.stderr
+        )
         return 64
     try:
         return asyncio.run(run(Path(args[0]), Path(args[1]), Settings().llm, Path(PROXY_DIR)))

@@ -50,8 +50,17 @@ from consumers.engineer.settings import EngineerSettings
 _DETAIL_CHARS = 1500
 _OUTPUT_TAIL_CHARS = 4000
 #: Variables pip needs to find the package index (and its local mirrors) and proxies.
-_PIP_ENV_PREFIXES = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-                     "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+_PIP_ENV_PREFIXES = (
+    "PIP_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+)
 #: pip's configuration files: local paths they name (wheel dirs, file:// indexes, constraints)
 #: are shown read-only to the install phase.
 _PIP_CONFIG_FILES = (Path("/etc/pip.conf"), Path("/etc/xdg/pip/pip.conf"))
@@ -62,7 +71,7 @@ _TEST_TOOLS = ("pytest",)
 #: 2 cores at load 5: the http scaffold answers in about 3 s, the bot scaffold (aiogram's
 #: import) in 13 to 22 s; only an app that never answers waits this long.
 APP_START_SECONDS = 60.0
-#: The probe's own source, run with `python -c` by the venv's interpreter in the sandbox.
+#: The probe's own source, run with `python -I -c` by the venv's interpreter in the sandbox.
 _PROBE_SOURCE = Path(app_probe.__file__).read_text(encoding="utf-8")
 
 
@@ -131,9 +140,8 @@ class PytestRunner:
         self._test_limits = replace(limits, wall_seconds=test_timeout or limits.wall_seconds)
         self._install_limits = replace(
             limits,
-            wall_seconds=install_timeout or (
-                settings.install_timeout_seconds if settings else max(limits.wall_seconds, 600.0)
-            ),
+            wall_seconds=install_timeout
+            or (settings.install_timeout_seconds if settings else max(limits.wall_seconds, 600.0)),
         )
         self._cache = cache_dir or cache_dir_from(_given(settings))
         self._python = python
@@ -153,7 +161,7 @@ class PytestRunner:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
     async def check_app(self, workspace: Path) -> str:
-        """"" when the app, started as the deployer starts it, answers its health endpoint;
+        """ "" when the app, started as the deployer starts it, answers its health endpoint;
         otherwise why not (a crash at import, a wrong start command, no answer in time).
 
         One sandboxed run: a process start and a few polls on the sandbox's own loopback."""
@@ -170,11 +178,25 @@ class PytestRunner:
             limits = replace(self._test_limits, wall_seconds=APP_START_SECONDS + 30)
             try:
                 result = await self._sandbox.run(
-                    [str(venv / "bin" / "python"), "-c", _PROBE_SOURCE, str(workspace),
-                     str(data), str(APP_START_SECONDS)],
-                    workspace, network=False, limits=limits, env=_test_env(venv, home),
-                    mounts=[*self._interpreter_mounts(), Mount(venv),
-                            Mount(home, writable=True), Mount(data, writable=True)],
+                    [
+                        str(venv / "bin" / "python"),
+                        "-I",
+                        "-c",
+                        _PROBE_SOURCE,
+                        str(workspace),
+                        str(data),
+                        str(APP_START_SECONDS),
+                    ],
+                    workspace,
+                    network=False,
+                    limits=limits,
+                    env=_test_env(venv, home),
+                    mounts=[
+                        *self._interpreter_mounts(),
+                        Mount(venv),
+                        Mount(home, writable=True),
+                        Mount(data, writable=True),
+                    ],
                 )
             finally:
                 await self._sandbox.reclaim(workspace)
@@ -183,10 +205,7 @@ class PytestRunner:
         if result.ok:
             return ""
         detail = result.output.strip() if result.exit_code == 1 else result.describe()
-        return (
-            "the app does not start the way the deployer starts it (deploy.json's `start`, "
-            f"then GET on its health path): {_tail(detail, _OUTPUT_TAIL_CHARS)}"
-        )
+        return f"{app_probe.NOT_STARTED}: {_tail(detail, _OUTPUT_TAIL_CHARS)}"
 
     async def _test(self, workspace: Path, venv: Path, scratch: Path) -> TestReport:
         results, home = scratch / "results", scratch / "home"
@@ -196,15 +215,29 @@ class PytestRunner:
             await self._sandbox.prepare_writable(path)
         junit = results / "junit.xml"
         command = [
-            str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            f"--junitxml={junit}", "-o", "junit_family=xunit2",
+            str(venv / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+            "-o",
+            "junit_family=xunit2",
         ]
         try:
             result = await self._sandbox.run(
-                command, workspace, network=False, limits=self._test_limits,
+                command,
+                workspace,
+                network=False,
+                limits=self._test_limits,
                 env=_test_env(venv, home),
-                mounts=[*self._interpreter_mounts(), Mount(venv),
-                        Mount(results, writable=True), Mount(home, writable=True)],
+                mounts=[
+                    *self._interpreter_mounts(),
+                    Mount(venv),
+                    Mount(results, writable=True),
+                    Mount(home, writable=True),
+                ],
             )
         finally:
             await self._sandbox.reclaim(workspace)
@@ -247,21 +280,40 @@ class PytestRunner:
             checked = build / "requirements.txt"
             if content:
                 await asyncio.to_thread(_write_readable, checked, content)
-            mounts = [*self._interpreter_mounts(), Mount(Path(sys.prefix)),
-                      Mount(build, writable=True), Mount(pip_cache, writable=True),
-                      *(Mount(path) for path in _pip_local_paths())]
+            mounts = [
+                *self._interpreter_mounts(),
+                Mount(Path(sys.prefix)),
+                Mount(build, writable=True),
+                Mount(pip_cache, writable=True),
+                *(Mount(path) for path in _pip_local_paths()),
+            ]
             env = _pip_env(pip_cache)
             steps = [
                 [self._base_python(), "-m", "venv", "--without-pip", str(build)],
-                [self._python, "-m", "pip", "--python", str(build / "bin" / "python"),
-                 "install", "-q", "--disable-pip-version-check", "--no-input",
-                 "--only-binary=:all:", *_TEST_TOOLS,
-                 *(["-r", str(checked)] if content else [])],
+                [
+                    self._python,
+                    "-m",
+                    "pip",
+                    "--python",
+                    str(build / "bin" / "python"),
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--only-binary=:all:",
+                    *_TEST_TOOLS,
+                    *(["-r", str(checked)] if content else []),
+                ],
             ]
             for step in steps:
                 result = await self._sandbox.run(
-                    step, workspace, network=True, limits=self._install_limits, env=env,
-                    mounts=mounts, writable_workspace=False,
+                    step,
+                    workspace,
+                    network=True,
+                    limits=self._install_limits,
+                    env=env,
+                    mounts=mounts,
+                    writable_workspace=False,
                 )
                 if not result.ok:
                     return _install_error(result)
@@ -350,7 +402,10 @@ def _given(settings: EngineerSettings | None) -> EngineerSettings:
 
 def _error(name: str, detail: str, output: str) -> TestReport:
     return TestReport(
-        passed=0, failed=0, errors=1, failures=(FailedTest(name, detail),),
+        passed=0,
+        failed=0,
+        errors=1,
+        failures=(FailedTest(name, detail),),
         output=_tail(output, _OUTPUT_TAIL_CHARS),
     )
 
@@ -445,7 +500,11 @@ def _parse_junit(root: ET.Element, output: str) -> TestReport:
         detail = (outcome.text or message).strip()
         failures.append(FailedTest(name, _tail(detail or message, _DETAIL_CHARS)))
     return TestReport(
-        passed=passed, failed=failed, errors=errors, skipped=skipped,
-        failures=tuple(failures), output=_tail(output, _OUTPUT_TAIL_CHARS),
+        passed=passed,
+        failed=failed,
+        errors=errors,
+        skipped=skipped,
+        failures=tuple(failures),
+        output=_tail(output, _OUTPUT_TAIL_CHARS),
         passed_tests=tuple(passed_tests),
     )

@@ -4,8 +4,10 @@ The image is built from infra/docker/coder.Dockerfile for real (`build_coder_ima
 per machine). The model is the scripted OpenAI-compatible server on the host; the container
 reaches it only through the metering proxy's socket. What these tests hold the adapter to:
 no network, no key or token in `docker inspect`, capabilities dropped, limits set, every test
-run in a second container, the host never running model-written code, and the project's
-memory searched on the host, in the host's scope, for the agent's `search_memory`.
+run in a second container, the host never running model-written code, the project's
+memory searched on the host, in the host's scope, for the agent's `search_memory`, and the
+host deciding on its own measurements: its baseline taken before the coding container
+starts, its test run after it, and the app started in a container of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from consumers.engineer.app_probe import NOT_STARTED
 from consumers.engineer.coder_image import build_coder_image
 from consumers.engineer.container_coder import ContainerCoder, ContainerEngineError
 from consumers.engineer.llm_proxy.ledger import MeteredCall
@@ -33,13 +36,19 @@ from infra.memory_search import LocalMemorySearch
 from infra.settings import LLMSettings
 from tests.engineer.conftest import (
     BROKEN_FILES,
+    SERVICE_FILES,
     TEST_IMAGE,
     RepoFactory,
     code_requested,
     no_heartbeat,
 )
 from tests.engineer.docker_engine import DockerEngine
-from tests.engineer.test_langgraph_coder import RIGHT_CALC, tool_contents
+from tests.engineer.test_langgraph_coder import (
+    CRASHING_MAIN,
+    RIGHT_CALC,
+    remote_head,
+    tool_contents,
+)
 from tests.engineer.test_memory_tool import ALICE, BOB, EARLIER_COMMIT, code
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
@@ -129,13 +138,19 @@ class Inspector:
 
 
 async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in_another(
-    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
     make_repo: RepoFactory,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
     provider.replies(
-        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC},
-                        prompt_tokens=1200, completion_tokens=60),
+        Reply.tool_call(
+            "write_file",
+            {"path": "app/calc.py", "content": RIGHT_CALC},
+            prompt_tokens=1200,
+            completion_tokens=60,
+        ),
         Reply.text("Implemented subtract", prompt_tokens=1300, completion_tokens=5),
     )
     ledger = MemoryLedger()
@@ -150,18 +165,27 @@ async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in
     event = result.event
     assert isinstance(event, CodeGenerated), event
     assert (event.mode, event.iterations, event.tests_passed, event.tests_failed) == (
-        "container", 1, 4, 0,
+        "container",
+        1,
+        4,
+        0,
     )
     assert event.summary == "Implemented subtract"
     # No memory configured: the agent is not offered a tool that could only fail.
     assert "search_memory" not in offered_tools(provider)
     # Each call was metered by the proxy as it happened, not reported by the container.
-    assert [(c.prompt_tokens, c.completion_tokens) for c in ledger.calls] == [(1200, 60),
-                                                                               (1300, 5)]
+    assert [(c.prompt_tokens, c.completion_tokens) for c in ledger.calls] == [(1200, 60), (1300, 5)]
     assert result.usage == ()
     assert {h["Authorization"] for h in provider.headers} == {f"Bearer {PROVIDER_KEY}"}
-    # Coding container and test containers (baseline, after the edit, final check) were seen.
-    assert inspector.roles() == {"coder", "tests"}
+    # Coding container, test containers (the host's baseline, the agent's runs, the host's
+    # final check) and the app check were seen.
+    assert inspector.roles() == {"coder", "tests", "app"}
+    assert_hardened(inspector)
+    assert containers_left(docker_engine) == []
+
+
+def assert_hardened(inspector: Inspector) -> None:
+    """Every container seen ran without network, key, capabilities or root, within limits."""
     for attrs in inspector.seen.values():
         dumped = json.dumps(attrs)
         assert PROVIDER_KEY not in dumped
@@ -173,12 +197,14 @@ async def test_the_agent_fixes_the_code_in_a_hardened_container_and_tests_run_in
         assert host["ReadonlyRootfs"] is True
         assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (2 * 1024**3, 10**9, 256)
         assert attrs["Config"]["User"] == "65534:65534"
-    assert containers_left(docker_engine) == []
 
 
 async def test_search_memory_in_the_container_answers_from_the_hosts_scope(
-    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
-    make_repo: RepoFactory, memory_store: MemoryStore,
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
+    memory_store: MemoryStore,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
     request = code_requested(url, base)
@@ -212,9 +238,92 @@ async def test_search_memory_in_the_container_answers_from_the_hosts_scope(
     assert containers_left(docker_engine) == []
 
 
+#: How a run reads when the container's result says done and the host's checks do not.
+HOST_DISAGREES = (
+    "the coding container reported success after 1 iterations, but the engineer's own check "
+    "disagrees: "
+)
+#: A coding container that lies: it writes a result claiming success, whatever it did.
+CLAIMS_SUCCESS = (
+    "import json, pathlib\n"
+    "{action}\n"
+    "pathlib.Path('/agent-io/result.json').write_text(json.dumps(\n"
+    "    {{'iterations': 1, 'summary': 'Implemented subtract', 'reason': ''}}))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "action", "disagreement"),
+    [
+        pytest.param(SERVICE_FILES, "pass", "the model changed nothing", id="changes-nothing"),
+        pytest.param(
+            BROKEN_FILES,
+            "pathlib.Path('/workspace/tests/test_calc.py').unlink()",
+            "only 2 tests pass, fewer than the 4 tests the project had before this run",
+            id="deletes-the-failing-test",
+        ),
+    ],
+)
+async def test_a_result_claiming_success_fails_when_the_hosts_measurements_disagree(
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
+    tmp_path: Path,
+    files: dict[str, str],
+    action: str,
+    disagreement: str,
+) -> None:
+    url, base = make_repo(files)
+    lies, ledger = ("python", "-c", CLAIMS_SUCCESS.format(action=action)), MemoryLedger()
+    coder = container_coder(docker_engine, provider, ledger, image=coder_image, command=lies)
+    service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
+
+    result = await service.handle(code_requested(url, base), no_heartbeat)
+
+    assert isinstance(result.event, CodeFailed), result.event
+    assert result.event.reason.startswith(HOST_DISAGREES + disagreement), result.event.reason
+    assert remote_head(url, tmp_path) == base
+    assert containers_left(docker_engine) == []
+
+
+async def test_an_app_that_does_not_start_fails_the_run_with_the_probe_s_output(
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
+    tmp_path: Path,
+) -> None:
+    url, base = make_repo(BROKEN_FILES)
+    # The tests never import the entry point: they go green, and the agent in the container
+    # (which has no app check of its own) reports success.
+    provider.replies(
+        Reply.tool_call("write_file", {"path": "app/calc.py", "content": RIGHT_CALC}),
+        Reply.tool_call("write_file", {"path": "app/__main__.py", "content": CRASHING_MAIN}),
+        Reply.text("Implemented subtract"),
+    )
+    inspector = Inspector(docker_engine)
+    coder = container_coder(docker_engine, provider, MemoryLedger(), image=coder_image)
+    service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
+
+    result = await service.handle(code_requested(url, base), inspector)
+
+    event = result.event
+    assert isinstance(event, CodeFailed), event
+    assert event.reason.startswith(HOST_DISAGREES + NOT_STARTED), event.reason
+    assert "`python -m app` exited with status 1 before GET /health answered" in event.reason
+    assert "ModuleNotFoundError: No module named 'app.server_settings'" in event.reason
+    assert remote_head(url, tmp_path) == base
+    assert_hardened(inspector)
+    assert containers_left(docker_engine) == []
+
+
 async def test_model_written_tests_have_no_network_and_never_run_on_the_host(
-    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
-    make_repo: RepoFactory, tmp_path: Path,
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
+    make_repo: RepoFactory,
+    tmp_path: Path,
 ) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -248,7 +357,9 @@ async def test_model_written_tests_have_no_network_and_never_run_on_the_host(
 
 
 async def test_a_spent_budget_stops_the_agent_and_fails_the_run_with_the_reason(
-    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
     make_repo: RepoFactory,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
@@ -266,7 +377,9 @@ async def test_a_spent_budget_stops_the_agent_and_fails_the_run_with_the_reason(
 
 
 async def test_a_killed_run_keeps_the_calls_it_made(
-    docker_engine: DockerEngine, coder_image: str, provider: ScriptedOpenAI,
+    docker_engine: DockerEngine,
+    coder_image: str,
+    provider: ScriptedOpenAI,
     make_repo: RepoFactory,
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
@@ -304,8 +417,13 @@ async def test_a_crashed_agent_is_a_failure_quoting_its_logs(
 ) -> None:
     url, base = make_repo(BROKEN_FILES)
     coder = container_coder(
-        docker_engine, provider, MemoryLedger(), image=TEST_IMAGE,
-        command=("/bin/sh", "/agent.sh"), extra_env={"AGENT_EXIT": "3"},
+        docker_engine,
+        provider,
+        MemoryLedger(),
+        image=TEST_IMAGE,
+        command=("/bin/sh", "/agent.sh"),
+        test_command=("/bin/true",),
+        extra_env={"AGENT_EXIT": "3"},
     )
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
 
@@ -326,7 +444,7 @@ async def test_a_missing_image_is_an_engine_error_not_a_code_failure(
     )
     service = EngineerService(coder, GitWorkspaces(), max_iterations=3)
 
-    with pytest.raises(ContainerEngineError, match="cannot create the coder container"):
+    # The first container of a run is the host's baseline test run.
+    with pytest.raises(ContainerEngineError, match="cannot create the tests container"):
         await service.handle(code_requested(url, base), no_heartbeat)
     assert containers_left(docker_engine) == []
-

@@ -40,8 +40,13 @@ from tests.engineer.conftest import SERVICE_FILES
 SECRET = f"s.platform-secret-{uuid.uuid4().hex}"
 #: Small limits so each bomb is cut off in seconds; a test venv needs far less.
 TIGHT = SandboxLimits(
-    cpu_seconds=60, memory_bytes=768 * 1024**2, processes=64, open_files=256,
-    file_size_bytes=8 * 1024**2, output_bytes=256 * 1024, wall_seconds=60.0,
+    cpu_seconds=60,
+    memory_bytes=768 * 1024**2,
+    processes=64,
+    open_files=256,
+    file_size_bytes=8 * 1024**2,
+    output_bytes=256 * 1024,
+    wall_seconds=60.0,
 )
 
 
@@ -94,7 +99,9 @@ class LoopbackListener:
 async def platform_process() -> AsyncIterator[int]:
     """A long-running 'platform' process holding a secret in its environment, like a consumer."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import time; time.sleep(600)",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(600)",
         env={"PATH": "/usr/bin:/bin", "ORCH_VAULT__SECRET_ID": SECRET},
     )
     try:
@@ -115,13 +122,19 @@ def secret_state_dir(tmp_path: Path) -> Path:
 
 
 async def test_hostile_tests_cannot_reach_secrets_services_or_files_outside(
-    tmp_path: Path, cache_dir: Path, platform_process: int, secret_state_dir: Path,
+    tmp_path: Path,
+    cache_dir: Path,
+    platform_process: int,
+    secret_state_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ORCH_VAULT__TOKEN", SECRET)  # the engineer's own environment
     escape = Path("/tmp") / f"sandbox-escape-{uuid.uuid4().hex}"  # the host's /tmp
     async with LoopbackListener() as listener:
-        workspace = write_project(tmp_path, {"tests/test_attacks.py": f"""
+        workspace = write_project(
+            tmp_path,
+            {
+                "tests/test_attacks.py": f"""
             import glob, os, socket
 
             # What an attacker knows: the platform's variable names and file layout, not values.
@@ -171,7 +184,9 @@ async def test_hostile_tests_cannot_reach_secrets_services_or_files_outside(
 
             def test_workspace_is_writable() -> None:
                 open("scratch.txt", "w").write("tests may write their workspace")
-        """})
+        """
+            },
+        )
 
         runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=cache_dir)
         report = await runner.run(workspace)
@@ -199,7 +214,10 @@ async def test_hostile_tests_cannot_reach_secrets_services_or_files_outside(
 async def test_a_fork_bomb_is_bounded_and_leaves_nothing_behind(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    workspace = write_project(tmp_path, {"tests/test_bomb.py": """
+    workspace = write_project(
+        tmp_path,
+        {
+            "tests/test_bomb.py": """
         import os
 
         def test_fork_bomb() -> None:
@@ -208,7 +226,9 @@ async def test_a_fork_bomb_is_bounded_and_leaves_nothing_behind(
                     os.fork()
                 except OSError:
                     pass
-    """})
+    """
+        },
+    )
     limits = SandboxLimits(**{**TIGHT.__dict__, "wall_seconds": 20.0})
     runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=limits, cache_dir=cache_dir)
 
@@ -226,7 +246,10 @@ async def test_a_fork_bomb_is_bounded_and_leaves_nothing_behind(
 async def test_unbounded_memory_and_output_end_the_run_with_a_reason(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    workspace = write_project(tmp_path, {"tests/test_greedy.py": """
+    workspace = write_project(
+        tmp_path,
+        {
+            "tests/test_greedy.py": """
         import sys
 
         def test_memory() -> None:
@@ -237,7 +260,9 @@ async def test_unbounded_memory_and_output_end_the_run_with_a_reason(
         def test_output() -> None:
             while True:
                 sys.__stdout__.write("x" * 65536)
-    """})
+    """
+        },
+    )
     runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=cache_dir)
 
     report = await runner.run(workspace)
@@ -252,7 +277,10 @@ async def test_unbounded_memory_and_output_end_the_run_with_a_reason(
 async def test_a_test_that_passes_after_memory_error_reports_the_memory_error(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    workspace = write_project(tmp_path, {"tests/test_memory.py": """
+    workspace = write_project(
+        tmp_path,
+        {
+            "tests/test_memory.py": """
         def test_memory() -> None:
             hoard = []
             while True:
@@ -260,7 +288,9 @@ async def test_a_test_that_passes_after_memory_error_reports_the_memory_error(
 
         def test_still_runs() -> None:
             assert True
-    """})
+    """
+        },
+    )
     runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=cache_dir)
 
     report = await runner.run(workspace)
@@ -276,8 +306,11 @@ async def test_output_beyond_the_cap_kills_the_run(tmp_path: Path) -> None:
     python = Path(os.path.realpath(sys.executable))
 
     result = await sandbox.run(
-        [str(python), "-c", "while True: print('x' * 1000, flush=True)"], workspace,
-        network=False, limits=TIGHT, env={"PATH": "/usr/bin"},
+        [str(python), "-c", "while True: print('x' * 1000, flush=True)"],
+        workspace,
+        network=False,
+        limits=TIGHT,
+        env={"PATH": "/usr/bin"},
         mounts=[Mount(python.parent.parent)],
     )
 
@@ -291,10 +324,13 @@ async def test_requirements_cannot_point_pip_at_the_platform(
     tmp_path: Path, cache_dir: Path
 ) -> None:
     async with LoopbackListener() as listener:
-        workspace = write_project(tmp_path, {
-            "requirements.txt": f"--extra-index-url http://127.0.0.1:{listener.port}/simple\n"
-                                "pytest\n",
-        })
+        workspace = write_project(
+            tmp_path,
+            {
+                "requirements.txt": f"--extra-index-url http://127.0.0.1:{listener.port}/simple\n"
+                "pytest\n",
+            },
+        )
         runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=cache_dir)
         report = await runner.run(workspace)
 
@@ -327,8 +363,9 @@ async def test_the_service_scaffold_passes_in_the_sandbox_and_what_it_costs(
 ) -> None:
     """The offline http template through the sandbox, and the same run without it, timed."""
     workspace = write_project(tmp_path, SERVICE_FILES)
-    sandboxed = PytestRunner(sandbox=BubblewrapSandbox(), limits=SandboxLimits(),
-                             cache_dir=cache_dir)
+    sandboxed = PytestRunner(
+        sandbox=BubblewrapSandbox(), limits=SandboxLimits(), cache_dir=cache_dir
+    )
     bare = PytestRunner(sandbox=Unsandboxed(), limits=SandboxLimits(), cache_dir=cache_dir)
 
     first = await sandboxed.run(workspace)  # installs (or finds) the cached venv
@@ -341,8 +378,10 @@ async def test_the_service_scaffold_passes_in_the_sandbox_and_what_it_costs(
             timings[name].append(time.monotonic() - started)
             assert report.ok and report.passed == 2, report.summary()
     best = {name: min(values) for name, values in timings.items()}
-    print(f"scaffold test run, best of 2: sandboxed {best['bubblewrap']:.2f} s, "
-          f"unsandboxed {best['none']:.2f} s")
+    print(
+        f"scaffold test run, best of 2: sandboxed {best['bubblewrap']:.2f} s, "
+        f"unsandboxed {best['none']:.2f} s"
+    )
     # The cached venv is the engineer's and shared read-only: no run can change it.
     venvs = [path for path in (cache_dir / "venvs").iterdir() if not path.name.startswith(".")]
     assert all(venv.stat().st_uid == os.getuid() for venv in venvs)
@@ -409,9 +448,9 @@ def sandbox_processes(within: Path) -> list[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid and os.readlink(
-                    f"/proc/{entry.name}/cwd"
-                ).startswith(str(within)):
+                if entry.stat().st_uid == uid and os.readlink(f"/proc/{entry.name}/cwd").startswith(
+                    str(within)
+                ):
                     alive.append(int(entry.name))
             except OSError:
                 continue
@@ -432,8 +471,7 @@ async def test_the_app_is_started_as_the_deployer_would_and_its_health_asked(
 ) -> None:
     """`check_app`: deploy.json's start command in the sandbox, GET /health, and what it costs."""
     workspace = write_project(tmp_path, SERVICE_FILES)
-    runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=SandboxLimits(),
-                          cache_dir=cache_dir)
+    runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=SandboxLimits(), cache_dir=cache_dir)
     assert (await runner.run(workspace)).ok  # installs (or finds) the cached venv
     started = time.monotonic()
     assert await runner.check_app(workspace) == ""
@@ -444,3 +482,7 @@ async def test_the_app_is_started_as_the_deployer_would_and_its_health_asked(
     assert problem.startswith("the app does not start the way the deployer starts it"), problem
     assert "`python -m app` exited with status 1 before GET /health answered" in problem
     assert "no server today" in problem
+
+    # A module the model wrote beside deploy.json cannot stand in for the probe's own imports.
+    (workspace / "json.py").write_text("import os\n\nprint('healthy')\nos._exit(0)\n")
+    assert "no server today" in await runner.check_app(workspace)

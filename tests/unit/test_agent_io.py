@@ -6,9 +6,13 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from consumers.analyst.rules import Question, decide
 from consumers.engineer.agent_io import (
+    ContainerResult,
     ContainerTask,
+    read_result,
     read_task,
     report_from_json,
     report_to_json,
@@ -68,3 +72,30 @@ def test_the_task_says_whether_the_host_serves_memory_and_only_true_means_yes(
         payload["memory"] = absent
         task_file.write_text(json.dumps(payload))
         assert read_task(tmp_path).memory is False
+
+
+def test_the_coding_container_s_result_is_read_as_untrusted(tmp_path: Path) -> None:
+    """The container writes its result where the host reads it: a symlink would have the host
+    (root) read a file of the container's choosing, and garbage must say what is wrong."""
+    result = tmp_path / "result.json"
+    assert read_result(tmp_path) is None
+
+    secret = tmp_path / "host-only.json"
+    secret.write_text(json.dumps({"iterations": 1, "summary": "host file", "reason": ""}))
+    result.symlink_to(secret)
+    with pytest.raises(ValueError, match=r"result\.json cannot be opened as a file"):
+        read_result(tmp_path)
+
+    result.unlink()
+    for garbage, said in (
+        ("[1, 2]", "is not a JSON object"),
+        ('{"iterations": "many"', "is not JSON"),
+        ('{"iterations": [1]}', "lacks a field or has a wrong one"),
+        (" " * 1_000_001, "is larger than"),
+    ):
+        result.write_text(garbage)
+        with pytest.raises(ValueError, match=said):
+            read_result(tmp_path)
+
+    result.write_text(json.dumps({"iterations": 2, "summary": "Implemented it", "reason": ""}))
+    assert read_result(tmp_path) == ContainerResult(2, "Implemented it", (), "")

@@ -87,6 +87,19 @@ class VarView:
 
 
 @dataclass(frozen=True)
+class ScheduleView:
+    """A schedule of the spec as the worker template runs it: `function` is the Python name of
+    the job the coder fills in; exactly one of `cron` and `every_seconds` is set."""
+
+    name: str
+    function: str
+    timing: str
+    action: str
+    cron: str | None
+    every_seconds: int | None
+
+
+@dataclass(frozen=True)
 class CommandView:
     """A bot command; `action` (add, list, delete, report) names the CRUD case it performs on
     `entity`, or is empty for a command the rules do not recognise (it answers its description).
@@ -294,10 +307,7 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
         # A spec that asks for PostgreSQL makes the URL required: the deploy waits for it.
         "database_optional": any(v.env == _DATABASE_URL for v in variables)
         and not _wants_postgres(spec),
-        "schedules": [
-            {"name": s.name, "timing": _timing(s), "action": one_line(s.action)}
-            for s in spec.schedules
-        ],
+        "schedules": list(_schedules(spec)),
         "integrations": [
             {
                 "name": one_line(i.name),
@@ -327,6 +337,39 @@ def build_context(spec: ProjectSpec) -> dict[str, object]:
 
 def _wants_postgres(spec: ProjectSpec) -> bool:
     return spec.persistence is not None and spec.persistence.kind is PersistenceKind.POSTGRES
+
+
+#: Names `app/worker.py` defines or imports; a schedule with one of these names gets a suffix.
+_WORKER_NAMES = frozenset(
+    {"asyncio", "logging", "partial", "log", "job", "utc_now", "Clock", "Cron", "Every",
+     "ScheduledJob", "scheduled_jobs", "Worker", "running", "Settings", "Stores", "UTC",
+     "datetime", "date", "timedelta", "suppress", "asynccontextmanager", "AsyncIterator",
+     "Awaitable", "Callable", "MAX_WAIT_SECONDS", "SEARCH_DAYS"}
+)  # fmt: skip
+
+
+def _schedules(spec: ProjectSpec) -> tuple[ScheduleView, ...]:
+    """The spec's schedules with a distinct function name each, clear of the module's names."""
+    views: list[ScheduleView] = []
+    taken = set(_WORKER_NAMES)
+    for schedule in spec.schedules:
+        function = schedule.name
+        if function in taken or keyword.iskeyword(function):
+            function = f"{function}_job"
+        while function in taken:
+            function = f"{function}_{len(views) + 1}"
+        taken.add(function)
+        views.append(
+            ScheduleView(
+                schedule.name,
+                function,
+                _timing(schedule),
+                one_line(schedule.action),
+                schedule.cron,
+                schedule.every_seconds,
+            )
+        )
+    return tuple(views)
 
 
 def _timing(schedule: Schedule) -> str:

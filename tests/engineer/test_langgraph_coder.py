@@ -448,7 +448,10 @@ def test_the_task_spells_out_schedules_integrations_and_storage() -> None:
         }
     )
     message = task_message(spec, TestReport(passed=3, failed=0))
-    assert "Schedule hourly_sync: run every 3600 seconds" in message
+    assert (
+        "Schedule hourly_sync: app/worker.py already runs the function named after it every "
+        "3600 seconds" in message
+    )
     assert "sync rates" in message
     assert "Call Fixer at https://api.fixer.io/v1 with FIXER_API_KEY" in message
     assert "PostgreSQL at DATABASE_URL" in message

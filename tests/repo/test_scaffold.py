@@ -278,9 +278,50 @@ def test_schedules_integrations_and_postgres_reach_the_readme_and_deploy_json() 
     )
     files = render(spec=spec)
     readme = files["README.md"]
-    assert "- `morning_digest`, cron `0 8 * * *` (UTC): send the digest" in readme
+    assert "- `morning_digest()`, cron `0 8 * * *` (UTC): send the digest" in readme
+    assert "`GET /worker/status` shows each under `schedules`" in readme
     assert "OpenWeather at `https://api.openweathermap.org/data/2.5`" in readme
     assert "`OPENWEATHER_API_KEY`" in readme
     assert "PostgreSQL at `DATABASE_URL`" in readme
     # Asked for PostgreSQL, the URL is no longer optional: the deploy waits for it.
     assert json.loads(files["deploy.json"])["optional_secrets"] == []
+
+
+def test_each_schedule_becomes_a_job_function_run_on_its_own_timing() -> None:
+    spec = make_spec(HTTP, WORKER).model_copy(
+        update={
+            "schedules": (
+                Schedule(name="weekly_digest", cron="0 9 * * 1", action='Send the """digest"""\\'),
+                Schedule(name="job", every_seconds=3600, action="refresh the cache"),
+                Schedule(name="if", cron="*/15 * * * *", action="poll the feed"),
+            )
+        }
+    )
+    files = render(spec=spec)
+    module = ast.parse(files["app/worker.py"])
+    functions = {node.name: node for node in module.body if isinstance(node, ast.AsyncFunctionDef)}
+    # Named after the schedule, unless that name is the module's own or a keyword.
+    assert {"job", "weekly_digest", "job_job", "if_job"} <= set(functions)
+    docstring = ast.get_docstring(functions["weekly_digest"]) or ""
+    assert docstring.startswith('Send the """digest"""\\\n')
+    assert "Runs cron 0 9 * * 1 (UTC)" in docstring
+    scheduled = " ".join(files["app/worker.py"].split("def scheduled_jobs", 1)[1].split())
+    assert 'ScheduledJob("weekly_digest", Cron("0 9 * * 1"), partial(weekly_digest, stores)' in (
+        scheduled
+    )
+    assert 'ScheduledJob("job_job", Every(3600), partial(job_job, stores), clock)' in scheduled
+    assert 'ScheduledJob("if_job", Cron("*/15 * * * *")' in scheduled
+    assert '"schedules": {schedule.name: schedule.status()' in files["app/worker.py"]
+    tests = files["tests/test_worker.py"]
+    ast.parse(tests)
+    assert "def test_a_cron_expression_fires_at_its_next_matching_minute(" in tests
+    assert 'jobs["weekly_digest"].next_run_at == Cron("0 9 * * 1").next_after(START)' in tests
+    assert 'jobs["job_job"].next_run_at == START' in tests
+    assert "- `if_job()`, cron `*/15 * * * *` (UTC): poll the feed" in files["README.md"]
+
+
+def test_without_schedules_the_worker_runs_only_its_job() -> None:
+    worker = render(HTTP, WORKER)["app/worker.py"]
+    for name in ("ScheduledJob", "Cron", "schedules", "next_run_at"):
+        assert name not in worker
+    assert "task = asyncio.create_task(worker.run(stop))" in worker

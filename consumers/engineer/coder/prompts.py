@@ -89,8 +89,8 @@ def _requirements(spec: ProjectSpec) -> str:
             else f"every {schedule.every_seconds} seconds"
         )
         lines.append(
-            f"- Schedule {schedule.name}: run {timing} in the background worker "
-            f"(app/worker.py): {schedule.action}"
+            f"- Schedule {schedule.name}: app/worker.py already runs the function named after "
+            f"it {timing}; fill it in (keep its name and timing): {schedule.action}"
         )
     for api in spec.integrations:
         keys = ", ".join(api.env_vars) or "no key"

@@ -24,12 +24,11 @@ import nats.errors
 import structlog
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.events import NotificationKind, NotificationRequested
 from infra.bus.publisher import Publisher
-from infra.db.models import User, UserRole, UserStatus
+from infra.incidents import admin_chats
 from producers.api.auth import Guards
 from producers.api.service import Unavailable
 from producers.api.tokens import Caller
@@ -106,19 +105,6 @@ def notification(alert: Alert, admin_id: str, chat_id: int) -> NotificationReque
     )
 
 
-async def admin_chats(sessionmaker: async_sessionmaker[AsyncSession]) -> list[tuple[str, int]]:
-    """(user id, chat id) of every active admin who has a Telegram chat."""
-    async with sessionmaker() as session:
-        rows = await session.execute(
-            select(User.id, User.chat_id).where(
-                User.role == UserRole.ADMIN,
-                User.status == UserStatus.ACTIVE,
-                User.chat_id.is_not(None),
-            )
-        )
-        return [(user_id, chat_id) for user_id, chat_id in rows.tuples() if chat_id is not None]
-
-
 def build_alerts_router(
     guards: Guards, sessionmaker: async_sessionmaker[AsyncSession], publisher: Publisher
 ) -> APIRouter:
@@ -143,7 +129,8 @@ def build_alerts_router(
     async def receive(
         notice: AlertNotice, caller: Annotated[Caller, Depends(guards.admin)]
     ) -> AlertsDelivered:
-        chats = await admin_chats(sessionmaker)
+        async with sessionmaker() as session:
+            chats = await admin_chats(session)
         if not chats:
             log.warning(
                 "api.alerts_without_recipient",

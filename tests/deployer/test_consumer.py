@@ -5,13 +5,16 @@ naming a repository off the configured forge is dead-lettered without touching t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 from sqlalchemy import func, select
 
 from consumers.deployer.app import build_app
@@ -73,6 +76,33 @@ def http_deploy(vault_setup: VaultSetup, service_repo: ServiceRepo, port: int) -
     )
 
 
+@contextlib.asynccontextmanager
+async def deployer_running(
+    settings: Settings, deploy_root: Path, *, concurrency: int
+) -> AsyncIterator[Client]:
+    """The deployer process serving until the block ends; yields a client of its NATS server
+    once the process has started (its streams and durable exist)."""
+    app = build_app(
+        settings,
+        deployer_settings=DeployerSettings(
+            deploy_root=str(deploy_root), health_timeout_seconds=10, concurrency=concurrency
+        ),
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(app.serve(stop))
+    nc = await nats.connect(settings.nats.url)
+    try:
+        while app.publisher is None:
+            if serving.done():
+                serving.result()  # it failed to start: raise why
+            await asyncio.sleep(0.05)
+        yield nc
+    finally:
+        stop.set()
+        await serving
+        await nc.close()
+
+
 async def test_deploy_request_on_the_bus_is_deployed(
     tmp_path: Path,
     deploy_database_url: str,
@@ -89,19 +119,8 @@ async def test_deploy_request_on_the_bus_is_deployed(
         settings = deployer_settings(
             server.url, deploy_database_url, openbao, backoff_seconds=[0.2]
         )
-        app = build_app(
-            settings,
-            # One deploy at once: the forged request and the real one take turns.
-            deployer_settings=DeployerSettings(
-                deploy_root=str(deploy_root), health_timeout_seconds=10, concurrency=1
-            ),
-        )
-        stop = asyncio.Event()
-        serving = asyncio.create_task(app.serve(stop))
-        nc = await nats.connect(server.url)
-        try:
-            while app.publisher is None:
-                await asyncio.sleep(0.05)
+        # One deploy at once: the forged request and the real one take turns.
+        async with deployer_running(settings, deploy_root, concurrency=1) as nc:
             # The server holds the deployer to its configured concurrency, for every replica.
             info = await nc.jsm().consumer_info(DEPLOYER.stream.name, DEPLOYER.durable)
             assert info.config.max_ack_pending == 1
@@ -118,10 +137,6 @@ async def test_deploy_request_on_the_bus_is_deployed(
             msg = await outcomes.next_msg(timeout=120)
             succeeded = decode(msg.subject, msg.data, msg.headers)
             dead = await dead_letters.next_msg(timeout=60)
-        finally:
-            stop.set()
-            await serving
-            await nc.close()
 
     assert isinstance(succeeded, DeploySucceeded)
     assert succeeded.causation_id == request.event_id
@@ -156,22 +171,11 @@ async def test_a_deploy_waits_for_a_free_slot_of_its_server_and_then_ships(
             settings = deployer_settings(
                 server.url, deploy_database_url, openbao, transient_backoff_seconds=[0.3]
             )
-            app = build_app(
-                settings,
-                deployer_settings=DeployerSettings(
-                    deploy_root=str(deploy_root), health_timeout_seconds=10, concurrency=2
-                ),
-            )
-            stop = asyncio.Event()
-            serving = asyncio.create_task(app.serve(stop))
-            nc = await nats.connect(server.url)
-            try:
+            async with deployer_running(settings, deploy_root, concurrency=2) as nc:
                 async with engine.connect() as holder:  # another deploy, holding the one slot
                     key = func.hashtextextended(slot_key(SERVER_NAME, 0), 0)
                     assert await holder.scalar(select(func.pg_try_advisory_lock(key)))
                     await holder.commit()
-                    while app.publisher is None:
-                        await asyncio.sleep(0.05)
                     outcomes = await nc.jetstream().subscribe("deploy.>", ordered_consumer=True)
                     request = http_deploy(vault_setup, service_repo, port)
                     await JetStreamPublisher.from_client(nc).publish(request)
@@ -195,10 +199,6 @@ async def test_a_deploy_waits_for_a_free_slot_of_its_server_and_then_ships(
                     await holder.commit()
                 msg = await outcomes.next_msg(timeout=120)
                 succeeded = decode(msg.subject, msg.data, msg.headers)
-            finally:
-                stop.set()
-                await serving
-                await nc.close()
     finally:
         await set_deploy_slots(sessions, SERVER_NAME, None)
         await engine.dispose()

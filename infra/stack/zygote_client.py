@@ -238,9 +238,11 @@ class Zygote:
             answer = self._requests.pop(message["id"])
             if "pid" in message:
                 child = ForkedChild(message["pid"])
+                # Kept even when its spawn was cancelled meanwhile: `stop` kills what is here.
                 self._children[child.pid] = child
-                answer.set_result(child)
-            else:
+                if not answer.done():
+                    answer.set_result(child)
+            elif not answer.done():
                 answer.set_exception(ZygoteError(f"the zygote could not fork: {message['error']}"))
         await self._gone()
 
@@ -250,7 +252,8 @@ class Zygote:
             self._writer.close()
             self._writer = None
         for answer in self._requests.values():
-            answer.set_exception(ZygoteError(f"the zygote exited; see {self.log_path}"))
+            if not answer.done():  # a cancelled spawn's answer is done already
+                answer.set_exception(ZygoteError(f"the zygote exited; see {self.log_path}"))
         self._requests.clear()
         for child in self._children.values():
             child.zygote_gone()

@@ -23,6 +23,7 @@ import hvac.exceptions
 import nats
 import psycopg
 import pytest
+from nats.js.errors import NoStreamResponseError
 
 from consumers.repo.git_cli import Git
 from consumers.repo.local_forge import LocalForge
@@ -120,9 +121,17 @@ async def test_nats_cluster_replicates_a_stream(tmp_path: Path) -> None:
         client = await nats.connect(servers=cluster.urls)
         try:
             jetstream = client.jetstream()
-            # start() returned, so a meta leader exists and R3 placement works at once.
+            # start() returned, so a meta leader exists and R3 placement works at once; the
+            # stream's own leader and its interest on the node we talk to follow it.
             await jetstream.add_stream(name="R3", subjects=["r3.>"], num_replicas=3)
-            await jetstream.publish("r3.x", b"x")
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await jetstream.publish("r3.x", b"x")
+                    break
+                except NoStreamResponseError:
+                    assert time.monotonic() < deadline, "the R3 stream never got a leader"
+                    await asyncio.sleep(0.1)
             info = await jetstream.stream_info("R3")
             assert info.config.num_replicas == 3
             assert info.state.messages == 1
@@ -770,6 +779,43 @@ async def test_a_forked_child_gets_exactly_its_environment_and_reports_its_exit_
     assert report["preloaded"] is True
     assert "reported" in _read(tmp_path / "c.log")
     assert "RuntimeError: the module failed" in _read(tmp_path / "r.log")
+
+
+async def test_a_spawn_cancelled_while_the_zygote_forks_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    """The supervisor stopping mid-restart cancels a spawn whose answer is still on its way:
+    the answer is dropped quietly (no InvalidStateError out of the reader) and the child
+    forked for it is killed by `stop`."""
+    spec = _forked("orphan", tmp_path, "sleep")
+    zygote = _zygote(tmp_path)
+    try:
+        await zygote.spawn(
+            "warm",
+            "reporter",
+            child_environment({"ACT": "exit0", "REPORT": str(tmp_path / "warm.jsonl")}),
+            tmp_path,
+            tmp_path / "w.log",
+        )
+        spawning = asyncio.ensure_future(
+            zygote.spawn(
+                "orphan", "reporter", child_environment(spec.env), tmp_path, tmp_path / "o.log"
+            )
+        )
+        deadline = time.monotonic() + 30
+        while not zygote._requests:  # sent, not yet answered: the zygote is forking
+            assert time.monotonic() < deadline, "the spawn never reached the zygote"
+            await asyncio.sleep(0)
+        spawning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spawning
+        report = tmp_path / "orphan.jsonl"
+        assert await _eventually(lambda: len(_reports(report)) == 1)
+        (started,) = _reports(report)
+        assert _alive(started["pid"])
+    finally:
+        await zygote.stop(5)
+    assert await _eventually(lambda: not _alive(started["pid"]))
 
 
 async def test_supervisor_restarts_a_forked_child_that_crashes(tmp_path: Path) -> None:

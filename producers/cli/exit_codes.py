@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     WAITING_FOR_YOU = 3
     ARCHIVED = 4
     INTERRUPTED = 130
+    CLOSED_PIPE = 141
 
 
 _MEANING = {
@@ -29,6 +30,8 @@ _MEANING = {
     "(`orchestrator answer`) or a secret (`orchestrator secrets set`)",
     ExitCode.ARCHIVED: "with --follow: the project is archived",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM)",
+    ExitCode.CLOSED_PIPE: "the output's reader went away (`| head`); as a shell reports a "
+    "command that SIGPIPE ended",
 }
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .endpoints import NoStack, remote_api
+from .exit_codes import ExitCode
 from .parser import build_parser
 
 
@@ -51,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = dispatch(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`orchestrator status X | head -3`): stop quietly
+        # like any Unix tool, and keep Python's flush at exit from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = ExitCode.CLOSED_PIPE
     except Exception as exc:
         if not isinstance(exc, _reported_errors()):
             raise

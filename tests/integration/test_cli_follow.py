@@ -235,3 +235,26 @@ async def test_request_follow_ends_failed_when_the_request_is_refused(
 
     assert await follower.exit_code() == ExitCode.FAILED
     assert follower.lines[-1] == "refused  refused: 10 projects today, the next at 09:00"
+
+
+async def test_status_piped_into_a_reader_that_stops_early_exits_141_without_a_traceback(
+    sessions: Sessions, migrated_db: str
+) -> None:
+    """`orchestrator status X | head -3`: the reader went away before the CLI printed."""
+    await seed_project(
+        sessions, "tg:1", state=ProjectState.BUILDING, slug="notes-api", timeline=("building",)
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        finished = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "producers.cli", "status", "notes-api",
+            cwd=ROOT, env={**os.environ, "ORCH_NATS__URL": "nats://127.0.0.1:1",
+                           "ORCH_DATABASE__URL": migrated_db},
+            stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(finished.communicate(), 60)
+    assert finished.returncode == ExitCode.CLOSED_PIPE, err.decode()
+    assert err.decode() == ""

@@ -58,6 +58,7 @@ def register(app: ConsumerApp, ports: DeployerPorts) -> None:
             config=ports.config,
             actor=ctx.consumer,
             slots=ports.slots,
+            outside_transaction=ctx.without_transaction,
         )
 
     @app.handles(DeployStopRequested)

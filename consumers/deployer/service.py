@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +63,8 @@ from .ports import (
 )
 
 Heartbeat = Callable[[], Awaitable[None]]
+#: Runs its block with the step's database transaction closed (`StepContext.without_transaction`).
+OutsideTransaction = Callable[[], AbstractAsyncContextManager[None]]
 
 PLAYBOOKS = {DeployMode.PROCESS: "deploy_process.yml", DeployMode.COMPOSE: "deploy_compose.yml"}
 REGISTRY_SECRET_PATH = "platform/registry"  # noqa: S105 -- a Vault path, not a password
@@ -130,6 +133,7 @@ class DeployerService:
         config: DeployerConfig | None = None,
         actor: str = "deployer",
         slots: DeploySlots | None = None,
+        outside_transaction: OutsideTransaction | None = None,
     ) -> None:
         self._runner = runner
         self._secrets = secrets
@@ -139,6 +143,8 @@ class DeployerService:
         self._actor = actor
         #: The servers' own deploy limits (None: only the deployer's concurrency).
         self._slots = slots
+        #: Ansible runs for seconds to minutes: no database transaction stays open meanwhile.
+        self._outside_transaction = outside_transaction or contextlib.nullcontext
 
     async def deploy(
         self, request: DeployRequested, heartbeat: Heartbeat | None = None
@@ -209,7 +215,8 @@ class DeployerService:
             secrets=run_secrets,
         )
         # Raises ServerBusy (retried on the transient schedule) when the server's slots are taken.
-        async with self._slots.hold(target.name) if self._slots else contextlib.nullcontext():
+        slot = self._slots.hold(target.name) if self._slots else contextlib.nullcontext()
+        async with self._outside_transaction(), slot:
             result = await self._run_with_heartbeat(run, heartbeat)
         known_values = [private_key, *values.values(), run_secrets.get("registry_token", "")]
         if str((result.stats.get("deploy") or {}).get("outcome")) == "awaiting_secrets":
@@ -249,7 +256,8 @@ class DeployerService:
             private_key=private_key,
             secrets={},
         )
-        result = await self._run_with_heartbeat(run, heartbeat)
+        async with self._outside_transaction():
+            result = await self._run_with_heartbeat(run, heartbeat)
         if result.unreachable:
             raise TargetUnreachable(
                 f"cannot reach server {target.name!r} ({target.host}:{target.ssh_port}) over "
@@ -465,7 +473,8 @@ class DeployerService:
             private_key=private_key,
             secrets={},
         )
-        result = await self._run_with_heartbeat(run, heartbeat)
+        async with self._outside_transaction():
+            result = await self._run_with_heartbeat(run, heartbeat)
         if result.unreachable:
             raise TargetUnreachable(
                 f"cannot reach server {target.name!r} ({target.host}:{target.ssh_port}) over "

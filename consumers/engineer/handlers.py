@@ -25,10 +25,11 @@ def register(app: ConsumerApp, engineer: Callable[[], EngineerService]) -> None:
         """
         service = engineer()
         ctx.log.info("engineer.started", mode=service.mode, base_commit=event.base_commit)
+        owner = await project_owner(ctx.session, event.project_id)
         try:
-            result = await service.handle(
-                event, ctx.heartbeat, owner=await project_owner(ctx.session, event.project_id)
-            )
+            # Minutes of a coding agent and test runs: no transaction stays open meanwhile.
+            async with ctx.without_transaction():
+                result = await service.handle(event, ctx.heartbeat, owner=owner)
         except (GitUnavailable, ContainerEngineError) as exc:
             raise TransientError(str(exc)) from exc
         record_usage(ctx.session, event.project_id, event.event_id, result.usage)

@@ -24,7 +24,7 @@ import contextlib
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -102,10 +103,51 @@ class StepContext:
     delivery: int
     _msg: Msg = field(repr=False)
 
+    #: In a batch the transaction is shared with other events' steps, so it cannot be closed.
+    _batched: bool = field(default=False, repr=False)
+
     async def heartbeat(self) -> None:
         """Tell JetStream the step is still running (resets the ack timer)."""
         with contextlib.suppress(Exception):
             await self._msg.in_progress()
+
+    @contextlib.asynccontextmanager
+    async def without_transaction(self) -> AsyncIterator[None]:
+        """Run the step's slow part (a container, an Ansible run) with no transaction open.
+
+        A step's transaction otherwise stays open for as long as its handler runs: minutes of
+        a connection idle in transaction, holding a pool slot and the vacuum horizon. Here the
+        step's reads so far are committed (what it loaded stays usable: sessions do not expire
+        on commit) and the connection goes back to the pool; what the step does after the
+        block runs in a new transaction, committed with its inbox and outbox rows as before.
+
+        Only reads may come before the block: a write (or a row lock, or an advisory lock)
+        would be committed apart from the inbox record, or released early, so that raises.
+        In a batch the block asks the runtime to run this step alone (the batch is split).
+        """
+        if self._batched:
+            raise _OwnTransactionNeeded(f"{self.consumer}: a slow step runs in its own transaction")
+        session = self.session
+        if session.in_transaction():
+            pending = session.new or session.dirty or session.deleted
+            if pending or await session.scalar(_WROTE_OR_LOCKED):
+                raise RuntimeError(
+                    f"{self.consumer}: the step wrote or locked before `without_transaction`; "
+                    "move its writes after the slow part, so they commit with its inbox record"
+                )
+            await session.commit()
+        yield
+
+
+#: True once the step's transaction holds something a commit would make permanent or release.
+_WROTE_OR_LOCKED = text(
+    "SELECT pg_current_xact_id_if_assigned() IS NOT NULL OR EXISTS ("
+    " SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')"
+)
+
+
+class _OwnTransactionNeeded(Exception):
+    """A step of a batch asked for `without_transaction`: the batch is split, each goes alone."""
 
 
 class NatsUnavailable(RuntimeError):
@@ -490,7 +532,12 @@ class ConsumerApp:
                     seen.add(event.event_id)
                     with _message_context(spec, event):
                         ctx = StepContext(
-                            spec.durable, session, bound, delivery.number, delivery.msg
+                            spec.durable,
+                            session,
+                            bound,
+                            delivery.number,
+                            delivery.msg,
+                            _batched=True,
                         )
                         emitted = _as_list(
                             await self._within_deadline(spec, self.handlers[event.TYPE](ctx, event))
@@ -650,7 +697,9 @@ class ConsumerApp:
         """Run the handler once in a transaction with its inbox check and records."""
         assert self.sessionmaker is not None
         event = delivery.event
-        async with self.sessionmaker() as session, session.begin():
+        # Committed explicitly, not by `session.begin()`: a slow step may commit its reads
+        # midway (`StepContext.without_transaction`); closing the session rolls back on error.
+        async with self.sessionmaker() as session:
             recorded = await recorded_results(session, spec.durable, [event.event_id])
             if event.event_id in recorded:
                 # Re-publish only what the first run emitted and nobody published yet (it may
@@ -665,6 +714,7 @@ class ConsumerApp:
                 for e in _as_list(await self._within_deadline(spec, handler(ctx, event)))
             )
             await record_steps(session, spec.durable, [HandledEvent(event.event_id, emitted)])
+            await session.commit()
         bound.info("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
 

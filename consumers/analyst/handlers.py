@@ -41,14 +41,17 @@ def register(
                 return event.derive(
                     SpecFailed, actor=ctx.consumer, project_id=event.project_id, reason=str(exc)
                 )
+        owner = await project_owner(ctx.session, event.project_id)
         try:
-            outcome = await service.analyse(
-                event.project_id,
-                event.correlation_id,
-                event.description,
-                event.answers,
-                owner=await project_owner(ctx.session, event.project_id),
-            )
+            # LLM calls take seconds to minutes: no transaction stays open meanwhile.
+            async with ctx.without_transaction():
+                outcome = await service.analyse(
+                    event.project_id,
+                    event.correlation_id,
+                    event.description,
+                    event.answers,
+                    owner=owner,
+                )
         except ProviderUnavailable as exc:
             raise TransientError(str(exc)) from exc
         record_usage(ctx.session, event.project_id, event.event_id, outcome.calls)

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from contracts.memory import MemorySearchHit, MemorySearchReply, MemorySearchRequest
 from contracts.topology import MEMORY_SEARCH_SUBJECT
-from infra.memory import MemoryHit, MemoryKind, Scope
 from infra.memory_search import MemoryUnavailable
+from infra.memory_types import MemoryHit, MemoryKind, Scope
 
 #: Long enough for a search under load (milliseconds normally), short enough that a step
 #: whose indexer is down loses little time before it goes on without memory.

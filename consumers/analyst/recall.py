@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import structlog
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from infra.memory import MemoryKind, Scope
 from infra.memory_search import MemorySearch
+from infra.memory_types import MemoryKind, Scope
 
 from .state import Recalled
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from contracts.fields import MAX_TEXT
 from contracts.spec import ProjectSpec
-from infra.memory import MemoryKind
+from infra.memory_types import MemoryKind
 
 from . import rules
 from .spec_policy import enforce

@@ -30,8 +30,8 @@ from consumers.engineer.workspace import (
     Workspace,
 )
 from contracts.events import CodeFailed, CodeGenerated, CodeRequested
-from infra.memory import Scope
 from infra.memory_search import MemorySearch
+from infra.memory_types import Scope
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from consumers.engineer.agent import (
     Heartbeat,
     TestRunner,
 )
-from consumers.engineer.langgraph_coder import LangGraphCoder
 from consumers.engineer.llm_proxy.ledger import Ledger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
 from consumers.engineer.test_runner import TestReport
@@ -53,6 +52,9 @@ class MeteredCoder:
         self._time_limit = time_limit_seconds
 
     async def run(self, task: CodingTask, heartbeat: Heartbeat) -> AgentOutcome:
+        # LangGraph and LangChain load with the first LLM run: an offline engineer never does.
+        from consumers.engineer.langgraph_coder import LangGraphCoder
+
         async with self._proxy.on_loopback(self._ledger(task)) as proxied:
             settings = self._settings.model_copy(
                 update={"base_url": proxy_base_url(self._settings, proxied.base_url or "")}

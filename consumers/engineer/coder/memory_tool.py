@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
-
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from typing import TYPE_CHECKING, Protocol
 
 from infra.memory_search import MemorySearch
 from infra.memory_types import MemoryHit, MemoryKind, Scope
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
 
 #: The project's own code and the specs it was built from; answers and outcomes are the analyst's.
 MEMORY_KINDS = (MemoryKind.CODE, MemoryKind.SPEC, MemoryKind.SPEC_REVISION)
@@ -66,7 +67,12 @@ class ProjectMemory:
 
 
 def make_memory_tool(memory: ProjectSearch) -> BaseTool:
-    """`search_memory`, bound to one project's memory."""
+    """`search_memory`, bound to one project's memory.
+
+    LangChain is imported here, by the LLM coder that builds the tool: the offline engineer
+    process, which only needs `ProjectSearch` and `ProjectMemory`, never loads it.
+    """
+    from langchain_core.tools import StructuredTool, ToolException
 
     async def search_memory(query: str) -> str:
         """Search this project's indexed code (including earlier revisions) and its specs by

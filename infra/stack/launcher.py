@@ -51,7 +51,7 @@ from infra.stack.openbao_server import (
 )
 from infra.stack.ports import free_port, port_is_free
 from infra.stack.postgres_server import PostgresServer
-from infra.stack.process import CommandError, ServerStartError
+from infra.stack.process import CommandError, ServerStartError, start_together
 from infra.stack.sshd_server import Sshd
 from infra.stack.stack_info import (
     STACK_FILE,
@@ -157,9 +157,10 @@ class LocalStack:
         from infra.vault import VaultClient
 
         try:
-            for server in (self.nats, self.postgres, self.openbao, self.sshd, self.git):
-                with self._timed(server.name):
-                    server.start()
+            # Independent of each other: started side by side (about 2 s instead of 3.5).
+            start_together(
+                (self.nats, self.postgres, self.openbao, self.sshd, self.git), self.timings
+            )
             with self._timed("vault bootstrap"):
                 self.credentials = bootstrap_openbao(
                     self.openbao.addr,

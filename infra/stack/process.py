@@ -18,6 +18,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -173,10 +174,20 @@ class ManagedProcess(ABC):
 
     def launch(self) -> None:
         """Spawn the server without waiting for it (a cluster launches all nodes, then waits)."""
+        self.prepare()
+        self.spawn()
+
+    def prepare(self) -> None:
+        """Make the data directory ready (keys, a new cluster): any thread may do this part."""
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
+
+    def spawn(self) -> None:
+        """Start the server process, from a thread that outlives it (`parent_death_preexec`)."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         user = self._run_as()
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()
@@ -271,3 +282,32 @@ class ManagedProcess(ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def start_together(
+    servers: Sequence[ManagedProcess], timings: dict[str, float] | None = None
+) -> None:
+    """Start independent servers side by side: the slowest sets the pace, not their sum.
+
+    Each prepares its data (an initdb, host keys) and then waits for its binary to answer in a
+    thread of its own, but every server process is spawned from the calling thread, because
+    the kernel's parent-death signal follows the thread that forked (`parent_death_preexec`).
+    `timings` gets each server's seconds from the start to ready. The first failure is raised
+    once every thread is done; the caller stops what did start, as after any failed start.
+    """
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(len(servers), 1)) as pool:
+        for future in [pool.submit(server.prepare) for server in servers]:
+            future.result()
+        for server in servers:
+            server.spawn()
+
+        def ready(server: ManagedProcess) -> None:
+            server.wait_ready()
+            if timings is not None:
+                timings[server.name] = time.monotonic() - started
+
+        waits = [pool.submit(ready, server) for server in servers]
+        errors = [error for error in (future.exception() for future in waits) if error]
+    if errors:
+        raise errors[0]

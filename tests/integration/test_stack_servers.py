@@ -40,7 +40,12 @@ from infra.stack.openbao_server import (
     bootstrap_openbao,
 )
 from infra.stack.postgres_server import PostgresServer
-from infra.stack.process import ManagedProcess, ServerStartError, child_environment
+from infra.stack.process import (
+    ManagedProcess,
+    ServerStartError,
+    child_environment,
+    start_together,
+)
 from infra.stack.sshd_server import Sshd
 from infra.stack.stack_info import read_stack_info
 from infra.stack.supervisor import ChildSpec, Supervisor
@@ -572,6 +577,35 @@ def test_start_failure_quotes_the_server_log(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match="address already in use"):
             server.start()
     assert not server.running
+
+
+def test_servers_started_together_outlive_the_threads_that_waited_for_them(
+    tmp_path: Path, postgres_dir: Path
+) -> None:
+    """Waiting happens in pool threads, which are gone when `start_together` returns; the
+    servers live on because they were forked from this thread (PDEATHSIG follows the forking
+    thread). A failure is raised after the others are up, and the caller stops them."""
+    servers = [factory(tmp_path, postgres_dir) for factory in SERVER_FACTORIES.values()]
+    timings: dict[str, float] = {}
+    try:
+        start_together(servers, timings)
+        assert all(server.running for server in servers)
+        assert set(timings) == {server.name for server in servers}
+    finally:
+        for server in servers:
+            server.stop()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        failing = NatsServer(tmp_path / "taken", port=taken.getsockname()[1])
+        fine = GitDaemon(tmp_path / "git2")
+        try:
+            with pytest.raises(ServerStartError, match="address already in use"):
+                start_together([failing, fine])
+            assert fine.running
+        finally:
+            fine.stop()
+            failing.stop()
 
 
 def _python_child(code: str) -> list[str]:

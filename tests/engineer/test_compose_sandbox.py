@@ -4,7 +4,9 @@ In docker compose (and Helm) the engineer is itself a container, and bubblewrap 
 sandbox of model-written code inside it: an unprivileged user namespace, new PID and network
 namespaces and a fresh `/proc`. Docker's defaults forbid two of those (its seccomp profile
 refuses `unshare(CLONE_NEWUSER)`, and its masked `/proc` paths make a new procfs mount "too
-revealing"), so the engineer service carries `seccomp=unconfined` and `systempaths=unconfined`.
+revealing"), so the engineer service carries a seccomp filter of its own
+(`infra/docker/engineer-seccomp.json`, which allows namespaces and refuses a list of kernel
+interfaces) and `systempaths=unconfined`.
 This runs bubblewrap, with the namespaces and mounts `consumers/engineer/sandbox/bubblewrap.py`
 uses, as the app image's unprivileged user (uid 10001) in a real Docker engine: with the
 engineer's options it isolates the code (its own PIDs only, no network); with the defaults, or
@@ -16,8 +18,10 @@ binary of the Debian package the app image installs.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,14 +39,20 @@ IMAGE = "codegen-orchestrator/bwrap-probe:test"
 APP_UID = "10001:10001"  # the app image's `orchestrator` user
 #: What the sandboxed code reports: its uid, the PIDs it sees, whether it reached the network.
 PROBE = """
-import json, os, socket
+import ctypes, json, os, platform, socket
 try:
     socket.create_connection(("192.0.2.1", 80), timeout=1)
     network = "reached"
 except OSError as error:
     network = type(error).__name__
 pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
-print(json.dumps({"uid": os.getuid(), "pids": pids, "network": network}))
+# perf_event_open(NULL, ...): EFAULT where the call is allowed (the NULL attr is read first),
+# EPERM where a seccomp filter refuses it.
+libc = ctypes.CDLL(None, use_errno=True)
+number = {"x86_64": 298, "aarch64": 241}[platform.machine()]
+libc.syscall(number, None, 0, -1, -1, 0)
+perf = os.strerror(ctypes.get_errno())
+print(json.dumps({"uid": os.getuid(), "pids": pids, "network": network, "perf_event_open": perf}))
 """
 BWRAP = [
     "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
@@ -80,7 +90,7 @@ def run_as_compose_would(client: docker.DockerClient, security_opt: list[str]) -
     applies it (`systempaths=unconfined` is a client-side option: no masked or read-only
     `/proc` paths); returns the exit status and the output."""
     unmasked = "systempaths=unconfined" in security_opt
-    daemon_opts = [opt for opt in security_opt if opt != "systempaths=unconfined"]
+    daemon_opts = [_profile_loaded(opt) for opt in security_opt if opt != "systempaths=unconfined"]
     host_config: dict[str, Any] = client.api.create_host_config(
         network_mode="none", security_opt=daemon_opts or None
     )
@@ -96,6 +106,15 @@ def run_as_compose_would(client: docker.DockerClient, security_opt: list[str]) -
         client.api.remove_container(container, force=True)
 
 
+def _profile_loaded(option: str) -> str:
+    """`seccomp=<file>` as docker compose sends it: the file's JSON, read on the client side,
+    relative to the compose file."""
+    key, _, value = option.partition("=")
+    if key != "seccomp" or value == "unconfined":
+        return option
+    return f"seccomp={(ROOT / value).read_text()}"
+
+
 def test_the_engineers_options_let_bubblewrap_isolate_code_in_its_container(
     client: docker.DockerClient,
 ) -> None:
@@ -107,6 +126,21 @@ def test_the_engineers_options_let_bubblewrap_isolate_code_in_its_container(
     # A fresh /proc: bubblewrap's init (PID 1) and the code itself, nothing of the container.
     assert seen["pids"] == [1, 2], seen
     assert seen["network"] != "reached"
+    # The engineer's own seccomp filter still holds in there.
+    assert seen["perf_event_open"] == os.strerror(errno.EPERM), seen
+
+
+def test_the_engineers_seccomp_filter_is_what_refuses_the_kernel_interfaces_it_lists(
+    client: docker.DockerClient,
+) -> None:
+    """The control: the same probe with the filter swapped for none reaches the kernel."""
+    options = compose_security_opt("engineer")
+    assert any(opt.startswith("seccomp=") and opt != "seccomp=unconfined" for opt in options)
+    unfiltered = [opt for opt in options if not opt.startswith("seccomp=")]
+    status, output = run_as_compose_would(client, [*unfiltered, "seccomp=unconfined"])
+    assert status == 0, output
+    seen = json.loads(output.strip().splitlines()[-1])
+    assert seen["perf_event_open"] == os.strerror(errno.EFAULT), seen
 
 
 def test_without_them_bubblewrap_cannot_start_so_the_options_are_needed(

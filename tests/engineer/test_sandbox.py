@@ -11,6 +11,7 @@ the platform's processes kept running.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import socket
@@ -32,11 +33,13 @@ from consumers.engineer.sandbox import (
     build_sandbox,
 )
 from consumers.engineer.sandbox.bubblewrap import BubblewrapSandbox
+from consumers.engineer.sandbox.seccomp_filter import REFUSED, SANDBOX_BUILDING
 from consumers.engineer.sandbox.unsandboxed import Unsandboxed
 from consumers.engineer.settings import EngineerSettings
 from consumers.engineer.test_runner import PytestRunner, TestReport, check_requirements
 from tests.engineer.conftest import SERVICE_FILES
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = f"s.platform-secret-{uuid.uuid4().hex}"
 #: Small limits so each bomb is cut off in seconds; a test venv needs far less.
 TIGHT = SandboxLimits(
@@ -209,6 +212,57 @@ async def test_hostile_tests_cannot_reach_secrets_services_or_files_outside(
     # The workspace's files are the engineer's again, so its git can commit them.
     assert (workspace / "scratch.txt").stat().st_uid == os.getuid()
     os.kill(platform_process, 0)  # the platform's process is still alive
+
+
+async def test_the_kernel_interfaces_the_filter_lists_are_refused_and_the_rest_works(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """Each test passes only where the seccomp filter holds: without it, `perf_event_open`
+    answers EFAULT (its NULL attribute is read first) and a user namespace of the code's own
+    is allowed on this kernel. Threads and processes, which every test suite uses, still run."""
+    workspace = write_project(
+        tmp_path,
+        {
+            "tests/test_syscalls.py": """
+            import ctypes, errno, os, platform, subprocess, threading
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            NUMBERS = {"x86_64": {"perf_event_open": 298}, "aarch64": {"perf_event_open": 241}}
+            CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+
+            def refused(result: int) -> int:
+                return ctypes.get_errno() if result == -1 else 0
+
+            def test_perf_event_open() -> None:
+                number = NUMBERS[platform.machine()]["perf_event_open"]
+                assert refused(libc.syscall(number, None, 0, -1, -1, 0)) == errno.EPERM
+
+            def test_a_user_namespace_of_its_own() -> None:
+                assert refused(libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)) == errno.EPERM
+
+            def test_mount() -> None:
+                assert refused(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)) == errno.EPERM
+
+            def test_threads_and_processes_still_run() -> None:
+                seen = []
+                thread = threading.Thread(target=lambda: seen.append(os.getpid()))
+                thread.start()
+                thread.join()
+                assert seen == [os.getpid()]
+                assert subprocess.run(["/usr/bin/true"]).returncode == 0
+            """
+        },
+    )
+    runner = PytestRunner(sandbox=BubblewrapSandbox(), limits=TIGHT, cache_dir=cache_dir)
+    report = await runner.run(workspace)
+    assert (report.passed, report.failed, report.errors) == (4, 0, 0), report.summary(limit=20)
+
+
+def test_the_compose_engineer_refuses_what_the_sandbox_refuses_but_namespaces() -> None:
+    """One list, two filters: the compose engineer's must allow what bubblewrap builds with."""
+    profile = json.loads((ROOT / "infra" / "docker" / "engineer-seccomp.json").read_text())
+    compose = {name for rule in profile["syscalls"] for name in rule["names"]}
+    assert compose == set(REFUSED) - set(SANDBOX_BUILDING)
 
 
 async def test_a_fork_bomb_is_bounded_and_leaves_nothing_behind(

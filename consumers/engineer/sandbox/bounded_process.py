@@ -20,15 +20,22 @@ _CHUNK = 65536
 
 
 async def run_bounded(
-    command: Sequence[str], *, cwd: Path, env: Mapping[str, str], limits: SandboxLimits
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    limits: SandboxLimits,
+    pass_fds: Sequence[int] = (),
 ) -> SandboxResult:
-    """Run `command` in a new session; kill the session on time-out or too much output."""
+    """Run `command` in a new session; kill the session on time-out or too much output.
+
+    `pass_fds` are inherited by the command (bubblewrap's seccomp filter)."""
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *command, cwd=cwd, env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, pass_fds=tuple(pass_fds),
     )
     assert process.stdout is not None
     collected = bytearray()

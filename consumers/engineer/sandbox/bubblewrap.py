@@ -13,6 +13,8 @@ Each run is `prlimit <limits> bwrap <namespaces and mounts> [setpriv <drop to us
   with no groups and no capabilities before the command starts; as any other user, bwrap
   maps the current user into a new user namespace. `--die-with-parent` and `--new-session`
   tie the run to the engineer and keep it off the engineer's terminal.
+- system calls: a seccomp filter (`seccomp_filter.py`, `--seccomp FD`) refuses the kernel's
+  controls, its riskiest interfaces, other processes' memory and new namespaces or mounts.
 - environment: `--clearenv`, then exactly the variables the caller passes.
 - limits: RLIMIT_CPU, _AS, _NPROC, _NOFILE and _FSIZE through `prlimit`, inherited by every
   process in the run; output cap and wall-clock time-out in `bounded_process`.
@@ -29,6 +31,7 @@ from pathlib import Path
 from consumers.engineer.sandbox.bounded_process import run_bounded
 from consumers.engineer.sandbox.port import Mount, SandboxLimits, SandboxResult, SandboxUnavailable
 from consumers.engineer.sandbox.sandbox_user import SandboxUser, chown_tree, ensure_sandbox_user
+from consumers.engineer.sandbox.seccomp_filter import filter_fd
 
 #: What of /etc a Python test run needs: users and groups (for getpwuid), the loader cache,
 #: time zone and locale data. Nothing else of the host's configuration is visible.
@@ -81,8 +84,20 @@ class BubblewrapSandbox:
         command += ["--chdir", str(workspace), "--clearenv"]
         for name, value in env.items():
             command += ["--setenv", name, value]
-        command += ["--", *self._drop_privileges(), *argv]
-        return await run_bounded(command, cwd=workspace, env=_launcher_env(), limits=limits)
+        return await self._run_filtered(command, argv, workspace, limits)
+
+    async def _run_filtered(
+        self, command: list[str], argv: Sequence[str], cwd: Path, limits: SandboxLimits
+    ) -> SandboxResult:
+        """Run bwrap's `command` with the seccomp filter on `argv` (a fresh descriptor each)."""
+        program = filter_fd()
+        try:
+            command = [*command, "--seccomp", str(program), "--", *self._drop_privileges(), *argv]
+            return await run_bounded(
+                command, cwd=cwd, env=_launcher_env(), limits=limits, pass_fds=(program,)
+            )
+        finally:
+            os.close(program)
 
     async def prepare_writable(self, path: Path) -> None:
         user = await self._sandbox_user()
@@ -114,10 +129,8 @@ class BubblewrapSandbox:
                 await self._sandbox_user()
                 probe = SandboxLimits(wall_seconds=30.0)
                 command = [*self._prlimit(probe), bwrap, *self._namespaces(False),
-                           *self._system(False), "--", *self._drop_privileges(), "/usr/bin/true"]
-                result = await run_bounded(
-                    command, cwd=Path("/"), env=_launcher_env(), limits=probe
-                )
+                           *self._system(False)]  # fmt: skip
+                result = await self._run_filtered(command, ["/usr/bin/true"], Path("/"), probe)
                 if not result.ok:
                     raise SandboxUnavailable(
                         f"bubblewrap cannot create a sandbox here ({result.describe()}: "

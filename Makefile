@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := git openssh-server openssh-client postgresql-15 prometheus docker-compose \
-	docker.io busybox-static sudo acl bubblewrap debootstrap prometheus-alertmanager nftables
+	docker.io busybox-static sudo acl bubblewrap libseccomp2 debootstrap prometheus-alertmanager nftables
 STAMP_APT := $(VENV)/.apt-$(shell echo $(DEBIAN_PACKAGES) | md5sum | cut -c1-8)
 STAMP_PIP := $(VENV)/.pip-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-8)
 

@@ -24,12 +24,13 @@ FROM python:3.11-slim
 
 # git: the repo and engineer steps clone and push, and the compose forge serves the repositories
 # with `git daemon`; openssh-client: Ansible reaches servers over SSH (and ssh-keygen makes the
-# compose deploy target's key); bubblewrap: the engineer's sandbox for model-written code
+# compose deploy target's key); bubblewrap and libseccomp2: the engineer's sandbox for
+# model-written code and its seccomp filter
 # (consumers/engineer/sandbox/). The two directories are mount points of named volumes, which
 # Docker creates with the owner and mode of the directory in the image: the forge's
 # repositories, and OpenBao's unseal key and root token (docker-compose.yml).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client ca-certificates bubblewrap \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates bubblewrap libseccomp2 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 orchestrator \
     && install -d -o orchestrator -g orchestrator -m 0700 /srv/git /var/lib/openbao-keys

@@ -49,7 +49,7 @@ from infra.db.outbox import (
     HandledEvent,
     OutboxRelay,
     OutboxRow,
-    mark_published,
+    PublishedMarks,
     publish_rows,
     record_steps,
     recorded_results,
@@ -235,7 +235,7 @@ class ConsumerApp:
         self._pullers: list[asyncio.Task[None]] = []
         #: Pullers handling a batch right now (the others are only waiting on a fetch).
         self._busy: set[str] = set()
-        self._marking: set[asyncio.Task[None]] = set()
+        self.marks: PublishedMarks | None = None
         #: Closed while the database is unreachable: pullers stop fetching until it is back.
         self.database: DatabaseGate | None = None
         #: `/livez` and `/readyz`; a consumer whose handlers need more (Vault) adds its check.
@@ -287,6 +287,8 @@ class ConsumerApp:
             await hook()
         relay = OutboxRelay(self.sessionmaker, self.publisher, process=self.process)
         self._background.append(asyncio.create_task(relay.run(self._stopping), name="outbox-relay"))
+        self.marks = PublishedMarks(self.sessionmaker)
+        self._background.append(asyncio.create_task(self.marks.run(), name="outbox-marks"))
         self.collectors.append(ConsumerLagCollector(jsm, self.specs))
         for collector in self.collectors:
             collector.start()
@@ -360,7 +362,8 @@ class ConsumerApp:
                 task.cancel()
             await asyncio.gather(*self._pullers, return_exceptions=True)
             self._pullers.clear()
-        await asyncio.gather(*self._marking, return_exceptions=True)
+        if self.marks is not None:
+            await self.marks.flush()
         for collector in self.collectors:
             await collector.stop()
         for task in self._background:
@@ -559,8 +562,8 @@ class ConsumerApp:
         for delivery in deliveries:
             delivery.settled = True
         await asyncio.gather(*(d.msg.ack() for d in deliveries), return_exceptions=True)
-        if published:
-            self._mark_published(rows)
+        if published and self.marks is not None:
+            self.marks.add(rows)
         elapsed = time.perf_counter() - started
         handled_ids = {h.event_id for h in handled}
         for delivery in deliveries:
@@ -609,8 +612,8 @@ class ConsumerApp:
             break
         published = await self._publish(rows.emitted)
         await self._settle(delivery, "ack")
-        if published:
-            self._mark_published(rows.emitted)
+        if published and self.marks is not None:
+            self.marks.add(rows.emitted)
         return "duplicate" if rows.duplicate else "ok"
 
     async def _failed(
@@ -705,7 +708,7 @@ class ConsumerApp:
                 # Re-publish only what the first run emitted and nobody published yet (it may
                 # have died before publishing); published outputs are not sent down the chain
                 # again, so a late duplicate does not cascade.
-                bound.info("step.duplicate")
+                bound.debug("step.duplicate")
                 rows = await self._unpublished(recorded[event.event_id])
                 return _StepRows(rows, duplicate=True)
             ctx = StepContext(spec.durable, session, bound, delivery.number, delivery.msg)
@@ -715,7 +718,7 @@ class ConsumerApp:
             )
             await record_steps(session, spec.durable, [HandledEvent(event.event_id, emitted)])
             await session.commit()
-        bound.info("step.done", emitted=[row.subject for row in emitted])
+        bound.debug("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
 
     async def _unpublished(self, event_ids: Sequence[uuid.UUID]) -> list[OutboxRow]:
@@ -753,21 +756,6 @@ class ConsumerApp:
             log.warning("outbox.publish_deferred", count=len(rows), error=str(exc))
             return False
         return True
-
-    def _mark_published(self, rows: Sequence[OutboxRow]) -> None:
-        """Mark rows published off the message's path: the ack does not wait for it."""
-        if not rows or self.sessionmaker is None:
-            return
-        task = asyncio.create_task(self._mark(list(rows)))
-        self._marking.add(task)
-        task.add_done_callback(self._marking.discard)
-
-    async def _mark(self, rows: list[OutboxRow]) -> None:
-        assert self.sessionmaker is not None
-        try:
-            await mark_published(self.sessionmaker, rows)
-        except Exception as exc:
-            log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
 
     def _backoff(self, delivery: int, *, transient: bool = False) -> float:
         consumer = self.settings.consumer

@@ -155,6 +155,54 @@ async def mark_published(
         )
 
 
+class PublishedMarks:
+    """Marks published outbox rows in batches, off every message's path.
+
+    A step publishes its rows right after its commit; marking them published is only what
+    keeps the relay from publishing them again. One `UPDATE` per message cost a transaction
+    (four round trips) for each message, so rows are gathered and marked together every
+    `interval` by one task per process. A mark that fails or is lost (a crash, a database
+    blip) is harmless: the relay publishes the rows again after its grace and the stream's
+    duplicate window drops them.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        interval: float = 0.05,
+        batch: int = 1000,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._interval = interval
+        self._batch = batch
+        self._pending: list[OutboxRow] = []
+        self._arrived = asyncio.Event()
+
+    def add(self, rows: Sequence[OutboxRow]) -> None:
+        """Mark `rows` published at the next flush."""
+        if rows:
+            self._pending.extend(rows)
+            self._arrived.set()
+
+    async def flush(self) -> None:
+        """Mark what is pending now; a failed mark is left to the relay."""
+        while self._pending:
+            rows, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+            try:
+                await mark_published(self._sessionmaker, rows)
+            except Exception as exc:
+                log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
+        self._arrived.clear()
+
+    async def run(self) -> None:
+        """Flush every `interval` while rows arrive, until cancelled."""
+        while True:
+            await self._arrived.wait()
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+
 #: Errors that say NATS is away, not that the row is bad: they are not counted against a row.
 _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     nats_errors.TimeoutError,

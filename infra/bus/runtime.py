@@ -50,6 +50,8 @@ from infra.db.outbox import (
     OutboxRelay,
     OutboxRow,
     PublishedMarks,
+    begin_step,
+    commit_step,
     publish_rows,
     record_steps,
     recorded_results,
@@ -703,21 +705,20 @@ class ConsumerApp:
         # Committed explicitly, not by `session.begin()`: a slow step may commit its reads
         # midway (`StepContext.without_transaction`); closing the session rolls back on error.
         async with self.sessionmaker() as session:
-            recorded = await recorded_results(session, spec.durable, [event.event_id])
-            if event.event_id in recorded:
+            recorded = await begin_step(session, spec.durable, event.event_id)
+            if recorded is not None:
                 # Re-publish only what the first run emitted and nobody published yet (it may
                 # have died before publishing); published outputs are not sent down the chain
                 # again, so a late duplicate does not cascade.
                 bound.debug("step.duplicate")
-                rows = await self._unpublished(recorded[event.event_id])
+                rows = await self._unpublished(recorded)
                 return _StepRows(rows, duplicate=True)
             ctx = StepContext(spec.durable, session, bound, delivery.number, delivery.msg)
             emitted = tuple(
                 OutboxRow.of(e)
                 for e in _as_list(await self._within_deadline(spec, handler(ctx, event)))
             )
-            await record_steps(session, spec.durable, [HandledEvent(event.event_id, emitted)])
-            await session.commit()
+            await commit_step(session, spec.durable, HandledEvent(event.event_id, emitted))
         bound.debug("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
 

@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+import psycopg
 import structlog
 from nats import errors as nats_errors
+from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -100,6 +102,73 @@ async def recorded_results(
         )
     )
     return {row.event_id: [uuid.UUID(str(i)) for i in row.result_event_ids] for row in rows}
+
+
+#: One step's records in one statement: its inbox row and the outbox rows of what it emitted
+#: (none or several). `clock_timestamp()`, not `now()`: the relay's grace counts from the
+#: commit, not from the start of a transaction that may have run a slow step.
+_RECORD_STEP = """
+WITH inbox_row AS (
+    INSERT INTO inbox (consumer, event_id, result_event_ids, processed_at)
+    VALUES (%(consumer)s, %(event_id)s, %(results)s, clock_timestamp())
+)
+INSERT INTO outbox (event_id, subject, payload, headers, created_at)
+SELECT event_id, subject, payload, headers, clock_timestamp()
+FROM unnest(%(ids)s::uuid[], %(subjects)s::text[], %(payloads)s::bytea[], %(headers)s::jsonb[])
+    AS emitted(event_id, subject, payload, headers)
+"""
+_LOOKUP_STEP = "SELECT result_event_ids FROM inbox WHERE consumer = %s AND event_id = %s"
+
+
+async def _driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under the session's transaction (begun if it was not)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    return driver
+
+
+async def begin_step(
+    session: AsyncSession, consumer: str, event_id: uuid.UUID
+) -> list[uuid.UUID] | None:
+    """Open a step's transaction and look its event up in the inbox, in one round trip.
+
+    None if the consumer has not handled the event yet; else the ids of what it emitted then.
+    psycopg sends `BEGIN` in the same pipeline as the lookup.
+    """
+    driver = await _driver(session)
+    async with driver.pipeline():
+        cursor = await driver.execute(_LOOKUP_STEP, (consumer, event_id))
+    row = await cursor.fetchone()
+    return None if row is None else [uuid.UUID(str(i)) for i in row[0]]
+
+
+async def commit_step(session: AsyncSession, consumer: str, handled: HandledEvent) -> None:
+    """Record one handled event and commit: one round trip after the handler's own writes.
+
+    The handler's pending ORM changes are flushed first; then the inbox and outbox rows go in
+    one statement pipelined with `COMMIT`, so all of it commits atomically or not at all. A
+    concurrent replica that committed the same event first makes the inbox insert fail: the
+    step is retried and then found a duplicate.
+    """
+    await session.flush()
+    driver = await _driver(session)
+    emitted = handled.emitted
+    params = {
+        "consumer": consumer,
+        "event_id": handled.event_id,
+        "results": Jsonb([str(row.event_id) for row in emitted]),
+        "ids": [row.event_id for row in emitted],
+        "subjects": [row.subject for row in emitted],
+        "payloads": [row.payload for row in emitted],
+        "headers": [Jsonb(row.headers) for row in emitted],
+    }
+    async with driver.pipeline():
+        await driver.execute(_RECORD_STEP, params)
+        await driver.commit()
+    # The driver has committed; this ends the session's transaction without a round trip.
+    await session.commit()
 
 
 async def stored_rows(

@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+import psycopg
 import structlog
 from nats import errors as nats_errors
-from sqlalchemy import delete, func, insert, select, text, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Event
@@ -102,6 +104,73 @@ async def recorded_results(
     return {row.event_id: [uuid.UUID(str(i)) for i in row.result_event_ids] for row in rows}
 
 
+#: One step's records in one statement: its inbox row and the outbox rows of what it emitted
+#: (none or several). `clock_timestamp()`, not `now()`: the relay's grace counts from the
+#: commit, not from the start of a transaction that may have run a slow step.
+_RECORD_STEP = """
+WITH inbox_row AS (
+    INSERT INTO inbox (consumer, event_id, result_event_ids, processed_at)
+    VALUES (%(consumer)s, %(event_id)s, %(results)s, clock_timestamp())
+)
+INSERT INTO outbox (event_id, subject, payload, headers, created_at)
+SELECT event_id, subject, payload, headers, clock_timestamp()
+FROM unnest(%(ids)s::uuid[], %(subjects)s::text[], %(payloads)s::bytea[], %(headers)s::jsonb[])
+    AS emitted(event_id, subject, payload, headers)
+"""
+_LOOKUP_STEP = "SELECT result_event_ids FROM inbox WHERE consumer = %s AND event_id = %s"
+
+
+async def _driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under the session's transaction (begun if it was not)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    return driver
+
+
+async def begin_step(
+    session: AsyncSession, consumer: str, event_id: uuid.UUID
+) -> list[uuid.UUID] | None:
+    """Open a step's transaction and look its event up in the inbox, in one round trip.
+
+    None if the consumer has not handled the event yet; else the ids of what it emitted then.
+    psycopg sends `BEGIN` in the same pipeline as the lookup.
+    """
+    driver = await _driver(session)
+    async with driver.pipeline():
+        cursor = await driver.execute(_LOOKUP_STEP, (consumer, event_id))
+    row = await cursor.fetchone()
+    return None if row is None else [uuid.UUID(str(i)) for i in row[0]]
+
+
+async def commit_step(session: AsyncSession, consumer: str, handled: HandledEvent) -> None:
+    """Record one handled event and commit: one round trip after the handler's own writes.
+
+    The handler's pending ORM changes are flushed first; then the inbox and outbox rows go in
+    one statement pipelined with `COMMIT`, so all of it commits atomically or not at all. A
+    concurrent replica that committed the same event first makes the inbox insert fail: the
+    step is retried and then found a duplicate.
+    """
+    await session.flush()
+    driver = await _driver(session)
+    emitted = handled.emitted
+    params = {
+        "consumer": consumer,
+        "event_id": handled.event_id,
+        "results": Jsonb([str(row.event_id) for row in emitted]),
+        "ids": [row.event_id for row in emitted],
+        "subjects": [row.subject for row in emitted],
+        "payloads": [row.payload for row in emitted],
+        "headers": [Jsonb(row.headers) for row in emitted],
+    }
+    async with driver.pipeline():
+        await driver.execute(_RECORD_STEP, params)
+        await driver.commit()
+    # The driver has committed; this ends the session's transaction without a round trip.
+    await session.commit()
+
+
 async def stored_rows(
     sessionmaker: async_sessionmaker[AsyncSession],
     event_ids: Sequence[uuid.UUID],
@@ -135,24 +204,77 @@ async def publish_rows(publisher: RawPublisher, rows: Sequence[OutboxRow]) -> No
     )
 
 
+_MARK_PUBLISHED = (
+    "UPDATE outbox SET published_at = clock_timestamp()"
+    " WHERE event_id = ANY(%s) AND published_at IS NULL"
+)
+
+
 async def mark_published(
     sessionmaker: async_sessionmaker[AsyncSession], rows: Sequence[OutboxRow]
 ) -> None:
-    """Mark published rows, without waiting for the WAL flush.
+    """Mark published rows in one round trip, without waiting for the WAL flush.
 
     A lost mark (a crash, a failed write) only makes the relay publish the rows again, and the
     stream's duplicate window drops them.
     """
     if not rows:
         return
-    async with sessionmaker.begin() as session:
-        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.event_id.in_([row.event_id for row in rows]))
-            .where(OutboxMessage.published_at.is_(None))
-            .values(published_at=datetime.now(UTC))
-        )
+    async with sessionmaker() as session:
+        driver = await _driver(session)
+        async with driver.pipeline():
+            await driver.execute("SET LOCAL synchronous_commit TO OFF")
+            await driver.execute(_MARK_PUBLISHED, ([row.event_id for row in rows],))
+            await driver.commit()
+        await session.commit()
+
+
+class PublishedMarks:
+    """Marks published outbox rows in batches, off every message's path.
+
+    A step publishes its rows right after its commit; marking them published is only what
+    keeps the relay from publishing them again. One `UPDATE` per message cost a transaction
+    (four round trips) for each message, so rows are gathered and marked together every
+    `interval` by one task per process. A mark that fails or is lost (a crash, a database
+    blip) is harmless: the relay publishes the rows again after its grace and the stream's
+    duplicate window drops them.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        interval: float = 0.1,
+        batch: int = 1000,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._interval = interval
+        self._batch = batch
+        self._pending: list[OutboxRow] = []
+        self._arrived = asyncio.Event()
+
+    def add(self, rows: Sequence[OutboxRow]) -> None:
+        """Mark `rows` published at the next flush."""
+        if rows:
+            self._pending.extend(rows)
+            self._arrived.set()
+
+    async def flush(self) -> None:
+        """Mark what is pending now; a failed mark is left to the relay."""
+        while self._pending:
+            rows, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+            try:
+                await mark_published(self._sessionmaker, rows)
+            except Exception as exc:
+                log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
+        self._arrived.clear()
+
+    async def run(self) -> None:
+        """Flush every `interval` while rows arrive, until cancelled."""
+        while True:
+            await self._arrived.wait()
+            await asyncio.sleep(self._interval)
+            await self.flush()
 
 
 #: Errors that say NATS is away, not that the row is bad: they are not counted against a row.

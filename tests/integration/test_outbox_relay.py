@@ -3,7 +3,9 @@
 Issue 9 found that the only relay test passed with the relay deleted (a redelivery re-published
 first). These tests drive `OutboxRelay` directly, with no consumer around it: the grace, a row
 that can never be published, two relays on one table, retention and inbox pruning, and that a
-late duplicate does not send a consumer's published outputs down the chain again.
+late duplicate does not send a consumer's published outputs down the chain again. The batched
+marks (`PublishedMarks`) are driven directly too: rows get marked, and a failed mark is left to
+the relay.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from infra.bus.codec import encode
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers
 from infra.db.models import OutboxMessage
-from infra.db.outbox import OutboxRelay, OutboxRow
+from infra.db.outbox import OutboxRelay, OutboxRow, PublishedMarks
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
@@ -196,6 +198,44 @@ async def test_retention_and_inbox_pruning_run_in_one_process_at_a_time(
     assert sql(migrated_db, "SELECT count(*) FROM inbox") == [(1,)]
     indexes = {row[0] for row in sql(migrated_db, "SELECT indexname FROM pg_indexes")}
     assert {"ix_outbox_published_at", "ix_inbox_processed_at"} <= indexes
+
+
+def unpublished(migrated_db: str) -> int:
+    return int(sql(migrated_db, "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0])
+
+
+async def test_published_rows_are_marked_together_in_the_background(
+    sessions: async_sessionmaker[AsyncSession], migrated_db: str
+) -> None:
+    rows = [OutboxRow.of(request(f"marked {i}")) for i in range(5)]
+    await store(sessions, rows, age=0.0)
+    marks = PublishedMarks(sessions, interval=0.01, batch=2)
+    running = asyncio.create_task(marks.run())
+    try:
+        marks.add(rows[:3])
+        marks.add(rows[3:])
+        await wait_for(lambda: unpublished(migrated_db) == 0, 10)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_failed_mark_is_left_to_the_relay(
+    nc: Client, sessions: async_sessionmaker[AsyncSession], migrated_db: str
+) -> None:
+    row = OutboxRow.of(request("mark lost"))
+    await store(sessions, [row])
+    unreachable = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", pool_size=1)
+    try:
+        marks = PublishedMarks(make_sessionmaker(unreachable))
+        marks.add([row])
+        await marks.flush()  # logs and returns: the row stays unmarked
+    finally:
+        await unreachable.dispose()
+    assert unpublished(migrated_db) == 1
+    relay = OutboxRelay(sessions, JetStreamPublisher.from_client(nc), grace=timedelta(0))
+    assert await relay.relay_once() == 1
+    assert unpublished(migrated_db) == 0
 
 
 async def test_a_late_duplicate_does_not_publish_the_consumers_outputs_again(

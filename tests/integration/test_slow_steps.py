@@ -24,6 +24,7 @@ from infra.stack.nats_server import NatsServer
 
 from .conftest import plain_url, sql, wait_for
 from .test_runtime_faults import (
+    acks_settled,
     dead_letters,
     effects,
     fault_settings,
@@ -159,8 +160,7 @@ async def test_a_batch_with_a_slow_step_is_split_and_each_step_commits_on_its_ow
         assert sql(migrated_db, "SELECT count(*) FROM inbox") == [(3,)]
         # The first handler stopped at the block in the batch; then each ran once alone.
         assert len(runs) == 4 and len(set(runs)) == 3
-        info = await nc.jsm().consumer_info(batch[0].metadata.stream, spec.durable)
-        assert info.num_ack_pending == 0
+        await acks_settled(nc, spec.durable, ack_pending=0)
     finally:
         stop.set()
         await task

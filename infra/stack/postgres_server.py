@@ -158,10 +158,35 @@ class PostgresServer(ManagedProcess):
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.cluster_dir / "PG_VERSION").exists():
             self._initdb(initdb, user)
+        self._remove_stale_lock()
         self.socket_dir.mkdir(exist_ok=True)
         if user is not None:
             entry = pwd.getpwnam(user)
             os.chown(self.socket_dir, entry.pw_uid, entry.pw_gid)
+
+    def _remove_stale_lock(self) -> None:
+        """Delete the lock files of a killed server whose pid another process has now.
+
+        PostgreSQL refuses to start while the pid in `postmaster.pid` (or in its socket's
+        `.lock`) is alive and its user's, and after a crash (the stack SIGKILLed) that pid may
+        be another process of the `postgres` user by then, a backend of another cluster: with
+        `pid_max` at 32768 a busy host wraps around in minutes (a restart failed that way once).
+        A lock holds only while its process is a postgres serving this very data directory.
+        """
+        locks = [self.cluster_dir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*.lock")]
+        for lock in locks:
+            try:
+                pid = int(lock.read_text().split("\n", 1)[0])
+            except (FileNotFoundError, ValueError):
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                argv = []
+            serving_here = os.fsencode(str(self.cluster_dir)) in argv
+            if argv and Path(os.fsdecode(argv[0])).name == "postgres" and serving_here:
+                continue  # a live postmaster of this cluster: postgres refuses, as it must
+            lock.unlink(missing_ok=True)
 
     def _initdb(self, initdb: str, user: str | None) -> None:
         """A new cluster whose superuser has a generated password and where no one is trusted."""

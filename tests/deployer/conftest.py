@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -41,11 +42,31 @@ from infra.repo_urls import ForgeSettings
 from infra.stack.deploy_account import HELPER_PATH, prepare_deploy_root
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.openbao_server import BootstrappedOpenBao
+from infra.stack.ports import port_is_free
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.sshd_server import Sshd
 from infra.vault import VaultClient
 
 SERVER_NAME = "local"
+
+_used_service_ports: set[int] = set()
+
+
+def service_port() -> int:
+    """A free port for a deployed service, below the kernel's ephemeral range.
+
+    Every test server's port comes from `free_port()`, which is in the ephemeral range
+    (`/proc/sys/net/ipv4/ip_local_port_range`), so a service port chosen early (at import) can
+    never be taken by a server started later: that happened once, and the deploy's health
+    check asked OpenBao instead of the service.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(20000, low)
+        if port not in _used_service_ports and port_is_free(port):
+            _used_service_ports.add(port)
+            return port
+
 
 APP_MAIN = '''\
 """A stdlib HTTP service: what a generated project looks like to the deployer."""

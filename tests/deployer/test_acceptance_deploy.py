@@ -25,12 +25,11 @@ from contracts.spec import (
     ServiceKind,
     WorkerCheck,
 )
-from infra.stack.ports import free_port
 
-from .conftest import SERVER_NAME, Deployer, SecretAudit, ServiceRepo, VaultSetup
+from .conftest import SERVER_NAME, Deployer, SecretAudit, ServiceRepo, VaultSetup, service_port
 
 SLUG = "checked-service"
-PORT = free_port()
+PORT = service_port()
 
 #: What the fixture's service does: /health with the deployed version, /config naming the
 #: variables that are set (never their values).

@@ -31,9 +31,8 @@ from infra.settings import Settings
 from infra.stack.git_daemon import GitDaemon
 from infra.stack.nats_server import NatsServer
 from infra.stack.openbao_server import BootstrappedOpenBao
-from infra.stack.ports import free_port
 
-from .conftest import SERVER_NAME, ServiceRepo, VaultSetup
+from .conftest import SERVER_NAME, ServiceRepo, VaultSetup, service_port
 
 
 def deployer_settings(
@@ -114,7 +113,7 @@ async def test_deploy_request_on_the_bus_is_deployed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ORCH_REPO_DAEMON_URL", git_daemon.base_url)
-    port = free_port()
+    port = service_port()
     with NatsServer(tmp_path / "nats") as server:
         settings = deployer_settings(
             server.url, deploy_database_url, openbao, backoff_seconds=[0.2]
@@ -165,7 +164,7 @@ async def test_a_deploy_waits_for_a_free_slot_of_its_server_and_then_ships(
     engine = make_engine(deploy_database_url, pool_size=1)
     sessions = make_sessionmaker(engine)
     await set_deploy_slots(sessions, SERVER_NAME, 1)
-    port = free_port()
+    port = service_port()
     try:
         with NatsServer(tmp_path / "nats") as server:
             settings = deployer_settings(

@@ -23,14 +23,13 @@ from contracts.events import DeployFailed, DeployStopped, DeployStopRequested, D
 from infra.playbook_runner import AnsibleRunner
 from infra.stack.deploy_account import DEPLOY_USER, VENV_CACHE_DIR
 from infra.stack.openbao_server import BootstrappedOpenBao
-from infra.stack.ports import free_port
 from infra.stack.sshd_server import Sshd
 from infra.vault import SecretNotFound, VaultClient
 
-from .conftest import Deployer, ServiceRepo, VaultSetup, project_processes
+from .conftest import Deployer, ServiceRepo, VaultSetup, project_processes, service_port
 from .test_process_deploy import get_json, request, spec
 
-TENANTS = {"tenant-a": free_port(), "tenant-b": free_port()}
+TENANTS = {"tenant-a": service_port(), "tenant-b": service_port()}
 
 
 def user_of(slug: str) -> str:
@@ -208,7 +207,7 @@ async def test_archive_stops_the_service_before_the_port_is_free(
 async def test_a_health_path_naming_another_host_is_refused(
     deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup, deploy_root: Path
 ) -> None:
-    slug, port = "tenant-h", free_port()
+    slug, port = "tenant-h", service_port()
     events, _ = await deployer.deploy(
         request(
             vault_setup,
@@ -255,7 +254,7 @@ async def test_malformed_commit_or_slug_is_refused_before_any_path(
                 "slug": slug,
                 "commit": commit,
                 "clone_url": "git://127.0.0.1:9/x.git",
-                "port": free_port(),
+                "port": service_port(),
                 "bind_host": "127.0.0.1",
                 "health_host": "127.0.0.1",
                 "deploy_root": str(deploy_root),

@@ -28,7 +28,6 @@ from contracts.events import (
 from contracts.spec import ConfigVar, Integration, ProjectSpec, ServiceKind
 from infra.db.models import Server, ServerState
 from infra.stack.openbao_server import BootstrappedOpenBao
-from infra.stack.ports import free_port
 from infra.vault import VaultClient
 
 from .conftest import (
@@ -39,10 +38,11 @@ from .conftest import (
     VaultSetup,
     env_file_mode,
     read_env_file,
+    service_port,
 )
 
 SLUG = "expense-tracker"
-PORT = free_port()
+PORT = service_port()
 GREETING = "hello 'world' $HOME \"quoted\""
 
 
@@ -214,7 +214,7 @@ async def test_a_missing_secret_makes_the_deploy_wait_for_it(
             service_repo,
             service_repo.good,
             project_spec=spec(slug, extra_secret="STRIPE_API_KEY"),
-            port=free_port(),
+            port=service_port(),
         )
     )
 
@@ -245,7 +245,7 @@ async def test_an_integrations_variable_is_a_secret_the_deploy_waits_for(
             service_repo,
             service_repo.good,
             project_spec=project_spec,
-            port=free_port(),
+            port=service_port(),
         )
     )
 
@@ -294,7 +294,7 @@ async def test_host_key_mismatch_refuses_to_connect(
             service_repo.good,
             project_spec=spec(slug),
             server_name="pinned-wrong",
-            port=free_port(),
+            port=service_port(),
         )
     )
 

@@ -21,12 +21,11 @@ from contracts.events import (
     DeploySucceeded,
 )
 from contracts.spec import ProjectSpec, ServiceKind
-from infra.stack.ports import free_port
 
-from .conftest import SERVER_NAME, Deployer, ServiceRepo, VaultSetup
+from .conftest import SERVER_NAME, Deployer, ServiceRepo, VaultSetup, service_port
 
 SLUG = "restart-me"
-PORT = free_port()
+PORT = service_port()
 
 
 def _spec(slug: str = SLUG) -> ProjectSpec:
@@ -112,7 +111,7 @@ async def test_restart_without_a_release_fails_with_what_to_do(
     deployer: Deployer, service_repo: ServiceRepo, vault_setup: VaultSetup
 ) -> None:
     events = await deployer.restart(
-        _restart(vault_setup, service_repo.good, slug="never-deployed", port=free_port())
+        _restart(vault_setup, service_repo.good, slug="never-deployed", port=service_port())
     )
 
     assert [type(e) for e in events] == [DeployFailed], events

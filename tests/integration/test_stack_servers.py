@@ -200,6 +200,33 @@ def test_postgres_gives_the_application_role_a_new_password_each_start(
             assert conn.execute("SELECT current_user").fetchone() == ("orchestrator",)
 
 
+def test_postgres_killed_restarts_though_its_old_pid_now_belongs_to_another_process(
+    postgres_dir: Path,
+) -> None:
+    """After a SIGKILL the lock file names a pid that a busy host soon hands to another
+    process; postgres alone would refuse to start ("lock file postmaster.pid already exists")."""
+    server = PostgresServer(postgres_dir, fsync=False).start()
+    server.kill()
+    lock = server.cluster_dir / "postmaster.pid"
+    assert lock.exists()  # what a crash leaves behind
+    # Postgres's own check (`kill(pid, 0)`) passes over a process of another user; another
+    # postgres process (a backend of another cluster) is what kept it from starting.
+    unrelated = subprocess.Popen(["sleep", "60"], user=server._run_as())
+    try:
+        for stale in [lock, *server.socket_dir.glob(".s.PGSQL.*.lock")]:
+            lines = stale.read_text().split("\n")
+            stale.write_text("\n".join([str(unrelated.pid), *lines[1:]]))  # the pid, reused
+        with server:
+            with psycopg.connect(_plain(server.url)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            # A live postmaster of this cluster still keeps a second one out.
+            with pytest.raises(ServerStartError, match=r"postmaster\.pid"):
+                PostgresServer(postgres_dir, fsync=False, port=server.port + 1).start()
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
 def _plain(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://")
 

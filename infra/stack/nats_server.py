@@ -24,7 +24,7 @@ from typing import Self
 import httpx
 
 from infra.stack.ports import free_port
-from infra.stack.process import ManagedProcess
+from infra.stack.process import ManagedProcess, start_together
 
 
 def find_nats_server() -> str:
@@ -169,10 +169,7 @@ class NatsCluster:
     def start(self) -> Self:
         """Launch every node first (none is healthy before a quorum exists), then wait."""
         try:
-            for node in self.nodes:
-                node.launch()
-            for node in self.nodes:
-                node.wait_ready()
+            start_together(self.nodes)
         except BaseException:
             for node in self.nodes:
                 node.kill()

@@ -17,14 +17,18 @@ What it prints:
 - `orchestrator up`: seconds until the ready line, and each process's seconds to `/readyz`;
 - the CLI: `--help` and `status` wall time (median of 5; `status` both right after a project
   went live and once the machine is quiet again);
-- one project (an HTTP API) from `orchestrator request` to live;
+- one project (an HTTP API) from `orchestrator request` to live, and the machine's CPU seconds
+  it took;
 - N at once (mixed kinds: HTTP API, Telegram bot, worker; a bot's token is stored when its
   deploy waits for it, as its owner would): time to the first live, to all live, the ratio to
   one project, and the machine's CPU seconds per project over the batch (all processes: the
   stack, its sandboxes, Ansible, the deployed services' start), and the stack's processes that
   used most of it (each with the children it reaped: the deployer's Ansible runs; processes
   the tree does not reap, such as deployed services and the engineer's sandboxes, are missing
-  from it, so it is a partial split of the machine's figure);
+  from it, so it is a partial split of the machine's figure); and the CPU floor: the batch's
+  CPU seconds over the cores, the least wall time any scheduling could reach, as a ratio to
+  one project (one project already keeps both cores of a two-core machine busy, so N at once
+  cannot take less than about N times as long unless each project costs less CPU);
 - the stack's peak resident memory over the run, RSS and PSS, summed over its process tree.
 
 Every project is archived at the end (the product's own clean-up: service, releases, user and
@@ -321,11 +325,15 @@ def main() -> None:
 
         tag = uuid.uuid4().hex[:4]
         by_process = cpu_by_process(stack.process.pid)
+        one_cpu_before = busy_cpu_seconds()
         started = time.monotonic()
         one = project_id(request(stack, KINDS[0].format(name=f"bench-one-{tag}")))
         ids.append(one)
         (single,) = wait_all(stack, [one], started, args.timeout) or [float("nan")]
-        print(f"one project (HTTP API), request to live: {single:.1f} s")
+        one_cpu = busy_cpu_seconds() - one_cpu_before
+        print(
+            f"one project (HTTP API), request to live: {single:.1f} s, machine CPU {one_cpu:.1f} s"
+        )
         print(f"  CPU s by process: {cpu_table(by_process, cpu_by_process(stack.process.pid))}")
         busy = median_wall([*cli, "status", one])
         waited = wait_until_quiet()
@@ -353,6 +361,12 @@ def main() -> None:
             print(f"  first live after {times[0]:.1f} s, all settled after {times[-1]:.1f} s")
             print(f"  ratio to one project: {times[-1] / single:.1f}x (goal: at most 3x)")
         print(f"  machine CPU over the batch: {cpu:.0f} s, {cpu / n:.1f} s per project")
+        cores = os.cpu_count() or 1
+        print(
+            f"  CPU floor: {n} projects x {cpu / n:.1f} CPU s on {cores} cores need at least "
+            f"{cpu / cores:.0f} s, {cpu / cores / single:.1f}x one project, however they are "
+            "scheduled"
+        )
         print(f"  CPU s by process: {cpu_table(by_process, cpu_by_process(stack.process.pid))}")
     finally:
         peak.stopped.set()

@@ -72,6 +72,8 @@ def test_kill_stops_every_process_of_the_user_and_ignores_a_zombie_nobody_reaps(
          "import os, sys, time\n"
          "pid = os.fork()\n"
          f"if pid == 0:\n    os.setuid({uid})\n    os._exit(0)\n"
+         # Wait for the child's exit without collecting it: it stays a zombie.
+         "os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)\n"
          "print(pid, flush=True)\n"
          "time.sleep(600)\n"],
         stdout=subprocess.PIPE, text=True,

@@ -252,6 +252,9 @@ class PublishedMarks:
         self._batch = batch
         self._pending: list[OutboxRow] = []
         self._arrived = asyncio.Event()
+        # One flush at a time: a flush called at shutdown waits for the background one in
+        # flight (whose rows are already out of `_pending`) instead of returning early.
+        self._flushing = asyncio.Lock()
 
     def add(self, rows: Sequence[OutboxRow]) -> None:
         """Mark `rows` published at the next flush."""
@@ -260,14 +263,16 @@ class PublishedMarks:
             self._arrived.set()
 
     async def flush(self) -> None:
-        """Mark what is pending now; a failed mark is left to the relay."""
-        while self._pending:
-            rows, self._pending = self._pending[: self._batch], self._pending[self._batch :]
-            try:
-                await mark_published(self._sessionmaker, rows)
-            except Exception as exc:
-                log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
-        self._arrived.clear()
+        """Mark what is pending now, after any flush in flight; a failed mark is left to the
+        relay."""
+        async with self._flushing:
+            while self._pending:
+                rows, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+                try:
+                    await mark_published(self._sessionmaker, rows)
+                except Exception as exc:
+                    log.info("outbox.mark_deferred", count=len(rows), error=str(exc))
+            self._arrived.clear()
 
     async def run(self) -> None:
         """Flush every `interval` while rows arrive, until cancelled."""

@@ -28,6 +28,7 @@ from contracts.topology import INTENTS, NOTIFY
 from infra.bus.codec import encode
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers
+from infra.db import outbox as outbox_module
 from infra.db.models import OutboxMessage
 from infra.db.outbox import OutboxRelay, OutboxRow, PublishedMarks
 from infra.db.session import make_engine, make_sessionmaker
@@ -216,6 +217,42 @@ async def test_published_rows_are_marked_together_in_the_background(
         marks.add(rows[3:])
         await wait_for(lambda: unpublished(migrated_db) == 0, 10)
     finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_flush_at_shutdown_waits_for_the_flush_in_flight(
+    sessions: async_sessionmaker[AsyncSession], migrated_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background flush has taken the rows and is marking them when the process stops:
+    the stop's flush waits for it, so the rows are marked before the runner is cancelled.
+    (It used to see nothing pending and return, and the cancel then lost the marks.)"""
+    rows = [OutboxRow.of(request(f"in flight {i}")) for i in range(3)]
+    await store(sessions, rows, age=0.0)
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    real_mark = outbox_module.mark_published
+
+    async def slow_mark(
+        sessionmaker: async_sessionmaker[AsyncSession], marked: list[OutboxRow]
+    ) -> None:
+        in_flight.set()
+        await release.wait()
+        await real_mark(sessionmaker, marked)
+
+    monkeypatch.setattr(outbox_module, "mark_published", slow_mark)
+    marks = PublishedMarks(sessions, interval=0.0)
+    running = asyncio.create_task(marks.run())
+    try:
+        marks.add(rows)
+        await asyncio.wait_for(in_flight.wait(), 10)
+        stopping = asyncio.create_task(marks.flush())
+        await asyncio.sleep(0)  # let it run up to where it waits
+        assert not stopping.done(), "the stop's flush returned while rows were being marked"
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        assert unpublished(migrated_db) == 0
+    finally:
+        release.set()
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 import time
 import uuid
@@ -66,6 +67,7 @@ from infra.db.outbox import (
     stored_rows,
 )
 from infra.db.session import make_engine, make_sessionmaker
+from infra.db.step_connection import StepConnection
 from infra.health import HealthChecks, database_reachable, nats_connected
 from infra.logging import bind_message_context, configure_logging
 from infra.metrics import (
@@ -98,6 +100,11 @@ class TransientError(Exception):
     """
 
 
+#: The connection the running pull loop holds between the steps it handles alone.
+_HELD_CONNECTION: contextvars.ContextVar[StepConnection | None] = contextvars.ContextVar(
+    "held_connection", default=None
+)
+
 #: Free re-runs of a step that met a dead pooled connection while the database was up (after a
 #: database restart every pooled connection is dead; the pool replaces them one by one).
 _STALE_CONNECTION_RERUNS = 3
@@ -115,6 +122,8 @@ class StepContext:
 
     #: In a batch the transaction is shared with other events' steps, so it cannot be closed.
     _batched: bool = field(default=False, repr=False)
+    #: The pull loop's held connection the session is bound to (a step handled alone).
+    _held: StepConnection | None = field(default=None, repr=False)
 
     async def heartbeat(self) -> None:
         """Tell JetStream the step is still running (resets the ack timer)."""
@@ -128,8 +137,9 @@ class StepContext:
         A step's transaction otherwise stays open for as long as its handler runs: minutes of
         a connection idle in transaction, holding a pool slot and the vacuum horizon. Here the
         step's reads so far are committed (what it loaded stays usable: sessions do not expire
-        on commit) and the connection goes back to the pool; what the step does after the
-        block runs in a new transaction, committed with its inbox and outbox rows as before.
+        on commit) and the connection goes back to the pool (even the one a pull loop holds
+        between steps); what the step does after the block runs in a new transaction, on a
+        connection taken then, committed with its inbox and outbox rows as before.
 
         Only reads may come before the block: a write (or a row lock, or an advisory lock)
         would be committed apart from the inbox record, or released early, so that raises.
@@ -146,7 +156,16 @@ class StepContext:
                     "move its writes after the slow part, so they commit with its inbox record"
                 )
             await session.commit()
+        held = self._held
+        if held is None:
+            yield
+            return
+        # The connection the pull loop holds goes back to the pool for the slow part; what
+        # the step does after it runs on whichever connection the loop takes next.
+        await held.release()
         yield
+        connection, _ = await held.acquire()
+        session.sync_session.bind = connection.sync_connection
 
 
 #: True once the step's transaction holds something a commit would make permanent or release.
@@ -450,12 +469,18 @@ class ConsumerApp:
     async def _pull(self, js: JetStreamContext, spec: ConsumerSpec, name: str) -> None:
         """Fetch what is waiting (up to a batch), handle it, repeat until stopping."""
         subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+        assert self.engine is not None
+        held = StepConnection(self.engine)
+        # A task's context is its own: each loop's steps see the loop's connection.
+        _HELD_CONNECTION.set(held)
         try:
             await self._pull_until_stopped(subscription, spec, name)
         finally:
             # Unsubscribed here, the connection's drain at shutdown does not wait on it.
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+            with contextlib.suppress(Exception):
+                await held.release()
 
     async def _pull_until_stopped(
         self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec, name: str
@@ -707,13 +732,35 @@ class ConsumerApp:
         handler: Handler,
         bound: structlog.stdlib.BoundLogger,
     ) -> _StepRows:
-        """Run the handler once in a transaction with its inbox check and records."""
+        """Run the handler once in a transaction with its inbox check and records.
+
+        On the pull loop's held connection (`infra.db.step_connection`); a step run outside a
+        pull loop (a test calling `process_batch`) leases one for itself.
+        """
+        held = _HELD_CONNECTION.get()
+        if held is not None:
+            return await self._run_step_on(held, spec, delivery, handler, bound)
+        assert self.engine is not None
+        own = StepConnection(self.engine)
+        try:
+            return await self._run_step_on(own, spec, delivery, handler, bound)
+        finally:
+            await own.release()
+
+    async def _run_step_on(
+        self,
+        held: StepConnection,
+        spec: ConsumerSpec,
+        delivery: _Delivery,
+        handler: Handler,
+        bound: structlog.stdlib.BoundLogger,
+    ) -> _StepRows:
         assert self.sessionmaker is not None
         event = delivery.event
-        # Committed explicitly, not by `session.begin()`: a slow step may commit its reads
-        # midway (`StepContext.without_transaction`); closing the session rolls back on error.
-        async with self.sessionmaker() as session:
-            recorded = await begin_step(session, spec.durable, event.event_id)
+        connection, driver = await held.acquire()
+        session: AsyncSession | None = None
+        try:
+            recorded = await begin_step(driver, spec.durable, event.event_id)
             if recorded is not None:
                 # Re-publish only what the first run emitted and nobody published yet (it may
                 # have died before publishing); published outputs are not sent down the chain
@@ -721,12 +768,27 @@ class ConsumerApp:
                 bound.debug("step.duplicate")
                 rows = await self._unpublished(recorded)
                 return _StepRows(rows, duplicate=True)
-            ctx = StepContext(spec.durable, session, bound, delivery.number, delivery.msg)
+            # Bound to the held connection: it begins its transaction there (psycopg sends
+            # `BEGIN` with its first statement) and a commit of its own costs no round trip.
+            session = self.sessionmaker(bind=connection)
+            ctx = StepContext(
+                spec.durable, session, bound, delivery.number, delivery.msg, _held=held
+            )
             emitted = tuple(
                 OutboxRow.of(e)
                 for e in _as_list(await self._within_deadline(spec, handler(ctx, event)))
             )
-            await commit_step(session, spec.durable, HandledEvent(event.event_id, emitted))
+            # A slow step may have handed the connection back and taken another meanwhile.
+            await commit_step(
+                session, held.driver, spec.durable, HandledEvent(event.event_id, emitted)
+            )
+        except BaseException:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()
+            with contextlib.suppress(Exception):
+                await held.reset()
+            raise
         bound.debug("step.done", emitted=[row.subject for row in emitted])
         return _StepRows(list(emitted), duplicate=False)
 

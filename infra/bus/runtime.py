@@ -33,7 +33,7 @@ import contextvars
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -78,7 +78,7 @@ from infra.metrics import (
     PeriodicCollector,
 )
 from infra.process_endpoints import ProcessEndpoints
-from infra.settings import Settings, get_settings
+from infra.settings import ConsumerSettings, Settings, get_settings
 
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
@@ -529,7 +529,7 @@ class ConsumerApp:
                 await self._dead_letter(spec, msg, str(exc), number, "malformed")
         if not deliveries:
             return
-        heartbeat = asyncio.create_task(self._heartbeat(deliveries))
+        heartbeat = _HeartbeatTimer(self._heartbeat, deliveries, self.settings.consumer)
         # A redelivered message has failed before (or its replica died): it goes alone, so a
         # poison message does not make every batch it lands in fail and re-run one by one.
         fresh = lock_order([d for d in deliveries if d.number == 1])
@@ -545,7 +545,7 @@ class ConsumerApp:
                     log.exception("consumer.message_crashed", consumer=spec.durable)
                     await self._settle(delivery, "nak", self._backoff(delivery.number))
         finally:
-            heartbeat.cancel()
+            heartbeat.stop()
 
     async def _handle_together(
         self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float
@@ -840,14 +840,15 @@ class ConsumerApp:
     async def _heartbeat(self, deliveries: Sequence[_Delivery]) -> None:
         """Keep the batch's unsettled messages ours until they are settled or the batch ends."""
         interval = self.settings.consumer.heartbeat_seconds
-        # Ends by itself once all are settled, even should its cancel be lost.
+        # Started once the batch has run for `interval`; ends by itself once all are settled,
+        # even should its cancel be lost.
         while not all(delivery.settled for delivery in deliveries):
-            await asyncio.sleep(interval)
             for delivery in deliveries:
                 if delivery.settled:
                     continue
                 with contextlib.suppress(Exception):
                     await delivery.msg.in_progress()
+            await asyncio.sleep(interval)
 
     async def _dead_letter(
         self,
@@ -889,6 +890,34 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await msg.term()
         return True
+
+
+class _HeartbeatTimer:
+    """Starts a batch's heartbeat task only once the batch has run for a heartbeat interval.
+
+    Nearly every batch is settled well within one interval; a timer costs it one loop entry
+    where a task started at once cost a task's creation, first step and cancellation.
+    """
+
+    def __init__(
+        self,
+        beat: Callable[[Sequence[_Delivery]], Coroutine[Any, Any, None]],
+        deliveries: Sequence[_Delivery],
+        consumer: ConsumerSettings,
+    ) -> None:
+        self._beat = beat
+        self._deliveries = deliveries
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(consumer.heartbeat_seconds, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._beat(self._deliveries))
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 @dataclass(frozen=True)

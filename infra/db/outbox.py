@@ -302,7 +302,7 @@ class PublishedMarks:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
-        interval: float = 0.1,
+        interval: float = 1.0,
         batch: int = 1000,
     ) -> None:
         self._sessionmaker = sessionmaker

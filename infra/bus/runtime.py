@@ -158,6 +158,8 @@ class StepContext:
 
         Only reads may come before the block: a write (or a row lock, or an advisory lock)
         would be committed apart from the inbox record, or released early, so that raises.
+        The session is not for use inside the block (it has no connection there); the slow
+        part takes its own from the engine if it must (the deployer's slots do).
         In a batch the block asks the runtime to run this step alone (the batch is split).
         """
         if self._batched:

@@ -31,7 +31,7 @@ a hand-written nats-py + psycopg loop in the same run: the p99 went from 4.0x, 2
 the loop's (a full collection landed in the latency window of two) to 1.07x, 0.93x and 0.94x;
 CPU per event from 1.3 ms (2.2x-2.3x the loop's) to 0.8 ms (1.3x-1.4x); events/s from 0.5x to
 0.7x-0.8x. When the machine was quiet (load 0.5-1.1), six interleaved runs each: the loop's
-p99 was 1.4-2.5 ms, the runtime's from 1.7x-2.7x of it to 1.0x-2.1x (four of six within 1.5x).
+p99 was 1.4-2.7 ms, the runtime's from 1.7x-2.7x of it to 1.0x-2.1x (four of six within 1.5x).
 What is left is the runtime's extra CPU per message (the inbox lookup, the outbox row, the
 metrics and log context: 0.8 ms against the loop's 0.6), mostly psycopg's and SQLAlchemy's
 Python per call; neither the relay nor the published marks changed the p99 when turned off.

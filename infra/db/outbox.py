@@ -9,9 +9,10 @@ consumer's inbox drops a repeated event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import psycopg
 import structlog
 from nats import errors as nats_errors
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -117,6 +119,16 @@ SELECT event_id, subject, payload, headers, clock_timestamp()
 FROM unnest(%(ids)s::uuid[], %(subjects)s::text[], %(payloads)s::bytea[], %(headers)s::jsonb[])
     AS emitted(event_id, subject, payload, headers)
 """
+#: The same for a step that emitted exactly one event (most do): plain parameters, which
+#: psycopg adapts with a fraction of the Python that arrays take.
+_RECORD_ONE = """
+WITH inbox_row AS (
+    INSERT INTO inbox (consumer, event_id, result_event_ids, processed_at)
+    VALUES (%(consumer)s, %(event_id)s, %(results)s, clock_timestamp())
+)
+INSERT INTO outbox (event_id, subject, payload, headers, created_at)
+VALUES (%(id)s, %(subject)s, %(payload)s, %(headers)s, clock_timestamp())
+"""
 _LOOKUP_STEP = "SELECT result_event_ids FROM inbox WHERE consumer = %s AND event_id = %s"
 
 
@@ -129,46 +141,92 @@ async def _driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
     return driver
 
 
+@contextlib.asynccontextmanager
+async def _autocommit(driver: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """One statement that commits by itself (no `BEGIN`, no `COMMIT`: one round trip).
+
+    The connection is put back in transaction mode afterwards, or the handler's statements
+    of the next step would each commit alone. A connection that broke meanwhile is left as
+    it is: it is discarded, never reused.
+    """
+    await driver.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not (driver.closed or driver.broken):
+            await driver.set_autocommit(False)
+
+
 async def begin_step(
-    session: AsyncSession, consumer: str, event_id: uuid.UUID
+    driver: psycopg.AsyncConnection[Any], consumer: str, event_id: uuid.UUID
 ) -> list[uuid.UUID] | None:
-    """Open a step's transaction and look its event up in the inbox, in one round trip.
+    """Look a step's event up in the inbox, in one round trip and before its transaction.
 
     None if the consumer has not handled the event yet; else the ids of what it emitted then.
-    psycopg sends `BEGIN` in the same pipeline as the lookup.
+    The lookup runs outside a transaction: under read committed a statement sees what was
+    committed when it started, which is what it would see as the transaction's first
+    statement, so no `BEGIN` round trip is spent on it. The transaction begins with the
+    handler's first statement (psycopg sends `BEGIN` then) or not at all (`commit_step`).
     """
-    driver = await _driver(session)
-    async with driver.pipeline():
+    async with _autocommit(driver):
         cursor = await driver.execute(_LOOKUP_STEP, (consumer, event_id))
-    row = await cursor.fetchone()
+        row = await cursor.fetchone()
     return None if row is None else [uuid.UUID(str(i)) for i in row[0]]
 
 
-async def commit_step(session: AsyncSession, consumer: str, handled: HandledEvent) -> None:
+async def commit_step(
+    session: AsyncSession,
+    driver: psycopg.AsyncConnection[Any],
+    consumer: str,
+    handled: HandledEvent,
+) -> None:
     """Record one handled event and commit: one round trip after the handler's own writes.
 
-    The handler's pending ORM changes are flushed first; then the inbox and outbox rows go in
-    one statement pipelined with `COMMIT`, so all of it commits atomically or not at all. A
+    `session` is the handler's, bound to `driver`'s connection. Its pending ORM changes are
+    flushed first. If the handler's statements opened a transaction, the inbox and outbox
+    rows go in one statement pipelined with `COMMIT`, so all of it commits atomically or not
+    at all; if the handler touched no table, that one statement commits by itself. A
     concurrent replica that committed the same event first makes the inbox insert fail: the
     step is retried and then found a duplicate.
     """
-    await session.flush()
-    driver = await _driver(session)
+    if session.in_transaction():
+        await session.flush()
     emitted = handled.emitted
-    params = {
-        "consumer": consumer,
-        "event_id": handled.event_id,
-        "results": Jsonb([str(row.event_id) for row in emitted]),
-        "ids": [row.event_id for row in emitted],
-        "subjects": [row.subject for row in emitted],
-        "payloads": [row.payload for row in emitted],
-        "headers": [Jsonb(row.headers) for row in emitted],
-    }
-    async with driver.pipeline():
-        await driver.execute(_RECORD_STEP, params)
-        await driver.commit()
-    # The driver has committed; this ends the session's transaction without a round trip.
-    await session.commit()
+    results = Jsonb([str(row.event_id) for row in emitted])
+    params: dict[str, object]
+    if len(emitted) == 1:
+        [row] = emitted
+        statement = _RECORD_ONE
+        params = {
+            "consumer": consumer,
+            "event_id": handled.event_id,
+            "results": results,
+            "id": row.event_id,
+            "subject": row.subject,
+            "payload": row.payload,
+            "headers": Jsonb(row.headers),
+        }
+    else:
+        statement = _RECORD_STEP
+        params = {
+            "consumer": consumer,
+            "event_id": handled.event_id,
+            "results": results,
+            "ids": [row.event_id for row in emitted],
+            "subjects": [row.subject for row in emitted],
+            "payloads": [row.payload for row in emitted],
+            "headers": [Jsonb(row.headers) for row in emitted],
+        }
+    if driver.info.transaction_status == TransactionStatus.IDLE:
+        async with _autocommit(driver):
+            await driver.execute(statement, params)
+    else:
+        async with driver.pipeline():
+            await driver.execute(statement, params)
+            await driver.commit()
+    if session.in_transaction():
+        # The driver has committed; this ends the session's transaction without a round trip.
+        await session.commit()
 
 
 async def stored_rows(
@@ -244,7 +302,7 @@ class PublishedMarks:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
-        interval: float = 0.1,
+        interval: float = 1.0,
         batch: int = 1000,
     ) -> None:
         self._sessionmaker = sessionmaker

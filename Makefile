@@ -39,8 +39,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two workers (pytest-xdist), a test file each at a time: alone the suite kept two cores only
+# 43% busy (one test or one server set the pace). Port ranges are split between the workers
+# (tests/ports.py).
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30
 
 bench: setup
 	$(BIN)/python bench/runtime_throughput.py

@@ -46,6 +46,7 @@ from infra.stack.ports import port_is_free
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.sshd_server import Sshd
 from infra.vault import VaultClient
+from tests.ports import worker_share
 
 SERVER_NAME = "local"
 
@@ -53,16 +54,17 @@ _used_service_ports: set[int] = set()
 
 
 def service_port() -> int:
-    """A free port for a deployed service, below the kernel's ephemeral range.
+    """A free port for a deployed service, in 20000-20999 (this xdist worker's share).
 
     Every test server's port comes from `free_port()`, which is in the ephemeral range
     (`/proc/sys/net/ipv4/ip_local_port_range`), so a service port chosen early (at import) can
     never be taken by a server started later: that happened once, and the deploy's health
-    check asked OpenBao instead of the service.
+    check asked OpenBao instead of the service. Nor can a stack's deploy take it: the embedded
+    default range is 21000-21999 and the e2e stacks' blocks lie above 22000.
     """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    start, end = worker_share(20000, 21000)
     while True:
-        port = random.randrange(20000, low)
+        port = random.randrange(start, end)
         if port not in _used_service_ports and port_is_free(port):
             _used_service_ports.add(port)
             return port

@@ -37,6 +37,7 @@ from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 from .adversary import API, SANDBOX_TEST, probe_module
 from .conftest import LocalStackProcess, new_state_dir
 from .test_pipeline_llm import store_key_when_vault_is_up
+from .test_pipeline_offline import own_port_range
 
 VICTIM_MARKER = f"victim-marker-{secrets.token_hex(8)}"
 PLATFORM_WORDS = [
@@ -265,6 +266,7 @@ def test_a_hostile_project_gets_nothing_and_the_platform_keeps_running() -> None
         operator.start()
         try:
             info = stack.start()
+            own_port_range(stack)
             operator.join(10)
             assert key_stored.is_set(), "the provider key could not be stored in Vault"
 

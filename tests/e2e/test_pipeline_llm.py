@@ -33,6 +33,7 @@ from infra.stack.stack_info import STACK_FILE, StackInfo
 from tests.fakes.openai_server import Reply, ScriptedOpenAI, ToolCall
 
 from .conftest import LocalStackProcess, admin_nats, new_state_dir
+from .test_pipeline_offline import own_port_range
 
 PROMPT_PRICE, COMPLETION_PRICE = Decimal("0.5"), Decimal("1.5")
 ANALYST_TOKENS = (1200, 300)
@@ -209,6 +210,7 @@ def test_a_project_is_specified_coded_in_two_iterations_and_deployed_with_an_llm
         operator.start()
         try:
             info = stack.start()
+            own_port_range(stack)
             operator.join(10)
             assert key_stored.is_set(), "the provider key could not be stored in Vault"
 

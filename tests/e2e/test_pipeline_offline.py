@@ -33,6 +33,7 @@ from dotenv import dotenv_values
 from infra.console_chat_file import console_chat_path
 from infra.stack.bootstrap import LOCAL_PORT_RANGE
 from infra.stack.ports import port_is_free
+from tests.ports import worker_share
 
 from .conftest import LocalStackProcess
 
@@ -130,12 +131,16 @@ def own_port_range(stack: LocalStackProcess, size: int = 100) -> tuple[int, int]
     ((low, high),) = sql(stack, "SELECT port_min, port_max FROM servers WHERE name = 'local'")
     if (low, high) != LOCAL_PORT_RANGE:
         return low, high  # already moved by another module sharing this stack
-    for base in random.sample(range(22000, 32000, size), k=(32000 - 22000) // size):
+    # Blocks lie between 22000 and 32000, above the embedded default range (21000-21999) and
+    # the deployer tests' service ports; each xdist worker draws from its own share.
+    start, end = worker_share(22000, 32000)
+    bases = range(start, end - size + 1, size)
+    for base in random.sample(bases, k=len(bases)):
         if all(port_is_free(port) for port in range(base, base + size)):
             sql(stack, "UPDATE servers SET port_min = %s, port_max = %s WHERE name = 'local'",
                 base, base + size - 1)
             return base, base + size - 1
-    raise AssertionError("no free block of ports between 22000 and 32000 on this machine")
+    raise AssertionError(f"no free block of ports between {start} and {end} on this machine")
 
 
 def release_dir(stack: LocalStackProcess, slug: str) -> Path:

@@ -9,12 +9,14 @@ import time
 import httpx
 
 from .conftest import LocalStackProcess, _cmdline, _cwd, new_state_dir, processes_mentioning
+from .test_pipeline_offline import own_port_range
 
 
 def test_up_request_status_and_clean_shutdown() -> None:
     stack = LocalStackProcess(new_state_dir("up"), env={"ORCH_LLM__PROVIDER": "offline"})
     try:
         info = stack.start()
+        own_port_range(stack)
         printed = "".join(stack.output)
         for part in ("nats", "postgres", "openbao", "sshd", "git daemon", "coordinator"):
             assert part in printed, printed

@@ -17,8 +17,7 @@ from sqlalchemy.event import listen as event_listen
 
 from contracts import events as ev
 from infra.bus.publisher import JetStreamPublisher
-from infra.bus.runtime import ConsumerApp, StepContext
-from infra.bus.topology import apply_consumers
+from infra.bus.runtime import StepContext
 from infra.stack.nats_server import NatsServer
 
 from .conftest import plain_url, sql, wait_for
@@ -26,25 +25,19 @@ from .test_runtime_faults import (
     acks_settled,
     dead_letters,
     effects,
-    fault_settings,
+    insert_effect,
     request,
     serving,
+    worker_app,
 )
-from .workload import worker_spec
 
-_INSERT_EFFECT = text(
-    "INSERT INTO effects (event_id, replica, description) VALUES (:e, 'held', :d)"
-)
+_INSERT_EFFECT = insert_effect("held")
 
 
 async def test_the_held_connection_is_kept_between_steps_and_replaced_once_it_breaks(
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
-    spec = worker_spec()
-    await apply_consumers(nc.jsm(), (spec,))
-    app = ConsumerApp(
-        "test-worker", settings=fault_settings(fresh_nats.url, migrated_db), specs=[spec]
-    )
+    app, spec = await worker_app(nc, fresh_nats.url, migrated_db)
     backends: list[int] = []
 
     @app.handles(ev.ProjectRequested)
@@ -87,11 +80,7 @@ async def test_a_slow_step_hands_the_held_connection_back_to_the_pool(
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
     """The loop's connection is not kept idle through a slow part: the pool gets it back."""
-    spec = worker_spec()
-    await apply_consumers(nc.jsm(), (spec,))
-    app = ConsumerApp(
-        "test-worker", settings=fault_settings(fresh_nats.url, migrated_db), specs=[spec]
-    )
+    app, _spec = await worker_app(nc, fresh_nats.url, migrated_db)
     checked_in: list[int] = []
     seen: dict[str, bool] = {}
 

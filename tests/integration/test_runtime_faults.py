@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from contracts import events as ev
-from contracts.topology import DLQ, INTENTS, dlq_subject
+from contracts.topology import DLQ, INTENTS, ConsumerSpec, dlq_subject
 from infra.bus.dead_letter import DeadLetterQueue
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.runtime import ConsumerApp, StepContext, TransientError
@@ -49,6 +49,22 @@ def fault_settings(nats_url: str, db_url: str, **consumer: object) -> Settings:
             "database_probe_seconds": 0.2,
             **consumer,
         },
+    )
+
+
+async def worker_app(
+    nc: Client, nats_url: str, db_url: str, **spec_options: object
+) -> tuple[ConsumerApp, ConsumerSpec]:
+    """A `test-worker` app on the worker durable (applied to the server), with fault settings."""
+    spec = worker_spec(**spec_options)  # type: ignore[arg-type]
+    await apply_consumers(nc.jsm(), (spec,))
+    return ConsumerApp("test-worker", settings=fault_settings(nats_url, db_url), specs=[spec]), spec
+
+
+def insert_effect(replica: str) -> TextClause:
+    """The effect a test handler writes: one `effects` row per event, labelled `replica`."""
+    return text(
+        f"INSERT INTO effects (event_id, replica, description) VALUES (:e, '{replica}', :d)"
     )
 
 

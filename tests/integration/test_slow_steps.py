@@ -29,15 +29,15 @@ from .test_runtime_faults import (
     effects,
     fault_settings,
     fetched,
+    insert_effect,
     request,
     serving,
     serving_without_pullers,
+    worker_app,
 )
 from .workload import worker_spec
 
-_INSERT_EFFECT = text(
-    "INSERT INTO effects (event_id, replica, description) VALUES (:e, 'slow', :d)"
-)
+_INSERT_EFFECT = insert_effect("slow")
 
 
 async def transaction_still_open(db_url: str, backend: int, since: datetime) -> bool:
@@ -57,11 +57,7 @@ async def transaction_still_open(db_url: str, backend: int, since: datetime) -> 
 async def test_a_slow_step_commits_its_reads_works_with_no_transaction_then_records_once(
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
-    spec = worker_spec()
-    await apply_consumers(nc.jsm(), (spec,))
-    app = ConsumerApp(
-        "test-worker", settings=fault_settings(fresh_nats.url, migrated_db), specs=[spec]
-    )
+    app, _spec = await worker_app(nc, fresh_nats.url, migrated_db)
     seen: dict[str, object] = {}
 
     @app.handles(ev.ProjectRequested)
@@ -105,11 +101,7 @@ async def test_a_step_that_writes_before_its_slow_part_is_refused_and_its_write_
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
     """Its write would otherwise commit apart from the inbox record (done twice on a retry)."""
-    spec = worker_spec(max_deliver=1)
-    await apply_consumers(nc.jsm(), (spec,))
-    app = ConsumerApp(
-        "test-worker", settings=fault_settings(fresh_nats.url, migrated_db), specs=[spec]
-    )
+    app, _spec = await worker_app(nc, fresh_nats.url, migrated_db, max_deliver=1)
 
     @app.handles(ev.ProjectRequested)
     async def handle(ctx: StepContext, event: ev.ProjectRequested) -> None:

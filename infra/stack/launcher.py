@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -80,6 +81,8 @@ DEFAULT_PORTS = {
     "sshd": 2222,
     "git": 9418,
 }
+#: Held by every stack on the machine while it chooses its servers' ports and starts them.
+PORT_CHOICE_LOCK = Path(tempfile.gettempdir()) / "orchestrator-ports.lock"
 # The operator token lives 1h (its role's TTL); re-login well before, while the stack runs.
 OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
 # The state dir is private; when PostgreSQL runs as the postgres user (we are root) that user
@@ -129,17 +132,15 @@ class LocalStack:
         # One NATS user per process with fresh passwords at every start: the server's config
         # holds their bcrypt hashes, Vault the passwords (each readable by its process only).
         self.nats_passwords = new_passwords(all_permissions())
+        # Free ports for now; the well-known ones are taken, when free, as the servers start.
         self.nats = NatsServer(
-            self.state_dir / "nats",
-            _preferred_port("nats"),
-            monitor_port=_preferred_port("nats_monitor"),
-            authorization=render_authorization(self.nats_passwords),
+            self.state_dir / "nats", authorization=render_authorization(self.nats_passwords)
         )
-        self.postgres = PostgresServer(self.state_dir / "postgres", _preferred_port("postgres"))
+        self.postgres = PostgresServer(self.state_dir / "postgres")
         # On disk, not dev mode: secrets people stored must survive a restart of the stack.
-        self.openbao = OpenBaoServer(self.state_dir / "openbao", _preferred_port("openbao"))
-        self.sshd = Sshd(self.state_dir / "sshd", _preferred_port("sshd"))
-        self.git = GitDaemon(self.state_dir / "git", _preferred_port("git"))
+        self.openbao = OpenBaoServer(self.state_dir / "openbao")
+        self.sshd = Sshd(self.state_dir / "sshd")
+        self.git = GitDaemon(self.state_dir / "git")
         self.credentials: dict[str, AppRoleCredentials] = {}
         self.credential_files = CredentialFiles(self.state_dir)
         # Accessors of the secret ids issued to each child, oldest first.
@@ -157,10 +158,7 @@ class LocalStack:
         from infra.vault import VaultClient
 
         try:
-            # Independent of each other: started side by side (about 2 s instead of 3.5).
-            start_together(
-                (self.nats, self.postgres, self.openbao, self.sshd, self.git), self.timings
-            )
+            self._start_servers()
             with self._timed("vault bootstrap"):
                 self.credentials = bootstrap_openbao(
                     self.openbao.addr,
@@ -203,6 +201,26 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def _start_servers(self) -> None:
+        """Start the five servers side by side (about 2 s instead of 3.5 one after another).
+
+        A well-known port (4222, 5432, ...) is used when it is free, so a developer's tools find
+        the stack where they expect. Two stacks starting at the same moment would both see it
+        free; the loser's server would die, or worse, its readiness probe would reach the
+        winner's (a Vault "already initialized"). So choosing the ports and starting the
+        servers is one step, under a lock every stack on the machine takes.
+        """
+        with _machine_lock(PORT_CHOICE_LOCK):
+            self.nats.port = _preferred_port("nats", self.nats.port)
+            self.nats.monitor_port = _preferred_port("nats_monitor", self.nats.monitor_port)
+            self.postgres.port = _preferred_port("postgres", self.postgres.port)
+            self.openbao.port = _preferred_port("openbao", self.openbao.port)
+            self.sshd.port = _preferred_port("sshd", self.sshd.port)
+            self.git.port = _preferred_port("git", self.git.port)
+            start_together(
+                (self.nats, self.postgres, self.openbao, self.sshd, self.git), self.timings
+            )
 
     def stop(self) -> None:
         """Stop the servers, dependents first."""
@@ -532,9 +550,20 @@ def _secs(stack: LocalStack, part: str) -> str:
     return f"{stack.timings[part]:.1f}s"
 
 
-def _preferred_port(name: str) -> int:
+def _preferred_port(name: str, otherwise: int) -> int:
     port = DEFAULT_PORTS[name]
-    return port if port_is_free(port) else free_port()
+    return port if port_is_free(port) else otherwise
+
+
+@contextlib.contextmanager
+def _machine_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock every stack on this machine shares (released if we die)."""
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _distinct_free_ports(count: int) -> list[int]:

@@ -179,6 +179,27 @@ class LocalStackProcess:
             return f"(no nats-server log: {exc})"
         return "\nnats-server log:\n" + "\n".join(text.splitlines()[-lines:])
 
+    def diagnostics(
+        self, processes: tuple[str, ...] = ("engineer", "deployer"), lines: int = 20
+    ) -> str:
+        """What a stalled stack shows an operator: `orchestrator lag` and its processes' logs.
+
+        For a failure message: a test that waited in vain says where the work stood.
+        """
+        lag = self.cli("lag", timeout=60)
+        parts = [f"\norchestrator lag:\n{lag.stdout}{lag.stderr}", self.launcher_output()]
+        for name in processes:
+            try:
+                text = (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
+            except OSError as exc:
+                text = f"(no log: {exc})"
+            parts.append(f"\n{name}.log:\n" + "\n".join(text.splitlines()[-lines:]))
+        return "".join(parts)
+
+    def launcher_output(self, lines: int = 30) -> str:
+        """The end of what `orchestrator up` printed (read so far)."""
+        return "\norchestrator up printed:\n" + "".join(self.output[-lines:])
+
     def interrupt(self) -> int | None:
         """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""
         if self.process is None:

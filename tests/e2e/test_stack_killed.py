@@ -103,9 +103,8 @@ def test_stack_killed_with_ten_projects_in_flight_recovers_all_of_them() -> None
             names,
         )
         assert len(rows) == PROJECTS, f"{len(rows)} projects for {PROJECTS} names: {rows}"
-        assert all(row[2] == "active" for row in rows), [
-            (row[1], row[2], row[5]) for row in rows if row[2] != "active"
-        ]
+        stalled = [(row[1], row[2], row[5]) for row in rows if row[2] != "active"]
+        assert not stalled, f"{stalled}{stack.diagnostics()}"
         assert sorted(row[0] for row in rows) == sorted(project_ids)
         ports = [row[3] for row in rows]
         assert len(set(ports)) == PROJECTS, sorted(ports)

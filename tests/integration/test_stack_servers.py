@@ -16,6 +16,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hvac
@@ -340,6 +341,39 @@ def test_openbao_bootstrap_is_idempotent(openbao: BootstrappedOpenBao) -> None:
     again = bootstrap_openbao(openbao.addr, openbao.root_token, ["deployer"])
     assert again["deployer"].role_id == openbao.credentials["deployer"].role_id
     assert approle_login(openbao.addr, again["deployer"])
+
+
+def test_two_stacks_starting_at_once_each_come_up_on_ports_of_their_own() -> None:
+    """Both see 4222, 5432 and 8200 free; one takes them, the other free ports, and both run.
+
+    Unlocked, the second stack's PostgreSQL died on "address already in use" and its Vault
+    probe reached the first stack's Vault ("already initialized").
+    """
+    dirs = [Path(tempfile.mkdtemp(prefix="orchestrator-test-twin-")) for _ in range(2)]
+    stacks = [LocalStack(directory) for directory in dirs]
+    for directory in dirs:
+        directory.chmod(0o711)  # as `orchestrator up` leaves its state directory
+    # The servers die with the thread that spawned them: the pool lives until they are stopped.
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        starts = [pool.submit(stack.start) for stack in stacks]
+        for start in starts:
+            start.result(timeout=180)
+        first, second = stacks
+        assert {first.nats.port, first.postgres.port, first.openbao.port}.isdisjoint(
+            {second.nats.port, second.postgres.port, second.openbao.port}
+        )
+        for stack in stacks:  # each password and root token is its own stack's: its own servers
+            with psycopg.connect(stack.postgres.url.replace("+psycopg", "")) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            vault = hvac.Client(url=stack.openbao.addr, token=stack.openbao.root_token)
+            assert vault.is_authenticated()
+    finally:
+        for stack in stacks:
+            stack.stop()
+        pool.shutdown()
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_each_start_gets_a_fresh_secret_id_and_replaced_ones_stop_working(

@@ -303,7 +303,7 @@ class LocalStackProcess:
         while processes_mentioning(str(self.state_dir)) and time.monotonic() < deadline:
             time.sleep(0.2)
         keep = os.environ.get("ORCH_E2E_KEEP_LOGS")  # a directory to copy the logs into
-        if keep:
+        if keep and (self.state_dir / "logs").is_dir():
             shutil.copytree(
                 self.state_dir / "logs", Path(keep) / self.state_dir.name, dirs_exist_ok=True
             )

@@ -20,7 +20,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,7 +49,8 @@ from infra.stack.openbao_server import (
     mint_secret_id,
     policy_names,
 )
-from infra.stack.ports import free_port, port_is_free
+from infra.stack.port_book import PortTaken, booked_ports
+from infra.stack.ports import free_port
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.process import CommandError, ServerStartError, start_together
 from infra.stack.sshd_server import Sshd
@@ -72,17 +72,6 @@ API = "api"
 #: Runs whichever consumers are selected: lag must stay visible while a consumer is down.
 LAG_EXPORTER = "lag_exporter"
 PROMETHEUS_TARGETS = "prometheus-targets.json"
-# Well-known ports are used when free, so a developer's tools find the stack where they expect.
-DEFAULT_PORTS = {
-    "nats": 4222,
-    "nats_monitor": 8222,
-    "postgres": 5432,
-    "openbao": 8200,
-    "sshd": 2222,
-    "git": 9418,
-}
-#: Held by every stack on the machine while it chooses its servers' ports and starts them.
-PORT_CHOICE_LOCK = Path(tempfile.gettempdir()) / "orchestrator-ports.lock"
 # The operator token lives 1h (its role's TTL); re-login well before, while the stack runs.
 OPERATOR_TOKEN_REFRESH_SECONDS = 30 * 60
 # The state dir is private; when PostgreSQL runs as the postgres user (we are root) that user
@@ -205,19 +194,23 @@ class LocalStack:
     def _start_servers(self) -> None:
         """Start the five servers side by side (about 2 s instead of 3.5 one after another).
 
-        A well-known port (4222, 5432, ...) is used when it is free, so a developer's tools find
-        the stack where they expect. Two stacks starting at the same moment would both see it
-        free; the loser's server would die, or worse, its readiness probe would reach the
-        winner's (a Vault "already initialized"). So choosing the ports and starting the
-        servers is one step, under a lock every stack on the machine takes.
+        On the ports this state directory's stack had before, or, for a new one, well-known
+        ports no other stack holds (`infra.stack.port_book`).
         """
-        with _machine_lock(PORT_CHOICE_LOCK):
-            self.nats.port = _preferred_port("nats", self.nats.port)
-            self.nats.monitor_port = _preferred_port("nats_monitor", self.nats.monitor_port)
-            self.postgres.port = _preferred_port("postgres", self.postgres.port)
-            self.openbao.port = _preferred_port("openbao", self.openbao.port)
-            self.sshd.port = _preferred_port("sshd", self.sshd.port)
-            self.git.port = _preferred_port("git", self.git.port)
+        proposed = {
+            "nats": self.nats.port,
+            "nats_monitor": self.nats.monitor_port,
+            "postgres": self.postgres.port,
+            "openbao": self.openbao.port,
+            "sshd": self.sshd.port,
+            "git": self.git.port,
+        }
+        with booked_ports(self.state_dir, proposed) as ports:
+            self.nats.port, self.nats.monitor_port = ports["nats"], ports["nats_monitor"]
+            self.postgres.port = ports["postgres"]
+            self.openbao.port = ports["openbao"]
+            self.sshd.port = ports["sshd"]
+            self.git.port = ports["git"]
             start_together(
                 (self.nats, self.postgres, self.openbao, self.sshd, self.git), self.timings
             )
@@ -360,7 +353,7 @@ def run_up(
             zygote.launch()
             with LocalStack(state_dir) as stack:
                 return asyncio.run(_serve(stack, processes, zygote, on_ready))
-        except (ServerStartError, CommandError, FileNotFoundError) as error:
+        except (ServerStartError, CommandError, PortTaken, FileNotFoundError) as error:
             print(f"orchestrator up: the local stack could not start: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
@@ -548,22 +541,6 @@ def _topology_summary(stack: LocalStack) -> str:
 
 def _secs(stack: LocalStack, part: str) -> str:
     return f"{stack.timings[part]:.1f}s"
-
-
-def _preferred_port(name: str, otherwise: int) -> int:
-    port = DEFAULT_PORTS[name]
-    return port if port_is_free(port) else otherwise
-
-
-@contextlib.contextmanager
-def _machine_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock every stack on this machine shares (released if we die)."""
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _distinct_free_ports(count: int) -> list[int]:

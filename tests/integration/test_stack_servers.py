@@ -40,6 +40,7 @@ from infra.stack.openbao_server import (
     approle_login,
     bootstrap_openbao,
 )
+from infra.stack.port_book import PortTaken
 from infra.stack.postgres_server import PostgresServer
 from infra.stack.process import (
     ManagedProcess,
@@ -372,6 +373,60 @@ def test_two_stacks_starting_at_once_each_come_up_on_ports_of_their_own() -> Non
         for stack in stacks:
             stack.stop()
         pool.shutdown()
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _listening_ports(stack: LocalStack) -> dict[str, int]:
+    return {
+        "nats": stack.nats.port,
+        "nats_monitor": stack.nats.monitor_port,
+        "postgres": stack.postgres.port,
+        "openbao": stack.openbao.port,
+        "sshd": stack.sshd.port,
+        "git": stack.git.port,
+    }
+
+
+def test_a_restarted_stack_keeps_its_ports_and_no_stack_takes_them_while_it_is_down() -> None:
+    """The git daemon's port is in every repository URL a stack stored: it must come back on it.
+
+    A stack killed while holding 9418 and restarted after another stack started came back on
+    a random port, and every build of its projects failed to clone the old URL.
+    """
+    dirs = [Path(tempfile.mkdtemp(prefix="orchestrator-test-restart-")) for _ in range(2)]
+    for directory in dirs:
+        directory.chmod(0o711)  # as `orchestrator up` leaves its state directory
+    running: list[LocalStack] = []
+    try:
+        first = LocalStack(dirs[0])
+        running.append(first)
+        first.start()
+        before = _listening_ports(first)
+        first.stop()
+
+        other = LocalStack(dirs[1])  # starts while the first is down
+        running.append(other)
+        other.start()
+        assert set(_listening_ports(other).values()).isdisjoint(before.values())
+
+        again = LocalStack(dirs[0])
+        running.append(again)
+        again.start()
+        assert _listening_ports(again) == before
+        again.stop()
+
+        with socket.socket() as squatter:  # someone else took the port the records name
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", before["git"]))
+            squatter.listen()
+            blocked = LocalStack(dirs[0])
+            running.append(blocked)
+            with pytest.raises(PortTaken, match=f"port {before['git']} of this stack's git"):
+                blocked.start()
+    finally:
+        for stack in running:
+            stack.stop()
         for directory in dirs:
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -42,10 +42,9 @@ lint: setup
 # Two workers (pytest-xdist), a test file each at a time: alone the suite kept two cores only
 # 43% busy (one test or one server set the pace). Port ranges are split between the workers
 # (tests/ports.py). Files run in the order tests/conftest.py gives (heaviest folders first), not
-# xdist's (most tests first, which left the longest e2e files for last); the e2e modules sharing
-# one stack form one group.
+# xdist's (most tests first, which left the longest e2e files for last).
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 bench: setup
 	$(BIN)/python bench/runtime_throughput.py

@@ -42,15 +42,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{tier}: {description}")
 
 
-#: The folders whose files take longest, in the order they run. With two workers (pytest-xdist)
-#: each worker takes the next file as it finishes one; a heavy file taken last keeps one worker
-#: busy while the other idles (the three-minute stack-killed test used to run last).
+#: The folders whose files take longest, in the order they run. With two workers (pytest-xdist,
+#: `--dist loadfile --no-loadscope-reorder`) each worker takes the next file as it finishes one;
+#: a heavy file taken last keeps one worker busy while the other idles (xdist's own order, most
+#: tests first, left the three-minute stack-killed test for last).
 _HEAVY_FIRST = ("e2e", "integration", "engineer", "deployer", "repo")
-#: The e2e modules that share the package's embedded stack go to one worker, which boots it once.
-_SHARED_STACK_FIXTURE = "offline_stack"
 
 
-@pytest.hookimpl(tryfirst=True)  # the xdist groups must be marked before xdist reads them
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_dir = Path(__file__).parent
 
@@ -64,9 +62,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = folder(item)
         # Per-component folders (tests/deployer, tests/analyst, ...) run against real servers.
         item.add_marker(getattr(pytest.mark, tier if tier in _TIERS else "integration"))
-        shared = _SHARED_STACK_FIXTURE in getattr(item, "fixturenames", ())
-        group = "e2e-shared-stack" if shared else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))  # `--dist loadgroup`: a file at a time
     heavy = {name: rank for rank, name in enumerate(_HEAVY_FIRST)}
     items.sort(key=lambda item: heavy.get(folder(item), len(heavy)))  # stable: file order kept
 

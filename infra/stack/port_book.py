@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -37,6 +36,8 @@ WELL_KNOWN = {
 STORED_ADDRESSES = frozenset({"git"})
 #: In each state directory: the ports its stack's servers were given.
 PORTS_FILE = "ports.json"
+#: The user's list of state directories whose stacks hold ports.
+BOOK_FILE = "stacks.json"
 
 
 class PortTaken(RuntimeError):
@@ -53,10 +54,10 @@ def booked_ports(state_dir: Path, proposed: Mapping[str, int]) -> Iterator[dict[
         others = [other for other in stacks if other != state_dir]
         claimed = {port for other in others for port in remembered_ports(other).values()}
         remembered = remembered_ports(state_dir)
-        chosen = {
-            name: _choose(name, remembered.get(name), fallback, claimed)
-            for name, fallback in proposed.items()
-        }
+        chosen: dict[str, int] = {}
+        for name, fallback in proposed.items():
+            chosen[name] = _choose(name, remembered.get(name), fallback, claimed)
+            claimed.add(chosen[name])  # two servers of this stack never share one either
         path = state_dir / PORTS_FILE
         path.write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n")
         stacks[:] = [*others, state_dir]
@@ -76,11 +77,12 @@ def remembered_ports(state_dir: Path) -> dict[str, int]:
 
 def _choose(name: str, remembered: int | None, fallback: int, claimed: set[int]) -> int:
     if remembered is not None:
-        if port_is_free(remembered):
+        if remembered not in claimed and port_is_free(remembered):
             return remembered
         if name in STORED_ADDRESSES:
             raise PortTaken(
-                f"port {remembered} of this stack's {name} is in use by another process, and "
+                f"port {remembered} of this stack's {name} is taken (by another process, or "
+                f"another stack of this user has it), and "
                 f"the stack's records name it (every repository URL is "
                 f"git://127.0.0.1:{remembered}/...). Stop what listens there (see "
                 f"`ss -ltnp 'sport = :{remembered}'`) and run `orchestrator up` again."
@@ -98,10 +100,14 @@ def _choose(name: str, remembered: int | None, fallback: int, claimed: set[int])
 def _locked_book() -> Iterator[list[Path]]:
     """The state directories of this user's stacks, locked; changes to the list are saved.
 
-    Directories that no longer hold a ports file (removed, a test's temp dir) drop out.
+    Directories that no longer hold a ports file (removed, a test's temp dir) drop out. The
+    book is the user's own state (`$XDG_STATE_HOME/orchestrator`), never a shared temp dir
+    where another user could plant it.
     """
-    path = Path(tempfile.gettempdir()) / f"orchestrator-stacks-{os.getuid()}.json"
-    with path.open("a+") as book:
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    directory = Path(state_home) / "orchestrator"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (directory / BOOK_FILE).open("a+") as book:
         fcntl.flock(book, fcntl.LOCK_EX)
         book.seek(0)
         try:

@@ -173,32 +173,23 @@ class LocalStackProcess:
 
     def nats_log_tail(self, lines: int = 40) -> str:
         """The end of the stack's nats-server log, for a failure message about the bus."""
-        try:
-            text = (self.state_dir / "nats" / "nats-n1.log").read_text(errors="replace")
-        except OSError as exc:
-            return f"(no nats-server log: {exc})"
-        return "\nnats-server log:\n" + "\n".join(text.splitlines()[-lines:])
+        return _log_tail("nats-server", self.state_dir / "nats" / "nats-n1.log", lines)
 
     def diagnostics(
         self, processes: tuple[str, ...] = ("engineer", "deployer"), lines: int = 20
     ) -> str:
-        """What a stalled stack shows an operator: `orchestrator lag` and its processes' logs.
-
-        For a failure message: a test that waited in vain says where the work stood.
+        """What a stalled stack shows an operator: `orchestrator lag`, what `up` printed (read
+        so far) and its processes' logs. For a failure message: a test that waited in vain says
+        where the work stood.
         """
         lag = self.cli("lag", timeout=60)
-        parts = [f"\norchestrator lag:\n{lag.stdout}{lag.stderr}", self.launcher_output()]
+        parts = [
+            f"\norchestrator lag:\n{lag.stdout}{lag.stderr}",
+            "\norchestrator up printed:\n" + "".join(self.output[-lines:]),
+        ]
         for name in processes:
-            try:
-                text = (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
-            except OSError as exc:
-                text = f"(no log: {exc})"
-            parts.append(f"\n{name}.log:\n" + "\n".join(text.splitlines()[-lines:]))
+            parts.append(_log_tail(name, self.state_dir / "logs" / f"{name}.log", lines))
         return "".join(parts)
-
-    def launcher_output(self, lines: int = 30) -> str:
-        """The end of what `orchestrator up` printed (read so far)."""
-        return "\norchestrator up printed:\n" + "".join(self.output[-lines:])
 
     def interrupt(self) -> int | None:
         """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""
@@ -361,6 +352,14 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def _log_tail(name: str, path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"\n(no {name} log: {exc})"
+    return f"\n{name} log:\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def new_state_dir(prefix: str) -> Path:

@@ -13,9 +13,11 @@ Long steps send `in_progress` heartbeats so JetStream does not redeliver them el
 
 A message handled alone is the latency path, so it is kept lean. Each pull loop holds one
 database connection between the messages it handles alone (`infra.db.step_connection`) and
-binds the step's session to it, so there is no pool checkout and checkin per message; a
-connection that broke is invalidated and replaced, never reused, and a slow step hands it
-back to the pool for its slow part (`StepContext.without_transaction`). The inbox lookup is
+binds the step's session to it, so there is no pool checkout and checkin per message (the
+session is made when the handler first asks for it: a step that only emits an event never
+pays for one); a connection that broke is invalidated and replaced, never reused, and a slow
+step hands it back to the pool for its slow part (`StepContext.without_transaction`). A
+single emitted event is published without a task of its own. The inbox lookup is
 sent before the transaction begins, in one round trip (under read committed it sees what the
 transaction's first statement would); the inbox and outbox rows go in one statement,
 pipelined with `COMMIT` after the handler's writes, or committing by itself when the handler
@@ -133,15 +135,34 @@ class StepContext:
     """What a handler gets besides its event."""
 
     consumer: str
-    session: AsyncSession
     log: structlog.stdlib.BoundLogger
     delivery: int
     _msg: Msg = field(repr=False)
+    #: The batch's session; a step handled alone gets its own when it first asks (`session`).
+    _session: AsyncSession | None = field(default=None, repr=False)
+    _sessionmaker: async_sessionmaker[AsyncSession] | None = field(default=None, repr=False)
 
     #: In a batch the transaction is shared with other events' steps, so it cannot be closed.
     _batched: bool = field(default=False, repr=False)
     #: The pull loop's held connection the session is bound to (a step handled alone).
     _held: StepConnection | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> AsyncSession:
+        """The step's session: its reads and writes commit with its inbox and outbox rows.
+
+        Made on first use, bound to the pull loop's held connection: most steps that emit an
+        event without reading anything never pay for a session.
+        """
+        if self._session is None:
+            assert self._sessionmaker is not None and self._held is not None
+            self._session = self._sessionmaker(bind=self._held.connection)
+        return self._session
+
+    @property
+    def opened_session(self) -> AsyncSession | None:
+        """The session if the handler asked for one, else None."""
+        return self._session
 
     async def heartbeat(self) -> None:
         """Tell JetStream the step is still running (resets the ack timer)."""
@@ -167,8 +188,8 @@ class StepContext:
         """
         if self._batched:
             raise _OwnTransactionNeeded(f"{self.consumer}: a slow step runs in its own transaction")
-        session = self.session
-        if session.in_transaction():
+        session = self._session
+        if session is not None and session.in_transaction():
             pending = session.new or session.dirty or session.deleted
             if pending or await session.scalar(_WROTE_OR_LOCKED):
                 raise RuntimeError(
@@ -185,7 +206,8 @@ class StepContext:
         await held.release()
         yield
         connection, _ = await held.acquire()
-        session.sync_session.bind = connection.sync_connection
+        if session is not None:
+            session.sync_session.bind = connection.sync_connection
 
 
 #: True once the step's transaction holds something a commit would make permanent or release.
@@ -608,10 +630,10 @@ class ConsumerApp:
                     with _message_context(spec, event):
                         ctx = StepContext(
                             spec.durable,
-                            session,
                             bound,
                             delivery.number,
                             delivery.msg,
+                            _session=session,
                             _batched=True,
                         )
                         emitted = _as_list(
@@ -794,8 +816,8 @@ class ConsumerApp:
     ) -> _StepRows:
         assert self.sessionmaker is not None
         event = delivery.event
-        connection, driver = await held.acquire()
-        session: AsyncSession | None = None
+        _, driver = await held.acquire()
+        ctx: StepContext | None = None
         try:
             recorded = await begin_step(driver, spec.durable, event.event_id)
             if recorded is not None:
@@ -805,11 +827,16 @@ class ConsumerApp:
                 bound.debug("step.duplicate")
                 rows = await self._unpublished(recorded)
                 return _StepRows(rows, duplicate=True)
-            # Bound to the held connection: it begins its transaction there (psycopg sends
-            # `BEGIN` with its first statement) and a commit of its own costs no round trip.
-            session = self.sessionmaker(bind=connection)
+            # The session, if the handler asks for one, is bound to the held connection: it
+            # begins its transaction there (psycopg sends `BEGIN` with its first statement)
+            # and a commit of its own costs no round trip.
             ctx = StepContext(
-                spec.durable, session, bound, delivery.number, delivery.msg, _held=held
+                spec.durable,
+                bound,
+                delivery.number,
+                delivery.msg,
+                _sessionmaker=self.sessionmaker,
+                _held=held,
             )
             emitted = tuple(
                 OutboxRow.of(e)
@@ -817,9 +844,13 @@ class ConsumerApp:
             )
             # A slow step may have handed the connection back and taken another meanwhile.
             await commit_step(
-                session, held.driver, spec.durable, HandledEvent(event.event_id, emitted)
+                ctx.opened_session,
+                held.driver,
+                spec.durable,
+                HandledEvent(event.event_id, emitted),
             )
         except BaseException:
+            session = ctx.opened_session if ctx is not None else None
             if session is not None:
                 with contextlib.suppress(Exception):
                     await session.close()

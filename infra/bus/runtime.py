@@ -17,7 +17,10 @@ binds the step's session to it, so there is no pool checkout and checkin per mes
 session is made when the handler first asks for it: a step that only emits an event never
 pays for one); a connection that broke is invalidated and replaced, never reused, and a slow
 step hands it back to the pool for its slow part (`StepContext.without_transaction`). A
-single emitted event is published without a task of its own. The inbox lookup is
+single emitted event is published without a task of its own. The loop asks for its next
+message as soon as a step has committed (`infra.bus.pull`), so one that arrived meanwhile is
+in hand once the step's event is published and its message acknowledged, not a fetch round
+trip later (it is what a message queued behind a slow one waited for). The inbox lookup is
 sent before the transaction begins, in one round trip (under read committed it sees what the
 transaction's first statement would); the inbox and outbox rows go in one statement,
 pipelined with `COMMIT` after the handler's writes, or committing by itself when the handler
@@ -37,6 +40,19 @@ p99 was 1.4-2.7 ms, the runtime's from 1.7x-2.7x of it to 1.0x-2.1x (four of six
 What is left is the runtime's extra CPU per message (the inbox lookup, the outbox row, the
 metrics and log context: 0.8 ms against the loop's 0.6), mostly psycopg's and SQLAlchemy's
 Python per call; neither the relay nor the published marks changed the p99 when turned off.
+
+The session made on demand and the early pull request (issue 9), same benchmark, six runs
+each interleaved with the version before, in two quiet windows (load average 1.1-2.6): the
+runtime's p99 was 2.8-4.4 ms against the loop's 2.2-3.0, 1.16x-1.57x (five of six within
+1.5x); before, 2.8-5.5 ms against 2.0-3.6, 0.97x-2.09x (also five of six). CPU per event
+went from 0.74-0.92 ms to 0.69-0.77 (the loop's: 0.56-0.64), events/s from 0.66x-0.86x the
+loop's to 0.93x-1.08x. Runs under load average 4-14 scattered from 0.1x to 19x for both
+versions alike: the ratio is set by the moments the machine stalls one of the two (they run
+one after the other), not by the runtime's path. What the early request changes is measured
+directly: a message queued behind the one before started 0.01 ms after it was done (median;
+0.09 ms p90), where it waited 0.5-0.6 ms for the fetch (2.1-2.8 ms p90) at load average
+8-13. With the default batch size the runtime kept 5.6x-17x the loop's events/s (before
+3.3x-5.2x; runs at load average 3-9).
 
 Why not FastStream's subscriber pipeline: measured here, its per-message path cost ~6.8 ms
 of CPU per event and its batch loop waits to fill a batch until its timeout, which is the
@@ -60,8 +76,6 @@ from typing import Any, TypeVar
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -73,6 +87,7 @@ from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
 from infra.bus.faults import DatabaseGate, is_connectivity_error, is_contention_error
 from infra.bus.publisher import JetStreamPublisher
+from infra.bus.pull import PullRequests
 from infra.bus.topology import apply_consumers, ensure_streams, transient_max_deliver
 from infra.db.outbox import (
     HandledEvent,
@@ -123,6 +138,11 @@ class TransientError(Exception):
 #: The connection the running pull loop holds between the steps it handles alone.
 _HELD_CONNECTION: contextvars.ContextVar[StepConnection | None] = contextvars.ContextVar(
     "held_connection", default=None
+)
+
+#: The running pull loop's requests, asked early once the last step of a batch has committed.
+_PULL_REQUESTS: contextvars.ContextVar[PullRequests | None] = contextvars.ContextVar(
+    "pull_requests", default=None
 )
 
 #: Free re-runs of a step that met a dead pooled connection while the database was up (after a
@@ -237,6 +257,8 @@ class _Delivery:
     event: Event
     #: Acked, nacked or parked: no longer ours, so no longer heartbeaten.
     settled: bool = False
+    #: The last of its batch to be handled: once it has committed, the loop asks for more.
+    last: bool = False
 
     @property
     def number(self) -> int:
@@ -381,7 +403,7 @@ class ConsumerApp:
         for spec in self.specs:
             for index in range(spec.parallel):
                 name = f"pull-{spec.durable}-{index}"
-                self._pullers.append(asyncio.create_task(self._pull(js, spec, name), name=name))
+                self._pullers.append(asyncio.create_task(self._pull(spec, name), name=name))
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
     async def _first_connection(self, **credentials: Any) -> Client:
@@ -519,42 +541,51 @@ class ConsumerApp:
     # ------------------------------------------------------------------ pulling
 
     def batch_size(self, spec: ConsumerSpec) -> int:
-        # Parallel pull loops fetch one message each: a multi-message fetch that got its first
-        # message keeps waiting for the rest while the other loop takes them (nats-py).
+        # Parallel pull loops take one message each: they are there for slow steps, where a
+        # batch would hold messages that another loop could start on.
         if spec.parallel > 1:
             return 1
         return self.settings.consumer.batch_size or spec.batch_size
 
-    async def _pull(self, js: JetStreamContext, spec: ConsumerSpec, name: str) -> None:
+    async def _pull(self, spec: ConsumerSpec, name: str) -> None:
         """Fetch what is waiting (up to a batch), handle it, repeat until stopping."""
-        subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
-        assert self.engine is not None
+        assert self.nc is not None and self.engine is not None
+        consumer = self.settings.consumer
+        requests = PullRequests(
+            self.nc,
+            spec.stream.name,
+            spec.durable,
+            batch=self.batch_size(spec),
+            expires=consumer.fetch_wait_seconds,
+            heartbeat=consumer.heartbeat_seconds,
+        )
+        await requests.open()
         held = StepConnection(self.engine)
-        # A task's context is its own: each loop's steps see the loop's connection.
+        # A task's context is its own: each loop's steps see the loop's connection and requests.
         _HELD_CONNECTION.set(held)
+        _PULL_REQUESTS.set(requests)
         try:
-            await self._pull_until_stopped(subscription, spec, name)
+            await self._pull_until_stopped(requests, spec, name)
         finally:
             # Unsubscribed here, the connection's drain at shutdown does not wait on it.
             with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+                await requests.close()
             with contextlib.suppress(Exception):
                 await held.release()
 
     async def _pull_until_stopped(
-        self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec, name: str
+        self, requests: PullRequests, spec: ConsumerSpec, name: str
     ) -> None:
-        wait = self.settings.consumer.fetch_wait_seconds
         while not self._stopping.is_set():
             if self.database is not None and not self.database.is_open:
                 # The database is down: fetching more would only hold more messages idle.
                 await self.database.opened()
                 continue
             try:
-                # Returns as soon as anything is there; waits up to `wait` when idle.
-                msgs = await subscription.fetch(self.batch_size(spec), timeout=wait)
-            except (NatsTimeoutError, TimeoutError):
-                continue
+                # Returns as soon as anything is there; waits up to `fetch_wait` when idle.
+                msgs = await requests.fetch()
+                if not msgs:
+                    continue
             except Exception as exc:
                 if self._closed.is_set():
                     return
@@ -594,9 +625,13 @@ class ConsumerApp:
         fresh = lock_order([d for d in deliveries if d.number == 1])
         alone = [d for d in deliveries if d.number > 1]
         try:
-            together = len(fresh) > 1 and await self._handle_together(spec, fresh, started)
+            together = len(fresh) > 1 and await self._handle_together(
+                spec, fresh, started, last=not alone
+            )
             if not together:
                 alone = fresh + alone
+            if alone:
+                alone[-1].last = True
             for delivery in alone:
                 try:
                     await self._handle_alone(spec, delivery)
@@ -607,9 +642,12 @@ class ConsumerApp:
             heartbeat.stop()
 
     async def _handle_together(
-        self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float
+        self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float, *, last: bool
     ) -> bool:
-        """The fast path: the whole batch in one transaction. False if any handler failed."""
+        """The fast path: the whole batch in one transaction. False if any handler failed.
+
+        `last`: no message of the batch is left to handle after these (none was redelivered).
+        """
         assert self.sessionmaker is not None
         bound = structlog.get_logger(f"consumers.{self.process}")
         if any(d.event.TYPE not in self.handlers for d in deliveries):
@@ -649,6 +687,8 @@ class ConsumerApp:
                 # Split only once the database is back: alone, each would wait here anyway.
                 await self.database.wait_until_reachable()
             return False
+        if last:
+            await self._ask_early()
         rows = [row for h in handled for row in h.emitted]
         earlier = [i for ids in duplicates.values() for i in ids]
         rows += await self._unpublished(earlier)
@@ -704,11 +744,27 @@ class ConsumerApp:
                         continue
                 return await self._failed(spec, delivery, exc, bound)
             break
+        if delivery.last:
+            await self._ask_early()
         published = await self._publish(rows.emitted)
         await self._settle(delivery, "ack")
         if published and self.marks is not None:
             self.marks.add(rows.emitted)
         return "duplicate" if rows.duplicate else "ok"
+
+    async def _ask_early(self) -> None:
+        """The batch's last step has committed: ask for the next messages while it is published
+        and acknowledged, so they are here when the loop is (`infra.bus.pull`)."""
+        requests = _PULL_REQUESTS.get()
+        if requests is None or self._stopping.is_set():
+            return
+        if self.database is not None and not self.database.is_open:
+            return
+        try:
+            await requests.ask()
+        except Exception as exc:
+            # The loop asks again when it fetches, and reports there if it still fails.
+            log.debug("consumer.early_pull_failed", error=str(exc))
 
     async def _failed(
         self,

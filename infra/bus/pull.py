@@ -115,6 +115,9 @@ class PullRequests:
                 self._owed = 0
         self._stop_keepalive()
         taken = [self._arrived.popleft() for _ in range(min(self._batch, len(self._arrived)))]
+        if self._arrived:
+            # More came than a batch (a request thought lost was answered after all).
+            self._start_keepalive()
         ended, self._ended = self._ended, None
         if not taken and ended is not None and not _normal_end(ended):
             raise PullFailed(ended)
@@ -128,8 +131,7 @@ class PullRequests:
             self._arrived.append(msg)
             self._owed = max(0, self._owed - 1)
             if self._keepalive is None:
-                loop = asyncio.get_running_loop()
-                self._keepalive = loop.call_later(self._heartbeat, self._keep_held)
+                self._start_keepalive()
         else:
             assert msg.headers is not None
             self._ended = f"{status} {msg.headers.get('Description', '')}".strip()
@@ -142,6 +144,9 @@ class PullRequests:
         if not self._arrived:
             return
         self._beat = asyncio.ensure_future(_in_progress(list(self._arrived)))
+        self._start_keepalive()
+
+    def _start_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         self._keepalive = loop.call_later(self._heartbeat, self._keep_held)
 

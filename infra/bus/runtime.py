@@ -13,9 +13,14 @@ Long steps send `in_progress` heartbeats so JetStream does not redeliver them el
 
 A message handled alone is the latency path, so it is kept lean. Each pull loop holds one
 database connection between the messages it handles alone (`infra.db.step_connection`) and
-binds the step's session to it, so there is no pool checkout and checkin per message; a
-connection that broke is invalidated and replaced, never reused, and a slow step hands it
-back to the pool for its slow part (`StepContext.without_transaction`). The inbox lookup is
+binds the step's session to it, so there is no pool checkout and checkin per message (the
+session is made when the handler first asks for it: a step that only emits an event never
+pays for one); a connection that broke is invalidated and replaced, never reused, and a slow
+step hands it back to the pool for its slow part (`StepContext.without_transaction`). A
+single emitted event is published without a task of its own. The loop asks for its next
+message as soon as a step has committed (`infra.bus.pull`), so one that arrived meanwhile is
+in hand once the step's event is published and its message acknowledged, not a fetch round
+trip later (it is what a message queued behind a slow one waited for). The inbox lookup is
 sent before the transaction begins, in one round trip (under read committed it sees what the
 transaction's first statement would); the inbox and outbox rows go in one statement,
 pipelined with `COMMIT` after the handler's writes, or committing by itself when the handler
@@ -35,6 +40,19 @@ p99 was 1.4-2.7 ms, the runtime's from 1.7x-2.7x of it to 1.0x-2.1x (four of six
 What is left is the runtime's extra CPU per message (the inbox lookup, the outbox row, the
 metrics and log context: 0.8 ms against the loop's 0.6), mostly psycopg's and SQLAlchemy's
 Python per call; neither the relay nor the published marks changed the p99 when turned off.
+
+The session made on demand and the early pull request (issue 9), same benchmark, six runs
+each interleaved with the version before, in two quiet windows (load average 1.1-2.6): the
+runtime's p99 was 2.8-4.4 ms against the loop's 2.2-3.0, 1.16x-1.57x (five of six within
+1.5x); before, 2.8-5.5 ms against 2.0-3.6, 0.97x-2.09x (also five of six). CPU per event
+went from 0.74-0.92 ms to 0.69-0.77 (the loop's: 0.56-0.64), events/s from 0.66x-0.86x the
+loop's to 0.93x-1.08x. Runs under load average 4-14 scattered from 0.1x to 19x for both
+versions alike: the ratio is set by the moments the machine stalls one of the two (they run
+one after the other), not by the runtime's path. What the early request changes is measured
+directly: a message queued behind the one before started 0.01 ms after it was done (median;
+0.09 ms p90), where it waited 0.5-0.6 ms for the fetch (2.1-2.8 ms p90) at load average
+8-13. With the default batch size the runtime kept 5.6x-17x the loop's events/s (before
+3.3x-5.2x; runs at load average 3-9).
 
 Why not FastStream's subscriber pipeline: measured here, its per-message path cost ~6.8 ms
 of CPU per event and its batch loop waits to fill a batch until its timeout, which is the
@@ -58,8 +76,6 @@ from typing import Any, TypeVar
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -71,6 +87,7 @@ from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
 from infra.bus.faults import DatabaseGate, is_connectivity_error, is_contention_error
 from infra.bus.publisher import JetStreamPublisher
+from infra.bus.pull import PullRequests
 from infra.bus.topology import apply_consumers, ensure_streams, transient_max_deliver
 from infra.db.outbox import (
     HandledEvent,
@@ -123,6 +140,11 @@ _HELD_CONNECTION: contextvars.ContextVar[StepConnection | None] = contextvars.Co
     "held_connection", default=None
 )
 
+#: The running pull loop's requests, asked early once the last step of a batch has committed.
+_PULL_REQUESTS: contextvars.ContextVar[PullRequests | None] = contextvars.ContextVar(
+    "pull_requests", default=None
+)
+
 #: Free re-runs of a step that met a dead pooled connection while the database was up (after a
 #: database restart every pooled connection is dead; the pool replaces them one by one).
 _STALE_CONNECTION_RERUNS = 3
@@ -133,15 +155,34 @@ class StepContext:
     """What a handler gets besides its event."""
 
     consumer: str
-    session: AsyncSession
     log: structlog.stdlib.BoundLogger
     delivery: int
     _msg: Msg = field(repr=False)
+    #: The batch's session; a step handled alone gets its own when it first asks (`session`).
+    _session: AsyncSession | None = field(default=None, repr=False)
+    _sessionmaker: async_sessionmaker[AsyncSession] | None = field(default=None, repr=False)
 
     #: In a batch the transaction is shared with other events' steps, so it cannot be closed.
     _batched: bool = field(default=False, repr=False)
     #: The pull loop's held connection the session is bound to (a step handled alone).
     _held: StepConnection | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> AsyncSession:
+        """The step's session: its reads and writes commit with its inbox and outbox rows.
+
+        Made on first use, bound to the pull loop's held connection: most steps that emit an
+        event without reading anything never pay for a session.
+        """
+        if self._session is None:
+            assert self._sessionmaker is not None and self._held is not None
+            self._session = self._sessionmaker(bind=self._held.connection)
+        return self._session
+
+    @property
+    def opened_session(self) -> AsyncSession | None:
+        """The session if the handler asked for one, else None."""
+        return self._session
 
     async def heartbeat(self) -> None:
         """Tell JetStream the step is still running (resets the ack timer)."""
@@ -167,8 +208,8 @@ class StepContext:
         """
         if self._batched:
             raise _OwnTransactionNeeded(f"{self.consumer}: a slow step runs in its own transaction")
-        session = self.session
-        if session.in_transaction():
+        session = self._session
+        if session is not None and session.in_transaction():
             pending = session.new or session.dirty or session.deleted
             if pending or await session.scalar(_WROTE_OR_LOCKED):
                 raise RuntimeError(
@@ -185,7 +226,8 @@ class StepContext:
         await held.release()
         yield
         connection, _ = await held.acquire()
-        session.sync_session.bind = connection.sync_connection
+        if session is not None:
+            session.sync_session.bind = connection.sync_connection
 
 
 #: True once the step's transaction holds something a commit would make permanent or release.
@@ -215,6 +257,8 @@ class _Delivery:
     event: Event
     #: Acked, nacked or parked: no longer ours, so no longer heartbeaten.
     settled: bool = False
+    #: The last of its batch to be handled: once it has committed, the loop asks for more.
+    last: bool = False
 
     @property
     def number(self) -> int:
@@ -359,7 +403,7 @@ class ConsumerApp:
         for spec in self.specs:
             for index in range(spec.parallel):
                 name = f"pull-{spec.durable}-{index}"
-                self._pullers.append(asyncio.create_task(self._pull(js, spec, name), name=name))
+                self._pullers.append(asyncio.create_task(self._pull(spec, name), name=name))
         log.info("consumer.started", process=self.process, durables=[s.durable for s in self.specs])
 
     async def _first_connection(self, **credentials: Any) -> Client:
@@ -497,42 +541,51 @@ class ConsumerApp:
     # ------------------------------------------------------------------ pulling
 
     def batch_size(self, spec: ConsumerSpec) -> int:
-        # Parallel pull loops fetch one message each: a multi-message fetch that got its first
-        # message keeps waiting for the rest while the other loop takes them (nats-py).
+        # Parallel pull loops take one message each: they are there for slow steps, where a
+        # batch would hold messages that another loop could start on.
         if spec.parallel > 1:
             return 1
         return self.settings.consumer.batch_size or spec.batch_size
 
-    async def _pull(self, js: JetStreamContext, spec: ConsumerSpec, name: str) -> None:
+    async def _pull(self, spec: ConsumerSpec, name: str) -> None:
         """Fetch what is waiting (up to a batch), handle it, repeat until stopping."""
-        subscription = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
-        assert self.engine is not None
+        assert self.nc is not None and self.engine is not None
+        consumer = self.settings.consumer
+        requests = PullRequests(
+            self.nc,
+            spec.stream.name,
+            spec.durable,
+            batch=self.batch_size(spec),
+            expires=consumer.fetch_wait_seconds,
+            heartbeat=consumer.heartbeat_seconds,
+        )
+        await requests.open()
         held = StepConnection(self.engine)
-        # A task's context is its own: each loop's steps see the loop's connection.
+        # A task's context is its own: each loop's steps see the loop's connection and requests.
         _HELD_CONNECTION.set(held)
+        _PULL_REQUESTS.set(requests)
         try:
-            await self._pull_until_stopped(subscription, spec, name)
+            await self._pull_until_stopped(requests, spec, name)
         finally:
             # Unsubscribed here, the connection's drain at shutdown does not wait on it.
             with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+                await requests.close()
             with contextlib.suppress(Exception):
                 await held.release()
 
     async def _pull_until_stopped(
-        self, subscription: JetStreamContext.PullSubscription, spec: ConsumerSpec, name: str
+        self, requests: PullRequests, spec: ConsumerSpec, name: str
     ) -> None:
-        wait = self.settings.consumer.fetch_wait_seconds
         while not self._stopping.is_set():
             if self.database is not None and not self.database.is_open:
                 # The database is down: fetching more would only hold more messages idle.
                 await self.database.opened()
                 continue
             try:
-                # Returns as soon as anything is there; waits up to `wait` when idle.
-                msgs = await subscription.fetch(self.batch_size(spec), timeout=wait)
-            except (NatsTimeoutError, TimeoutError):
-                continue
+                # Returns as soon as anything is there; waits up to `fetch_wait` when idle.
+                msgs = await requests.fetch()
+                if not msgs:
+                    continue
             except Exception as exc:
                 if self._closed.is_set():
                     return
@@ -572,9 +625,13 @@ class ConsumerApp:
         fresh = lock_order([d for d in deliveries if d.number == 1])
         alone = [d for d in deliveries if d.number > 1]
         try:
-            together = len(fresh) > 1 and await self._handle_together(spec, fresh, started)
+            together = len(fresh) > 1 and await self._handle_together(
+                spec, fresh, started, last=not alone
+            )
             if not together:
                 alone = fresh + alone
+            if alone:
+                alone[-1].last = True
             for delivery in alone:
                 try:
                     await self._handle_alone(spec, delivery)
@@ -585,9 +642,12 @@ class ConsumerApp:
             heartbeat.stop()
 
     async def _handle_together(
-        self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float
+        self, spec: ConsumerSpec, deliveries: list[_Delivery], started: float, *, last: bool
     ) -> bool:
-        """The fast path: the whole batch in one transaction. False if any handler failed."""
+        """The fast path: the whole batch in one transaction. False if any handler failed.
+
+        `last`: no message of the batch is left to handle after these (none was redelivered).
+        """
         assert self.sessionmaker is not None
         bound = structlog.get_logger(f"consumers.{self.process}")
         if any(d.event.TYPE not in self.handlers for d in deliveries):
@@ -608,10 +668,10 @@ class ConsumerApp:
                     with _message_context(spec, event):
                         ctx = StepContext(
                             spec.durable,
-                            session,
                             bound,
                             delivery.number,
                             delivery.msg,
+                            _session=session,
                             _batched=True,
                         )
                         emitted = _as_list(
@@ -627,6 +687,8 @@ class ConsumerApp:
                 # Split only once the database is back: alone, each would wait here anyway.
                 await self.database.wait_until_reachable()
             return False
+        if last:
+            await self._ask_early()
         rows = [row for h in handled for row in h.emitted]
         earlier = [i for ids in duplicates.values() for i in ids]
         rows += await self._unpublished(earlier)
@@ -682,11 +744,27 @@ class ConsumerApp:
                         continue
                 return await self._failed(spec, delivery, exc, bound)
             break
+        if delivery.last:
+            await self._ask_early()
         published = await self._publish(rows.emitted)
         await self._settle(delivery, "ack")
         if published and self.marks is not None:
             self.marks.add(rows.emitted)
         return "duplicate" if rows.duplicate else "ok"
+
+    async def _ask_early(self) -> None:
+        """The batch's last step has committed: ask for the next messages while it is published
+        and acknowledged, so they are here when the loop is (`infra.bus.pull`)."""
+        requests = _PULL_REQUESTS.get()
+        if requests is None or self._stopping.is_set():
+            return
+        if self.database is not None and not self.database.is_open:
+            return
+        try:
+            await requests.ask()
+        except Exception as exc:
+            # The loop asks again when it fetches, and reports there if it still fails.
+            log.debug("consumer.early_pull_failed", error=str(exc))
 
     async def _failed(
         self,
@@ -794,8 +872,8 @@ class ConsumerApp:
     ) -> _StepRows:
         assert self.sessionmaker is not None
         event = delivery.event
-        connection, driver = await held.acquire()
-        session: AsyncSession | None = None
+        _, driver = await held.acquire()
+        ctx: StepContext | None = None
         try:
             recorded = await begin_step(driver, spec.durable, event.event_id)
             if recorded is not None:
@@ -805,11 +883,16 @@ class ConsumerApp:
                 bound.debug("step.duplicate")
                 rows = await self._unpublished(recorded)
                 return _StepRows(rows, duplicate=True)
-            # Bound to the held connection: it begins its transaction there (psycopg sends
-            # `BEGIN` with its first statement) and a commit of its own costs no round trip.
-            session = self.sessionmaker(bind=connection)
+            # The session, if the handler asks for one, is bound to the held connection: it
+            # begins its transaction there (psycopg sends `BEGIN` with its first statement)
+            # and a commit of its own costs no round trip.
             ctx = StepContext(
-                spec.durable, session, bound, delivery.number, delivery.msg, _held=held
+                spec.durable,
+                bound,
+                delivery.number,
+                delivery.msg,
+                _sessionmaker=self.sessionmaker,
+                _held=held,
             )
             emitted = tuple(
                 OutboxRow.of(e)
@@ -817,9 +900,13 @@ class ConsumerApp:
             )
             # A slow step may have handed the connection back and taken another meanwhile.
             await commit_step(
-                session, held.driver, spec.durable, HandledEvent(event.event_id, emitted)
+                ctx.opened_session,
+                held.driver,
+                spec.durable,
+                HandledEvent(event.event_id, emitted),
             )
         except BaseException:
+            session = ctx.opened_session if ctx is not None else None
             if session is not None:
                 with contextlib.suppress(Exception):
                     await session.close()

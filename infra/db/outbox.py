@@ -175,21 +175,21 @@ async def begin_step(
 
 
 async def commit_step(
-    session: AsyncSession,
+    session: AsyncSession | None,
     driver: psycopg.AsyncConnection[Any],
     consumer: str,
     handled: HandledEvent,
 ) -> None:
     """Record one handled event and commit: one round trip after the handler's own writes.
 
-    `session` is the handler's, bound to `driver`'s connection. Its pending ORM changes are
-    flushed first. If the handler's statements opened a transaction, the inbox and outbox
-    rows go in one statement pipelined with `COMMIT`, so all of it commits atomically or not
-    at all; if the handler touched no table, that one statement commits by itself. A
-    concurrent replica that committed the same event first makes the inbox insert fail: the
-    step is retried and then found a duplicate.
+    `session` is the handler's (None if it used none), bound to `driver`'s connection. Its
+    pending ORM changes are flushed first. If the handler's statements opened a transaction,
+    the inbox and outbox rows go in one statement pipelined with `COMMIT`, so all of it
+    commits atomically or not at all; if the handler touched no table, that one statement
+    commits by itself. A concurrent replica that committed the same event first makes the
+    inbox insert fail: the step is retried and then found a duplicate.
     """
-    if session.in_transaction():
+    if session is not None and session.in_transaction():
         await session.flush()
     emitted = handled.emitted
     results = Jsonb([str(row.event_id) for row in emitted])
@@ -224,7 +224,7 @@ async def commit_step(
         async with driver.pipeline():
             await driver.execute(statement, params)
             await driver.commit()
-    if session.in_transaction():
+    if session is not None and session.in_transaction():
         # The driver has committed; this ends the session's transaction without a round trip.
         await session.commit()
 
@@ -257,6 +257,11 @@ async def stored_rows(
 
 async def publish_rows(publisher: RawPublisher, rows: Sequence[OutboxRow]) -> None:
     """Publish committed outbox rows, concurrently (each waits for the stream's ack)."""
+    if len(rows) == 1:
+        # Most steps emit one event: awaited here, it costs no task of its own.
+        [row] = rows
+        await publisher.publish_raw(row.subject, row.payload, row.headers)
+        return
     await asyncio.gather(
         *(publisher.publish_raw(row.subject, row.payload, row.headers) for row in rows)
     )

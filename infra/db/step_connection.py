@@ -47,6 +47,12 @@ class StepConnection:
         return self._connection, self._driver
 
     @property
+    def connection(self) -> AsyncConnection:
+        """The held connection (one must be held: a slow step's block holds none)."""
+        assert self._connection is not None, "no connection is held"
+        return self._connection
+
+    @property
     def driver(self) -> psycopg.AsyncConnection[Any]:
         """The psycopg connection of the held connection (one must be held)."""
         assert self._driver is not None, "no connection is held"

@@ -58,22 +58,35 @@ async def test_a_request_returns_what_is_waiting_at_once_and_nothing_after_its_e
     nc: Client,
 ) -> None:
     await durable(nc)
-    pull = requests(nc, batch=10, expires=1.0)
+    # Held open for the rest of its batch, the request would return only at its 60 s expiry.
+    pull = requests(nc, batch=10, expires=60.0)
     await pull.open()
     try:
         await publish(nc, b"one", b"two", b"three")
         started = time.monotonic()
         msgs = await pull.fetch()
         assert [m.data for m in msgs] == [b"one", b"two", b"three"]
-        assert time.monotonic() - started < 0.5  # not held open for the rest of the batch
+        assert time.monotonic() - started < 30
         for msg in msgs:
             await msg.ack()
-
-        started = time.monotonic()
-        assert await pull.fetch() == []
-        assert 0.8 < time.monotonic() - started < 3.0
     finally:
         await pull.close()
+
+    idle = requests(nc, expires=1.0)
+    await idle.open()
+    try:
+        started = time.monotonic()
+        assert await idle.fetch() == []
+        assert 0.8 < time.monotonic() - started < 30  # ends with its expiry, not before
+    finally:
+        await idle.close()
+
+
+async def wait_for_pending(nc: Client, expected: tuple[int, int, int]) -> None:
+    """Until the server counts `expected` (it counts a delivery when it sends it)."""
+    async with asyncio.timeout(30):
+        while await pending(nc) != expected:
+            await asyncio.sleep(0.05)
 
 
 async def test_an_early_request_is_answered_before_the_loop_fetches(nc: Client) -> None:
@@ -86,8 +99,7 @@ async def test_an_early_request_is_answered_before_the_loop_fetches(nc: Client) 
         assert await pending(nc) == (1, 1, 0)
         await pull.ask()  # as the runtime does once the first step has committed
         await pull.ask()  # one request at a time: a second ask adds nothing
-        await asyncio.sleep(0.3)
-        assert await pending(nc) == (2, 0, 0)  # the second is already ours
+        await wait_for_pending(nc, (2, 0, 0))  # the second is ours before the loop fetches
         await first.ack()
         [second] = await pull.fetch()
         assert second.data == b"second"
@@ -99,13 +111,19 @@ async def test_an_early_request_is_answered_before_the_loop_fetches(nc: Client) 
 async def test_a_held_message_is_kept_in_progress_and_handed_back_when_the_loop_stops(
     nc: Client,
 ) -> None:
-    await durable(nc, ack_wait=1.0)
-    pull = requests(nc, heartbeat=0.3)
+    await durable(nc, ack_wait=2.0)
+    pull = requests(nc, heartbeat=0.1)  # twenty keepalives per ack wait: margin for a busy CPU
     await pull.open()
     await publish(nc, b"held")
     await pull.ask()
-    # Held for three ack waits without being fetched: the keepalive keeps it from expiring.
-    await asyncio.sleep(3.0)
+    await wait_for_pending(nc, (1, 0, 0))
+    rival = requests(nc, expires=5.0)  # another replica, asking all the while
+    await rival.open()
+    try:
+        # Two and a half ack waits: had the keepalive lapsed, the message would be the rival's.
+        assert await rival.fetch() == []
+    finally:
+        await rival.close()
     assert await pending(nc) == (1, 0, 0)
 
     await pull.close()
@@ -113,8 +131,8 @@ async def test_a_held_message_is_kept_in_progress_and_handed_back_when_the_loop_
     await other.open()
     try:
         started = time.monotonic()
-        [again] = await other.fetch()  # at once, not after an ack wait
-        assert time.monotonic() - started < 0.5
+        [again] = await other.fetch()  # handed back: at once, not after the 2 s ack wait
+        assert time.monotonic() - started < 1.5
         assert again.data == b"held" and again.metadata.num_delivered == 2
         await again.ack()
     finally:

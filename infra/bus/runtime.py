@@ -71,7 +71,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -317,6 +317,13 @@ def _message_context(spec: ConsumerSpec, event: Event) -> Iterator[None]:
 class ConsumerApp:
     """One process's durables and handlers; `run()` is the process's main loop."""
 
+    #: Whether `start` freezes what startup built (`_freeze_startup_objects`) and `stop` thaws
+    #: it. A process that starts and stops many apps turns it off: the test suite's workers,
+    #: whose harness freezes their large heap once (tests/conftest.py). There, a full
+    #: collection at every start, and a thaw of the harness's freeze at every stop, cost the
+    #: two workers about 45 s of CPU per suite run.
+    freeze_startup_objects: ClassVar[bool] = True
+
     def __init__(
         self,
         process: str,
@@ -399,7 +406,8 @@ class ConsumerApp:
         self.collectors.append(ConsumerLagCollector(jsm, self.specs))
         for collector in self.collectors:
             collector.start()
-        _freeze_startup_objects()
+        if self.freeze_startup_objects:
+            _freeze_startup_objects()
         for spec in self.specs:
             for index in range(spec.parallel):
                 name = f"pull-{spec.durable}-{index}"
@@ -486,8 +494,9 @@ class ConsumerApp:
         if self.engine is not None:
             await self.engine.dispose()
         await self.endpoints.close()
-        # What startup froze may be garbage now (a process that starts several apps: tests).
-        gc.unfreeze()
+        # What startup froze may be garbage now (a process that starts several apps).
+        if self.freeze_startup_objects:
+            gc.unfreeze()
 
     def _nats_connection(self) -> Client | None:
         return self.nc

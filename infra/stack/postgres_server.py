@@ -94,19 +94,21 @@ class PostgresServer(ManagedProcess):
             f"postgresql+psycopg://{APP_ROLE}:{self._app_password}@127.0.0.1:{self.port}/{database}"
         )
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database owned by the application role and return its URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database owned by the application role and return its URL: empty, or a
+        copy of `template` (a database nobody is connected to)."""
         if not _DATABASE_NAME.match(name):
             raise ValueError(
                 f"database name {name!r} must be lowercase letters, digits and underscores "
                 "(at most 63, not starting with a digit)"
             )
+        statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(APP_ROLE)
+        )
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self._admin_connection() as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(APP_ROLE)
-                )
-            )
+            conn.execute(statement)
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:

@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import nats
-import pytest
 from nats.js.client import JetStreamContext
 from sqlalchemy import select
 
@@ -19,7 +18,6 @@ from contracts import events as ev
 from contracts.envelope import Event
 from infra.bus.codec import decode
 from infra.bus.publisher import JetStreamPublisher
-from infra.db.migrate import upgrade
 from infra.db.models import LlmUsage
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import LLMSettings, QuotaSettings, Settings
@@ -29,12 +27,6 @@ from tests.analyst.test_llm_service import expense_spec
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
 Running = tuple[JetStreamPublisher, Callable[[], Awaitable[Event]]]
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)
-    return database_url
 
 
 @asynccontextmanager

@@ -18,7 +18,6 @@ from contracts import events as ev
 from contracts.envelope import Event
 from infra.bus.codec import decode
 from infra.bus.publisher import JetStreamPublisher
-from infra.db.migrate import upgrade
 from infra.db.models import LlmUsage
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import LLMSettings, Settings
@@ -29,12 +28,6 @@ from tests.fakes.openai_server import Reply, ScriptedOpenAI
 
 PROVIDER_KEY = "sk-engineer-provider-key-42"
 Running = tuple[JetStreamPublisher, Callable[[], Awaitable[Event]]]
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)
-    return database_url
 
 
 @asynccontextmanager

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consumers.engineer.llm_proxy.ledger import DatabaseLedger
 from consumers.engineer.llm_proxy.run import ProxyLauncher
-from infra.db.migrate import upgrade
 from infra.db.models import LlmUsage, Project, User
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import LLMSettings, QuotaSettings
@@ -39,9 +38,8 @@ async def provider_key() -> str:
 
 
 @pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    upgrade(database_url)
-    engine = make_engine(database_url, pool_size=3)
+async def sessions(migrated_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(migrated_url, pool_size=3)
     try:
         yield make_sessionmaker(engine)
     finally:

@@ -17,7 +17,6 @@ import pytest
 from nats.aio.client import Client
 
 from infra.bus.topology import apply_topology
-from infra.db.migrate import upgrade
 from infra.stack.nats_server import NatsServer
 from infra.stack.postgres_server import PostgresServer
 
@@ -45,11 +44,10 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def migrated_db(database_url: str) -> str:
-    upgrade(database_url)
-    with psycopg.connect(plain_url(database_url), autocommit=True) as conn:
+def migrated_db(migrated_url: str) -> str:
+    with psycopg.connect(plain_url(migrated_url), autocommit=True) as conn:
         conn.execute(EFFECTS_DDL)
-    return database_url
+    return migrated_url
 
 
 @pytest.fixture

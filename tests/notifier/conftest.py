@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consumers.notifier.telegram_chat import make_bot
 from infra.bus.runtime import ConsumerApp
 from infra.bus.topology import apply_topology
-from infra.db.migrate import upgrade
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import Settings
 from infra.stack.nats_server import NatsServer
@@ -39,12 +38,6 @@ async def bot(telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
         yield bot
     finally:
         await bot.session.close()
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)
-    return database_url
 
 
 @pytest.fixture

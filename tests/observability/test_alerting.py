@@ -33,7 +33,6 @@ from contracts.topology import PROJECT
 from infra.bus.credentials import NatsCredentials, store_credentials
 from infra.bus.permissions import ADMIN, LAG_EXPORTER, all_permissions, new_passwords
 from infra.bus.publisher import JetStreamPublisher
-from infra.db.migrate import upgrade
 from infra.db.models import User, UserRole
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import Settings
@@ -129,9 +128,8 @@ def exporter(bus: NatsServer, openbao: BootstrappedOpenBao, tmp_path: Path) -> I
 
 
 @pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    upgrade(database_url)
-    engine = make_engine(database_url, pool_size=5)
+async def sessionmaker(migrated_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(migrated_url, pool_size=5)
     try:
         yield make_sessionmaker(engine)
     finally:

@@ -7,18 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.db.migrate import upgrade
 from infra.db.models import Server, ServerState
 from infra.db.session import make_engine, make_sessionmaker
 
 AddServer = Callable[..., Awaitable[int]]
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    """A fresh database with every migration applied."""
-    upgrade(database_url)
-    return database_url
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from contracts.spec import (
     ProjectSpec,
     ServiceKind,
 )
-from infra.db.migrate import upgrade
 from infra.stack.git_daemon import GitDaemon
 from tests.repo.fake_github import FakeGitHub
 
@@ -92,9 +91,3 @@ async def github(git_daemon: GitDaemon) -> AsyncIterator[FakeGitHub]:
 
     async with FakeGitHub(GITHUB_TOKEN, clone_url_for, init_bare) as fake:
         yield fake
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    upgrade(database_url)
-    return database_url

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_topology
-from infra.db.migrate import upgrade
 from infra.db.models import Project, ProjectState
 from infra.db.session import make_engine, make_sessionmaker
 from infra.logging import configure_logging
@@ -67,9 +66,8 @@ async def nc(bus_url: str) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    upgrade(database_url)
-    engine = make_engine(database_url, pool_size=5)
+async def sessionmaker(migrated_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(migrated_url, pool_size=5)
     try:
         yield make_sessionmaker(engine)
     finally:

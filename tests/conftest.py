@@ -118,9 +118,26 @@ def database_url(request: pytest.FixtureRequest, postgres_server: PostgresServer
     migrations' head, copied from `migrated_template` (PostgreSQL copies files instead of
     running every migration's DDL again).
     """
-    migrated = "migrated_url" in request.fixturenames
-    template = request.getfixturevalue("migrated_template") if migrated else None
-    yield from _fresh_database(postgres_server, template)
+    name = f"test_{uuid.uuid4().hex}"
+    if "migrated_url" in request.fixturenames:
+        template = request.getfixturevalue("migrated_template")
+        url = postgres_server.create_database(name, template=template)
+        _AT_HEAD.add(url)
+    else:
+        url = postgres_server.create_database(name)
+    yield url
+    _AT_HEAD.discard(url)
+    # A connection attempt cancelled mid-authentication (a task stopped while its pool was
+    # connecting: psycopg's connect generator leaves the socket to the PGconn's finalizer) keeps
+    # a backend in "authentication"; DROP DATABASE waits for every backend to absorb its
+    # barrier, which one still authenticating does only at `authentication_timeout` (60 s).
+    # Collecting the garbage closes such sockets first (cheap: the heap is frozen, above).
+    gc.collect()
+    postgres_server.drop_database(name)
+
+
+#: Test databases copied from `migrated_template`, so already at the migrations' head.
+_AT_HEAD: set[str] = set()
 
 
 @pytest.fixture(scope="session")
@@ -133,21 +150,14 @@ def migrated_template(postgres_server: PostgresServer) -> str:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    """The test's database (`database_url`), at the migrations' head."""
+    """The test's database (`database_url`), at the migrations' head.
+
+    A fixture that asks for this one only at run time (`request.getfixturevalue`) gets an
+    empty `database_url` (it is not in the test's fixture closure), which is migrated here.
+    """
+    if database_url not in _AT_HEAD:
+        upgrade(database_url)
     return database_url
-
-
-def _fresh_database(server: PostgresServer, template: str | None = None) -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex}"
-    url = server.create_database(name, template=template)
-    yield url
-    # A connection attempt cancelled mid-authentication (a task stopped while its pool was
-    # connecting: psycopg's connect generator leaves the socket to the PGconn's finalizer) keeps
-    # a backend in "authentication"; DROP DATABASE waits for every backend to absorb its
-    # barrier, which one still authenticating does only at `authentication_timeout` (60 s).
-    # Collecting the garbage closes such sockets first (cheap: the heap is frozen, above).
-    gc.collect()
-    server.drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ConsumerApp.freeze_startup_objects = False
 
 
-#: The folders whose files take longest, in the order they run. With two workers (pytest-xdist,
+#: The folders whose files take longest, in the order they run. With several workers (pytest-xdist,
 #: `--dist loadfile --no-loadscope-reorder`) each worker takes the next file as it finishes one;
-#: a heavy file taken last keeps one worker busy while the other idles (xdist's own order, most
+#: a heavy file taken last keeps one worker busy while the others idle (xdist's own order, most
 #: tests first, left the three-minute stack-killed test for last).
 _HEAVY_FIRST = ("e2e", "integration", "engineer", "deployer", "repo")
 

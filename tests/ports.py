@@ -1,6 +1,6 @@
 """Port ranges the tests hand out, shared out between pytest-xdist workers.
 
-`make test` runs the suite in two worker processes (`-n 2`). A port chosen for a deployed
+`make test` runs the suite in three worker processes (`-n 3`). A port chosen for a deployed
 service, or a block of ports given to a stack, is checked free when it is chosen but bound
 only later, so two workers could choose the same one; each worker takes its own share of a
 range instead. Without xdist the share is the whole range.

@@ -47,8 +47,8 @@ lint: setup
 # Three workers (pytest-xdist), a test file each at a time, in the order tests/conftest.py gives
 # (heaviest folders first; xdist's own, most tests first, left the longest e2e files for last).
 # Much of an e2e test is waiting on its stack: two workers kept the two cores about 66% busy
-# (11:54 with three against 14:59 with two, same code, same machine). Four were no faster and
-# loaded it past what some tests' deadlines allow. Port ranges are split between the workers
+# (11:54 with three against 14:59 with two, same code, same machine). Four were hardly faster
+# (11:35) and loaded the machine further. Port ranges are split between the workers
 # (tests/ports.py).
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=30

@@ -110,6 +110,10 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+#: Test databases copied from `migrated_template`, so already at the migrations' head.
+_AT_HEAD: set[str] = set()
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh database per test, owned by the `orchestrator` role; dropped afterwards.
@@ -134,10 +138,6 @@ def database_url(request: pytest.FixtureRequest, postgres_server: PostgresServer
     # Collecting the garbage closes such sockets first (cheap: the heap is frozen, above).
     gc.collect()
     postgres_server.drop_database(name)
-
-
-#: Test databases copied from `migrated_template`, so already at the migrations' head.
-_AT_HEAD: set[str] = set()
 
 
 @pytest.fixture(scope="session")

@@ -189,7 +189,15 @@ async def test_a_blocked_event_loop_fails_liveness_until_it_runs_again(
         finally:
             wedge.release.set()
 
-    live, (ready_code, ready) = await asyncio.to_thread(observe_the_wedge)
+    try:
+        live, (ready_code, ready) = await asyncio.to_thread(observe_the_wedge)
+    except AssertionError as exc:
+        # Where the message stood, for a run where the handler never got it.
+        info = await nc.jsm().consumer_info(worker_spec().stream.name, worker_spec().durable)
+        raise AssertionError(
+            f"{exc}; durable: {info.num_pending} pending, {info.num_ack_pending} unacknowledged, "
+            f"{info.num_redelivered} redelivered, {info.num_waiting} pull requests waiting"
+        ) from None
     assert live["status"] == "failing"
     assert "the event loop is blocked" in live["checks"]["event_loop"]["detail"]
     assert ready_code == 503

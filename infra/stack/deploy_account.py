@@ -71,6 +71,33 @@ def _check_sudoers(content: bytes) -> None:
         )
 
 
+def _password_field(user: str, shadow: Path = Path("/etc/shadow")) -> str | None:
+    """The second field of `user`'s line in the shadow file (root reads it), None if absent."""
+    for line in shadow.read_text(encoding="utf-8").splitlines():
+        name, _, rest = line.partition(":")
+        if name == user:
+            return rest.partition(":")[0]
+    return None
+
+
+def _change_accounts(argv: list[str], accept: tuple[int, ...] = (0,), attempts: int = 5) -> None:
+    """Run a shadow-utils command; run it again while another one holds the user database.
+
+    Every stack, deploy and sandbox on this machine adds or removes users. shadow-utils waits
+    for the database's lock only so long, then fails with "cannot lock ...; try again later"
+    (exit 1, as for any other failure); three test workers starting stacks at once met that.
+    """
+    for _ in range(attempts):
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode in accept:
+            return
+        if "try again later" not in result.stderr:
+            break
+    raise DeployAccountError(
+        f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}"
+    )
+
+
 def ensure_deploy_account() -> str:
     """Create `orch-deploy`, install the helper and its sudoers rule; return the account name."""
     if not running_as_root():
@@ -84,18 +111,16 @@ def ensure_deploy_account() -> str:
         pwd.getpwnam(DEPLOY_USER)
     except KeyError:
         # A login shell is needed (Ansible runs /bin/sh); there is no password to log in with.
-        result = subprocess.run(
+        # 9: created meanwhile by another stack starting on this machine.
+        _change_accounts(
             ["useradd", "--system", "--user-group", "--create-home", "--home-dir",
              str(DEPLOY_HOME), "--shell", "/bin/sh", DEPLOY_USER],
-            capture_output=True, text=True, check=False,
+            accept=(0, 9),
         )  # fmt: skip
-        if result.returncode not in (0, 9):
-            raise DeployAccountError(
-                f"useradd {DEPLOY_USER} failed: {result.stderr.strip()}"
-            ) from None
     # useradd locks the new account ("!"), and sshd without PAM refuses a locked account; "*"
     # is unlocked but matches no password, so the key stays the only way in.
-    subprocess.run(["usermod", "--password", "*", DEPLOY_USER], capture_output=True, check=True)
+    if _password_field(DEPLOY_USER) != "*":
+        _change_accounts(["usermod", "--password", "*", DEPLOY_USER])
     _install(HELPER_PATH, (ANSIBLE_FILES / "orch-project-admin").read_bytes(), 0o755)
     sudoers = (ANSIBLE_FILES / "sudoers-orch-deploy").read_bytes()
     _check_sudoers(sudoers)

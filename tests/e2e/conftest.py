@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
 import psycopg
@@ -70,6 +71,9 @@ class LocalStackProcess:
     output: list[str] = field(default_factory=list)
     info: StackInfo | None = None
     ready_seconds: float = 0.0
+    #: Kept between queries: a waiting test asks about once a second, and a connection each
+    #: time is a PostgreSQL backend started and torn down each time.
+    _db: psycopg.Connection[Any] | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 120) -> StackInfo:
         started = time.monotonic()
@@ -161,15 +165,36 @@ class LocalStackProcess:
 
     def project_state(self, project: str) -> str | None:
         """The state of the project named by id, id prefix or slug, read from the database."""
+        rows = self.query(
+            "SELECT state FROM projects WHERE id::text LIKE %s || '%%' OR slug = %s"
+            " ORDER BY created_at DESC LIMIT 1",
+            project,
+            project,
+        )
+        return str(rows[0][0]) if rows else None
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Rows of one query against the stack's database (what an operator's psql would show).
+
+        A connection the stack's restart or kill broke is opened again once."""
         assert self.info is not None
-        url = self.info.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(url, autocommit=True) as connection:
-            row = connection.execute(
-                "SELECT state FROM projects WHERE id::text LIKE %s || '%%' OR slug = %s"
-                " ORDER BY created_at DESC LIMIT 1",
-                (project, project),
-            ).fetchone()
-        return str(row[0]) if row is not None else None
+        for attempt in (1, 2):
+            if self._db is None or self._db.closed:
+                url = self.info.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+                self._db = psycopg.connect(url, autocommit=True)
+            try:
+                cursor = self._db.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+            except psycopg.OperationalError:
+                self.close_query_connection()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close_query_connection(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def nats_log_tail(self, lines: int = 40) -> str:
         """The end of the stack's nats-server log, for a failure message about the bus."""
@@ -193,6 +218,7 @@ class LocalStackProcess:
 
     def interrupt(self) -> int | None:
         """Ctrl-C, as a person stops `orchestrator up`; returns its exit code."""
+        self.close_query_connection()
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -214,6 +240,7 @@ class LocalStackProcess:
         shutdown). Deployed services are not the stack and keep running. Returns once every
         killed process is gone.
         """
+        self.close_query_connection()
         victims: set[int] = set()
         # New processes may be forked while we walk; walk again until a pass finds none.
         while True:

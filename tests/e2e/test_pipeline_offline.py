@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from dotenv import dotenv_values
 
@@ -107,11 +106,7 @@ def wait_for_message(state_dir: Path, project_id: str, kind: str, timeout: float
 
 def sql(stack: LocalStackProcess, query: str, *params: object) -> list[tuple[Any, ...]]:
     """Rows of one query against the stack's database (what an operator's psql would show)."""
-    assert stack.info is not None
-    url = stack.info.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url, autocommit=True) as connection:
-        cursor = connection.execute(query, params)
-        return cursor.fetchall() if cursor.description is not None else []
+    return stack.query(query, *params)
 
 
 def get_json(url: str, timeout: float = 5) -> dict[str, Any]:

@@ -51,7 +51,7 @@ lint: setup
 # (11:35) and loaded the machine further. Port ranges are split between the workers
 # (tests/ports.py).
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 4 --dist loadfile --no-loadscope-reorder --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=30
 
 bench: setup
 	$(BIN)/python bench/runtime_throughput.py

@@ -58,15 +58,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ConsumerApp.freeze_startup_objects = False
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """`--dist loadfile` with at most two workers in tests/e2e at once (tests/scheduling.py)."""
-    if config.getoption("dist") != "loadfile":
-        return None
-    from tests.scheduling import StackAwareScheduling
-
-    return StackAwareScheduling(config, log)
-
-
 #: The folders whose files take longest, in the order they run. With several workers (pytest-xdist,
 #: `--dist loadfile --no-loadscope-reorder`) each worker takes the next file as it finishes one;
 #: a heavy file taken last keeps one worker busy while the others idle (xdist's own order, most

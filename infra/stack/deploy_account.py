@@ -7,17 +7,20 @@ root, and anything as a project's own user. A deploy root is usable only once it
 directory with the helper's marker file, so the helper cannot be pointed at `/usr` or `/etc`.
 
 The embedded stack's sshd prepares all of this when it starts as root; a remote server gets the
-same files from `infra/ansible/prepare_server.yml`. Every step is idempotent and safe to run from
-several processes at once (a user created meanwhile counts as created; files are replaced
-atomically).
+same files from `infra/ansible/prepare_server.yml`. Every step is idempotent; stacks starting at
+once take turns (a lock in /run), a user created meanwhile counts as created, and files are
+replaced atomically.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ANSIBLE_FILES = Path(__file__).resolve().parents[1] / "ansible" / "files"
@@ -31,6 +34,8 @@ SHARED_DEPLOY_BASE = Path("/srv/orchestrator")
 #: One venv per requirements hash, built by the deploy account and read-only to project users
 #: (infra/ansible/roles/release_venv; the role's default `venv_cache_dir`).
 VENV_CACHE_DIR = Path("/var/cache/orch-deploy/venvs")
+#: Taken while the account is prepared, so stacks starting at once take turns (root's /run).
+PREPARE_LOCK = Path("/run/orchestrator-deploy-account.lock")
 
 
 class DeployAccountError(RuntimeError):
@@ -98,10 +103,24 @@ def _change_accounts(argv: list[str], accept: tuple[int, ...] = (0,), attempts: 
     )
 
 
+@contextmanager
+def _preparing(lock: Path = PREPARE_LOCK) -> Iterator[None]:
+    """One preparation at a time on this machine: the first stack of a fresh machine creates
+    the account, and the ones starting beside it then find it ready."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_deploy_account() -> str:
     """Create `orch-deploy`, install the helper and its sudoers rule; return the account name."""
     if not running_as_root():
         raise DeployAccountError("only root can create the deploy account; run the stack as root")
+    with _preparing():
+        return _prepare_deploy_account()
+
+
+def _prepare_deploy_account() -> str:
     for tool in ("sudo", "visudo", "useradd", "setfacl"):
         if not any((Path(d) / tool).exists() for d in ("/usr/bin", "/usr/sbin")):
             raise DeployAccountError(
@@ -111,7 +130,7 @@ def ensure_deploy_account() -> str:
         pwd.getpwnam(DEPLOY_USER)
     except KeyError:
         # A login shell is needed (Ansible runs /bin/sh); there is no password to log in with.
-        # 9: created meanwhile by another stack starting on this machine.
+        # 9: created meanwhile by something that does not take the lock (prepare_server.yml).
         _change_accounts(
             ["useradd", "--system", "--user-group", "--create-home", "--home-dir",
              str(DEPLOY_HOME), "--shell", "/bin/sh", DEPLOY_USER],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,37 @@ def test_a_prepared_account_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_failing_account_change_reports_the_commands_error() -> None:
     with pytest.raises(DeployAccountError, match="does not exist"):
         _change_accounts(["usermod", "--password", "*", "orch-no-such-user"])
+
+
+def test_stacks_starting_at_once_prepare_the_account_one_at_a_time(tmp_path: Path) -> None:
+    """A second preparation waits on the lock while the first holds it (the kernel's lock table
+    shows it blocked), then runs; this is what keeps a fresh machine's first stacks from
+    racing each other through useradd and usermod."""
+    lock = tmp_path / "prepare.lock"
+    finished = threading.Event()
+
+    def prepare() -> None:
+        with deploy_account._preparing(lock):
+            finished.set()
+
+    inode = None
+    with deploy_account._preparing(lock):
+        inode = lock.stat().st_ino
+        waiter = threading.Thread(target=prepare)
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on(inode) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _blocked_on(inode), Path("/proc/locks").read_text()
+        assert not finished.is_set()
+    waiter.join(30)
+    assert finished.is_set()
+
+
+def _blocked_on(inode: int) -> bool:
+    """A waiter (`->`) on a lock of this inode in /proc/locks."""
+    return any(
+        line.split()[1] == "->" and line.split()[6].endswith(f":{inode}")
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 6
+    )

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from infra.system_accounts import change_accounts
+
 ANSIBLE_FILES = Path(__file__).resolve().parents[1] / "ansible" / "files"
 DEPLOY_USER = "orch-deploy"
 DEPLOY_HOME = Path("/var/lib/orch-deploy")
@@ -85,22 +87,12 @@ def _password_field(user: str, shadow: Path = Path("/etc/shadow")) -> str | None
     return None
 
 
-def _change_accounts(argv: list[str], accept: tuple[int, ...] = (0,), attempts: int = 5) -> None:
-    """Run a shadow-utils command; run it again while another one holds the user database.
-
-    Every stack, deploy and sandbox on this machine adds or removes users. shadow-utils waits
-    for the database's lock only so long, then fails with "cannot lock ...; try again later"
-    (exit 1, as for any other failure); three test workers starting stacks at once met that.
-    """
-    for _ in range(attempts):
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if result.returncode in accept:
-            return
-        if "try again later" not in result.stderr:
-            break
-    raise DeployAccountError(
-        f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}"
-    )
+def _change_accounts(argv: list[str], accept: tuple[int, ...] = (0,)) -> None:
+    result = change_accounts(argv)
+    if result.returncode not in accept:
+        raise DeployAccountError(
+            f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}"
+        )
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from infra.stack.deploy_account import (
     _password_field,
     ensure_deploy_account,
 )
+from infra.system_accounts import change_accounts
 
 
 def test_the_password_field_is_read_from_the_shadow_file(tmp_path: Path) -> None:
@@ -73,3 +74,20 @@ def _blocked_on(inode: int) -> bool:
         for line in Path("/proc/locks").read_text().splitlines()
         if len(line.split()) > 6
     )
+
+
+def test_an_account_command_that_meets_a_locked_database_runs_again(tmp_path: Path) -> None:
+    """shadow-utils' lock failure is retried; any other failure is returned at once."""
+    tries = tmp_path / "tries"
+    # Fails like useradd on a locked database twice, then succeeds.
+    flaky = (
+        f'echo x >> {tries}; [ "$(wc -l < {tries})" -gt 2 ] && exit 0; '
+        'echo "useradd: cannot lock /etc/passwd; try again later." >&2; exit 1'
+    )
+    assert change_accounts(["sh", "-c", flaky]).returncode == 0
+    assert len(tries.read_text().splitlines()) == 3
+
+    other = tmp_path / "other"
+    failing = f'echo x >> {other}; echo "useradd: invalid user name" >&2; exit 3'
+    result = change_accounts(["sh", "-c", failing])
+    assert (result.returncode, len(other.read_text().splitlines())) == (3, 1)

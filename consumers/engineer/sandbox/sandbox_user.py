@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from consumers.engineer.sandbox.port import SandboxUnavailable
+from infra.system_accounts import change_accounts
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,10 @@ def ensure_sandbox_user(name: str) -> SandboxUser:
 
 
 def _create(name: str) -> pwd.struct_passwd:
-    result = subprocess.run(
+    result = change_accounts(
         ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", name],
-        capture_output=True, text=True, check=False,
-    )
+         "--shell", "/usr/sbin/nologin", name]
+    )  # fmt: skip
     # 9: created a moment ago by another engineer process on this host.
     if result.returncode not in (0, 9):
         raise SandboxUnavailable(

@@ -60,6 +60,7 @@ IMAGE_SOURCES = (
     "infra/llm.py",
     "infra/memory_types.py",
     "infra/memory_search.py",
+    "infra/system_accounts.py",
 )
 
 

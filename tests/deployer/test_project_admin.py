@@ -9,6 +9,7 @@ it made each archive seconds slower, or failed it.
 from __future__ import annotations
 
 import pwd
+import shutil
 import subprocess
 import sys
 import uuid
@@ -48,13 +49,15 @@ def states(uid: int) -> dict[int, str]:
 @pytest.fixture
 def project() -> Iterator[tuple[Path, str, int]]:
     """A marked deploy root and one project in it: (root, slug, the project user's uid)."""
-    root = prepare_deploy_root(shared_dir("orch-admin-") / "deploy")
+    base = shared_dir("orch-admin-")
+    root = prepare_deploy_root(base / "deploy")
     slug = f"admin-{uuid.uuid4().hex[:8]}"
     created = admin("ensure", str(root), slug)
     assert created.returncode == 0, created.stderr
     uid = pwd.getpwnam(created.stdout.strip()).pw_uid
     yield root, slug, uid
     admin("remove", str(root), slug)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_kill_stops_every_process_of_the_user_and_ignores_a_zombie_nobody_reaps(

@@ -111,7 +111,9 @@ def test_up_request_status_and_clean_shutdown() -> None:
 
 
 def test_cli_without_a_stack_says_how_to_start_one() -> None:
-    stack = LocalStackProcess(new_state_dir("none"))
+    state_dir = new_state_dir("none")
+    state_dir.rmdir()  # a state dir no stack ever used
+    stack = LocalStackProcess(state_dir)
     result = stack.cli("status", "whatever")
     assert result.returncode == 1
     assert "orchestrator up" in result.stderr

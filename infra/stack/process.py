@@ -117,6 +117,33 @@ def signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
+def running_in_group(pgid: int) -> list[int]:
+    """Pids of the processes of group `pgid` that still run (a zombie runs nothing)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # it exited while we looked
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_group(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL the group led by `pid`; return once none of its processes runs, or `timeout`.
+
+    A SIGKILL is sent, not yet delivered: on a busy machine a forked helper (a git daemon
+    connection, an sshd session) was still running a moment after `killpg` returned."""
+    signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while running_in_group(pid) and time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+
+
 class ManagedProcess(ABC):
     """One server binary run as a child process that cannot outlive us.
 
@@ -249,7 +276,7 @@ class ManagedProcess(ABC):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        signal_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid)
         self._process = None
 
     def kill(self) -> None:
@@ -257,7 +284,7 @@ class ManagedProcess(ABC):
         process = self._process
         if process is None:
             return
-        signal_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid)  # the leader too, left a zombie until the wait below
         process.kill()
         process.wait()
         self._process = None

@@ -53,7 +53,6 @@ def test_stacks_starting_at_once_prepare_the_account_one_at_a_time(tmp_path: Pat
         with deploy_account._preparing(lock):
             finished.set()
 
-    inode = None
     with deploy_account._preparing(lock):
         inode = lock.stat().st_ino
         waiter = threading.Thread(target=prepare)

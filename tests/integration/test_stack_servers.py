@@ -46,6 +46,7 @@ from infra.stack.process import (
     ManagedProcess,
     ServerStartError,
     child_environment,
+    running_in_group,
     start_together,
 )
 from infra.stack.sshd_server import Sshd
@@ -67,16 +68,7 @@ def _alive(pid: int) -> bool:
 
 def _group_alive(pgid: int) -> bool:
     """Whether any live process is left in process group `pgid`."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+    return bool(running_in_group(pgid))
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

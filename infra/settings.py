@@ -192,9 +192,10 @@ class HealthSettings(BaseModel):
 
     loop_stale_seconds: float = Field(
         10.0,
-        gt=0,
+        ge=2.0,
         description="/livez fails once the event loop has not run its heartbeat for this long "
-        "(a handler blocking the loop, a deadlock)",
+        "(a handler blocking the loop, a deadlock); at least 2 s, since the heartbeat beats "
+        "once a second and a limit near that would fail a loop that is merely busy",
     )
     check_timeout_seconds: float = Field(
         3.0,

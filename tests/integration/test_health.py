@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from nats.aio.client import Client
+from pydantic import ValidationError
 
 from contracts import events as ev
 from infra.bus.publisher import JetStreamPublisher
@@ -77,10 +78,12 @@ class Wedge:
     """A handler that blocks the event loop, as a synchronous call inside a step would."""
 
     def __init__(self) -> None:
+        self.entered = threading.Event()
         self.release = threading.Event()
 
     async def __call__(self, ctx: StepContext, event: ev.ProjectRequested) -> None:
         if event.description == "wedge the loop":
+            self.entered.set()
             self.release.wait(60)  # deliberately synchronous: nothing else on the loop runs
 
 
@@ -95,7 +98,7 @@ async def consumer(
         nats={"url": fresh_nats.url},
         database={"url": db_url, "pool_size": 5},
         metrics={"port": port},
-        health={"loop_stale_seconds": 1.0, "check_timeout_seconds": 2.0},
+        health={"loop_stale_seconds": 2.0, "check_timeout_seconds": 2.0},
         consumer={"database_probe_seconds": 0.2},
     )
     spec = worker_spec()
@@ -179,6 +182,10 @@ async def test_a_blocked_event_loop_fails_liveness_until_it_runs_again(
     def observe_the_wedge() -> tuple[dict[str, Any], tuple[int, dict[str, Any]]]:
         """Runs in a thread: the loop (the process's and this test's) is blocked meanwhile."""
         try:
+            # Only a 503 seen once the handler blocks counts: a loaded machine can delay a
+            # beat on its own, and the loop runs again right after such a stall.
+            if not wedge.entered.wait(60):
+                raise AssertionError("the handler never got its message")
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 code, live = probe.get_blocking("/livez")
@@ -216,3 +223,10 @@ async def test_the_vault_check_fails_for_a_refused_token_and_for_a_vault_that_is
         await VaultClient(openbao.addr, token="not-a-token").check_token()
     with pytest.raises(VaultError, match="does not answer"):
         await VaultClient(f"http://127.0.0.1:{free_port()}", token="any").check_token()
+
+
+def test_a_stale_limit_the_heartbeat_itself_would_cross_is_refused() -> None:
+    """The loop beats once a second: a 1 s limit would fail a loop that is merely busy."""
+    with pytest.raises(ValidationError, match="loop_stale_seconds"):
+        Settings(health={"loop_stale_seconds": 1.0})
+    assert Settings(health={"loop_stale_seconds": 2.0}).health.loop_stale_seconds == 2.0

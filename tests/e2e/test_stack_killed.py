@@ -5,10 +5,11 @@ process of `orchestrator up` (the launcher, each consumer, nats-server, PostgreS
 sshd, git daemon and whatever they forked) dies at the same instant, with no shutdown code
 run anywhere. The test waits, on the read model, until the ten projects are spread over the
 pipeline, kills everything at once and starts `orchestrator up` again on the same state
-directory, as an operator would. The spread is made, not hoped for: six projects go first, and
-once three of them are deploying or live the other four are sent and the stack is killed as
-soon as their requests are on the stream (a quiet machine builds a project in about a second,
-so ten sent at once could all pass their builds between two looks at the read model).
+directory, as an operator would. The spread is made, not hoped for: six projects go first;
+once three of them are deploying or live the engineer is frozen (SIGSTOP, a process that has
+stalled), the other four are sent, and the stack is killed as soon as their requests are on
+the stream. A project is built in about a second on a quiet machine, so without the freeze the
+second wave could pass its builds before the kill (it did, under load).
 
 What must hold afterwards is what the design promises: JetStream redelivers what was not
 acknowledged, the inbox and the natural keys make a redelivered step converge, and the
@@ -21,7 +22,9 @@ stack: those already live keep running through the outage.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -30,6 +33,7 @@ import pytest
 
 from .conftest import MIXED_KINDS, LocalStackProcess, _cmdline, new_state_dir
 from .test_pipeline_offline import get_json, own_port_range, sql, unique_name
+from .test_redelivery import consumer_pid
 
 PROJECTS = 10
 #: Sent first; the rest follow once three of these are deploying or live.
@@ -74,8 +78,10 @@ def test_stack_killed_with_ten_projects_in_flight_recovers_all_of_them() -> None
             time.sleep(0.2)
         else:
             raise AssertionError(f"three projects never reached their deploys: {first}")
-        # ...then the second wave, and the kill as soon as its requests are on the stream. One
-        # the coordinator has not recorded yet is in flight too: it counts as requested.
+        # ...then the engineer frozen, so no project passes its build any more, the second wave
+        # sent, and the kill as soon as its requests are on the stream. A request the
+        # coordinator has not recorded yet is in flight too: it counts as requested.
+        os.killpg(consumer_pid(stack, "engineer"), signal.SIGSTOP)
         project_ids += submit(stack, names[FIRST_WAVE:], offset=FIRST_WAVE)
         recorded = states(stack, project_ids)
         killed = stack.kill()

@@ -40,6 +40,24 @@ async def stream_count(nc: Client, stream: str) -> int:
     return (await nc.jsm().stream_info(stream)).state.messages
 
 
+async def settled(nc: Client, durable: str = "test-worker", timeout: float = 60.0) -> None:
+    """Until the durable holds nothing pending and nothing unacknowledged.
+
+    A duplicate can only come from a message still pending or unacknowledged (a redelivery), so
+    once both are zero the effects counted afterwards are final: no sleep "for a late one"."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        info = await nc.jsm().consumer_info(INTENTS.name, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"{durable}: {info.num_pending} pending, {info.num_ack_pending} unacknowledged "
+                f"after {timeout}s"
+            )
+        await asyncio.sleep(0.1)
+
+
 async def test_two_replicas_share_a_durable_and_each_event_has_one_effect(
     fresh_nats: NatsServer, migrated_db: str, nc: Client
 ) -> None:
@@ -51,7 +69,7 @@ async def test_two_replicas_share_a_durable_and_each_event_has_one_effect(
         for chunk in range(0, 1000, 100):
             await publisher.publish_many(events[chunk : chunk + 100])
         await wait_for(lambda: sql(migrated_db, "SELECT count(*) FROM effects")[0][0] >= 1000, 90)
-        await asyncio.sleep(1)  # a late duplicate would show up here
+        await settled(nc)
         total, distinct = sql(
             migrated_db, "SELECT count(*), count(DISTINCT event_id) FROM effects"
         )[0]
@@ -79,7 +97,7 @@ async def test_replica_killed_mid_handler_redelivers_and_effect_happens_once(
     second = start_replica(fresh_nats.url, migrated_db, "survivor", *args)
     try:
         await wait_for(lambda: sql(migrated_db, "SELECT count(*) FROM effects")[0][0] == 1, 40)
-        await asyncio.sleep(3)
+        await settled(nc)
         assert sql(migrated_db, "SELECT replica, count(*) FROM effects GROUP BY 1") == [
             ("survivor", 1)
         ]
@@ -109,12 +127,10 @@ async def test_same_event_twice_inside_and_outside_the_duplicate_window(
             app = build_workload(settings_for(server.url, migrated_db), "only")
             stop = asyncio.Event()
             serving = asyncio.create_task(app.serve(stop))
-            await asyncio.sleep(3)
+            await settled(client)  # both copies delivered and acknowledged
             stop.set()
             await serving
             assert sql(migrated_db, "SELECT count(*) FROM effects")[0][0] == 1
-            info = await client.jsm().consumer_info(INTENTS.name, "test-worker")
-            assert info.num_pending == 0 and info.num_ack_pending == 0
         finally:
             await client.close()
 
@@ -212,11 +228,11 @@ async def test_crash_between_commit_and_publish_is_healed_by_the_outbox_relay(
             ),
             30,
         )
-        await asyncio.sleep(4)  # the redelivered original is a duplicate: re-published, deduped
+        # The original comes back after its ack wait: a duplicate, acknowledged without a
+        # second effect, its stored output re-published and de-duplicated by the stream.
+        await settled(nc)
         assert await stream_count(nc, NOTIFY.name) == 1
         assert sql(migrated_db, "SELECT count(*) FROM effects")[0][0] == 1
-        info = await nc.jsm().consumer_info(INTENTS.name, "test-worker")
-        assert info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         stop_replica(restarted)
 

@@ -175,9 +175,6 @@ async def test_a_blocked_event_loop_fails_liveness_until_it_runs_again(
 ) -> None:
     _, probe, wedge = consumer
     await probe.until("/readyz", 200)
-    await JetStreamPublisher.from_client(nc).publish(
-        project_request("wedge the loop", user_id="cli:test", source="cli")
-    )
 
     def observe_the_wedge() -> tuple[dict[str, Any], tuple[int, dict[str, Any]]]:
         """Runs in a thread: the loop (the process's and this test's) is blocked meanwhile."""
@@ -196,8 +193,15 @@ async def test_a_blocked_event_loop_fails_liveness_until_it_runs_again(
         finally:
             wedge.release.set()
 
+    # The observer's thread starts before the message goes out: the handler can block the loop
+    # (this test's too) before the publish returns, and a thread started after it would only
+    # run once the wedge gave up (it did, under load).
+    observer = asyncio.get_running_loop().run_in_executor(None, observe_the_wedge)
+    await JetStreamPublisher.from_client(nc).publish(
+        project_request("wedge the loop", user_id="cli:test", source="cli")
+    )
     try:
-        live, (ready_code, ready) = await asyncio.to_thread(observe_the_wedge)
+        live, (ready_code, ready) = await observer
     except AssertionError as exc:
         # Where the message stood, for a run where the handler never got it.
         info = await nc.jsm().consumer_info(worker_spec().stream.name, worker_spec().durable)

@@ -59,6 +59,16 @@ class JetStreamPublisher:
         self._patience = patience
         self._alive = alive
         self._on_wait = on_wait
+        #: Set (and replaced) when the client reconnects: see `connection_restored`.
+        self._restored = asyncio.Event()
+
+    def connection_restored(self) -> None:
+        """The client has reconnected: acknowledgements awaited on the lost connection will not
+        come (the server restarted, or the client is on another node), so every publish waiting
+        for one sends again now instead of waiting out its timeout. The same `Nats-Msg-Id` is
+        sent, so a copy the stream did store is acknowledged as a duplicate."""
+        self._restored.set()
+        self._restored = asyncio.Event()
 
     @classmethod
     def from_client(
@@ -105,10 +115,9 @@ class JetStreamPublisher:
         while True:
             attempt += 1
             try:
-                await self._js.publish(
-                    subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
-                )
-                return
+                if await self._acknowledged(subject, body, stream, headers):
+                    return
+                continue  # the connection came back meanwhile: sent again at once
             except (NatsTimeoutError, NoStreamResponseError) as exc:
                 waited = time.monotonic() - started
                 if isinstance(exc, NoStreamResponseError) and await self._missing(stream):
@@ -135,6 +144,29 @@ class JetStreamPublisher:
                         f"stream {stream} has not acknowledged {subject} yet; trying again"
                     )
                 await asyncio.sleep(min(self._backoff * 2**attempt, 5.0))
+
+    async def _acknowledged(
+        self, subject: str, body: bytes, stream: str, headers: Mapping[str, str]
+    ) -> bool:
+        """One publish: True once acknowledged, False when the connection was restored before
+        the acknowledgement came; raises what JetStream's publish raises."""
+        restored = asyncio.ensure_future(self._restored.wait())
+        publish = asyncio.ensure_future(
+            self._js.publish(
+                subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
+            )
+        )
+        try:
+            await asyncio.wait({publish, restored}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (publish, restored):
+                if not waiting.done():
+                    waiting.cancel()
+            await asyncio.gather(publish, restored, return_exceptions=True)
+        if publish.cancelled():
+            return False
+        publish.result()
+        return True
 
     async def _missing(self, stream: str) -> bool:
         """True only when JetStream's API answers that `stream` does not exist (an API that

@@ -111,7 +111,8 @@ class PullRequests:
                         await self._changed.wait()
                         self._changed.clear()
             except TimeoutError:
-                # No answer at all: the request was lost (a reconnect); the next call asks again.
+                # No answer at all: the request was lost (a reconnect the client did not report);
+                # the next call asks again.
                 self._owed = 0
         self._stop_keepalive()
         taken = [self._arrived.popleft() for _ in range(min(self._batch, len(self._arrived)))]
@@ -122,6 +123,16 @@ class PullRequests:
         if not taken and ended is not None and not _normal_end(ended):
             raise PullFailed(ended)
         return taken
+
+    def forget_outstanding(self) -> None:
+        """The connection was lost and is back: the server no longer holds the request.
+
+        `fetch` stops waiting for it and returns what came (maybe nothing), and the next call
+        asks again. Should the request be answered after all, what it brings is kept (and sent
+        `in_progress` until taken), as for any answer that comes after its expiry."""
+        if self._owed:
+            self._owed = 0
+            self._changed.set()
 
     async def _delivered(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None

@@ -347,6 +347,8 @@ class ConsumerApp:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._pullers: list[asyncio.Task[None]] = []
+        #: Each pull loop's requests, told when the connection comes back (`_reconnected`).
+        self._requests: set[PullRequests] = set()
         #: Pullers handling a batch right now (the others are only waiting on a fetch).
         self._busy: set[str] = set()
         self.marks: PublishedMarks | None = None
@@ -440,6 +442,7 @@ class ConsumerApp:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 closed_cb=self._connection_closed,
+                reconnected_cb=self._reconnected,
                 error_cb=connection_error,
                 **credentials,
             )
@@ -500,6 +503,17 @@ class ConsumerApp:
 
     def _nats_connection(self) -> Client | None:
         return self.nc
+
+    async def _reconnected(self) -> None:
+        """A server that restarted, or the node the client moved from, forgot the requests it
+        held: each pull loop asks again now rather than waiting out its request's expiry
+        (`fetch_wait_seconds`), and each publish sends again rather than waiting out its
+        acknowledgement's timeout (10 s)."""
+        log.info("nats.reconnected", process=self.process)
+        if self.publisher is not None:
+            self.publisher.connection_restored()
+        for requests in self._requests:
+            requests.forget_outstanding()
 
     async def _connection_closed(self) -> None:
         self._closed.set()
@@ -569,6 +583,7 @@ class ConsumerApp:
             heartbeat=consumer.heartbeat_seconds,
         )
         await requests.open()
+        self._requests.add(requests)
         held = StepConnection(self.engine)
         # A task's context is its own: each loop's steps see the loop's connection and requests.
         _HELD_CONNECTION.set(held)
@@ -577,6 +592,7 @@ class ConsumerApp:
             await self._pull_until_stopped(requests, spec, name)
         finally:
             # Unsubscribed here, the connection's drain at shutdown does not wait on it.
+            self._requests.discard(requests)
             with contextlib.suppress(Exception):
                 await requests.close()
             with contextlib.suppress(Exception):

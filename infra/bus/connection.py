@@ -15,6 +15,7 @@ means "exit for a restart"), except `error_cb`, which only reports.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,21 @@ _STATE_CALLBACKS = ("closed_cb", "disconnected_cb", "reconnected_cb")
 
 Callback = Callable[[], Awaitable[None]]
 
+#: What to tell when a connection made by `connect` comes back (`on_reconnect`).
+_reconnect_listeners: weakref.WeakKeyDictionary[
+    Client, list[weakref.WeakMethod[Callable[[], None]]]
+] = weakref.WeakKeyDictionary()
+
+
+def on_reconnect(nc: Client, listener: Callable[[], None]) -> None:
+    """Call the bound method `listener` each time `nc` (made by `connect`) reconnects, before
+    the connection's own `reconnected_cb`. A server that restarted forgot the requests it held:
+    a publisher waiting for an acknowledgement sends again (`JetStreamPublisher.from_client`
+    registers). Held weakly: a publisher made per request goes away with its request."""
+    listeners = _reconnect_listeners.setdefault(nc, [])
+    listeners[:] = [ref for ref in listeners if ref() is not None]
+    listeners.append(weakref.WeakMethod(listener))
+
 
 async def connect(servers: str | list[str], **options: Any) -> Client:
     """`nats.connect(servers, **options)`, connected again while nats-py returns it unfinished.
@@ -45,7 +61,10 @@ async def connect(servers: str | list[str], **options: Any) -> Client:
             for name in _STATE_CALLBACKS
             if options.get(name) is not None
         }
+        connection: list[Client] = []
+        gated["reconnected_cb"] = _tell_listeners(connection, gated.get("reconnected_cb"))
         nc = await nats.connect(servers, **{**options, **gated})
+        connection.append(nc)
         if nc.is_connected or attempt == CONNECT_ATTEMPTS:
             kept[0] = True
             return nc
@@ -60,3 +79,15 @@ def _forward_if_kept(callback: Callback, kept: list[bool]) -> Callback:
             await callback()
 
     return forward
+
+
+def _tell_listeners(connection: list[Client], then: Callback | None) -> Callback:
+    async def reconnected() -> None:
+        for ref in _reconnect_listeners.get(connection[0], []) if connection else []:
+            listener = ref()
+            if listener is not None:
+                listener()
+        if then is not None:
+            await then()
+
+    return reconnected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
@@ -16,6 +17,7 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 from contracts.envelope import Event
 from contracts.topology import stream_for_subject
 from infra.bus.codec import encode
+from infra.bus.connection import on_reconnect
 
 
 class PublishNotAcknowledged(NatsTimeoutError):
@@ -59,16 +61,17 @@ class JetStreamPublisher:
         self._patience = patience
         self._alive = alive
         self._on_wait = on_wait
-        #: Set (and replaced) when the client reconnects: see `connection_restored`.
-        self._restored = asyncio.Event()
+        #: Resolved (and dropped) when the client reconnects: see `connection_restored`.
+        self._restored: asyncio.Future[None] | None = None
 
     def connection_restored(self) -> None:
         """The client has reconnected: acknowledgements awaited on the lost connection will not
         come (the server restarted, or the client is on another node), so every publish waiting
         for one sends again now instead of waiting out its timeout. The same `Nats-Msg-Id` is
         sent, so a copy the stream did store is acknowledged as a duplicate."""
-        self._restored.set()
-        self._restored = asyncio.Event()
+        if self._restored is not None and not self._restored.done():
+            self._restored.set_result(None)
+        self._restored = None
 
     @classmethod
     def from_client(
@@ -83,7 +86,7 @@ class JetStreamPublisher:
         async def alive() -> bool:
             return await server_answers(nc)
 
-        return cls(
+        publisher = cls(
             nc.jetstream(),
             timeout=timeout,
             attempts=attempts,
@@ -91,6 +94,8 @@ class JetStreamPublisher:
             alive=alive,
             on_wait=on_wait,
         )
+        on_reconnect(nc, publisher.connection_restored)
+        return publisher
 
     async def publish(self, event: Event) -> None:
         subject, body, headers = encode(event)
@@ -150,19 +155,21 @@ class JetStreamPublisher:
     ) -> bool:
         """One publish: True once acknowledged, False when the connection was restored before
         the acknowledgement came; raises what JetStream's publish raises."""
-        restored = asyncio.ensure_future(self._restored.wait())
+        if self._restored is None:
+            self._restored = asyncio.get_running_loop().create_future()
+        restored = self._restored
         publish = asyncio.ensure_future(
             self._js.publish(
                 subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
             )
         )
         try:
-            await asyncio.wait({publish, restored}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((publish, restored), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiting in (publish, restored):
-                if not waiting.done():
-                    waiting.cancel()
-            await asyncio.gather(publish, restored, return_exceptions=True)
+            if not publish.done():
+                publish.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publish
         if publish.cancelled():
             return False
         publish.result()

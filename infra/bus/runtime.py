@@ -82,7 +82,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts.envelope import Event
 from contracts.topology import ConsumerSpec, consumers_of
 from infra.bus.codec import MalformedEvent, decode
-from infra.bus.connection import connect
+from infra.bus.connection import connect, on_reconnect
 from infra.bus.credentials import process_credentials
 from infra.bus.dead_letter import dead_letter
 from infra.bus.faults import DatabaseGate, is_connectivity_error, is_contention_error
@@ -399,6 +399,7 @@ class ConsumerApp:
         await apply_consumers(jsm, self.specs, lookback=settings.nats.new_durable_lookback_seconds)
         js = nc.jetstream()
         self.publisher = JetStreamPublisher(js)
+        on_reconnect(nc, self.publisher.connection_restored)
         for hook in self.on_startup:
             await hook()
         relay = OutboxRelay(self.sessionmaker, self.publisher, process=self.process)
@@ -507,11 +508,9 @@ class ConsumerApp:
     async def _reconnected(self) -> None:
         """A server that restarted, or the node the client moved from, forgot the requests it
         held: each pull loop asks again now rather than waiting out its request's expiry
-        (`fetch_wait_seconds`), and each publish sends again rather than waiting out its
-        acknowledgement's timeout (10 s)."""
+        (`fetch_wait_seconds`). The publisher is told too (`on_reconnect`): a publish waiting
+        for its acknowledgement sends again rather than waiting out its timeout (10 s)."""
         log.info("nats.reconnected", process=self.process)
-        if self.publisher is not None:
-            self.publisher.connection_restored()
         for requests in self._requests:
             requests.forget_outstanding()
 

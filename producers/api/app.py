@@ -250,8 +250,8 @@ async def serve(settings: Settings, api_settings: ApiSettings) -> int:
         pool_size=settings.database.pool_size,
         options=settings.database.session_options(),
     )
-    publisher = JetStreamPublisher(
-        nc.jetstream(), timeout=api_settings.publish_timeout_seconds, attempts=2
+    publisher = JetStreamPublisher.from_client(
+        nc, timeout=api_settings.publish_timeout_seconds, attempts=2
     )
     health = HealthChecks(settings.health)
     health.add("nats", nats_connected(lambda: nc))

@@ -1,11 +1,12 @@
-"""What a consumer's requests become when nats-server restarts under them (issue 9).
+"""What a process's requests become when nats-server restarts under them (issue 9).
 
 A server that restarts forgets the requests it held: the pull request a loop keeps outstanding,
-and the publish whose acknowledgement a step is waiting for. Neither gets an answer on the new
-connection, so without help a loop waits out its request's expiry and a step its publish
-timeout before anything moves again. The runtime tells both when the client reconnects. Each
-test gives the forgotten request an hour to expire: the work gets through within the test's
-wait only because the request was sent again.
+and the publish whose acknowledgement a step or a producer is waiting for. Neither gets an
+answer on the new connection, so without help a loop waits out its request's expiry and a
+publish its timeout before anything moves again. The client tells both when it reconnects
+(the runtime's `_reconnected`, `infra.bus.connection.on_reconnect`). Each test gives the
+forgotten request an hour to expire: the work gets through within the test's wait only because
+the request was sent again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nats.aio.client import Client
 
 from contracts.topology import INTENTS
 from infra.bus.codec import encode
+from infra.bus.connection import connect
 from infra.bus.publisher import JetStreamPublisher
 from infra.bus.topology import apply_consumers, apply_topology
 from infra.settings import Settings
@@ -71,20 +73,21 @@ async def test_a_consumer_asks_again_at_once_when_the_server_forgot_its_pull_req
 async def test_a_publish_sends_again_when_the_connection_comes_back_without_its_ack(
     fresh_nats: NatsServer,
 ) -> None:
+    """A producer's publisher (API, bot, scheduler, CLI), made with `from_client` on a
+    connection from `infra.bus.connection.connect`: nothing wired by hand."""
     await apply_topology(fresh_nats.url)
     restored = asyncio.Event()
 
     async def reconnected() -> None:
-        publisher.connection_restored()
         restored.set()
 
-    client = await nats.connect(
+    client = await connect(
         fresh_nats.url,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
         reconnected_cb=reconnected,
     )
-    publisher = JetStreamPublisher(client.jetstream(), timeout=AN_HOUR)
+    publisher = JetStreamPublisher.from_client(client, timeout=AN_HOUR)
     event = project_request(f"sent once {uuid.uuid4()}", user_id="cli:test", source="cli")
     subject, body, headers = encode(event)
     try:

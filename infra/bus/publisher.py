@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
@@ -61,17 +60,18 @@ class JetStreamPublisher:
         self._patience = patience
         self._alive = alive
         self._on_wait = on_wait
-        #: Resolved (and dropped) when the client reconnects: see `connection_restored`.
-        self._restored: asyncio.Future[None] | None = None
+        #: The deadlines of the publishes waiting for an acknowledgement right now.
+        self._in_flight: set[asyncio.Timeout] = set()
 
     def connection_restored(self) -> None:
         """The client has reconnected: acknowledgements awaited on the lost connection will not
         come (the server restarted, or the client is on another node), so every publish waiting
         for one sends again now instead of waiting out its timeout. The same `Nats-Msg-Id` is
         sent, so a copy the stream did store is acknowledged as a duplicate."""
-        if self._restored is not None and not self._restored.done():
-            self._restored.set_result(None)
-        self._restored = None
+        if self._in_flight:
+            now = asyncio.get_running_loop().time()
+            for deadline in self._in_flight:
+                deadline.reschedule(now)
 
     @classmethod
     def from_client(
@@ -155,24 +155,22 @@ class JetStreamPublisher:
     ) -> bool:
         """One publish: True once acknowledged, False when the connection was restored before
         the acknowledgement came; raises what JetStream's publish raises."""
-        if self._restored is None:
-            self._restored = asyncio.get_running_loop().create_future()
-        restored = self._restored
-        publish = asyncio.ensure_future(
-            self._js.publish(
-                subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
-            )
-        )
+        # No deadline of its own (nats-py's `timeout` is the one): `connection_restored` sets
+        # it to now. A task per publish would cost the hot path more than this.
+        deadline = asyncio.timeout(None)
         try:
-            await asyncio.wait((publish, restored), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not publish.done():
-                publish.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publish
-        if publish.cancelled():
-            return False
-        publish.result()
+            async with deadline:
+                self._in_flight.add(deadline)
+                try:
+                    await self._js.publish(
+                        subject, body, timeout=self._timeout, stream=stream, headers=dict(headers)
+                    )
+                finally:
+                    self._in_flight.discard(deadline)
+        except TimeoutError:
+            if deadline.expired():
+                return False
+            raise
         return True
 
     async def _missing(self, stream: str) -> bool:

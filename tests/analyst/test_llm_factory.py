@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from infra.llm import LLMConfigurationError, TokenUsage, build_chat_model, cost_usd, usage_from
@@ -17,6 +15,8 @@ def test_offline_has_no_model() -> None:
 
 
 def test_openai_compatible_endpoint() -> None:
+    from langchain_openai import ChatOpenAI  # on demand, as the processes import it
+
     settings = LLMSettings(provider="openai", base_url="http://127.0.0.1:9/v1", model="qwen")
     model = build_chat_model(settings, "sk-abc")
     assert isinstance(model, ChatOpenAI)
@@ -28,6 +28,8 @@ def test_openai_compatible_endpoint() -> None:
 
 
 def test_anthropic() -> None:
+    from langchain_anthropic import ChatAnthropic  # on demand: about 1.5 s to import
+
     model = build_chat_model(LLMSettings(provider="anthropic", model="claude-x"), "ak-123")
     assert isinstance(model, ChatAnthropic)
     assert model.model == "claude-x"

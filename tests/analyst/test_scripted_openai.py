@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
-from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 
 class Weather(BaseModel):
@@ -18,6 +20,8 @@ class Weather(BaseModel):
 
 
 def client(server: ScriptedOpenAI, **options: Any) -> ChatOpenAI:
+    from langchain_openai import ChatOpenAI  # on demand, as the processes import it
+
     return ChatOpenAI(
         base_url=server.base_url, api_key=SecretStr("k"), model="m", max_retries=0, **options
     )

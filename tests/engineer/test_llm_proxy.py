@@ -11,12 +11,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 import pytest
 from langchain_core.messages import HumanMessage
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +27,9 @@ from infra.db.models import LlmUsage, Project, User
 from infra.db.session import make_engine, make_sessionmaker
 from infra.settings import LLMSettings, QuotaSettings
 from tests.fakes.openai_server import Reply, ScriptedOpenAI
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 PROVIDER_KEY = "sk-proxy-provider-key-77"
 #: $1 per 1,000 tokens either way, so 1,000-token replies cost exactly $1 each.
@@ -65,25 +68,36 @@ async def add_project(
             session.add(User(id=user_id, llm_budget_usd_month=user_budget))
             await session.flush()
         session.add(
-            Project(id=project_id, flow_id=uuid.uuid4(), user_id=user_id, description="d",
-                    llm_budget_usd=project_budget)
+            Project(
+                id=project_id,
+                flow_id=uuid.uuid4(),
+                user_id=user_id,
+                description="d",
+                llm_budget_usd=project_budget,
+            )
         )
     return project_id
 
 
-def ledger(
-    sessions: async_sessionmaker[AsyncSession], project_id: uuid.UUID
-) -> DatabaseLedger:
+def ledger(sessions: async_sessionmaker[AsyncSession], project_id: uuid.UUID) -> DatabaseLedger:
     return DatabaseLedger(
-        sessions, project_id=project_id, event_id=uuid.uuid4(), stage="engineer",
+        sessions,
+        project_id=project_id,
+        event_id=uuid.uuid4(),
+        stage="engineer",
         quotas=QuotaSettings(),
     )
 
 
 def chat(base_url: str, token: str, **options: object) -> ChatOpenAI:
+    from langchain_openai import ChatOpenAI  # on demand, as the processes import it
+
     return ChatOpenAI(
-        model="coder-model", base_url=f"{base_url}/v1", api_key=SecretStr(token),
-        max_retries=0, **options,
+        model="coder-model",
+        base_url=f"{base_url}/v1",
+        api_key=SecretStr(token),
+        max_retries=0,
+        **options,
     )
 
 
@@ -97,8 +111,9 @@ async def test_a_wrong_token_is_refused_and_nothing_reaches_the_provider(
     sessions: async_sessionmaker[AsyncSession], provider: ScriptedOpenAI
 ) -> None:
     project_id = await add_project(sessions, "telegram:1")
-    launcher = ProxyLauncher(LLMSettings(provider="openai", base_url=provider.base_url),
-                             provider_key)
+    launcher = ProxyLauncher(
+        LLMSettings(provider="openai", base_url=provider.base_url), provider_key
+    )
     async with launcher.on_loopback(ledger(sessions, project_id)) as run:
         with pytest.raises(openai.AuthenticationError, match="run's token"):
             await chat(run.base_url or "", "not-the-token").ainvoke("hi")
@@ -117,8 +132,9 @@ async def test_each_call_is_metered_and_committed_while_the_run_goes_on(
         Reply.text("one", prompt_tokens=1000, completion_tokens=200),
         Reply.text("two, streamed", prompt_tokens=300, completion_tokens=40),
     )
-    settings = LLMSettings(provider="openai", base_url=provider.base_url, model="coder-model",
-                           **PRICED)
+    settings = LLMSettings(
+        provider="openai", base_url=provider.base_url, model="coder-model", **PRICED
+    )
     async with ProxyLauncher(settings, provider_key).on_loopback(
         ledger(sessions, project_id)
     ) as run:
@@ -129,8 +145,12 @@ async def test_each_call_is_metered_and_committed_while_the_run_goes_on(
         assert (first.prompt_tokens, first.completion_tokens) == (1000, 200)
         assert first.cost_usd == Decimal("1.2")
         streamed = "".join(
-            [str(chunk.content) async for chunk in chat(
-                run.base_url or "", run.token, streaming=True).astream("second")]
+            [
+                str(chunk.content)
+                async for chunk in chat(run.base_url or "", run.token, streaming=True).astream(
+                    "second"
+                )
+            ]
         )
         assert streamed == "two, streamed"
         assert run.proxy.calls == 2
@@ -191,7 +211,8 @@ async def test_the_run_time_limit_refuses_further_calls(
 ) -> None:
     project_id = await add_project(sessions, "telegram:5")
     launcher = ProxyLauncher(
-        LLMSettings(provider="openai", base_url=provider.base_url), provider_key,
+        LLMSettings(provider="openai", base_url=provider.base_url),
+        provider_key,
         time_limit_seconds=0.0,
     )
     async with launcher.on_loopback(ledger(sessions, project_id)) as run:
@@ -205,17 +226,20 @@ async def test_the_socket_serves_only_the_token_holder_and_is_removed(
 ) -> None:
     project_id = await add_project(sessions, "telegram:6")
     provider.replies(Reply.text("over the socket", prompt_tokens=5, completion_tokens=5))
-    launcher = ProxyLauncher(LLMSettings(provider="openai", base_url=provider.base_url),
-                             provider_key)
+    launcher = ProxyLauncher(
+        LLMSettings(provider="openai", base_url=provider.base_url), provider_key
+    )
     async with launcher.on_socket(tmp_path / "sock", ledger(sessions, project_id)) as run:
         assert run.socket_path is not None
         transport = httpx.AsyncHTTPTransport(uds=str(run.socket_path))
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
             body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-            refused = await client.post("/v1/chat/completions", json=body,
-                                        headers={"Authorization": "Bearer guess"})
-            answered = await client.post("/v1/chat/completions", json=body,
-                                         headers={"Authorization": f"Bearer {run.token}"})
+            refused = await client.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": "Bearer guess"}
+            )
+            answered = await client.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {run.token}"}
+            )
     assert refused.status_code == 401
     assert answered.json()["choices"][0]["message"]["content"] == "over the socket"
     assert not run.socket_path.exists()

@@ -11,11 +11,11 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 from nats.aio.client import Client
 
+from infra.bus.connection import connect
 from infra.bus.topology import apply_topology
 from infra.stack.nats_server import NatsServer
 from infra.stack.postgres_server import PostgresServer
@@ -53,7 +53,8 @@ def migrated_db(migrated_url: str) -> str:
 @pytest.fixture
 async def nc(fresh_nats: NatsServer) -> AsyncIterator[Client]:
     await apply_topology(fresh_nats.url)
-    client = await nats.connect(fresh_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    # Through the product's helper, so its publishers send again after a restart (on_reconnect).
+    client = await connect(fresh_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     yield client
     await client.close()
 
